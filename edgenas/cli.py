@@ -1,0 +1,318 @@
+"""The ``edgenas`` command line.
+
+Every sub-command validates its arguments up front; bad input ends with one line,
+``edgenas: error: ...``, and exit status 2. Heavy imports (torch) happen inside the
+commands that need them, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_space", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"edgenas: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Fail(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def load_space(name_or_path: str):
+    """A built-in space by name, or a space defined in a YAML file."""
+    from edgenas.search_spaces import SPACES, Space
+
+    if name_or_path in SPACES:
+        return SPACES[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise _Fail(f"space file {name_or_path!r} does not exist")
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise _Fail(f"space file {name_or_path!r} is not valid YAML: {exc}") from exc
+        try:
+            return Space.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise _Fail(f"space file {name_or_path!r}: {exc}") from exc
+    raise _Fail(f"unknown space {name_or_path!r}; built-in spaces: {sorted(SPACES)}, or a YAML file path")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _parse_arch(space: Any, text: str):
+    try:
+        return space.parse(text)
+    except ValueError as exc:
+        raise _Fail(str(exc)) from exc
+
+
+# ----------------------------------------------------------------------------------- lut
+def _lut_build(args: argparse.Namespace) -> None:
+    from edgenas.latency_tables import Protocol, build_table, make_backend, restrict_space
+
+    space = restrict_space(load_space(args.space), args.resolutions, args.widths)
+    backend = make_backend(args.device, threads=args.threads, providers=args.providers.split(","))
+    protocol = Protocol(rounds=args.rounds)
+    table = build_table(
+        space, backend, args.out, device=args.device, precision=args.precision, protocol=protocol,
+        batch_size=args.batch_size, progress=not args.quiet,
+    )  # fmt: skip
+    h = table.header
+    print(
+        f"{args.out}: {len(table.entries)} entries, reference {h['reference_ms']:.3f} ms, "
+        f"build {h['build_seconds']:.0f} s, drift {h.get('drift', {}).get('median_ms_change', 0) * 100:+.1f} %"
+    )
+
+
+def _lut_validate(args: argparse.Namespace) -> None:
+    from edgenas.io import atomic_write_json
+    from edgenas.latency_tables import LatencyTable, make_backend, validate_table
+
+    table = LatencyTable.load(args.table)
+    h = table.header
+    backend = make_backend(h["device"], threads=h["threads"], providers=h["providers"])
+    report = validate_table(
+        args.table, backend, n=args.n, holdout=args.holdout, resolutions=args.resolutions, widths=args.widths,
+        seed=args.seed, progress=not args.quiet,
+    )  # fmt: skip
+    if args.out:
+        atomic_write_json(args.out, report)
+    m = report["heldout"]
+    print(
+        f"{report['n_heldout']} held-out subnets: {m['within_5pct'] * 100:.0f} % within +-5 %, "
+        f"{m['within_10pct'] * 100:.0f} % within +-10 %, MAPE {m['mape_pct']:.1f} %, "
+        f"Kendall tau {m['kendall_tau']:.3f} (calibration {report['calibration']['features']})"
+    )
+
+
+def _lut_show(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from edgenas.latency_tables import LatencyTable
+
+    table = LatencyTable.load(args.table)
+    h = table.header
+    if args.json:
+        print(json.dumps({k: v for k, v in table.to_dict().items() if k != "entries"}, indent=1))
+        return
+    spreads = np.array([e["spread"] for e in table.entries.values()]) if table.entries else np.zeros(1)
+    lines = [
+        f"table       {args.table}",
+        f"space       {h['space']}  (resolutions {h['space_def']['resolutions']}, widths {h['space_def']['widths']})",
+        f"device      {h['device']}: {h['cpu']}, {h['fingerprint']['os']}",
+        f"runtime     onnxruntime {h['onnxruntime']}, providers {h['providers']}, threads {h['threads']}, "
+        f"opset {h['opset']}, batch {h['batch']}",
+        f"precision   {h['precision']}",
+        f"entries     {len(table.entries)}  (spread median {np.median(spreads) * 100:.1f} %, "
+        f"max {spreads.max() * 100:.1f} %)",
+        f"reference   {h['reference_ms']:.3f} ms   per-call overhead {h['noop_ms'] * 1000:.1f} us",
+        f"build       {h['build_seconds']:.0f} s in {len(h['batches'])} batches",
+    ]
+    if "drift" in h:
+        d = h["drift"]
+        lines.append(
+            f"drift       {d['n']} first entries re-timed at the end: ms {d['median_ms_change'] * 100:+.1f} %, "
+            f"relative to reference {d['median_rel_change'] * 100:+.1f} % (median)"
+        )
+    if table.calibration:
+        c = table.calibration
+        terms = " + ".join(f"{v:.4g}*{n}" for n, v in zip(c["features"], c["coef"]))
+        lines.append(f"calibration measured = {terms}  (fitted on {c['n']}, leave-one-out MAPE {c['loo_mape'] * 100:.1f} %)")
+    else:
+        lines.append("calibration none yet (run 'edgenas lut validate')")
+    if table.validation:
+        v, m = table.validation, table.validation["heldout"]
+        lines.append(
+            f"validation  {v['n_heldout']} held-out subnets: {m['within_5pct'] * 100:.0f} % within +-5 %, "
+            f"{m['within_10pct'] * 100:.0f} % within +-10 %, MAPE {m['mape_pct']:.1f} %, tau {m['kendall_tau']:.3f}"
+        )
+    print("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------- arch
+def _arch_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    space = load_space(args.space)
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.n):
+        print(space.sample(rng))
+
+
+def _arch_predict(args: argparse.Namespace) -> None:
+    from edgenas.latency_tables import LatencyTable, Predictor
+
+    predictor = Predictor(LatencyTable.load(args.lut))
+    arch = _parse_arch(predictor.space, args.arch)
+    if args.breakdown:
+        for key, ms in predictor.breakdown(arch):
+            print(f"{ms:9.4f}  {key}")
+    print(f"{predictor.predict(arch, calibrated=not args.uncalibrated):.4f}")
+
+
+def _arch_export(args: argparse.Namespace) -> None:
+    from edgenas.export import export_onnx
+    from edgenas.search_spaces import build_subnet
+
+    space = load_space(args.space)
+    arch = _parse_arch(space, args.arch)
+    net = build_subnet(space, arch)
+    export_onnx(net, net.input_shape, args.out, precision=args.precision)
+    print(f"{args.out}: {arch} ({args.precision}, input {list(net.input_shape)}, random weights)")
+
+
+def _arch_info(args: argparse.Namespace) -> None:
+    from edgenas.search_spaces import profile_arch
+
+    space = load_space(args.space)
+    arch = _parse_arch(space, args.arch)
+    prof = profile_arch(space, arch)
+    if args.json:
+        print(json.dumps({"arch": str(arch), **arch.to_dict(), "params": prof.params, "flops": prof.flops,
+                          "blocks": [{"key": s.key, "params": p, "flops": f} for s, p, f in prof.blocks]}, indent=1))  # fmt: skip
+        return
+    print(f"arch    {arch}")
+    print(f"space   {space.name}   input {space.in_chs}x{arch.resolution}x{arch.resolution}   width {arch.width:g}")
+    print(f"params  {prof.params:,}   FLOPs {prof.flops / 1e6:.2f} M (multiply-adds)   blocks {len(prof.blocks)}")
+    print(f"{'params':>10} {'MFLOPs':>8}  block")
+    for spec, p, f in prof.blocks:
+        print(f"{p:10,} {f / 1e6:8.3f}  {spec.key}")
+
+
+# ----------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="edgenas",
+        description="Hardware-aware neural architecture search: measure per-device latency tables, "
+        "search a weight-sharing supernet, export verified ONNX models.",
+    )
+    sub = p.add_subparsers(dest="group", required=True, parser_class=_Parser)
+
+    lut = sub.add_parser("lut", help="latency tables: build, validate, show",
+                         description="Latency lookup tables: every block of a space timed on a device.")  # fmt: skip
+    lsub = lut.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    b = lsub.add_parser(
+        "build",
+        help="measure every block of a space on a device",
+        description="Export every block of the space to ONNX and time it on the device with the noise-robust "
+        "protocol (interleaved with a reference model). Resumable: an existing --out is extended, entries "
+        "already measured are kept.",
+    )
+    b.add_argument("--space", required=True, help="built-in space (mbv3, small, tiny) or a YAML space file")
+    b.add_argument("--device", default="local-cpu", help="'local-cpu' (default) or 'local' with --providers")
+    b.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="block precision (default fp32)")
+    b.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    b.add_argument("--providers", default="cpu", help="execution providers, comma-separated (default cpu)")
+    b.add_argument("--resolutions", type=_int_list, help="only these resolutions, e.g. 160,224")
+    b.add_argument("--widths", type=_float_list, help="only these width multipliers, e.g. 1.0")
+    b.add_argument("--rounds", type=_positive, default=15, help="interleaved timing rounds per batch (default 15)")
+    b.add_argument("--batch-size", type=_positive, default=24, help="blocks timed together (default 24)")
+    b.add_argument("--out", required=True, help="table file (JSON); extended if it exists")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_lut_build)
+
+    v = lsub.add_parser(
+        "validate",
+        help="measure subnets end to end, fit the calibration, report accuracy",
+        description="Sample subnets spread over the latency range, export and time them whole, fit the "
+        "calibration on part of them and report on the rest (share within +-5 %% and +-10 %%, MAPE, Kendall "
+        "tau). The calibration and the figures are stored in the table.",
+    )
+    v.add_argument("table", help="latency table file")
+    v.add_argument("--n", type=_positive, default=80, help="subnets to measure (default 80)")
+    v.add_argument("--holdout", type=float, default=0.5, help="share held out for the report (default 0.5)")
+    v.add_argument("--resolutions", type=_int_list, help="only subnets at these resolutions")
+    v.add_argument("--widths", type=_float_list, help="only subnets at these widths")
+    v.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    v.add_argument("--out", help="write the full report (JSON, every subnet) here")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    v.set_defaults(func=_lut_validate)
+
+    s = lsub.add_parser("show", help="summarise a table", description="Print a table's header, calibration and validation.")
+    s.add_argument("table", help="latency table file")
+    s.add_argument("--json", action="store_true", help="print header, calibration and validation as JSON")
+    s.set_defaults(func=_lut_show)
+
+    arch = sub.add_parser("arch", help="architectures: sample, predict, export, info",
+                          description="Work with arch strings such as 'r160|k3e4-k5e6se|k3e3|...'.")  # fmt: skip
+    asub = arch.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    a = asub.add_parser("sample", help="random arch strings, one per line", description="Print random archs of a space.")
+    a.add_argument("--space", required=True, help="built-in space or YAML file")
+    a.add_argument("--n", type=_positive, default=1, help="how many (default 1)")
+    a.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    a.set_defaults(func=_arch_sample)
+
+    a = asub.add_parser("predict", help="predicted latency (ms) from a table",
+                        description="Print the calibrated predicted latency in milliseconds.")  # fmt: skip
+    a.add_argument("arch", help="arch string")
+    a.add_argument("--lut", required=True, help="latency table file")
+    a.add_argument("--breakdown", action="store_true", help="also print each block's entry")
+    a.add_argument("--uncalibrated", action="store_true", help="the raw sum of entries, no calibration")
+    a.set_defaults(func=_arch_predict)
+
+    a = asub.add_parser("export", help="export an arch to ONNX",
+                        description="Export an arch (random weights) to ONNX, fp32 or int8 QDQ.")  # fmt: skip
+    a.add_argument("arch", help="arch string")
+    a.add_argument("--space", required=True, help="built-in space or YAML file")
+    a.add_argument("--out", required=True, help="ONNX file to write")
+    a.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="default fp32")
+    a.set_defaults(func=_arch_export)
+
+    a = asub.add_parser("info", help="params, FLOPs and blocks of an arch", description="Params, FLOPs, blocks.")
+    a.add_argument("arch", help="arch string")
+    a.add_argument("--space", required=True, help="built-in space or YAML file")
+    a.add_argument("--json", action="store_true", help="print JSON")
+    a.set_defaults(func=_arch_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (_Fail, ValueError, FileNotFoundError, LookupError) as exc:
+        msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
+        print(f"edgenas: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgenas: interrupted (finished work is saved; run the same command to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""ONNX export of torch modules in fp32 and int8 (QDQ), as bytes or as a file written atomically.
+
+fp32 uses torch's TorchScript-based exporter (``dynamo=False``): it is about 40x faster
+than the dynamo exporter on a single block (15 ms vs 600 ms), which matters when a latency
+table exports thousands of blocks, and it folds BatchNorm into the convolutions in eval
+mode just as deployment does. int8 is ONNX Runtime's static quantization in QDQ format
+with per-channel weights, uint8 activations and int8 weights in a 7-bit range
+(``reduce_range``): on AVX2 CPUs without VNNI the u8s8 kernels saturate with full 8-bit
+weights. Every convolution becomes an int8 convolution in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from edgenas.io import atomic_write_bytes
+
+__all__ = ["OPSET", "PRECISIONS", "export_onnx", "quantize_int8"]
+
+OPSET = 17
+PRECISIONS = ("fp32", "int8")
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+
+def _fp32_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int) -> bytes:
+    buf = io.BytesIO()
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (torch.zeros(input_shape),),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                do_constant_folding=True,
+            )
+    finally:
+        model.train(was_training)
+    return buf.getvalue()
+
+
+class _Reader:
+    """ONNX Runtime calibration reader over a list of input arrays."""
+
+    def __init__(self, arrays: Iterable[np.ndarray]):
+        self._it = iter([{INPUT_NAME: a.astype(np.float32)} for a in arrays])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # pragma: no cover - required by some ORT versions' calibrators
+        pass
+
+
+def quantize_int8(fp32_model: bytes, calibration: np.ndarray) -> bytes:
+    """QDQ int8 model from an fp32 ONNX model and calibration inputs (N, C, H, W)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if calibration.ndim != 4 or len(calibration) == 0:
+        raise ValueError(f"calibration must be a non-empty (N, C, H, W) array, got shape {calibration.shape}")
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # ORT logs advice via root
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
+        Path(src).write_bytes(fp32_model)
+        quantize_static(
+            src,
+            dst,
+            _Reader(calibration[i : i + 1] for i in range(len(calibration))),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        return Path(dst).read_bytes()
+
+
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | os.PathLike | None = None,
+    *,
+    precision: str = "fp32",
+    calibration: np.ndarray | None = None,
+    opset: int = OPSET,
+) -> bytes:
+    """Export ``model`` for a fixed input shape; returns the ONNX bytes, also written to ``path``.
+
+    int8 calibrates on ``calibration`` (N, C, H, W); without it, on 8 standard-normal
+    inputs, which is right for latency but not for accuracy.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    data = _fp32_bytes(model, tuple(input_shape), opset)
+    if precision == "int8":
+        if calibration is None:
+            calibration = np.random.default_rng(0).standard_normal((8, *input_shape[1:]), dtype=np.float32)
+        data = quantize_int8(data, calibration)
+    onnx.checker.check_model(onnx.load_from_string(data))
+    if path is not None:
+        atomic_write_bytes(path, data)
+    return data

@@ -1,0 +1,48 @@
+"""Latency tables: per-device block timings, prediction, and validation against whole networks.
+
+The timing side (``_protocol``, ``_backend``, ``_table``) needs only numpy and onnxruntime,
+so it runs on a device with nothing else installed. The building side exports models with
+torch; its names are imported on first use (PEP 562), so ``import edgenas.latency_tables``
+does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from edgenas.latency_tables._backend import LocalBackend, MeasurementBackend, make_backend
+from edgenas.latency_tables._protocol import Protocol, Timing, time_models
+from edgenas.latency_tables._table import LatencyTable, TableMismatchError
+
+_LAZY = {
+    "build_table": "_build",
+    "restrict_space": "_build",
+    "Predictor": "_predict",
+    "MissingEntryError": "_predict",
+    "fit_calibration": "_predict",
+    "validate_table": "_validate",
+    "accuracy_metrics": "_validate",
+    "sample_spread": "_validate",
+    "arch_model": "_models",
+    "block_model": "_models",
+    "reference_model": "_models",
+}
+
+__all__ = [
+    "LatencyTable",
+    "LocalBackend",
+    "MeasurementBackend",
+    "Protocol",
+    "TableMismatchError",
+    "Timing",
+    "make_backend",
+    "time_models",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,171 @@
+"""Building a latency table: export every block, time it in batches, write after each batch.
+
+Resumable by construction: entries already in the output file are kept, only missing (or
+still too noisy) keys are measured, and the file is replaced atomically after every batch,
+so ``kill -9`` costs at most the batch in flight. At the end a sample of the first entries
+is timed again to report how much the device drifted during the build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from edgenas.export import OPSET, PRECISIONS
+from edgenas.latency_tables._backend import MeasurementBackend
+from edgenas.latency_tables._models import block_model, reference_model
+from edgenas.latency_tables._protocol import Protocol
+from edgenas.latency_tables._table import LatencyTable
+from edgenas.search_spaces import BlockSpec, Space, spec_params
+
+__all__ = ["build_table", "restrict_space", "table_header"]
+
+
+def restrict_space(
+    space: Space, resolutions: Sequence[int] | None = None, widths: Sequence[float] | None = None
+) -> Space:
+    """The space limited to some of its resolutions and widths (errors name what is allowed)."""
+    for name, values, allowed in (("resolution", resolutions, space.resolutions), ("width", widths, space.widths)):
+        for v in values or ():
+            if v not in allowed:
+                raise ValueError(f"{name} {v} is not in space {space.name!r}; allowed: {allowed}")
+    return dataclasses.replace(
+        space,
+        resolutions=tuple(resolutions) if resolutions else space.resolutions,
+        widths=tuple(widths) if widths else space.widths,
+    )
+
+
+def table_header(space: Space, backend: MeasurementBackend, device: str, precision: str) -> dict[str, Any]:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    fp = backend.fingerprint()
+    return {
+        "device": device,
+        "precision": precision,
+        "threads": fp["threads"],
+        "providers": fp["providers"],
+        "onnxruntime": fp["onnxruntime"],
+        "cpu": fp["cpu"],
+        "opset": OPSET,
+        "batch": 1,
+        "space": space.name,
+        "fingerprint": fp,
+    }
+
+
+def _aggregate(header: dict[str, Any]) -> None:
+    batches = header["batches"]
+    header["reference_ms"] = float(np.median([b["reference_ms"] for b in batches]))
+    header["noop_rel"] = float(np.median([b["noop_rel"] for b in batches]))
+    header["noop_ms"] = float(np.median([b["noop_ms"] for b in batches]))
+
+
+def build_table(
+    space: Space,
+    backend: MeasurementBackend,
+    out: str | os.PathLike,
+    *,
+    device: str = "local-cpu",
+    precision: str = "fp32",
+    protocol: Protocol = Protocol(),
+    batch_size: int = 24,
+    max_spread: float = 0.10,
+    retries: int = 2,
+    drift_check: int = 24,
+    seed: int = 0,
+    progress: bool = True,
+) -> LatencyTable:
+    """Measure every block of ``space`` not yet in ``out``; returns the finished table.
+
+    An existing ``out`` must have been built for the same device, precision, threads,
+    providers, ONNX Runtime version, opset and space (TableMismatchError otherwise).
+    Entries whose spread exceeds ``max_spread`` are re-measured up to ``retries`` times;
+    the attempt with the lowest spread is kept.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    header = table_header(space, backend, device, precision)
+    out = Path(out)
+    if out.exists():
+        table = LatencyTable.load(out, expect=header)
+    else:
+        table = LatencyTable(header={**header, "space_def": space.to_dict(), "protocol": protocol.to_dict(),
+                                     "batches": [], "build_seconds": 0.0})  # fmt: skip
+    # A resumed build may cover more resolutions/widths than the first run: keep the union.
+    old = Space.from_dict(table.header["space_def"])
+    merged = dataclasses.replace(
+        space,
+        resolutions=tuple(sorted(set(old.resolutions) | set(space.resolutions))),
+        widths=tuple(sorted(set(old.widths) | set(space.widths))),
+    )
+    table.header["space_def"] = merged.to_dict()
+
+    specs = list(space.all_block_specs())
+    np.random.default_rng(seed).shuffle(specs)  # mix sizes within a batch
+    reference = reference_model(precision)
+    start = time.time()
+
+    def measure(batch: list[BlockSpec], bar: tqdm) -> list:
+        models = []
+        for spec in batch:
+            models.append(block_model(spec, precision))
+        timings, ref, noop = backend.measure(models, reference, protocol)
+        table.header["batches"].append(
+            {"reference_ms": ref.ms, "noop_rel": noop.rel, "noop_ms": noop.ms, "time": time.time()}
+        )
+        _aggregate(table.header)
+        bar.update(len(batch))
+        bar.set_postfix(ref_ms=f"{ref.ms:.3f}")
+        return timings
+
+    def todo() -> list[BlockSpec]:
+        out_ = []
+        for s in specs:
+            e = table.entries.get(s.key)
+            if e is None or (e["spread"] > max_spread and e["attempts"] <= retries):
+                out_.append(s)
+        return out_
+
+    pending = todo()
+    with tqdm(total=len(pending), desc=f"lut {space.name} {precision}", unit="block", disable=not progress) as bar:
+        while pending:
+            for i in range(0, len(pending), batch_size):
+                batch = pending[i : i + batch_size]
+                for spec, t in zip(batch, measure(batch, bar)):
+                    prev = table.entries.get(spec.key)
+                    entry = {"ms": t.ms, "rel": t.rel, "spread": t.spread, "runs": t.runs,
+                             "params": spec_params(spec), "attempts": 1}  # fmt: skip
+                    if prev is not None:
+                        entry["attempts"] = prev["attempts"] + 1
+                        if prev["spread"] <= t.spread:
+                            entry = {**prev, "attempts": entry["attempts"]}
+                    table.entries[spec.key] = entry
+                table.header["build_seconds"] += time.time() - start
+                start = time.time()
+                table.save(out)
+            pending = todo()
+            bar.total += len(pending)
+            bar.refresh()
+
+        if drift_check and "drift" not in table.header:
+            first = [k for k in (s.key for s in specs) if k in table.entries][:drift_check]
+            again = measure([BlockSpec.from_key(k) for k in first], bar)
+            rel = [t.rel / table.entries[k]["rel"] - 1 for k, t in zip(first, again)]
+            ms = [t.ms / table.entries[k]["ms"] - 1 for k, t in zip(first, again)]
+            table.header["drift"] = {
+                "n": len(first),
+                "median_rel_change": float(np.median(rel)),
+                "median_abs_rel_change": float(np.median(np.abs(rel))),
+                "median_ms_change": float(np.median(ms)),
+            }
+            table.header["build_seconds"] += time.time() - start
+            table.save(out)
+    return table

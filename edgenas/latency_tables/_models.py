@@ -1,0 +1,61 @@
+"""The ONNX models a latency table times: single blocks, whole subnets, the reference.
+
+Weights are random but deterministic (seeded by what is exported), and BatchNorm
+statistics are randomised too: with freshly initialised BN every folded bias is zero and
+the exporter would merge identical constants, giving a graph unlike a trained model's.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+from torch import nn
+
+from edgenas.export import export_onnx
+from edgenas.search_spaces import Arch, BlockSpec, Space, SubNet, build_block, build_subnet
+
+__all__ = ["REFERENCE_SPECS", "arch_model", "block_model", "reference_model"]
+
+# A fixed three-block net (~0.5 ms on one 2020s x86 core) timed beside everything else to
+# track the device's speed of the moment.
+REFERENCE_SPECS = (
+    BlockSpec("ir", 32, 32, 32, 3, 1, 128, False, "relu6"),
+    BlockSpec("ir", 32, 32, 32, 5, 1, 128, True, "hswish"),
+    BlockSpec("ir", 32, 48, 32, 3, 2, 128, False, "hswish"),
+)
+
+
+def _randomised(module: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return module.eval()
+
+
+def _seed(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def block_model(spec: BlockSpec, precision: str) -> bytes:
+    return export_onnx(
+        _randomised(build_block(spec), _seed(spec.key)), (1, spec.in_chs, spec.in_size, spec.in_size),
+        precision=precision,
+    )  # fmt: skip
+
+
+def arch_model(space: Space, arch: Arch, precision: str) -> bytes:
+    net = _randomised(build_subnet(space, arch), _seed(str(arch)))
+    return export_onnx(net, net.input_shape, precision=precision)
+
+
+def reference_model(precision: str) -> bytes:
+    net = _randomised(SubNet(REFERENCE_SPECS, "reference"), 0)
+    return export_onnx(net, net.input_shape, precision=precision)

@@ -1,0 +1,158 @@
+"""The timing protocol for noisy, drifting machines. Needs only numpy and onnxruntime.
+
+One call times a batch of ONNX models together with a fixed reference model:
+
+1. every model gets its own session and a warm-up; its warm-up median sets how many runs
+   make one turn of about ``turn_ms`` (so a 50 us block and a 5 ms network get the same
+   share of the clock);
+2. ``rounds`` rounds follow; in each, every model (reference included) takes one turn,
+   in a freshly shuffled order, each run timed on its own. Interleaving spreads the
+   machine's drift over all models alike;
+3. a model's latency is a low quantile of all its runs (``quantile``; low quantiles track
+   the undisturbed cost, medians pick up other tenants' bursts), its spread the relative
+   inter-quartile range of the per-round quantiles, and its latency relative to the
+   reference the median over rounds of (model / reference) in the same round, so a slow
+   minute of the machine cancels out.
+
+The fixed cost of one ONNX Runtime call is measured with a model that does nothing
+(an Identity on one float) in every batch, like the reference.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["Protocol", "Timing", "make_session", "noop_model", "time_models"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a batch of models is timed (see the module docstring)."""
+
+    warmup: int = 10
+    rounds: int = 15
+    turn_ms: float = 3.0
+    max_runs_per_turn: int = 50
+    quantile: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.warmup < 1 or self.rounds < 3 or self.max_runs_per_turn < 1:
+            raise ValueError(f"protocol needs warmup >= 1, rounds >= 3, max_runs_per_turn >= 1: {self}")
+        if not 0.0 <= self.quantile <= 0.5:
+            raise ValueError(f"protocol quantile must be in [0, 0.5], got {self.quantile}")
+        if self.turn_ms <= 0:
+            raise ValueError(f"protocol turn_ms must be > 0, got {self.turn_ms}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The latency of one model: ``ms`` (the protocol's quantile), dispersion and run count."""
+
+    ms: float
+    rel: float  # latency relative to the batch's reference model, per-round median ratio
+    spread: float  # relative IQR of the per-round quantiles
+    runs: int
+
+
+def noop_model() -> bytes:
+    """The smallest model ONNX Runtime will run: Identity on one float (per-call overhead)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "noop",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model).SerializeToString()
+
+
+
+def make_session(model: bytes, providers: Sequence[str], threads: int):
+    """An ONNX Runtime session with the given execution providers and intra-op threads."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(model, so, providers=list(providers))
+
+
+def _feed(session) -> dict[str, np.ndarray]:
+    inp = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
+    dtype = np.float32 if "float" in inp.type else np.int64
+    return {inp.name: np.random.default_rng(0).standard_normal(shape).astype(dtype)}
+
+
+def time_models(
+    models: Sequence[bytes],
+    reference: bytes,
+    *,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    threads: int = 1,
+    protocol: Protocol = Protocol(),
+    seed: int = 0,
+) -> tuple[list[Timing], Timing, Timing]:
+    """Time ``models`` interleaved with ``reference`` and a no-op model.
+
+    Returns (timings of ``models`` in order, timing of the reference, timing of the no-op).
+    Raises whatever ONNX Runtime raises for a model it cannot load or run.
+    """
+    all_models = [reference, noop_model(), *models]
+    sessions = [make_session(m, providers, threads) for m in all_models]
+    feeds = [_feed(s) for s in sessions]
+    perf = time.perf_counter_ns
+
+    runs_per_turn = []
+    for s, f in zip(sessions, feeds):
+        samples = []
+        for _ in range(protocol.warmup):
+            t0 = perf()
+            s.run(None, f)
+            samples.append(perf() - t0)
+        est_ms = float(np.median(samples)) / 1e6
+        runs_per_turn.append(int(np.clip(round(protocol.turn_ms / max(est_ms, 1e-3)), 1, protocol.max_runs_per_turn)))
+
+    rng = np.random.default_rng(seed)
+    n = len(sessions)
+    per_round = np.zeros((protocol.rounds, n))
+    everything: list[list[float]] = [[] for _ in range(n)]
+    for r in range(protocol.rounds):
+        for i in rng.permutation(n):
+            s, f = sessions[i], feeds[i]
+            samples = np.empty(runs_per_turn[i])
+            for j in range(runs_per_turn[i]):
+                t0 = perf()
+                s.run(None, f)
+                samples[j] = perf() - t0
+            samples /= 1e6
+            everything[i].extend(samples.tolist())
+            per_round[r, i] = np.quantile(samples, protocol.quantile)
+
+    ratios = per_round / per_round[:, :1]
+    timings = []
+    for i in range(n):
+        q25, q50, q75 = np.quantile(per_round[:, i], [0.25, 0.5, 0.75])
+        timings.append(
+            Timing(
+                ms=float(np.quantile(everything[i], protocol.quantile)),
+                rel=float(np.median(ratios[:, i])),
+                spread=float((q75 - q25) / q50) if q50 > 0 else 0.0,
+                runs=len(everything[i]),
+            )
+        )
+    return timings[2:], timings[0], timings[1]

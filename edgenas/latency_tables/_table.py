@@ -1,0 +1,71 @@
+"""The latency-table file: a header of table-wide settings, one entry per block key.
+
+JSON, written atomically after every measured batch, so a killed build loses at most the
+batch in flight. The header holds what must match for two latencies to be comparable
+(device fingerprint, providers, threads, precision, ONNX Runtime version, opset, batch,
+space); :meth:`LatencyTable.check` refuses a table whose header differs from a request.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgenas.io import atomic_write_json, read_json
+
+__all__ = ["FORMAT", "LatencyTable", "TableMismatchError"]
+
+FORMAT = "edgenas-latency-table/1"
+# Header keys that decide whether a table can serve a request or a resumed build.
+MATCH_KEYS = ("device", "precision", "threads", "providers", "onnxruntime", "opset", "batch", "space", "cpu")
+
+
+class TableMismatchError(ValueError):
+    """A table's header does not match what was asked for."""
+
+
+@dataclass
+class LatencyTable:
+    header: dict[str, Any]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
+
+    def check(self, expected: dict[str, Any], source: str = "table") -> None:
+        """Raise TableMismatchError naming every header key whose value differs from ``expected``."""
+        diffs = [
+            f"{k}: table has {self.header.get(k)!r}, requested {v!r}"
+            for k, v in expected.items()
+            if k in MATCH_KEYS and self.header.get(k) != v
+        ]
+        if diffs:
+            raise TableMismatchError(f"{source} does not match the request ({'; '.join(diffs)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "header": self.header,
+            "calibration": self.calibration,
+            "validation": self.validation,
+            "entries": dict(sorted(self.entries.items())),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expect: dict[str, Any] | None = None) -> LatencyTable:
+        data = read_json(path, "latency table")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{str(path)!r} is not an edgenas latency table (expected format {FORMAT!r})")
+        table = cls(
+            header=data["header"],
+            entries=data.get("entries", {}),
+            calibration=data.get("calibration"),
+            validation=data.get("validation"),
+        )
+        if expect:
+            table.check(expect, f"latency table {str(path)!r}")
+        return table

@@ -1,0 +1,33 @@
+"""Search spaces: blocks, the arch encoding, spaces as data, the supernet and subnet extraction.
+
+Nothing in this package reads or writes files: spaces load from plain data
+(:meth:`Space.from_dict`), and the callers own the I/O.
+"""
+
+from __future__ import annotations
+
+from edgenas.search_spaces._arch import Arch, BlockChoice
+from edgenas.search_spaces._blocks import SubNet, build_block, build_subnet
+from edgenas.search_spaces._builtin import SPACES, get_space, reference_archs
+from edgenas.search_spaces._profile import ArchProfile, profile_arch
+from edgenas.search_spaces._space import BlockSpec, Space, StageSpec, make_divisible, spec_params
+from edgenas.search_spaces._supernet import Supernet
+
+__all__ = [
+    "SPACES",
+    "Arch",
+    "ArchProfile",
+    "BlockChoice",
+    "BlockSpec",
+    "Space",
+    "StageSpec",
+    "SubNet",
+    "Supernet",
+    "build_block",
+    "build_subnet",
+    "get_space",
+    "make_divisible",
+    "profile_arch",
+    "reference_archs",
+    "spec_params",
+]

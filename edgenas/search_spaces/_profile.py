@@ -1,0 +1,47 @@
+"""Params and FLOPs of an arch: one walk over its blocks, each block counted once and cached.
+
+FLOPs follow fvcore's convention: one multiply-add of a convolution or linear layer counts
+as one FLOP (so they are MACs). fvcore skips element-wise work (activations, BN in eval
+mode once folded, the SE product, residual adds, pooling); on these nets that is a few
+percent of the conv work, and it is left out on purpose so figures compare with the
+MobileNetV3 paper's "MAdds".
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from edgenas.search_spaces._arch import Arch
+from edgenas.search_spaces._blocks import build_block
+from edgenas.search_spaces._space import BlockSpec, Space
+
+__all__ = ["ArchProfile", "block_profile", "profile_arch"]
+
+
+@dataclass(frozen=True)
+class ArchProfile:
+    params: int
+    flops: int
+    blocks: tuple[tuple[BlockSpec, int, int], ...]  # (spec, params, flops) per block
+
+
+@lru_cache(maxsize=65536)
+def block_profile(spec: BlockSpec) -> tuple[int, int]:
+    """(params, FLOPs) of one block at batch 1."""
+    from fvcore.nn import FlopCountAnalysis
+
+    module = build_block(spec).eval()
+    params = sum(p.numel() for p in module.parameters())
+    x = torch.zeros(1, spec.in_chs, spec.in_size, spec.in_size)
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    analysis = FlopCountAnalysis(module, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return params, int(analysis.total())
+
+
+def profile_arch(space: Space, arch: Arch) -> ArchProfile:
+    rows = tuple((spec, *block_profile(spec)) for spec in space.block_specs(arch))
+    return ArchProfile(params=sum(r[1] for r in rows), flops=sum(r[2] for r in rows), blocks=rows)
