@@ -84,11 +84,13 @@ def _parse_arch(space: Any, text: str):
 def _lut_build(args: argparse.Namespace) -> None:
     from edgenas.latency_tables import Protocol, build_table, make_backend, restrict_space
 
-    space = restrict_space(load_space(args.space), args.resolutions, args.widths)
+    space = load_space(args.space)
+    restrict_space(space, args.resolutions, args.widths)  # bad values fail before the device is touched
     backend = make_backend(args.device, threads=args.threads, providers=args.providers.split(","))
     protocol = Protocol(rounds=args.rounds)
     table = build_table(
         space, backend, args.out, device=args.device, precision=args.precision, protocol=protocol,
+        resolutions=args.resolutions, widths=args.widths,
         batch_size=args.batch_size, progress=not args.quiet,
     )  # fmt: skip
     h = table.header
@@ -132,7 +134,8 @@ def _lut_show(args: argparse.Namespace) -> None:
     spreads = np.array([e["spread"] for e in table.entries.values()]) if table.entries else np.zeros(1)
     lines = [
         f"table       {args.table}",
-        f"space       {h['space']}  (resolutions {h['space_def']['resolutions']}, widths {h['space_def']['widths']})",
+        f"space       {h['space']}  (measured: resolutions {h['coverage']['resolutions']}, "
+        f"widths {h['coverage']['widths']})",
         f"device      {h['device']}: {h['cpu']}, {h['fingerprint']['os']}",
         f"runtime     onnxruntime {h['onnxruntime']}, providers {h['providers']}, threads {h['threads']}, "
         f"opset {h['opset']}, batch {h['batch']}",

@@ -22,7 +22,7 @@ from edgenas.export import OPSET, PRECISIONS
 from edgenas.latency_tables._backend import MeasurementBackend
 from edgenas.latency_tables._models import block_model, reference_model
 from edgenas.latency_tables._protocol import Protocol
-from edgenas.latency_tables._table import LatencyTable
+from edgenas.latency_tables._table import LatencyTable, TableMismatchError
 from edgenas.search_spaces import BlockSpec, Space, spec_params
 
 __all__ = ["build_table", "restrict_space", "table_header"]
@@ -75,6 +75,8 @@ def build_table(
     *,
     device: str = "local-cpu",
     precision: str = "fp32",
+    resolutions: Sequence[int] | None = None,
+    widths: Sequence[float] | None = None,
     protocol: Protocol = Protocol(),
     batch_size: int = 24,
     max_spread: float = 0.10,
@@ -85,6 +87,9 @@ def build_table(
 ) -> LatencyTable:
     """Measure every block of ``space`` not yet in ``out``; returns the finished table.
 
+    ``resolutions`` and ``widths`` limit the build to some of the space's choices; the
+    header keeps the whole space and records what is covered (``coverage``).
+
     An existing ``out`` must have been built for the same device, precision, threads,
     providers, ONNX Runtime version, opset and space (TableMismatchError otherwise).
     Entries whose spread exceeds ``max_spread`` are re-measured up to ``retries`` times;
@@ -93,22 +98,23 @@ def build_table(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     header = table_header(space, backend, device, precision)
+    part = restrict_space(space, resolutions, widths)
     out = Path(out)
     if out.exists():
         table = LatencyTable.load(out, expect=header)
     else:
         table = LatencyTable(header={**header, "space_def": space.to_dict(), "protocol": protocol.to_dict(),
                                      "batches": [], "build_seconds": 0.0})  # fmt: skip
+    if Space.from_dict(table.header["space_def"]) != space:
+        raise TableMismatchError(f"{str(out)!r} was built for another definition of space {space.name!r}")
     # A resumed build may cover more resolutions/widths than the first run: keep the union.
-    old = Space.from_dict(table.header["space_def"])
-    merged = dataclasses.replace(
-        space,
-        resolutions=tuple(sorted(set(old.resolutions) | set(space.resolutions))),
-        widths=tuple(sorted(set(old.widths) | set(space.widths))),
-    )
-    table.header["space_def"] = merged.to_dict()
+    cov = table.header.get("coverage", {"resolutions": [], "widths": []})
+    table.header["coverage"] = {
+        "resolutions": sorted(set(cov["resolutions"]) | set(part.resolutions)),
+        "widths": sorted(set(cov["widths"]) | set(part.widths)),
+    }
 
-    specs = list(space.all_block_specs())
+    specs = list(part.all_block_specs())
     np.random.default_rng(seed).shuffle(specs)  # mix sizes within a batch
     reference = reference_model(precision)
     start = time.time()

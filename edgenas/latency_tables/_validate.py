@@ -89,7 +89,8 @@ def validate_table(
     precision = table.header["precision"]
     protocol = Protocol(**table.header["protocol"])
     full = Predictor(dataclasses.replace(table, calibration=None))
-    space = restrict_space(full.space, resolutions, widths)
+    cov = table.header["coverage"]
+    space = restrict_space(full.space, resolutions or cov["resolutions"], widths or cov["widths"])
     predictor = Predictor(dataclasses.replace(table, calibration=None), space)
     archs = sample_spread(predictor, n, np.random.default_rng(seed))
 

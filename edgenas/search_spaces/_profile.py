@@ -1,10 +1,11 @@
 """Params and FLOPs of an arch: one walk over its blocks, each block counted once and cached.
 
 FLOPs follow fvcore's convention: one multiply-add of a convolution or linear layer counts
-as one FLOP (so they are MACs). fvcore skips element-wise work (activations, BN in eval
-mode once folded, the SE product, residual adds, pooling); on these nets that is a few
-percent of the conv work, and it is left out on purpose so figures compare with the
-MobileNetV3 paper's "MAdds".
+as one FLOP (so they are MACs). BatchNorm is not counted (it is folded into the
+convolutions on export), and fvcore skips element-wise work (hardswish, hardsigmoid, the
+SE product, residual adds) and counts pooling as nothing; on these nets that is a few
+percent of the conv work, left out on purpose so figures compare with the MobileNetV3
+paper's "MAdds".
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from edgenas.search_spaces._blocks import build_block
 from edgenas.search_spaces._space import BlockSpec, Space
 
 __all__ = ["ArchProfile", "block_profile", "profile_arch"]
+
+_MATRIX_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ def block_profile(spec: BlockSpec) -> tuple[int, int]:
     x = torch.zeros(1, spec.in_chs, spec.in_size, spec.in_size)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     analysis = FlopCountAnalysis(module, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return params, int(analysis.total())
+    counted = analysis.by_operator()
+    # BatchNorm is folded into the convolutions on export: count only the matrix work.
+    return params, int(sum(v for k, v in counted.items() if k in _MATRIX_OPS))
 
 
 def profile_arch(space: Space, arch: Arch) -> ArchProfile:

@@ -1,0 +1,92 @@
+"""Building (complete, resumable after kill -9) and predicting from a real table."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edgenas.latency_tables import LatencyTable, MissingEntryError, Predictor
+from edgenas.latency_tables._build import restrict_space
+from edgenas.search_spaces import Arch
+
+
+def test_table_has_every_key_with_sane_values(tiny_table, tiny):
+    table = LatencyTable.load(tiny_table)
+    keys = {s.key for s in restrict_space(tiny, [16]).all_block_specs()}
+    assert set(table.entries) == keys
+    for e in table.entries.values():
+        assert e["ms"] > 0 and e["rel"] > 0 and e["runs"] >= 5 and e["params"] > 0
+    h = table.header
+    assert h["precision"] == "fp32" and h["threads"] == 1 and h["reference_ms"] > 0
+    assert 0 < h["noop_ms"] < 0.1  # the per-call overhead is microseconds
+    assert "drift" in h and h["build_seconds"] > 0
+
+
+def test_predictor_sum_matches_hand_computation(tiny_table):
+    table = LatencyTable.load(tiny_table)
+    predictor = Predictor(table)
+    arch = Arch.parse("r16|k3e2-k5e3se|k3e2")
+    noop = table.header["noop_rel"]
+    by_hand = noop + sum(table.entries[s.key]["rel"] - noop for s in predictor.space.block_specs(arch))
+    assert predictor.predict_rel(arch, calibrated=False) == pytest.approx(by_hand)
+    assert predictor.predict(arch, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
+    bd = predictor.breakdown(arch)
+    assert len(bd) == len(predictor.space.block_specs(arch))
+
+
+def test_predictions_grow_with_the_arch(tiny_table):
+    predictor = Predictor(LatencyTable.load(tiny_table))
+    small = predictor.predict(Arch.parse("r16w0.5|k3e2|k3e2"))
+    large = predictor.predict(Arch.parse("r16|k5e3se-k5e3se|k5e3se-k5e3se"))
+    assert large > 1.5 * small
+
+
+def test_missing_entry_names_the_command(tiny_table):
+    predictor = Predictor(LatencyTable.load(tiny_table))
+    with pytest.raises(MissingEntryError) as err:
+        predictor.predict(Arch.parse("r24|k3e2|k3e2"))
+    msg = str(err.value)
+    assert "r24" in msg and "edgenas lut build --space tiny --device local-cpu --precision fp32" in msg
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_and_keeps_entries(tmp_path):
+    out = tmp_path / "t.json"
+    cmd = [sys.executable, "-m", "edgenas.cli", "lut", "build", "--space", "tiny", "--resolutions", "24",
+           "--rounds", "4", "--batch-size", "6", "--quiet", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = LatencyTable.load(out)  # the file is whole, never half written
+    total = 70
+    assert 0 < len(partial.entries) < total
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") and not p.startswith(".")]
+    subprocess.run(cmd, check=True)
+    full = LatencyTable.load(out)
+    assert len(full.entries) == total
+    kept = [k for k, e in partial.entries.items() if e["spread"] <= 0.10]
+    assert kept and all(full.entries[k]["ms"] == partial.entries[k]["ms"] for k in kept)
+    assert len(full.header["batches"]) > len(partial.header["batches"])
+
+
+def test_fit_calibration_recovers_a_known_line():
+    from edgenas.latency_tables import fit_calibration
+
+    rng = np.random.default_rng(0)
+    t = rng.uniform(1, 10, 30)
+    feats = [{"t": v, "params": 0.1 * v + rng.uniform(0, 0.01), "one": 1.0} for v in t]
+    cal = fit_calibration(feats, 0.8 * t + 0.5)
+    assert cal["features"] == ["t", "one"]
+    assert cal["coef"] == pytest.approx([0.8, 0.5], rel=1e-6)
+    with pytest.raises(ValueError, match="at least 4"):
+        fit_calibration(feats[:2], [1.0, 2.0])

@@ -1,0 +1,48 @@
+"""The timing protocol on real ONNX Runtime sessions, and the torch-free device side."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edgenas.latency_tables import LocalBackend, Protocol, time_models
+from edgenas.latency_tables._models import block_model, reference_model
+from edgenas.search_spaces import BlockSpec
+
+
+def test_bigger_blocks_take_longer_and_overhead_is_small():
+    small = BlockSpec("ir", 16, 16, 16, 3, 1, 48, False, "relu6")
+    big = BlockSpec("ir", 16, 16, 64, 7, 1, 96, True, "relu6")  # ~ 30x the work
+    timings, ref, noop = time_models(
+        [block_model(small, "fp32"), block_model(big, "fp32")], reference_model("fp32"), protocol=Protocol(rounds=5)
+    )
+    t_small, t_big = timings
+    assert 0 < noop.ms < t_small.ms < t_big.ms
+    assert t_big.ms > 3 * t_small.ms
+    assert ref.rel == 1.0
+    assert t_big.rel == pytest.approx(t_big.ms / ref.ms, rel=0.5)
+    assert all(t.runs >= 5 for t in timings)
+
+
+def test_protocol_rejects_bad_settings():
+    with pytest.raises(ValueError, match="rounds >= 3"):
+        Protocol(rounds=1)
+    with pytest.raises(ValueError, match="quantile"):
+        Protocol(quantile=0.9)
+
+
+def test_unavailable_provider_lists_the_available_ones():
+    with pytest.raises(ValueError, match="not available here; available: .*CPUExecutionProvider"):
+        LocalBackend(providers=["qnn"])
+
+
+def test_device_side_does_not_import_torch():
+    code = (
+        "import sys, edgenas.latency_tables as lt\n"
+        "from edgenas.latency_tables import LocalBackend, LatencyTable, Protocol, time_models\n"
+        "LocalBackend().fingerprint()\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,34 @@
+"""Params and FLOPs: a hand computation for one arch."""
+
+from __future__ import annotations
+
+from edgenas.search_spaces import SPACES, Arch, profile_arch
+from edgenas.search_spaces._profile import block_profile
+from edgenas.search_spaces._space import BlockSpec
+
+
+def test_conv_block_flops_by_hand():
+    spec = BlockSpec("conv", 3, 16, 32, 3, 2, act="hswish")
+    params, flops = block_profile(spec)
+    assert flops == 16 * 3 * 9 * 16 * 16  # out_chs * in_chs * k*k * out_h * out_w
+    assert params == 16 * 3 * 9 + 2 * 16  # conv weight + BN weight and bias
+
+
+def test_ir_block_flops_by_hand():
+    spec = BlockSpec("ir", 16, 24, 8, 5, 2, 48, False, "relu6")
+    _, flops = block_profile(spec)
+    expand = 48 * 16 * 8 * 8
+    dw = 48 * 25 * 4 * 4
+    project = 24 * 48 * 4 * 4
+    assert flops == expand + dw + project
+
+
+def test_profile_sums_blocks_and_grows_with_the_arch():
+    space = SPACES["tiny"]
+    small = profile_arch(space, space.smallest())
+    large = profile_arch(space, space.largest())
+    assert small.flops == sum(f for _, _, f in small.blocks)
+    assert small.params < large.params and small.flops < large.flops
+    wide = profile_arch(space, Arch.parse("r24|k3e2|k3e2"))
+    narrow = profile_arch(space, Arch.parse("r24w0.5|k3e2|k3e2"))
+    assert narrow.flops < wide.flops
