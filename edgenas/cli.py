@@ -154,7 +154,9 @@ def _lut_show(args: argparse.Namespace) -> None:
     if table.calibration:
         c = table.calibration
         terms = " + ".join(f"{v:.4g}*{n}" for n, v in zip(c["features"], c["coef"]))
-        lines.append(f"calibration measured = {terms}  (fitted on {c['n']}, leave-one-out MAPE {c['loo_mape'] * 100:.1f} %)")
+        lines.append(
+            f"calibration measured = {terms}  (fitted on {c['n']}, leave-one-out MAPE {c['loo_mape'] * 100:.1f} %)"
+        )
     else:
         lines.append("calibration none yet (run 'edgenas lut validate')")
     if table.validation:
@@ -205,8 +207,9 @@ def _arch_info(args: argparse.Namespace) -> None:
     arch = _parse_arch(space, args.arch)
     prof = profile_arch(space, arch)
     if args.json:
-        print(json.dumps({"arch": str(arch), **arch.to_dict(), "params": prof.params, "flops": prof.flops,
-                          "blocks": [{"key": s.key, "params": p, "flops": f} for s, p, f in prof.blocks]}, indent=1))  # fmt: skip
+        blocks = [{"key": s.key, "params": p, "flops": f} for s, p, f in prof.blocks]
+        info = {"arch": str(arch), **arch.to_dict(), "params": prof.params, "flops": prof.flops, "blocks": blocks}
+        print(json.dumps(info, indent=1))
         return
     print(f"arch    {arch}")
     print(f"space   {space.name}   input {space.in_chs}x{arch.resolution}x{arch.resolution}   width {arch.width:g}")
@@ -265,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_lut_validate)
 
-    s = lsub.add_parser("show", help="summarise a table", description="Print a table's header, calibration and validation.")
+    s = lsub.add_parser(
+        "show", help="summarise a table", description="Print a table's header, calibration and validation."
+    )
     s.add_argument("table", help="latency table file")
     s.add_argument("--json", action="store_true", help="print header, calibration and validation as JSON")
     s.set_defaults(func=_lut_show)
@@ -273,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     arch = sub.add_parser("arch", help="architectures: sample, predict, export, info",
                           description="Work with arch strings such as 'r160|k3e4-k5e6se|k3e3|...'.")  # fmt: skip
     asub = arch.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    a = asub.add_parser("sample", help="random arch strings, one per line", description="Print random archs of a space.")
+    a = asub.add_parser(
+        "sample", help="random arch strings, one per line", description="Print random archs of a space."
+    )
     a.add_argument("--space", required=True, help="built-in space or YAML file")
     a.add_argument("--n", type=_positive, default=1, help="how many (default 1)")
     a.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -308,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except (_Fail, ValueError, FileNotFoundError, LookupError) as exc:
+        if type(exc) in (KeyError, IndexError):  # a bug, not bad input: keep the traceback
+            raise
         msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
         print(f"edgenas: error: {msg}", file=sys.stderr)
         return 2
