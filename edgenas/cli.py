@@ -8,13 +8,13 @@ commands that need them, so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-__all__ = ["load_space", "main"]
+__all__ = ["build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,26 +27,9 @@ class _Fail(Exception):
 
 
 def load_space(name_or_path: str):
-    """A built-in space by name, or a space defined in a YAML file."""
-    from edgenas.search_spaces import SPACES, Space
+    from edgenas.pipeline import load_space as load
 
-    if name_or_path in SPACES:
-        return SPACES[name_or_path]
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
-        if not path.is_file():
-            raise _Fail(f"space file {name_or_path!r} does not exist")
-        import yaml
-
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise _Fail(f"space file {name_or_path!r} is not valid YAML: {exc}") from exc
-        try:
-            return Space.from_dict(data)
-        except (ValueError, TypeError) as exc:
-            raise _Fail(f"space file {name_or_path!r}: {exc}") from exc
-    raise _Fail(f"unknown space {name_or_path!r}; built-in spaces: {sorted(SPACES)}, or a YAML file path")
+    return load(name_or_path)
 
 
 def _positive(text: str) -> int:
@@ -85,6 +68,8 @@ def _lut_build(args: argparse.Namespace) -> None:
     from edgenas.latency_tables import Protocol, build_table, make_backend, restrict_space
 
     space = load_space(args.space)
+    if args.num_classes is not None:
+        space = dataclasses.replace(space, num_classes=args.num_classes)
     restrict_space(space, args.resolutions, args.widths)  # bad values fail before the device is touched
     backend = make_backend(args.device, threads=args.threads, providers=args.providers.split(","))
     protocol = Protocol(rounds=args.rounds)
@@ -219,6 +204,38 @@ def _arch_info(args: argparse.Namespace) -> None:
         print(f"{p:10,} {f / 1e6:8.3f}  {spec.key}")
 
 
+# ----------------------------------------------------------------------------------- train / search
+def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]):
+    from edgenas.config import load_config
+
+    return load_config(args.config, overrides)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from edgenas import pipeline
+
+    config = _config(args, {"train": {"epochs": args.epochs, "threads": args.threads}})
+    _, history = pipeline.train(config, progress=not args.quiet)
+    last = history[-1]
+    print(f"{config.supernet_path}: {len(history)} epochs, last loss {last['loss_largest']:.4f} (largest), "
+          f"{last['loss_students']:.4f} (students), {last['images_per_second']:.0f} images/s")  # fmt: skip
+
+
+def _search(args: argparse.Namespace) -> None:
+    from edgenas import pipeline
+    from edgenas.nas import pareto_rows
+
+    overrides = {"search": {"storage": args.storage, "n_trials": args.n_trials, "timeout": args.timeout,
+                            "sampler": args.sampler, "study_name": args.study}}  # fmt: skip
+    config = _config(args, overrides)
+    study = pipeline.search(config, worker=args.worker, progress=not args.quiet)
+    rows, front = pareto_rows(study)
+    print(f"{len(rows)} trials, {len(front)} on the Pareto front -> {config.search_dir}/pareto.csv")
+    for r in front:
+        lat = "  ".join(f"{k.split(':', 1)[1]} {v:.3f} ms" for k, v in r.items() if k.startswith("latency_ms:"))
+        print(f"  acc {r['accuracy']:.4f}  {lat}  {r['arch']}")
+
+
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
@@ -245,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--providers", default="cpu", help="execution providers, comma-separated (default cpu)")
     b.add_argument("--resolutions", type=_int_list, help="only these resolutions, e.g. 160,224")
     b.add_argument("--widths", type=_float_list, help="only these width multipliers, e.g. 1.0")
+    b.add_argument("--num-classes", type=_positive, help="classifier outputs (default: the space's, 10 built-in)")
     b.add_argument("--rounds", type=_positive, default=15, help="interleaved timing rounds per batch (default 15)")
     b.add_argument("--batch-size", type=_positive, default=24, help="blocks timed together (default 24)")
     b.add_argument("--out", required=True, help="table file (JSON); extended if it exists")
@@ -307,6 +325,35 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--space", required=True, help="built-in space or YAML file")
     a.add_argument("--json", action="store_true", help="print JSON")
     a.set_defaults(func=_arch_info)
+
+    t = sub.add_parser(
+        "train",
+        help="train the supernet (sandwich rule + in-place distillation)",
+        description="Train the weight-sharing supernet of the configured space on the configured data. "
+        "Checkpoints every epoch to RUN_DIR/supernet.pt; re-running resumes.",
+    )
+    t.add_argument("--config", required=True, help="YAML run configuration")
+    t.add_argument("--epochs", type=_positive, help="override train.epochs")
+    t.add_argument("--threads", type=int, help="override train.threads (0: every core)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    se = sub.add_parser(
+        "search",
+        help="multi-objective Optuna search over the trained supernet",
+        description="Search accuracy vs predicted latency per device (latency budgets as constraints). "
+        "Re-running resumes the study; several workers can share one study through --storage.",
+    )
+    se.add_argument("--config", required=True, help="YAML run configuration")
+    se.add_argument("--storage", help="Optuna storage URL (default: sqlite file RUN_DIR/search/study.db); "
+                    "postgresql://..., sqlite:///..., or journal:PATH")  # fmt: skip
+    se.add_argument("--n-trials", type=_positive, help="total complete trials wanted in the study")
+    se.add_argument("--timeout", type=float, help="stop this worker after so many seconds")
+    se.add_argument("--sampler", choices=("nsga2", "tpe", "random"), help="override search.sampler")
+    se.add_argument("--study", help="override search.study_name")
+    se.add_argument("--worker", type=int, default=0, help="worker index (seeds this worker's sampler)")
+    se.add_argument("--quiet", action="store_true", help="no progress bar")
+    se.set_defaults(func=_search)
     return p
 
 

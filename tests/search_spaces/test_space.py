@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from edgenas.cli import load_space
+from edgenas.pipeline import load_space
 from edgenas.search_spaces import SPACES, BlockSpec, Space, build_block, reference_archs, spec_params
 
 

@@ -1,0 +1,168 @@
+"""The run configuration: a YAML file loaded into frozen dataclasses; unknown keys are errors.
+
+```yaml
+run_dir: runs/fmnist
+space: small                 # built-in name or a YAML space file
+data: {name: fashion-mnist, train_limit: 10000}
+train: {epochs: 5, batch_size: 128}
+search: {sampler: nsga2, n_trials: 100}
+devices:
+  - {name: cpu-fp32, lut: runs/fmnist/lut_fp32.json, budget_ms: 1.0}
+```
+
+Every section and key is optional except ``devices`` for the search. Paths are relative to
+the working directory. Command-line flags override the file; the resolved configuration is
+written next to the outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgenas.nas import SearchConfig, TrainConfig
+
+__all__ = ["Config", "DataConfig", "DeviceConfig", "config_to_dict", "load_config", "parse_config"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "fashion-mnist"
+    root: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    train_limit: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str
+    lut: str
+    budget_ms: float | None = None
+    objective: bool = True
+
+    def __post_init__(self) -> None:
+        if self.budget_ms is not None and self.budget_ms <= 0:
+            raise ValueError(f"devices[{self.name}].budget_ms must be > 0, got {self.budget_ms}")
+
+
+@dataclass(frozen=True)
+class Config:
+    run_dir: str = "runs/edgenas"
+    space: str = "small"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    devices: tuple[DeviceConfig, ...] = ()
+
+    @property
+    def supernet_path(self) -> Path:
+        return Path(self.run_dir) / "supernet.pt"
+
+    @property
+    def search_dir(self) -> Path:
+        return Path(self.run_dir) / "search"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ValueError:
+                continue
+        raise ValueError(f"{where}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        (item,) = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {where}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {unknown} in {where or 'config'}; "
+                         f"allowed: {names}")  # fmt: skip
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        raise ValueError(f"{where or 'config'}: {exc}") from exc
+
+
+def parse_config(data: dict[str, Any] | None) -> Config:
+    config = _build(Config, data or {}, "")
+    names = [d.name for d in config.devices]
+    if len(set(names)) != len(names):
+        raise ValueError(f"devices: names must be unique, got {names}")
+    return config
+
+
+def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Load a YAML config; ``overrides`` ({"search": {"n_trials": 10}, ...}) replace file values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a mapping at the top level")
+    for section, values in (overrides or {}).items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if section == "":
+            data.update(values)
+        elif values:
+            data[section] = {**(data.get(section) or {}), **values}
+    try:
+        return parse_config(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    data = dataclasses.asdict(config)
+    data["devices"] = [dict(d) for d in data["devices"]]
+    return data

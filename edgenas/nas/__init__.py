@@ -1,0 +1,34 @@
+"""NAS: supernet training (sandwich rule + in-place distillation), subnet evaluation, the Optuna search."""
+
+from __future__ import annotations
+
+from edgenas.nas._evaluate import SubnetEvaluator, accuracy, recalibrate_bn
+from edgenas.nas._search import (
+    SAMPLERS,
+    DeviceObjective,
+    SearchConfig,
+    make_storage,
+    pareto_rows,
+    run_search,
+    suggest_arch,
+    write_results,
+)
+from edgenas.nas._train import TrainConfig, load_supernet, set_threads, train_supernet
+
+__all__ = [
+    "SAMPLERS",
+    "DeviceObjective",
+    "SearchConfig",
+    "SubnetEvaluator",
+    "TrainConfig",
+    "accuracy",
+    "load_supernet",
+    "make_storage",
+    "pareto_rows",
+    "recalibrate_bn",
+    "run_search",
+    "set_threads",
+    "suggest_arch",
+    "train_supernet",
+    "write_results",
+]

@@ -1,0 +1,90 @@
+"""Subnet evaluation: extract, recalibrate BatchNorm, measure top-1. Cached by arch string.
+
+Shared BN statistics belong to no single subnet, so each extracted subnet gets its own:
+running statistics reset and re-estimated as a cumulative average (``momentum=None``) over
+a few training batches. This happens on the extracted copy; the supernet is not touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgenas.data import ImageData, Splits, batches
+from edgenas.search_spaces import Arch, Supernet
+
+__all__ = ["SubnetEvaluator", "accuracy", "recalibrate_bn"]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor]) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics from ``inputs``; returns ``model`` in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    for x in inputs:
+        model(x)
+    for bn, m in zip(bns, momenta):
+        bn.momentum = m
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, data: ImageData, splits: Splits, *, resolution: int, channels: int, batch_size: int = 256,
+    limit: int | None = None,
+) -> float:  # fmt: skip
+    """Top-1 accuracy of ``model`` on ``data`` (the first ``limit`` batches if given)."""
+    model.eval()
+    correct = total = 0
+    for x, y in batches(data, batch_size=batch_size, resolution=resolution, channels=channels, mean=splits.mean,
+                        std=splits.std, limit=limit):  # fmt: skip
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+class SubnetEvaluator:
+    """Accuracy of subnets of a trained supernet on one split, each arch evaluated once."""
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        splits: Splits,
+        *,
+        split: str = "val",
+        calib_batches: int = 8,
+        batch_size: int = 256,
+        seed: int = 0,
+    ):
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        self.supernet = supernet.eval()
+        self.splits = splits
+        self.data: ImageData = getattr(splits, split)
+        self.calib_batches = calib_batches
+        self.batch_size = batch_size
+        self.seed = seed
+        self.cache: dict[str, float] = {}
+
+    def subnet(self, arch: Arch) -> nn.Module:
+        """The extracted subnet with recalibrated BN (same calibration batches for every arch)."""
+        net = self.supernet.extract(arch)
+        rng = np.random.default_rng(self.seed)
+        calib = batches(self.splits.train, batch_size=self.batch_size, resolution=arch.resolution,
+                        channels=self.supernet.space.in_chs, mean=self.splits.mean, std=self.splits.std,
+                        shuffle=True, rng=rng, limit=self.calib_batches)  # fmt: skip
+        return recalibrate_bn(net, (x for x, _ in calib))
+
+    def __call__(self, arch: Arch) -> float:
+        key = str(arch)
+        if key not in self.cache:
+            self.cache[key] = accuracy(self.subnet(arch), self.data, self.splits, resolution=arch.resolution,
+                                       channels=self.supernet.space.in_chs, batch_size=self.batch_size)  # fmt: skip
+        return self.cache[key]

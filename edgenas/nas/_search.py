@@ -1,0 +1,260 @@
+"""The Optuna search: accuracy vs predicted latency on one or more devices, budgets as constraints.
+
+Every arch choice of the space is a categorical parameter (all block slots are sampled,
+so every trial has the same parameters; slots beyond a stage's depth are ignored).
+Objectives: validation accuracy (maximise) and the calibrated predicted latency of each
+device whose latency is an objective (minimise). Latency budgets become Optuna
+constraints (``latency - budget <= 0``), honoured by the NSGA-II and TPE samplers, and the
+reported Pareto set contains feasible trials only.
+
+Storage is an SQLite file by default; any Optuna RDB URL (``postgresql://...``) or a
+journal file (``journal:PATH``) lets several workers on several machines share the study.
+Trials run with a heartbeat: a worker killed mid-trial leaves a trial that the next
+worker marks failed and re-runs. Finished trials are never redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from edgenas.io import atomic_write_json, atomic_write_text
+from edgenas.latency_tables import Predictor
+from edgenas.search_spaces import Arch, BlockChoice, Space, profile_arch
+
+__all__ = [
+    "SAMPLERS",
+    "DeviceObjective",
+    "SearchConfig",
+    "make_storage",
+    "pareto_rows",
+    "run_search",
+    "suggest_arch",
+    "write_results",
+]
+
+SAMPLERS = ("nsga2", "tpe", "random")
+
+
+@dataclass(frozen=True)
+class DeviceObjective:
+    """One device's latency: an objective to minimise and/or a budget (constraint)."""
+
+    name: str
+    predictor: Predictor
+    budget_ms: float | None = None
+    objective: bool = True
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    sampler: str = "nsga2"
+    n_trials: int = 100
+    timeout: float | None = None
+    storage: str | None = None  # None: sqlite file study.db in the output folder
+    study_name: str = "edgenas"
+    seed: int = 0
+    population_size: int = 20
+    calib_batches: int = 8
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"search.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.n_trials < 1:
+            raise ValueError(f"search.n_trials must be >= 1, got {self.n_trials}")
+        if self.population_size < 2:
+            raise ValueError(f"search.population_size must be >= 2, got {self.population_size}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"search.timeout must be > 0 seconds, got {self.timeout}")
+
+
+def suggest_arch(trial: optuna.Trial, space: Space) -> Arch:
+    """Sample every choice of ``space`` through ``trial``."""
+    resolution = trial.suggest_categorical("resolution", list(space.resolutions))
+    width = trial.suggest_categorical("width", list(space.widths))
+    stages = []
+    for i, stage in enumerate(space.stages):
+        depth = trial.suggest_categorical(f"s{i}_depth", list(stage.depths))
+        blocks = []
+        for j in range(max(stage.depths)):
+            k = trial.suggest_categorical(f"s{i}_b{j}_kernel", list(stage.kernels))
+            e = trial.suggest_categorical(f"s{i}_b{j}_expand", list(stage.expands))
+            se = trial.suggest_categorical(f"s{i}_b{j}_se", list(stage.se))
+            if j < depth:
+                blocks.append(BlockChoice(int(k), int(e), bool(se)))
+        stages.append(tuple(blocks))
+    return space.validate(Arch(resolution=int(resolution), width=float(width), stages=tuple(stages)))
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL: an RDB URL (sqlite, postgresql, mysql) or ``journal:PATH``."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:") :]))
+    if "://" not in url:
+        raise ValueError(f"storage {url!r} is not a URL; use e.g. sqlite:///study.db, "
+                         "postgresql://user:pass@host/db or journal:/path/study.log")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=30,
+            grace_period=90,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
+
+
+def _sampler(config: SearchConfig, seed: int | None) -> optuna.samplers.BaseSampler:
+    if config.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def run_search(
+    space: Space,
+    evaluate: Callable[[Arch], float],
+    devices: Sequence[DeviceObjective],
+    config: SearchConfig,
+    out_dir: str | os.PathLike,
+    *,
+    worker: int = 0,
+    progress: bool = True,
+) -> optuna.Study:
+    """Run (or join, or resume) the study until it holds ``n_trials`` complete trials."""
+    if not devices:
+        raise ValueError("the search needs at least one device (a latency table)")
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise ValueError(f"device names must be unique, got {names}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    url = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    storage = make_storage(url)
+    objectives = [d for d in devices if d.objective]
+    directions = ["maximize"] + ["minimize"] * len(objectives)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=config.study_name,
+        storage=storage,
+        directions=directions,
+        sampler=_sampler(config, config.seed * 1000 + worker),
+        load_if_exists=True,
+    )
+    if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+        raise ValueError(f"study {config.study_name!r} in {url} has other objectives; use another study_name")
+    meta = {"space": space.name, "devices": names, "objectives": ["accuracy"] + [d.name for d in objectives]}
+    for k, v in meta.items():
+        stored = study.user_attrs.get(k)
+        if stored is None:
+            study.set_user_attr(k, v)
+        elif stored != v:
+            raise ValueError(f"study {config.study_name!r} was created with {k}={stored}, not {v}")
+    if isinstance(storage, optuna.storages.RDBStorage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        arch = suggest_arch(trial, space)
+        trial.set_user_attr("arch", str(arch))
+        latencies = {d.name: d.predictor.predict(arch) for d in devices}
+        for name, ms in latencies.items():
+            trial.set_user_attr(f"latency_ms:{name}", ms)
+        for d in devices:
+            if d.budget_ms is not None:  # feasible when <= 0; NSGA-II and TPE honour it
+                trial.set_constraint(f"latency:{d.name}", latencies[d.name] - d.budget_ms)
+        prof = profile_arch(space, arch)
+        trial.set_user_attr("params", prof.params)
+        trial.set_user_attr("flops", prof.flops)
+        # Another worker (or an earlier run) may have evaluated this arch already.
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("arch") == str(arch)]  # fmt: skip
+        acc = done[0].values[0] if done else evaluate(arch)
+        trial.set_user_attr("accuracy", acc)
+        return [acc] + [latencies[d.name] for d in objectives]
+
+    def complete() -> int:
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    remaining = config.n_trials - complete()
+    if remaining > 0:
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=config.timeout,
+            callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))],
+            show_progress_bar=progress,
+            catch=(),
+        )
+    write_results(study, out)
+    return study
+
+
+def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a <= b) and np.any(a < b))
+
+
+def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(all complete trials, the feasible non-dominated ones) as flat rows."""
+    devices = study.user_attrs.get("devices", [])
+    objectives = study.user_attrs.get("objectives", ["accuracy"])
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        row = {"trial": t.number, "arch": t.user_attrs["arch"], "accuracy": t.values[0]}
+        for d in devices:
+            row[f"latency_ms:{d}"] = t.user_attrs[f"latency_ms:{d}"]
+        row.update(params=t.user_attrs["params"], flops=t.user_attrs["flops"],
+                   feasible=all(c <= 0 for c in t.constraints.values()))  # fmt: skip
+        rows.append(row)
+    feasible = [r for r in rows if r["feasible"]]
+    # minimise: -accuracy and each objective latency
+    keys = [lambda r: -r["accuracy"]] + [lambda r, d=d: r[f"latency_ms:{d}"] for d in objectives[1:]]
+    points = np.array([[k(r) for k in keys] for r in feasible]).reshape(len(feasible), len(keys))
+    front, seen = [], set()
+    for i, r in enumerate(feasible):
+        if any(_dominates(points[j], points[i]) for j in range(len(feasible)) if j != i):
+            continue
+        if r["arch"] in seen:  # the same arch sampled twice: report it once
+            continue
+        seen.add(r["arch"])
+        front.append(r)
+    front.sort(key=lambda r: keys[1](r) if len(keys) > 1 else -r["accuracy"])
+    return rows, front
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_results(study: optuna.Study, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """trials.csv, pareto.csv and pareto.json in ``out_dir`` (atomic writes)."""
+    out = Path(out_dir)
+    rows, front = pareto_rows(study)
+    paths = {
+        "trials": atomic_write_text(out / "trials.csv", _csv(rows)),
+        "pareto_csv": atomic_write_text(out / "pareto.csv", _csv(front)),
+        "pareto_json": atomic_write_json(
+            out / "pareto.json",
+            {"study": study.study_name, "devices": study.user_attrs.get("devices"),
+             "objectives": study.user_attrs.get("objectives"), "n_trials": len(rows), "pareto": front},
+        ),  # fmt: skip
+    }
+    return paths
