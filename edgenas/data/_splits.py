@@ -79,7 +79,12 @@ def make_splits(
     keep, take = _stratified(rest.labels, val_fraction, rng)
     train, val = rest.subset(keep, f"{data.name}-train"), rest.subset(take, f"{data.name}-val")
     if train_limit is not None and train_limit < len(train.labels):
-        _, take = _stratified(train.labels, train_limit / len(train.labels), rng)
+        rest_idx, take = _stratified(train.labels, train_limit / len(train.labels), rng)
+        # per-class rounding can miss the total by a few: trim or top up at random
+        if len(take) > train_limit:
+            take = np.sort(rng.choice(take, train_limit, replace=False))
+        elif len(take) < train_limit:
+            take = np.sort(np.concatenate([take, rng.choice(rest_idx, train_limit - len(take), replace=False)]))
         train = train.subset(take, f"{data.name}-train")
     mean = float(train.images.mean())
     std = float(train.images.std()) or 1.0

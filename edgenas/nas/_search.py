@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import random
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -105,14 +107,24 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     if "://" not in url:
         raise ValueError(f"storage {url!r} is not a URL; use e.g. sqlite:///study.db, "
                          "postgresql://user:pass@host/db or journal:/path/study.log")  # fmt: skip
+    # SQLite: wait for a lock held by another worker instead of failing at once.
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=30,
-            grace_period=90,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
+        for attempt in range(6):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=30,
+                    grace_period=90,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+                )
+            except Exception:  # two workers creating the schema at once: one loses the race, retries
+                if attempt == 5:
+                    raise
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+    raise AssertionError("unreachable")
 
 
 def _sampler(config: SearchConfig, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -146,13 +158,20 @@ def run_search(
     objectives = [d for d in devices if d.objective]
     directions = ["maximize"] + ["minimize"] * len(objectives)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=config.study_name,
-        storage=storage,
-        directions=directions,
-        sampler=_sampler(config, config.seed * 1000 + worker),
-        load_if_exists=True,
-    )
+    for attempt in range(6):
+        try:
+            study = optuna.create_study(
+                study_name=config.study_name,
+                storage=storage,
+                directions=directions,
+                sampler=_sampler(config, config.seed * 1000 + worker),
+                load_if_exists=True,
+            )
+            break
+        except optuna.exceptions.DuplicatedStudyError:  # created by another worker just now
+            if attempt == 5:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise ValueError(f"study {config.study_name!r} in {url} has other objectives; use another study_name")
     meta = {"space": space.name, "devices": names, "objectives": ["accuracy"] + [d.name for d in objectives]}

@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 
 from edgenas.latency_tables import LatencyTable, MissingEntryError, Predictor
-from edgenas.latency_tables._build import restrict_space
 from edgenas.search_spaces import Arch
 
 
 def test_table_has_every_key_with_sane_values(tiny_table, tiny):
     table = LatencyTable.load(tiny_table)
-    keys = {s.key for s in restrict_space(tiny, [16]).all_block_specs()}
+    keys = {s.key for s in tiny.all_block_specs()}
     assert set(table.entries) == keys
     for e in table.entries.values():
         assert e["ms"] > 0 and e["rel"] > 0 and e["runs"] >= 5 and e["params"] > 0
@@ -26,6 +25,7 @@ def test_table_has_every_key_with_sane_values(tiny_table, tiny):
     assert h["precision"] == "fp32" and h["threads"] == 1 and h["reference_ms"] > 0
     assert 0 < h["noop_ms"] < 0.1  # the per-call overhead is microseconds
     assert "drift" in h and h["build_seconds"] > 0
+    assert h["coverage"] == {"resolutions": [16, 24], "widths": [0.5, 1.0]}
 
 
 def test_predictor_sum_matches_hand_computation(tiny_table):
@@ -48,9 +48,11 @@ def test_predictions_grow_with_the_arch(tiny_table):
 
 
 def test_missing_entry_names_the_command(tiny_table):
-    predictor = Predictor(LatencyTable.load(tiny_table))
+    table = LatencyTable.load(tiny_table)
+    arch = Arch.parse("r24|k3e2|k3e2")
+    del table.entries[Predictor(table).space.block_specs(arch)[2].key]
     with pytest.raises(MissingEntryError) as err:
-        predictor.predict(Arch.parse("r24|k3e2|k3e2"))
+        Predictor(table).predict(arch)
     msg = str(err.value)
     assert "r24" in msg and "edgenas lut build --space tiny --device local-cpu --precision fp32" in msg
 

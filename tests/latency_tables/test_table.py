@@ -19,6 +19,7 @@ def test_round_trip(tmp_path):
 
 def test_header_mismatch_is_refused(tiny_table):
     table = LatencyTable.load(tiny_table)
+    assert table.calibration is not None
     with pytest.raises(TableMismatchError) as err:
         LatencyTable.load(tiny_table, expect={"precision": "int8", "threads": 1})
     assert "precision: table has 'fp32', requested 'int8'" in str(err.value)
@@ -27,7 +28,7 @@ def test_header_mismatch_is_refused(tiny_table):
 
 def test_resuming_with_other_settings_is_refused(tiny_table, tiny):
     with pytest.raises(TableMismatchError, match="threads: table has 1, requested 2"):
-        build_table(tiny, LocalBackend(threads=2), tiny_table, resolutions=[16], progress=False)
+        build_table(tiny, LocalBackend(threads=2), tiny_table, progress=False)
 
 
 def test_corrupt_and_foreign_files_give_clear_errors(tmp_path):

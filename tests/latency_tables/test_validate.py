@@ -21,8 +21,9 @@ def test_accuracy_metrics_by_hand():
 def test_validate_stores_calibration_and_predicts_measured(tiny_table, tmp_path):
     path = tmp_path / "t.json"
     shutil.copy(tiny_table, path)
-    report = validate_table(path, LocalBackend(threads=1), n=24, progress=False)
+    report = validate_table(path, LocalBackend(threads=1), n=24, resolutions=[16], progress=False)
     assert report["n_heldout"] == 12 and report["n_calibration"] == 12
+    assert report["resolutions"] == [16]
     rows = report["rows"]
     assert len({r["arch"] for r in rows}) == 24
     ms = sorted(r["measured_ms"] for r in rows)

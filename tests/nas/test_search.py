@@ -1,0 +1,95 @@
+"""The search: Pareto output, constraints, resuming, several workers on one study."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from edgenas import pipeline
+from edgenas.config import load_config
+from edgenas.nas import pareto_rows, suggest_arch
+from edgenas.search_spaces import SPACES
+
+
+def _dominated(r, others, lat):
+    def beats(o):
+        better = o["accuracy"] > r["accuracy"] or o[lat] < r[lat]
+        return o["accuracy"] >= r["accuracy"] and o[lat] <= r[lat] and better
+
+    return any(beats(o) for o in others)
+
+
+def test_suggest_covers_the_space():
+    space = SPACES["tiny"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    archs = {str(suggest_arch(study.ask(), space)) for _ in range(200)}
+    assert len(archs) > 50
+    for a in archs:
+        space.parse(a)
+
+
+def test_search_writes_a_non_dominated_feasible_front(tiny_run, tmp_path):
+    config = load_config(tiny_run)
+    smallest = pipeline.devices(config, pipeline.space_for(config, pipeline.splits_for(config)))[0]
+    budget = smallest.predictor.predict(SPACES["tiny"].largest()) * 0.6  # rules out the bigger archs
+    path = tmp_path / "c.yaml"
+    data = yaml.safe_load(tiny_run.read_text())
+    data["devices"][0]["budget_ms"] = budget
+    data["search"]["storage"] = f"sqlite:///{tmp_path / 'study.db'}"
+    data["search"]["n_trials"] = 14
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    study = pipeline.search(config, progress=False)
+    rows, front = pareto_rows(study)
+    assert len(rows) == 14 and front
+    lat = "latency_ms:cpu"
+    assert all(r[lat] <= budget for r in front)  # constraints respected by the reported set
+    assert any(not r["feasible"] for r in rows) or all(r[lat] <= budget for r in rows)
+    feasible = [r for r in rows if r["feasible"]]
+    assert all(not _dominated(r, feasible, lat) for r in front)
+    assert all(_dominated(r, front, lat) or r["arch"] in {f["arch"] for f in front} for r in feasible)
+    csv = (config.search_dir / "pareto.csv").read_text().splitlines()
+    assert csv[0].startswith("trial,arch,accuracy,latency_ms:cpu") and len(csv) == len(front) + 1
+    # resuming with a larger budget of trials adds trials and keeps the old ones
+    study2 = pipeline.search(load_config(path, {"search": {"n_trials": 16}}), progress=False)
+    numbers = [t.number for t in study2.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    assert len(numbers) == 16 and set(range(14)) <= set(numbers)
+
+
+def test_impossible_budget_fails_at_load(tiny_run, tmp_path):
+    data = yaml.safe_load(tiny_run.read_text())
+    data["devices"][0]["budget_ms"] = 1e-6
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="below the smallest subnet's predicted latency"):
+        pipeline.search(load_config(path), progress=False)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(tiny_run, tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    cmd = [sys.executable, "-m", "edgenas.cli", "search", "--config", str(tiny_run), "--storage", url,
+           "--study", "shared", "--n-trials", "16", "--quiet"]  # fmt: skip
+    procs = [subprocess.Popen(cmd + ["--worker", str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for w in range(2)]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()
+    study = optuna.load_study(study_name="shared", storage=url)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 16 <= len(complete) <= 17  # a worker may finish one trial past the target while the other stops
+    assert len(trials) == len(complete)  # nothing failed, nothing left running
+    assert len({t.number for t in trials}) == len(trials)
+    # both workers contributed: their samplers are seeded differently
+    archs = [t.user_attrs["arch"] for t in complete]
+    assert len(set(archs)) >= 0.8 * len(archs)
+    accs = {}
+    for t in complete:  # an arch evaluated twice gets the same accuracy (reused, not re-measured)
+        assert accs.setdefault(t.user_attrs["arch"], t.values[0]) == t.values[0]
+    assert np.isfinite([t.values[0] for t in complete]).all()

@@ -1,0 +1,45 @@
+"""The YAML config: unknown keys, wrong types and impossible values fail with the key named."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from edgenas.config import load_config, parse_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"space": "tiny", "search": {"n_trials": 5}}))
+    c = load_config(path, {"search": {"n_trials": 7, "storage": None}})
+    assert c.space == "tiny" and c.search.n_trials == 7 and c.search.sampler == "nsga2"
+    assert c.train.temperature == 4.0 and c.train.alpha == 0.7
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"spaces": "tiny"}, "unknown key ['spaces'] in config"),
+        ({"train": {"epoch": 3}}, "unknown key ['epoch'] in train"),
+        ({"train": {"epochs": "three"}}, "train.epochs: expected an integer, got 'three'"),
+        ({"train": {"epochs": 0}}, "epochs >= 1"),
+        ({"search": {"sampler": "grid"}}, "search.sampler must be one of ('nsga2', 'tpe', 'random'), got 'grid'"),
+        ({"devices": [{"name": "a"}]}, "devices[0]"),
+        ({"devices": [{"name": "a", "lut": "x", "budget_ms": -1}]}, "budget_ms must be > 0"),
+        ({"devices": [{"name": "a", "lut": "x"}, {"name": "a", "lut": "y"}]}, "names must be unique"),
+        ({"data": {"train_limit": 1.5}}, "data.train_limit: expected an integer"),
+    ],
+)
+def test_bad_configs(data, fragment):
+    with pytest.raises(ValueError) as err:
+        parse_config(data)
+    assert fragment in str(err.value)
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1,")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(bad)
