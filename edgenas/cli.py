@@ -236,6 +236,30 @@ def _search(args: argparse.Namespace) -> None:
         print(f"  acc {r['accuracy']:.4f}  {lat}  {r['arch']}")
 
 
+def _finalize(args: argparse.Namespace) -> None:
+    from edgenas import pipeline
+
+    config = _config(args, {})
+    archs = None
+    if args.arch:
+        names = [args.device] if args.device else [d.name for d in config.devices]
+        archs = {n: args.arch for n in names}
+    if args.device and args.device not in {d.name for d in config.devices}:
+        raise _Fail(f"unknown device {args.device!r}; the config has {[d.name for d in config.devices]}")
+    if args.device:
+        import dataclasses as dc
+
+        config = dc.replace(config, devices=tuple(d for d in config.devices if d.name == args.device))
+    cards = pipeline.finalize(config, archs=archs, progress=not args.quiet)
+    for device, card in cards.items():
+        by = {r["stage"]: r for r in card["stages"]}
+        final = by["qat_int8" if card["chosen_precision"] == "int8" else "pruned"]
+        print(f"{device}: {card['arch']} -> {config.finalize_dir / device / card['chosen_model']} "
+              f"({card['chosen_precision']}, {final['latency_ms']:.3f} ms measured, "
+              f"test accuracy {final['test_accuracy'] * 100:.2f} %, {final['size_mb']:.2f} MB); "
+              f"model card: {config.finalize_dir / device / 'model_card.md'}")  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
@@ -354,6 +378,19 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--worker", type=int, default=0, help="worker index (seeds this worker's sampler)")
     se.add_argument("--quiet", action="store_true", help="no progress bar")
     se.set_defaults(func=_search)
+
+    f = sub.add_parser(
+        "finalize",
+        help="distill, prune, QAT, export and re-measure the chosen archs",
+        description="For each device (or --device), take the most accurate Pareto arch within its budget "
+        "(or --arch), finetune it with distillation, prune it, QAT-finetune it, export fp32 / int8 ONNX, "
+        "check the exports, measure them on the device and write a model card. Resumable step by step.",
+    )
+    f.add_argument("--config", required=True, help="YAML run configuration")
+    f.add_argument("--arch", help="finalize this arch instead of choosing from the Pareto set")
+    f.add_argument("--device", help="only this device of the config")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(func=_finalize)
     return p
 
 

@@ -6,6 +6,7 @@ space: small                 # built-in name or a YAML space file
 data: {name: fashion-mnist, train_limit: 10000}
 train: {epochs: 5, batch_size: 128}
 search: {sampler: nsga2, n_trials: 100}
+finalize: {distill_epochs: 3, prune: {step: 0.1, max_steps: 5, tolerance: 0.01}, qat_epochs: 2}
 devices:
   - {name: cpu-fp32, lut: runs/fmnist/lut_fp32.json, budget_ms: 1.0}
 ```
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from edgenas.finalize import FinalizeConfig
 from edgenas.nas import SearchConfig, TrainConfig
 
 __all__ = ["Config", "DataConfig", "DeviceConfig", "config_to_dict", "load_config", "parse_config"]
@@ -60,6 +62,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    finalize: FinalizeConfig = field(default_factory=FinalizeConfig)
     devices: tuple[DeviceConfig, ...] = ()
 
     @property
@@ -69,6 +72,10 @@ class Config:
     @property
     def search_dir(self) -> Path:
         return Path(self.run_dir) / "search"
+
+    @property
+    def finalize_dir(self) -> Path:
+        return Path(self.run_dir) / "finalize"
 
 
 def _type_name(tp: Any) -> str:

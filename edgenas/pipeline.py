@@ -18,12 +18,22 @@ import yaml
 
 from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
-from edgenas.io import atomic_write_text
-from edgenas.latency_tables import LatencyTable, Predictor
+from edgenas.io import atomic_write_text, read_json
+from edgenas.latency_tables import LatencyTable, Predictor, make_backend
 from edgenas.nas import DeviceObjective, SubnetEvaluator, load_supernet, run_search, set_threads, train_supernet
 from edgenas.search_spaces import SPACES, Space, Supernet
 
-__all__ = ["devices", "load_space", "search", "space_for", "splits_for", "train", "write_resolved_config"]
+__all__ = [
+    "choose_arch",
+    "devices",
+    "finalize",
+    "load_space",
+    "search",
+    "space_for",
+    "splits_for",
+    "train",
+    "write_resolved_config",
+]
 
 
 def load_space(name_or_path: str) -> Space:
@@ -97,3 +107,46 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.search.calib_batches, seed=config.search.seed)
     write_resolved_config(config)
     return run_search(space, evaluator, devs, config.search, config.search_dir, worker=worker, progress=progress)
+
+
+def choose_arch(config: Config, device: str) -> str:
+    """The most accurate arch of the search's Pareto set that meets ``device``'s budget."""
+    path = config.search_dir / "pareto.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no search results at {str(path)!r}; run 'edgenas search' first or pass --arch")
+    front = read_json(path, "Pareto set")["pareto"]
+    budget = next(d.budget_ms for d in config.devices if d.name == device)
+    ok = [r for r in front if budget is None or r[f"latency_ms:{device}"] <= budget]
+    if not ok:
+        raise ValueError(f"no arch on the Pareto front meets device {device!r}'s budget of {budget} ms")
+    return max(ok, key=lambda r: r["accuracy"])["arch"]
+
+
+def finalize(
+    config: Config, *, archs: dict[str, str] | None = None, progress: bool = True
+) -> dict[str, dict]:
+    """Finalize one arch per device (``archs``: device -> arch string; default: chosen by budget).
+
+    Returns the model card per device; outputs in ``run_dir/finalize/<device>/``.
+    """
+    from edgenas.finalize import finalize_arch
+
+    splits = splits_for(config)
+    space = space_for(config, splits)
+    set_threads(config.train.threads)
+    supernet = load_supernet(space, config.supernet_path)
+    cards = {}
+    for d in devices(config, space):
+        text = (archs or {}).get(d.name) or choose_arch(config, d.name)
+        try:
+            arch = space.parse(text)
+        except ValueError as exc:
+            raise ValueError(f"finalize arch for device {d.name!r}: {exc}") from exc
+        h = d.predictor.table.header
+        backend = make_backend(h["device"], threads=h["threads"], providers=h["providers"])
+        cards[d.name] = finalize_arch(
+            arch, space=space, supernet=supernet, splits=splits, backend=backend,
+            out_dir=config.finalize_dir / d.name, config=config.finalize, predictor=d.predictor, device=d.name,
+            progress=progress,
+        )  # fmt: skip
+    return cards

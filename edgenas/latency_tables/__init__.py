@@ -12,6 +12,7 @@ import importlib
 from typing import Any
 
 from edgenas.latency_tables._backend import LocalBackend, MeasurementBackend, make_backend
+from edgenas.latency_tables._memory import session_peak_memory_mb
 from edgenas.latency_tables._protocol import Protocol, Timing, time_models
 from edgenas.latency_tables._table import LatencyTable, TableMismatchError
 
@@ -37,6 +38,7 @@ __all__ = [
     "TableMismatchError",
     "Timing",
     "make_backend",
+    "session_peak_memory_mb",
     "time_models",
     *_LAZY,
 ]

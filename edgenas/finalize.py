@@ -1,0 +1,326 @@
+"""Finalize: from a searched arch to a verified device model, each step saved and resumable.
+
+For one arch: extract it with its supernet weights (BN recalibrated) -> finetune with
+knowledge distillation from the teacher (the largest subnet by default), alpha decaying ->
+progressive structured pruning with a short distillation finetune after each step ->
+quantization-aware finetuning -> export fp32, QAT int8 and PTQ int8 (ONNX Runtime static
+quantization, the comparison) -> check every export against torch -> time every stage's
+model end to end on the device in one interleaved batch, measure its session's peak memory
+and its test accuracy -> pick the faster precision for the device -> write a model card
+(JSON and Markdown) with the stage table.
+
+Every step writes its model to the output folder before the next starts; a killed run
+starts again at the first step whose file is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from edgenas.data import ImageData, Splits, batches
+from edgenas.distill import FitConfig, fit
+from edgenas.export import export_onnx
+from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgenas.latency_tables import MeasurementBackend, Predictor, Protocol, reference_model, session_peak_memory_mb
+from edgenas.nas import SubnetEvaluator, accuracy
+from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
+from edgenas.quant import calibrate_qat, frozen_for_export, prepare_qat
+from edgenas.search_spaces import Arch, Space, Supernet
+
+__all__ = ["FinalizeConfig", "finalize_arch", "onnx_accuracy", "write_model_card"]
+
+
+@dataclass(frozen=True)
+class FinalizeConfig:
+    distill_epochs: int = 3
+    lr: float = 0.01
+    batch_size: int = 128
+    temperature: float = 4.0
+    alpha_start: float = 0.7
+    alpha_end: float = 0.3
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    prune_finetune_epochs: int = 1
+    qat_epochs: int = 2
+    qat_lr: float = 0.002
+    calib_batches: int = 8
+    max_steps_per_epoch: int | None = None
+    measure_rounds: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("distill_epochs", "prune_finetune_epochs", "qat_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"finalize.{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0 or self.qat_lr <= 0:
+            raise ValueError(f"finalize.lr and finalize.qat_lr must be > 0, got {self.lr}, {self.qat_lr}")
+
+
+def _fit_config(config: FinalizeConfig, epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
+    return FitConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, temperature=config.temperature,
+                     alpha_start=alpha[0], alpha_end=alpha[1], seed=config.seed,
+                     max_steps_per_epoch=config.max_steps_per_epoch)  # fmt: skip
+
+
+def onnx_accuracy(model: bytes, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:
+    """Top-1 of an ONNX model (batch 1) run by ONNX Runtime on ``data``."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    correct = 0
+    for x, y in batches(data, batch_size=256, resolution=resolution, channels=channels, mean=splits.mean,
+                        std=splits.std):  # fmt: skip
+        xs = x.numpy()
+        pred = [int(sess.run(None, {name: xs[i : i + 1]})[0].argmax()) for i in range(len(xs))]
+        correct += int((np.array(pred) == y.numpy()).sum())
+    return correct / len(data.labels)
+
+
+def _save(model: nn.Module, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load(path: Path) -> nn.Module:
+    return torch.load(path, map_location="cpu", weights_only=False).eval()
+
+
+def _export_qat(qmodel: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    from edgenas.export import OPSET, _fp32_bytes, fold_constant_quantization
+
+    with frozen_for_export(qmodel):  # the same exporter; fake-quant ops become QDQ pairs
+        data = fold_constant_quantization(_fp32_bytes(qmodel, input_shape, OPSET, constant_folding=False))
+    onnx.checker.check_model(onnx.load_from_string(data))
+    return data
+
+
+def _agreement(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(top-1 agreement, max abs difference) of ONNX Runtime vs torch on ``x``."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    onnx_out = np.concatenate([sess.run(None, {name: x[i : i + 1].numpy()})[0] for i in range(len(x))])
+    with torch.no_grad():
+        torch_out = torch_model.eval()(x).numpy()
+    return float((onnx_out.argmax(1) == torch_out.argmax(1)).mean()), float(np.abs(onnx_out - torch_out).max())
+
+
+def finalize_arch(
+    arch: Arch,
+    *,
+    space: Space,
+    supernet: Supernet,
+    splits: Splits,
+    backend: MeasurementBackend,
+    out_dir: str | os.PathLike,
+    config: FinalizeConfig = FinalizeConfig(),
+    predictor: Predictor | None = None,
+    device: str = "local-cpu",
+    teacher: nn.Module | None = None,
+    teacher_resolution: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) every finalize step for ``arch``; returns the model card."""
+    space.validate(arch)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed)
+    chans = space.in_chs
+    res = arch.resolution
+    timings: dict[str, float] = {}
+
+    def val_acc(m: nn.Module) -> float:
+        return accuracy(m, splits.val, splits, resolution=res, channels=chans)
+
+    if teacher is None:
+        largest = space.largest()
+        teacher, teacher_resolution = evaluator.subnet(largest), largest.resolution
+    teacher_resolution = teacher_resolution or res
+    kd = dict(teacher=teacher, teacher_resolution=teacher_resolution, resolution=res, channels=chans,
+              progress=progress)  # fmt: skip
+
+    def step(name: str, make) -> nn.Module:
+        path = out / f"{name}.pt"
+        if path.exists():
+            return _load(path)
+        start = time.time()
+        model = make()
+        timings[name] = time.time() - start
+        _save(model, path)
+        return model
+
+    searched = step("searched", lambda: evaluator.subnet(arch))
+
+    def distill() -> nn.Module:
+        import copy
+
+        m = copy.deepcopy(searched)
+        fit(m, splits, _fit_config(config, config.distill_epochs, config.lr, (config.alpha_start, config.alpha_end)),
+            desc="distill", **kd)  # fmt: skip
+        return m
+
+    distilled = step("distilled", distill)
+    input_shape = (1, chans, res, res)
+    prune_log: list[dict] = []
+
+    def prune() -> nn.Module:
+        quick = Protocol(rounds=5)
+        ref = reference_model("fp32")
+
+        def latency(m: nn.Module) -> float:
+            timing = backend.measure([export_onnx(m, input_shape)], ref, quick)[0][0]
+            return timing.ms
+
+        ft = _fit_config(config, config.prune_finetune_epochs, config.lr, (config.alpha_end, config.alpha_end))
+        model, steps = progressive_prune(
+            distilled, torch.zeros(input_shape), config.prune,
+            finetune=lambda m: fit(m, splits, ft, desc="prune-finetune", **kd),
+            evaluate=val_acc, latency=latency if config.prune.latency_target_ms else None,
+        )  # fmt: skip
+        prune_log.extend(dataclasses.asdict(s) for s in steps)
+        atomic_write_json(out / "prune_steps.json", prune_log)
+        return model
+
+    pruned = step("pruned", prune)
+
+    def qat() -> nn.Module:
+        q = prepare_qat(pruned)
+        rng = np.random.default_rng(config.seed)
+        calib = batches(splits.train, batch_size=config.batch_size, resolution=res, channels=chans, mean=splits.mean,
+                        std=splits.std, shuffle=True, rng=rng, limit=config.calib_batches)  # fmt: skip
+        calibrate_qat(q, (x for x, _ in calib))
+        fit(q, splits, _fit_config(config, config.qat_epochs, config.qat_lr, (config.alpha_end, config.alpha_end)),
+            desc="qat", **kd)  # fmt: skip
+        return q
+
+    qmodel = step("qat", qat)
+
+    # ---- export and check
+    calib_x = next(batches(splits.train, batch_size=64, resolution=res, channels=chans, mean=splits.mean,
+                           std=splits.std, shuffle=True, rng=np.random.default_rng(config.seed)))[0]  # fmt: skip
+    test_x = next(batches(splits.test, batch_size=200, resolution=res, channels=chans, mean=splits.mean,
+                          std=splits.std))[0]  # fmt: skip
+    models: dict[str, bytes] = {
+        "teacher": export_onnx(teacher, (1, chans, teacher_resolution, teacher_resolution)),
+        "searched": export_onnx(searched, input_shape),
+        "distilled": export_onnx(distilled, input_shape),
+        "pruned": export_onnx(pruned, input_shape),
+        "qat_int8": _export_qat(qmodel, input_shape),
+        "ptq_int8": export_onnx(pruned, input_shape, precision="int8", calibration=calib_x.numpy()),
+    }
+    for name, data in models.items():
+        atomic_write_bytes(out / f"{name}.onnx", data)
+    fp32_agree, fp32_diff = _agreement(models["pruned"], pruned, test_x)
+    int8_agree, int8_diff = _agreement(models["qat_int8"], qmodel, test_x)
+    checks = {
+        "fp32_vs_torch": {"top1_agreement": fp32_agree, "max_abs_diff": fp32_diff, "ok": fp32_diff < 1e-3},
+        "int8_vs_fake_quant": {"top1_agreement": int8_agree, "max_abs_diff": int8_diff, "ok": int8_agree >= 0.99},
+    }
+
+    # ---- measure: latency in one interleaved batch, peak memory, test accuracy
+    names = list(models)
+    timing, ref, _ = backend.measure([models[n] for n in names], reference_model("fp32"),
+                                     Protocol(rounds=config.measure_rounds))  # fmt: skip
+    stage_rows = []
+    torch_models = {"teacher": teacher, "searched": searched, "distilled": distilled, "pruned": pruned}
+    for n, t in zip(names, timing):
+        if n in torch_models:
+            r = teacher_resolution if n == "teacher" else res
+            acc = accuracy(torch_models[n], splits.test, splits, resolution=r, channels=chans)
+        else:
+            acc = onnx_accuracy(models[n], splits.test, splits, resolution=res, channels=chans)
+        stage_rows.append({
+            "stage": n, "precision": "int8" if n.endswith("int8") else "fp32",
+            "size_mb": len(models[n]) / 1e6, "latency_ms": t.ms, "latency_spread": t.spread,
+            "peak_memory_mb": session_peak_memory_mb(models[n], threads=1),
+            "test_accuracy": acc,
+        })  # fmt: skip
+    by = {r["stage"]: r for r in stage_rows}
+    t0 = by["teacher"]
+    for r in stage_rows:
+        r["size_vs_teacher_pct"] = (r["size_mb"] / t0["size_mb"] - 1) * 100
+        r["speedup_vs_teacher"] = t0["latency_ms"] / r["latency_ms"]
+        mem0 = t0["peak_memory_mb"]
+        r["memory_vs_teacher_pct"] = (r["peak_memory_mb"] / mem0 - 1) * 100 if mem0 else None
+    fp32, int8 = by["pruned"], by["qat_int8"]
+    chosen = "int8" if int8["latency_ms"] < fp32["latency_ms"] else "fp32"
+    ratio = fp32["latency_ms"] / int8["latency_ms"]
+    card = {
+        "arch": str(arch),
+        "space": space.name,
+        "device": device,
+        "device_fingerprint": backend.fingerprint(),
+        "chosen_precision": chosen,
+        "chosen_model": f"{'qat_int8' if chosen == 'int8' else 'pruned'}.onnx",
+        "why": f"measured int8 (QAT) {int8['latency_ms']:.3f} ms vs fp32 {fp32['latency_ms']:.3f} ms "
+        f"(int8 is {ratio:.2f}x the fp32 speed) on this device",
+        "predicted_ms": predictor.predict(arch) if predictor else None,
+        "predicted_ms_note": "calibrated latency-table prediction for the unpruned searched arch (fp32 table)",
+        "measured_reference_ms": ref.ms,
+        "stages": stage_rows,
+        "checks": checks,
+        "prune_steps": prune_log or _read(out / "prune_steps.json"),
+        "pruned_channels": channel_counts(pruned),
+        "config": dataclasses.asdict(config),
+        "step_seconds": timings,
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+    }
+    write_model_card(card, out)
+    return card
+
+
+def _read(path: Path) -> Any:
+    from edgenas.io import read_json
+
+    return read_json(path) if path.exists() else []
+
+
+def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
+    """model_card.json and model_card.md (with the stage table) in ``out_dir``."""
+    out = Path(out_dir)
+    atomic_write_json(out / "model_card.json", card)
+    lines = [
+        f"# Model card: `{card['arch']}`",
+        "",
+        f"- space `{card['space']}`, device `{card['device']}` ({card['device_fingerprint'].get('cpu', '')}, "
+        f"onnxruntime {card['versions']['onnxruntime']}, {card['device_fingerprint'].get('threads')} thread(s))",
+        f"- deploy: **{card['chosen_model']}** ({card['chosen_precision']}): {card['why']}",
+    ]
+    if card.get("predicted_ms") is not None:
+        lines.append(f"- predicted latency of the searched arch: {card['predicted_ms']:.3f} ms (fp32 table)")
+    c = card["checks"]
+    lines += [
+        f"- fp32 ONNX vs torch: max abs diff {c['fp32_vs_torch']['max_abs_diff']:.2e}; int8 ONNX vs fake-quant "
+        f"torch: top-1 agreement {c['int8_vs_fake_quant']['top1_agreement'] * 100:.1f} %",
+        "",
+        "| stage | precision | size (MB) | latency (ms) | peak memory (MB) | test accuracy | size vs teacher "
+        "| speed-up vs teacher |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in card["stages"]:
+        lines.append(
+            f"| {r['stage']} | {r['precision']} | {r['size_mb']:.3f} | {r['latency_ms']:.3f} | "
+            f"{r['peak_memory_mb']:.1f} | {r['test_accuracy'] * 100:.2f} % | {r['size_vs_teacher_pct']:+.0f} % | "
+            f"{r['speedup_vs_teacher']:.2f}x |"
+        )
+    lines += ["", "Latency: every stage's ONNX model timed in one interleaved batch (10th percentile of all runs, "
+              "batch 1). Peak memory: growth of the peak RSS of a fresh process that creates the session and runs "
+              "it 10 times. Accuracy: the test split; int8 rows run in ONNX Runtime."]  # fmt: skip
+    atomic_write_text(out / "model_card.md", "\n".join(lines) + "\n")

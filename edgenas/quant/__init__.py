@@ -1,0 +1,7 @@
+"""Quantization: QAT with fake-quant that matches ONNX Runtime's QDQ int8 execution."""
+
+from __future__ import annotations
+
+from edgenas.quant._qat import ActQuant, QuantNet, calibrate_qat, frozen_for_export, prepare_qat, qat_enabled
+
+__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "frozen_for_export", "prepare_qat", "qat_enabled"]
