@@ -26,7 +26,7 @@ from torch import nn
 
 from edgenas.io import atomic_write_bytes
 
-__all__ = ["OPSET", "PRECISIONS", "export_onnx", "fold_constant_quantization", "quantize_int8"]
+__all__ = ["OPSET", "PRECISIONS", "compact_names", "export_onnx", "fold_constant_quantization", "quantize_int8"]
 
 OPSET = 17
 PRECISIONS = ("fp32", "int8")
@@ -114,7 +114,7 @@ def export_onnx(
         if calibration is None:
             calibration = np.random.default_rng(0).standard_normal((8, *input_shape[1:]), dtype=np.float32)
         data = quantize_int8(data, calibration)
-    onnx.checker.check_model(onnx.load_from_string(data))
+    data = compact_names(data)
     if path is not None:
         atomic_write_bytes(path, data)
     return data
@@ -183,5 +183,34 @@ def fold_constant_quantization(data: bytes) -> bytes:
     for init in list(graph.initializer):
         if init.name not in used:
             graph.initializer.remove(init)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def compact_names(data: bytes) -> bytes:
+    """Rename every internal tensor to a short id and drop node names and doc strings.
+
+    Exporters name tensors after module paths (``/blocks/blocks.3/dw/act/Clip_output_0``);
+    in a small int8 model these strings outweigh the weights. The graph is unchanged.
+    """
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if name in keep:
+            return name
+        return names.setdefault(name, f"t{len(names)}")
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    del graph.value_info[:]
+    model.doc_string = ""
     onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -101,12 +101,11 @@ def _load(path: Path) -> nn.Module:
 
 
 def _export_qat(qmodel: nn.Module, input_shape: tuple[int, ...]) -> bytes:
-    from edgenas.export import OPSET, _fp32_bytes, fold_constant_quantization
+    from edgenas.export import OPSET, _fp32_bytes, compact_names, fold_constant_quantization
 
     with frozen_for_export(qmodel):  # the same exporter; fake-quant ops become QDQ pairs
         data = fold_constant_quantization(_fp32_bytes(qmodel, input_shape, OPSET, constant_folding=False))
-    onnx.checker.check_model(onnx.load_from_string(data))
-    return data
+    return compact_names(data)
 
 
 def _agreement(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:

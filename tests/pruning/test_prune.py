@@ -1,0 +1,53 @@
+"""Pruning: fewer channels in multiples of the divisor, same output shape, still exports and runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgenas.export import export_onnx
+from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
+from edgenas.search_spaces import SPACES, build_subnet
+
+
+@pytest.mark.parametrize("divisor", [8, 16])
+def test_progressive_pruning(divisor):
+    space = SPACES["small"]
+    torch.manual_seed(0)
+    net = build_subnet(space, space.parse("r28|k3e4-k5e6se|k7e3se|k3e4|k5e6se-k3e3")).eval()
+    x = torch.randn(2, 1, 28, 28)
+    calls = []
+    pruned, steps = progressive_prune(
+        net, x, PruneConfig(step=0.1, max_steps=3, divisor=divisor, tolerance=1.0),
+        finetune=lambda m: calls.append("ft"), evaluate=lambda m: 0.5,
+    )  # fmt: skip
+    assert len(steps) == 4 and calls == ["ft"] * 3 and all(s.kept for s in steps)
+    assert steps[-1].params < 0.75 * steps[0].params
+    before, after = channel_counts(net), channel_counts(pruned)
+    assert sum(after) < sum(before)
+    assert all(c % divisor == 0 for c in after)
+    assert pruned(x).shape == net(x).shape == (2, 10)
+    data = export_onnx(pruned, (1, 1, 28, 28))
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expect = pruned(x[:1]).numpy()
+    np.testing.assert_allclose(sess.run(None, {"input": x[:1].numpy()})[0], expect, rtol=1e-4, atol=1e-4)
+
+
+def test_pruning_stops_at_tolerance_and_keeps_the_last_good_model():
+    space = SPACES["tiny"]
+    net = build_subnet(space, space.largest()).eval()
+    scores = iter([0.9, 0.89, 0.5])  # base, step 1 (within 0.05), step 2 (too low)
+    pruned, steps = progressive_prune(
+        net, torch.randn(1, 1, 24, 24), PruneConfig(step=0.1, max_steps=4, tolerance=0.05),
+        finetune=lambda m: None, evaluate=lambda m: next(scores),
+    )  # fmt: skip
+    assert [s.kept for s in steps] == [True, True, False]
+    assert sum(p.numel() for p in pruned.parameters()) == steps[1].params
+
+
+def test_bad_prune_config():
+    with pytest.raises(ValueError, match="step \\* max_steps < 1"):
+        PruneConfig(step=0.3, max_steps=4)

@@ -1,0 +1,55 @@
+"""The finalize stage: every step, the model card, and resuming after a kill between steps."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+
+@pytest.mark.slow
+def test_finalize_resumes_after_kill(tiny_run, tmp_path):
+    data = yaml.safe_load(tiny_run.read_text())
+    data["run_dir"] = str(tmp_path / "run")
+    data["finalize"] = {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
+                        "qat_epochs": 1, "lr": 0.05, "measure_rounds": 5}  # fmt: skip
+    (tmp_path / "run").mkdir()
+    import shutil
+
+    shutil.copy(tiny_run.parent / "supernet.pt", tmp_path / "run" / "supernet.pt")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    arch = "r16|k3e3-k5e2se|k3e3se-k5e2"
+    cmd = [sys.executable, "-m", "edgenas.cli", "finalize", "--config", str(cfg), "--arch", arch, "--quiet"]
+    out = tmp_path / "run" / "finalize" / "cpu"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "distilled.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "searched.pt").exists() and not (out / "model_card.json").exists()
+    stamps = {p: (out / p).stat().st_mtime_ns for p in ("searched.pt", "distilled.pt") if (out / p).exists()}
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for p, t in stamps.items():  # finished steps are not redone
+        assert (out / p).stat().st_mtime_ns == t
+    card = json.loads((out / "model_card.json").read_text())
+    stages = [s["stage"] for s in card["stages"]]
+    assert stages == ["teacher", "searched", "distilled", "pruned", "qat_int8", "ptq_int8"]
+    by = {s["stage"]: s for s in card["stages"]}
+    # int8 weights; on a 16k-parameter model the per-channel scales, float biases and QDQ nodes
+    # are a large fixed share, so less than the 4x a real model gets
+    assert by["qat_int8"]["size_mb"] < 0.6 * by["pruned"]["size_mb"]
+    assert all(s["latency_ms"] > 0 and s["peak_memory_mb"] > 0 and 0 <= s["test_accuracy"] <= 1
+               for s in card["stages"])  # fmt: skip
+    assert card["chosen_precision"] in ("fp32", "int8")
+    assert card["checks"]["fp32_vs_torch"]["ok"]
+    assert "| stage | precision | size (MB)" in (out / "model_card.md").read_text()
+    for name in ("pruned.onnx", "qat_int8.onnx", "ptq_int8.onnx"):
+        assert (out / name).stat().st_size > 0
