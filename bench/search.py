@@ -99,7 +99,8 @@ def main() -> None:
     if table.validation is None:
         validate_table(lut, backend, n=40, progress=False)
         table = LatencyTable.load(lut)
-    results["lut"] = {"entries": len(table.entries), "seconds": time.time() - t0, "heldout": table.validation["heldout"]}
+    results["lut"] = {"entries": len(table.entries), "seconds": time.time() - t0,
+                      "heldout": table.validation["heldout"]}  # fmt: skip
     log(f"lut {results['lut']}")
     predictor = Predictor(table, space)
 

@@ -121,7 +121,7 @@ def fit(
             opt.step()
             sched.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
             seen += len(y)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", img_s=f"{seen / (time.time() - start):.0f}")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),

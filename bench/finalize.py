@@ -1,0 +1,99 @@
+"""Finalize benchmark on Fashion-MNIST: the stage table for two latency budgets, QAT vs PTQ, int8 vs fp32.
+
+Reuses the supernet, latency table and NSGA-II Pareto set of ``bench/search.py`` (run it
+first; same ``--workdir``). For each budget (a share of the predicted latency range of the
+front), the most accurate Pareto arch within it is finalized: distillation finetune, progressive
+pruning, QAT, exports, checks and measurement on this CPU. Results go to
+``bench/results/finalize.{json,md}``.
+
+    python bench/finalize.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from edgenas.data import load_dataset, make_splits
+from edgenas.finalize import FinalizeConfig, finalize_arch
+from edgenas.io import atomic_write_json, atomic_write_text, read_json
+from edgenas.latency_tables import LatencyTable, LocalBackend, Predictor
+from edgenas.nas import load_supernet, set_threads
+from edgenas.pruning import PruneConfig
+from edgenas.search_spaces import get_space
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default="runs/bench_search")
+    p.add_argument("--budgets", default="0.35,0.8", help="budgets as shares of the front's latency range")
+    p.add_argument("--train-limit", type=int, default=8000)
+    p.add_argument("--resolutions", default="24,28")
+    p.add_argument("--distill-epochs", type=int, default=3)
+    p.add_argument("--qat-epochs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args()
+
+    work = Path(args.workdir)
+    set_threads(args.threads)
+    space = dataclasses.replace(get_space("small"), resolutions=tuple(int(r) for r in args.resolutions.split(",")))
+    splits = make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=args.train_limit, seed=0)
+    supernet = load_supernet(space, work / "supernet.pt")
+    predictor = Predictor(LatencyTable.load(work / "lut_small_fp32.json"), space)
+    front = read_json(work / "search_nsga2" / "pareto.json")["pareto"]
+    key = "latency_ms:cpu-fp32"
+    lo, hi = min(r[key] for r in front), max(r[key] for r in front)
+    config = FinalizeConfig(distill_epochs=args.distill_epochs, lr=0.01, qat_epochs=args.qat_epochs, qat_lr=0.002,
+                            prune=PruneConfig(step=0.1, max_steps=4, divisor=8, tolerance=0.01))  # fmt: skip
+    backend = LocalBackend(threads=1)
+    results = []
+    for share in (float(s) for s in args.budgets.split(",")):
+        budget = lo + share * (hi - lo)
+        arch = max((r for r in front if r[key] <= budget), key=lambda r: r["accuracy"])["arch"]
+        start = time.time()
+        card = finalize_arch(space.parse(arch), space=space, supernet=supernet, splits=splits, backend=backend,
+                             out_dir=work / f"finalize_{share:g}", config=config, predictor=predictor,
+                             device="local-cpu", progress=False)  # fmt: skip
+        print(f"budget {budget:.3f} ms: {arch} finalized in {time.time() - start:.0f} s", flush=True)
+        results.append({"budget_ms": budget, "share": share, "card": card})
+
+    md = []
+    for r in results:
+        card = r["card"]
+        by = {s["stage"]: s for s in card["stages"]}
+        qat, ptq, fp32, dist, teacher = by["qat_int8"], by["ptq_int8"], by["pruned"], by["distilled"], by["teacher"]
+        r["targets"] = {
+            "int8_within_1pt_of_distilled": (dist["test_accuracy"] - qat["test_accuracy"]) * 100 <= 1.0,
+            "qat_ge_ptq": qat["test_accuracy"] >= ptq["test_accuracy"],
+            "int8_vs_own_fp32_size_x": fp32["size_mb"] / qat["size_mb"],
+            "int8_vs_teacher_size_x": teacher["size_mb"] / qat["size_mb"],
+        }
+        md += [f"### Budget {r['budget_ms']:.3f} ms (predicted): `{card['arch']}`", "",
+               "| stage | precision | size (MB) | latency (ms) | peak memory (MB) | test accuracy | size vs teacher "
+               "| speed-up vs teacher |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for s in card["stages"]:
+            md.append(f"| {s['stage']} | {s['precision']} | {s['size_mb']:.3f} | {s['latency_ms']:.3f} | "
+                      f"{s['peak_memory_mb']:.1f} | {s['test_accuracy'] * 100:.2f} % | "
+                      f"{s['size_vs_teacher_pct']:+.0f} % | {s['speedup_vs_teacher']:.2f}x |")  # fmt: skip
+        t = r["targets"]
+        md += ["", f"- deploy: {card['chosen_model']} ({card['chosen_precision']}): {card['why']}",
+               f"- QAT int8 {qat['test_accuracy'] * 100:.2f} % vs PTQ int8 {ptq['test_accuracy'] * 100:.2f} % vs "
+               f"distilled fp32 {dist['test_accuracy'] * 100:.2f} % (int8 within 1 pt: "
+               f"{'yes' if t['int8_within_1pt_of_distilled'] else 'no'}; "
+               f"QAT >= PTQ: {'yes' if t['qat_ge_ptq'] else 'no'})",
+               f"- int8 model {t['int8_vs_own_fp32_size_x']:.2f}x smaller than its fp32 self, "
+               f"{t['int8_vs_teacher_size_x']:.1f}x smaller than the teacher",
+               f"- int8 (QAT) vs fp32 measured latency: {qat['latency_ms']:.3f} vs {fp32['latency_ms']:.3f} ms",
+               f"- int8 ONNX vs fake-quant torch top-1 agreement: "
+               f"{card['checks']['int8_vs_fake_quant']['top1_agreement'] * 100:.1f} %", ""]  # fmt: skip
+    out = Path(args.out)
+    atomic_write_json(out / "finalize.json", results)
+    atomic_write_text(out / "finalize.md", "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
