@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["build_parser", "main"]
@@ -260,6 +261,20 @@ def _finalize(args: argparse.Namespace) -> None:
               f"model card: {config.finalize_dir / device / 'model_card.md'}")  # fmt: skip
 
 
+def _run(args: argparse.Namespace) -> None:
+    from edgenas import pipeline
+
+    config = _config(args, {})
+    pipeline.run(config, from_stage=args.from_stage, progress=not args.quiet)
+    print(f"report: {Path(config.run_dir) / 'report' / 'report.html'}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from edgenas.reports import write_report
+
+    print(write_report(args.run_dir, png=not args.no_png))
+
+
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
@@ -391,6 +406,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", help="only this device of the config")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_finalize)
+
+    r = sub.add_parser(
+        "run",
+        help="every stage, from data to verified device models and the report",
+        description="Run latency tables -> validation -> supernet training -> search -> finalize -> report into "
+        "the config's run_dir. Stages whose inputs did not change are skipped; a killed run resumes.",
+    )
+    r.add_argument("config", help="YAML run configuration")
+    r.add_argument("--from", dest="from_stage", choices=("lut", "train", "search", "finalize", "report"),
+                   help="force this stage and every later one")  # fmt: skip
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=_run)
+
+    rp = sub.add_parser(
+        "report",
+        help="write the HTML report of a run directory",
+        description="Write RUN_DIR/report/report.html (plotly, self-contained), CSV and PNG.",
+    )
+    rp.add_argument("run_dir", help="run directory")
+    rp.add_argument("--no-png", action="store_true", help="skip PNG export")
+    rp.set_defaults(func=_report)
     return p
 
 

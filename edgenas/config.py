@@ -45,14 +45,25 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DeviceConfig:
+    """A target: where and how to measure, its latency table, its budget."""
+
     name: str
-    lut: str
+    lut: str | None = None  # default: RUN_DIR/luts/<name>.json (built by `edgenas run`)
     budget_ms: float | None = None
     objective: bool = True
+    device: str = "local-cpu"
+    precision: str = "fp32"
+    threads: int = 1
+    providers: tuple[str, ...] = ("cpu",)
+    validate_n: int = 60
 
     def __post_init__(self) -> None:
         if self.budget_ms is not None and self.budget_ms <= 0:
             raise ValueError(f"devices[{self.name}].budget_ms must be > 0, got {self.budget_ms}")
+        if self.precision not in ("fp32", "int8"):
+            raise ValueError(f"devices[{self.name}].precision must be 'fp32' or 'int8', got {self.precision!r}")
+        if self.threads < 1 or self.validate_n < 8:
+            raise ValueError(f"devices[{self.name}]: threads must be >= 1 and validate_n >= 8")
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,9 @@ class Config:
     @property
     def finalize_dir(self) -> Path:
         return Path(self.run_dir) / "finalize"
+
+    def lut_path(self, device: DeviceConfig) -> Path:
+        return Path(device.lut) if device.lut else Path(self.run_dir) / "luts" / f"{device.name}.json"
 
 
 def _type_name(tp: Any) -> str:

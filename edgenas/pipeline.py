@@ -11,7 +11,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
@@ -24,10 +29,13 @@ from edgenas.nas import DeviceObjective, SubnetEvaluator, load_supernet, run_sea
 from edgenas.search_spaces import SPACES, Space, Supernet
 
 __all__ = [
+    "STAGES",
+    "build_luts",
     "choose_arch",
     "devices",
     "finalize",
     "load_space",
+    "run",
     "search",
     "space_for",
     "splits_for",
@@ -85,9 +93,10 @@ def devices(config: Config, space: Space) -> list[DeviceObjective]:
         raise ValueError("the config has no devices: add e.g. devices: [{name: cpu, lut: lut.json, budget_ms: 2.0}]")
     out = []
     for d in config.devices:
-        table = LatencyTable.load(d.lut)
+        lut = config.lut_path(d)
+        table = LatencyTable.load(lut)
         if table.calibration is None:
-            raise ValueError(f"latency table {d.lut!r} has no calibration yet; run: edgenas lut validate {d.lut}")
+            raise ValueError(f"latency table {str(lut)!r} has no calibration yet; run: edgenas lut validate {lut}")
         predictor = Predictor(table, space)
         smallest = predictor.predict(space.smallest())
         if d.budget_ms is not None and d.budget_ms < smallest:
@@ -106,7 +115,15 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
     supernet = load_supernet(space, config.supernet_path)
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.search.calib_batches, seed=config.search.seed)
     write_resolved_config(config)
-    return run_search(space, evaluator, devs, config.search, config.search_dir, worker=worker, progress=progress)
+    study = run_search(space, evaluator, devs, config.search, config.search_dir, worker=worker, progress=progress)
+    # the MobileNetV3 layouts, scored the same way, for the report's front
+    from edgenas.search_spaces import reference_archs
+
+    refs = [{"name": name, "arch": str(arch), "accuracy": evaluator(arch),
+             **{f"latency_ms:{d.name}": d.predictor.predict(arch) for d in devs}}
+            for name, arch in reference_archs(space).items()]  # fmt: skip
+    atomic_write_text(config.search_dir / "references.json", json.dumps(refs, indent=1))
+    return study
 
 
 def choose_arch(config: Config, device: str) -> str:
@@ -150,3 +167,138 @@ def finalize(
             progress=progress,
         )  # fmt: skip
     return cards
+
+
+# ------------------------------------------------------------------------------------------ run
+STAGES = ("lut", "train", "search", "finalize", "report")
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _stage_inputs(config: Config) -> dict[str, str]:
+    """Each stage's input hash: its own settings plus the hashes of the stages it reads."""
+    c = config_to_dict(config)
+    space = load_space(config.space).to_dict()
+    h = {"lut": _hash([space, c["devices"]])}
+    h["train"] = _hash([space, c["data"], c["train"]])
+    h["search"] = _hash([h["lut"], h["train"], c["search"]])
+    h["finalize"] = _hash([h["search"], c["finalize"]])
+    h["report"] = _hash([h["finalize"]])
+    return h
+
+
+def _manifest_path(config: Config, stage: str) -> Path:
+    return Path(config.run_dir) / "manifests" / f"{stage}.json"
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    import edgenas
+
+    return {"edgenas": edgenas.__version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "optuna": optuna.__version__}  # fmt: skip
+
+
+def _force(config: Config, stage: str) -> None:
+    """Remove a stage's outputs so that it runs again from scratch."""
+    run = Path(config.run_dir)
+    if stage == "lut":
+        for d in config.devices:
+            if d.lut is None:  # only tables the run owns
+                config.lut_path(d).unlink(missing_ok=True)
+    elif stage == "train":
+        config.supernet_path.unlink(missing_ok=True)
+    elif stage == "search":
+        shutil.rmtree(config.search_dir, ignore_errors=True)
+    elif stage == "finalize":
+        shutil.rmtree(config.finalize_dir, ignore_errors=True)
+    elif stage == "report":
+        shutil.rmtree(run / "report", ignore_errors=True)
+
+
+def build_luts(config: Config, *, progress: bool = True) -> dict[str, Path]:
+    """Build (or resume) and validate every device's latency table."""
+    from edgenas.latency_tables import build_table, validate_table
+
+    space = load_space(config.space)
+    space = dataclasses.replace(space, num_classes=_num_classes(config))
+    out = {}
+    for d in config.devices:
+        path = config.lut_path(d)
+        backend = make_backend(d.device, threads=d.threads, providers=d.providers)
+        build_table(space, backend, path, device=d.device, precision=d.precision, progress=progress)
+        if LatencyTable.load(path).calibration is None:
+            report = validate_table(path, backend, n=d.validate_n, progress=progress)
+            atomic_write_text(path.with_name(path.stem + "_validation.json"), json.dumps(report, indent=1))
+        out[d.name] = path
+    return out
+
+
+def _num_classes(config: Config) -> int:
+    from edgenas.data import load_dataset
+
+    return len(load_dataset(config.data.name, root=config.data.root).classes)
+
+
+def run(config: Config, *, from_stage: str | None = None, progress: bool = True) -> dict[str, dict]:
+    """Every stage into ``run_dir``; a stage whose inputs are unchanged since it finished is skipped.
+
+    ``from_stage`` forces that stage and every later one. A killed run resumes: each stage
+    resumes its own work (table entries, training epochs, trials, finalize steps).
+    """
+    if from_stage is not None and from_stage not in STAGES:
+        raise ValueError(f"unknown stage {from_stage!r}; stages: {STAGES}")
+    if not config.devices:
+        raise ValueError("the config has no devices: add e.g. devices: [{name: cpu, budget_ms: 2.0}]")
+    write_resolved_config(config)
+    hashes = _stage_inputs(config)
+    forced = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()
+    actions = {
+        "lut": lambda: {k: str(v) for k, v in build_luts(config, progress=progress).items()},
+        "train": lambda: {"history": train(config, progress=progress)[1]},
+        "search": lambda: {"trials": len(search(config, progress=progress).trials)},
+        "finalize": lambda: {k: v["chosen_model"] for k, v in finalize(config, progress=progress).items()},
+        "report": lambda: {"html": str(_report(config))},
+    }
+    done = {}
+    for stage in STAGES:
+        path = _manifest_path(config, stage)
+        if stage in forced:
+            _force(config, stage)
+            path.unlink(missing_ok=True)
+        if path.exists() and read_json(path, "manifest").get("input_hash") == hashes[stage]:
+            done[stage] = {"skipped": True}
+            if progress:
+                print(f"[edgenas] {stage}: up to date, skipped", flush=True)
+            continue
+        if progress:
+            print(f"[edgenas] {stage}: running", flush=True)
+        started = time.time()
+        outputs = actions[stage]()
+        manifest = {
+            "stage": stage, "input_hash": hashes[stage], "config": config_to_dict(config), "versions": _versions(),
+            "device_fingerprints": _fingerprints(config), "seed": config.train.seed, "started": started,
+            "finished": time.time(), "seconds": time.time() - started, "outputs": outputs,
+        }  # fmt: skip
+        atomic_write_text(path, json.dumps(manifest, indent=1, default=str))
+        done[stage] = manifest
+    return done
+
+
+def _fingerprints(config: Config) -> dict[str, Any]:
+    out = {}
+    for d in config.devices:
+        path = config.lut_path(d)
+        if path.exists():
+            out[d.name] = LatencyTable.load(path).header.get("fingerprint")
+    return out
+
+
+def _report(config: Config) -> Path:
+    from edgenas.reports import write_report
+
+    return write_report(config.run_dir)

@@ -1,0 +1,25 @@
+"""Reports: Pareto fronts, predicted vs measured latency, block breakdowns, stage tables (plotly HTML/PNG/CSV)."""
+
+from __future__ import annotations
+
+from edgenas.reports._data import (
+    RunFiles,
+    block_breakdown_data,
+    lut_validation_data,
+    measurement_info,
+    pareto_data,
+    predicted_vs_measured_data,
+    stage_table_data,
+)
+from edgenas.reports._report import write_report
+
+__all__ = [
+    "RunFiles",
+    "block_breakdown_data",
+    "lut_validation_data",
+    "measurement_info",
+    "pareto_data",
+    "predicted_vs_measured_data",
+    "stage_table_data",
+    "write_report",
+]

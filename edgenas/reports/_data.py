@@ -1,0 +1,157 @@
+"""The data behind every report figure, read from a run directory (no drawing here).
+
+Each function returns a pandas DataFrame (or a dict for tables of figures), which the
+report draws and also writes as CSV so any figure can be redrawn elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from edgenas.io import read_json
+from edgenas.latency_tables import LatencyTable
+
+__all__ = [
+    "RunFiles",
+    "block_breakdown_data",
+    "lut_validation_data",
+    "measurement_info",
+    "pareto_data",
+    "predicted_vs_measured_data",
+    "stage_table_data",
+]
+
+
+class RunFiles:
+    """The files of a run directory that the report reads."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run = Path(run_dir)
+        cfg = self.run / "config.resolved.yaml"
+        if not cfg.exists():
+            raise FileNotFoundError(f"{str(self.run)!r} is not an edgenas run directory (no config.resolved.yaml)")
+        self.config: dict[str, Any] = yaml.safe_load(cfg.read_text())
+        self.devices = [d["name"] for d in self.config["devices"]]
+
+    def lut_path(self, device: str) -> Path:
+        d = next(x for x in self.config["devices"] if x["name"] == device)
+        return Path(d["lut"]) if d.get("lut") else self.run / "luts" / f"{device}.json"
+
+    def table(self, device: str) -> LatencyTable | None:
+        path = self.lut_path(device)
+        return LatencyTable.load(path) if path.exists() else None
+
+    def validation_rows(self, device: str) -> list[dict]:
+        path = self.lut_path(device)
+        path = path.with_name(path.stem + "_validation.json")
+        return read_json(path)["rows"] if path.exists() else []
+
+    def trials(self) -> pd.DataFrame:
+        path = self.run / "search" / "trials.csv"
+        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+    def front(self) -> list[dict]:
+        path = self.run / "search" / "pareto.json"
+        return read_json(path)["pareto"] if path.exists() else []
+
+    def references(self) -> list[dict]:
+        path = self.run / "search" / "references.json"
+        return read_json(path) if path.exists() else []
+
+    def card(self, device: str) -> dict | None:
+        path = self.run / "finalize" / device / "model_card.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
+    """Accuracy vs latency on ``device``: all trials, the front, references, the finalized model."""
+    key = f"latency_ms:{device}"
+    rows = []
+    trials = run.trials()
+    front = {r["arch"] for r in run.front()}
+    for r in trials.to_dict("records") if len(trials) else []:
+        kind = "pareto front" if r["arch"] in front else ("trial" if r.get("feasible", True) else "trial (over budget)")
+        rows.append({"kind": kind, "arch": r["arch"], "accuracy": r["accuracy"], "latency_ms": r[key],
+                     "latency_source": "predicted", "accuracy_source": "supernet, val"})  # fmt: skip
+    for r in run.references():
+        rows.append({"kind": "MobileNetV3 reference", "arch": r["arch"], "accuracy": r["accuracy"],
+                     "latency_ms": r[key], "latency_source": "predicted", "accuracy_source": "supernet, val",
+                     "name": r["name"]})  # fmt: skip
+    card = run.card(device)
+    if card:
+        by = {s["stage"]: s for s in card["stages"]}
+        final = by["qat_int8" if card["chosen_precision"] == "int8" else "pruned"]
+        rows.append({"kind": "finalized", "arch": card["arch"], "accuracy": final["test_accuracy"],
+                     "latency_ms": final["latency_ms"], "latency_source": "measured",
+                     "accuracy_source": f"{card['chosen_precision']} model, test"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def predicted_vs_measured_data(run: RunFiles, device: str) -> pd.DataFrame:
+    """Validation subnets (and the finalized searched arch): predicted vs measured ms."""
+    rows = [{"arch": r["arch"], "predicted_ms": r["predicted_ms"], "measured_ms": r["measured_ms"],
+             "set": f"validation ({r['split']})"} for r in run.validation_rows(device)]  # fmt: skip
+    card = run.card(device)
+    if card and card.get("predicted_ms") is not None:
+        searched = next(s for s in card["stages"] if s["stage"] == "searched")
+        rows.append({"arch": card["arch"], "predicted_ms": card["predicted_ms"], "measured_ms": searched["latency_ms"],
+                     "set": "finalized (searched arch, fp32)"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def block_breakdown_data(run: RunFiles, device: str) -> pd.DataFrame:
+    """Per-block predicted latency of the finalized arch (before pruning)."""
+    from edgenas.latency_tables import Predictor
+    from edgenas.search_spaces import Arch
+
+    card, table = run.card(device), run.table(device)
+    if not card or table is None:
+        return pd.DataFrame(columns=["block", "key", "ms"])
+    predictor = Predictor(table)
+    rows = [{"block": i, "key": k, "ms": ms} for i, (k, ms) in enumerate(predictor.breakdown(Arch.parse(card["arch"])))]
+    return pd.DataFrame(rows)
+
+
+def stage_table_data(run: RunFiles, device: str) -> pd.DataFrame:
+    card = run.card(device)
+    if not card:
+        return pd.DataFrame()
+    cols = ["stage", "precision", "size_mb", "latency_ms", "peak_memory_mb", "test_accuracy", "size_vs_teacher_pct",
+            "speedup_vs_teacher", "memory_vs_teacher_pct"]  # fmt: skip
+    return pd.DataFrame(card["stages"])[cols]
+
+
+def lut_validation_data(run: RunFiles) -> pd.DataFrame:
+    rows = []
+    for device in run.devices:
+        t = run.table(device)
+        if t is None or not t.validation:
+            continue
+        m = t.validation["heldout"]
+        rows.append({"device": device, "precision": t.header["precision"], "entries": len(t.entries),
+                     "heldout": m["n"], "within_5pct": m["within_5pct"], "within_10pct": m["within_10pct"],
+                     "mape_pct": m["mape_pct"], "kendall_tau": m["kendall_tau"],
+                     "calibration": " + ".join(f"{c:.3g}*{f}" for f, c in zip(t.calibration["features"],
+                                                                               t.calibration["coef"]))})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def measurement_info(run: RunFiles) -> list[dict[str, Any]]:
+    out = []
+    for device in run.devices:
+        t = run.table(device)
+        if t is None:
+            continue
+        h = t.header
+        out.append({"device": device, "backend": h["device"], "cpu": h["cpu"], "os": h["fingerprint"]["os"],
+                    "providers": ", ".join(h["providers"]), "threads": h["threads"], "precision": h["precision"],
+                    "onnxruntime": h["onnxruntime"], "opset": h["opset"], "batch": h["batch"],
+                    "protocol": h["protocol"], "reference_ms": h["reference_ms"],
+                    "per_call_overhead_us": h["noop_ms"] * 1000, "build_seconds": h["build_seconds"],
+                    "drift": h.get("drift")})  # fmt: skip
+    return out

@@ -1,0 +1,168 @@
+"""Drawing the report: plotly figures from the data of ``_data``, one self-contained HTML file.
+
+The HTML inlines plotly's JavaScript once, so it opens offline. Each figure's data is also
+written as CSV (``report/data``), and as PNG (``report/png``) where kaleido finds a browser
+(Debian's chromium).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from edgenas.io import atomic_write_text
+from edgenas.reports._data import (
+    RunFiles,
+    block_breakdown_data,
+    lut_validation_data,
+    measurement_info,
+    pareto_data,
+    predicted_vs_measured_data,
+    stage_table_data,
+)
+
+__all__ = ["pareto_figure", "predicted_vs_measured_figure", "write_report"]
+
+_STYLE = {
+    "trial": dict(color="#9aa5b1", size=6, symbol="circle"),
+    "trial (over budget)": dict(color="#e4b4b4", size=6, symbol="x"),
+    "pareto front": dict(color="#1f77b4", size=9, symbol="circle"),
+    "MobileNetV3 reference": dict(color="#ff7f0e", size=11, symbol="diamond"),
+    "finalized": dict(color="#2ca02c", size=14, symbol="star"),
+}
+
+
+def pareto_figure(data: pd.DataFrame, device: str, budget: float | None) -> go.Figure:
+    fig = go.Figure()
+    for kind, style in _STYLE.items():
+        part = data[data["kind"] == kind] if len(data) else data
+        if not len(part):
+            continue
+        text = part.get("name", part["arch"]).fillna(part["arch"]) if "name" in part else part["arch"]
+        fig.add_trace(go.Scatter(x=part["latency_ms"], y=part["accuracy"], mode="markers", name=kind, marker=style,
+                                 text=text,
+                                 hovertemplate="%{text}<br>%{x:.3f} ms, %{y:.4f}<extra></extra>"))  # fmt: skip
+    front = data[data["kind"] == "pareto front"].sort_values("latency_ms") if len(data) else data
+    if len(front):
+        fig.add_trace(go.Scatter(x=front["latency_ms"], y=front["accuracy"], mode="lines", line=dict(color="#1f77b4"),
+                                 showlegend=False, hoverinfo="skip"))  # fmt: skip
+    if budget:
+        fig.add_vline(x=budget, line_dash="dash", line_color="#d62728", annotation_text=f"budget {budget:g} ms")
+    fig.update_layout(title=f"Accuracy vs latency on {device}", xaxis_title="latency (ms; predicted, finalized: "
+                      "measured)", yaxis_title="top-1 accuracy (search: val; finalized: test)", height=480)  # fmt: skip
+    return fig
+
+
+def predicted_vs_measured_figure(data: pd.DataFrame, device: str) -> go.Figure:
+    fig = go.Figure()
+    if len(data):
+        hi = float(max(data["predicted_ms"].max(), data["measured_ms"].max())) * 1.05
+        fig.add_trace(go.Scatter(x=[0, hi, hi, 0], y=[0, hi * 1.1, hi * 0.9, 0], fill="toself", mode="none",
+                                 fillcolor="rgba(44,160,44,0.12)", name="±10 %"))  # fmt: skip
+        fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", line=dict(color="black", dash="dot"),
+                                 name="y = x"))  # fmt: skip
+        for name, part in data.groupby("set"):
+            fig.add_trace(go.Scatter(x=part["measured_ms"], y=part["predicted_ms"], mode="markers", name=name,
+                                     text=part["arch"], hovertemplate="%{text}<br>measured %{x:.3f} ms, predicted "
+                                     "%{y:.3f} ms<extra></extra>"))  # fmt: skip
+    fig.update_layout(title=f"Predicted vs measured latency on {device}", xaxis_title="measured (ms)",
+                      yaxis_title="predicted (ms)", height=480)  # fmt: skip
+    return fig
+
+
+def breakdown_figure(data: pd.DataFrame, device: str) -> go.Figure:
+    labels = [f"{b} {k}" for b, k in zip(data["block"], data["key"])] if len(data) else []
+    fig = go.Figure(go.Bar(x=data["ms"] if len(data) else [], y=labels, orientation="h"))
+    fig.update_layout(title=f"Per-block latency of the finalized arch on {device} (table entries)",
+                      xaxis_title="ms", yaxis=dict(autorange="reversed"), height=max(300, 24 * len(data) + 120),
+                      margin=dict(l=320))  # fmt: skip
+    return fig
+
+
+def _table_html(df: pd.DataFrame) -> str:
+    if df is None or not len(df):
+        return "<p><em>not available yet</em></p>"
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="tbl")
+
+
+def _png(fig: go.Figure, path: Path) -> bool:
+    try:
+        import kaleido  # noqa: F401
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.write_image(str(path), width=1000, height=fig.layout.height or 480)
+        return True
+    except Exception:  # no kaleido or no browser: PNGs are optional
+        return False
+
+
+def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
+    """Write ``run_dir/report/report.html`` (plus data CSVs and PNGs); returns the HTML path."""
+    run = RunFiles(run_dir)
+    out = Path(run_dir) / "report"
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    budgets = {d["name"]: d.get("budget_ms") for d in run.config["devices"]}
+    sections, figures, pngs = [], [], []
+
+    def add(fig: go.Figure, name: str, data: pd.DataFrame) -> None:
+        data.to_csv(out / "data" / f"{name}.csv", index=False)
+        figures.append((name, fig))
+        if png and _png(fig, out / "png" / f"{name}.png"):
+            pngs.append(name)
+
+    for device in run.devices:
+        sections.append(f"<h2>Device <code>{html.escape(device)}</code></h2>")
+        d = pareto_data(run, device)
+        add(pareto_figure(d, device, budgets.get(device)), f"pareto_{device}", d)
+        sections.append(f"<div id='fig-pareto_{device}' class='fig'></div>")
+        d = predicted_vs_measured_data(run, device)
+        add(predicted_vs_measured_figure(d, device), f"predicted_vs_measured_{device}", d)
+        sections.append(f"<div id='fig-predicted_vs_measured_{device}' class='fig'></div>")
+        d = block_breakdown_data(run, device)
+        add(breakdown_figure(d, device), f"breakdown_{device}", d)
+        sections.append(f"<div id='fig-breakdown_{device}' class='fig'></div>")
+        st = stage_table_data(run, device)
+        st.to_csv(out / "data" / f"stages_{device}.csv", index=False)
+        card = run.card(device)
+        sections.append("<h3>Finalize stage table</h3>")
+        if card:
+            arch, model, why = (html.escape(card[k]) for k in ("arch", "chosen_model", "why"))
+            sections.append(f"<p>Arch <code>{arch}</code>; deployed: <b>{model}</b> — {why}.</p>")
+        sections.append(_table_html(st))
+    lv = lut_validation_data(run)
+    lv.to_csv(out / "data" / "lut_validation.csv", index=False)
+    sections.append("<h2>Latency tables: held-out validation</h2>" + _table_html(lv))
+    info = measurement_info(run)
+    sections.append("<h2>How every figure was measured</h2><pre>" + html.escape(json.dumps(info, indent=1)) + "</pre>"
+                    "<p>Latency: ONNX Runtime sessions, batch 1, timed in interleaved rounds beside a reference model; "
+                    "the 10th percentile of all runs; table predictions are drift-corrected through the reference. "
+                    "Peak memory: growth of the peak RSS of a fresh process that creates the session and runs it. "
+                    "Search accuracies: supernet weights with recalibrated BatchNorm on the validation split; "
+                    "finalized accuracies: the exported model on the test split.</p>")  # fmt: skip
+
+    from plotly.offline import get_plotlyjs
+
+    scripts = [
+        f"(function(f){{Plotly.newPlot('fig-{n}', f.data, f.layout, {{responsive: true}});}})({f.to_json()});"
+        for n, f in figures
+    ]
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>edgenas report: {html.escape(str(run_dir))}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}} .fig{{min-height:300px}}
+.tbl{{border-collapse:collapse}} .tbl td,.tbl th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}
+code{{font-size:90%}}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head>
+<body><h1>edgenas report</h1><p>Run directory <code>{html.escape(str(run_dir))}</code>; space
+<code>{html.escape(str(run.config.get("space")))}</code>;
+data <code>{html.escape(str(run.config["data"]["name"]))}</code>.
+Figure data: <code>report/data/*.csv</code>{'; PNG: <code>report/png</code>' if pngs else ''}.</p>
+{''.join(sections)}
+<script type="text/javascript">{''.join(scripts)}</script>
+</body></html>
+"""
+    return atomic_write_text(out / "report.html", page)
