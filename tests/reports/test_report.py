@@ -1,0 +1,84 @@
+"""The report: the data behind each figure, and the HTML as a browser shows it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgenas import pipeline
+from edgenas.config import load_config
+from edgenas.reports import RunFiles, pareto_data, predicted_vs_measured_data, stage_table_data, write_report
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_run, tmp_path_factory):
+    """The tiny run taken through search and finalize."""
+    run = tmp_path_factory.mktemp("report_run")
+    data = yaml.safe_load(tiny_run.read_text())
+    data["run_dir"] = str(run)
+    data["finalize"] = {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
+                        "qat_epochs": 1, "lr": 0.05, "measure_rounds": 5}  # fmt: skip
+    shutil.copy(tiny_run.parent / "supernet.pt", run / "supernet.pt")
+    cfg = run / "c.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    config = load_config(cfg)
+    pipeline.search(config, progress=False)
+    pipeline.finalize(config, progress=False)
+    return run
+
+
+def test_figure_data(finished_run):
+    run = RunFiles(finished_run)
+    p = pareto_data(run, "cpu")
+    kinds = set(p["kind"])
+    assert {"pareto front", "MobileNetV3 reference", "finalized"} <= kinds
+    assert (p["accuracy"].between(0, 1)).all() and (p["latency_ms"] > 0).all()
+    assert p[p["kind"] == "finalized"]["latency_source"].iloc[0] == "measured"
+    pvm = predicted_vs_measured_data(run, "cpu")
+    assert "finalized (searched arch, fp32)" in set(pvm["set"])
+    st = stage_table_data(run, "cpu")
+    assert list(st["stage"]) == ["teacher", "searched", "distilled", "pruned", "qat_int8", "ptq_int8"]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (apt-get install chromium; `make test` installs it)")
+def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    html = write_report(finished_run, png=False)
+    text = html.read_text()
+    assert "<script" in text and not re.search(r"<script[^>]*src=", text)  # plotly inlined: opens offline
+    n_figures = len(re.findall(r"<div id='fig-", text))
+    assert n_figures == 3
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [_chromium(), *_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=15000", "--dump-dom", html.as_uri()],
+            capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    errors = [line for line in console if re.search(r"error|uncaught", line, re.I)]
+    assert not errors, errors
+    # every figure rendered: plotly adds its SVG layers inside each figure's div
+    rendered = re.findall(r'<div id="fig-[^"]+" class="fig[^"]*js-plotly-plot', dom.stdout)
+    assert len(rendered) == n_figures, dom.stdout[:2000]
+    assert dom.stdout.count('class="main-svg"') >= 2 * n_figures
+    shot = Path(tmp_path) / "report.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([_chromium(), *_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+                        "--window-size=1200,2400", f"--screenshot={shot}", html.as_uri()],
+                       capture_output=True, timeout=180)  # fmt: skip
+    assert shot.stat().st_size > 20_000  # a real picture, not a blank page
+    shutil.copy(shot, finished_run / "report" / "screenshot.png")

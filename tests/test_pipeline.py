@@ -1,0 +1,77 @@
+"""`edgenas run`: every stage into one run directory, skipped when unchanged, resumed after a kill."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from edgenas import pipeline
+from edgenas.config import load_config
+
+
+def _config(tmp_path, **finalize):
+    data = {
+        "run_dir": str(tmp_path / "run"),
+        "space": "tiny",
+        "data": {"name": "digits"},
+        "train": {"epochs": 2, "batch_size": 64, "threads": 1},
+        "search": {"n_trials": 8, "population_size": 4, "calib_batches": 2},
+        "finalize": {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5}, "qat_epochs": 1,
+                     "lr": 0.05, "measure_rounds": 5, **finalize},
+        "devices": [{"name": "cpu", "budget_ms": 1.0, "validate_n": 16}],
+    }  # fmt: skip
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_run_kill_resume_skip_and_force(tmp_path):
+    cfg = _config(tmp_path)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgenas.cli", "run", str(cfg), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "manifests" / "lut.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the training stage
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "manifests" / "lut.json").exists() and not (run / "manifests" / "report.json").exists()
+    lut_manifest = (run / "manifests" / "lut.json").read_text()
+
+    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "run", str(cfg)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "lut: up to date, skipped" in r.stdout
+    assert (run / "manifests" / "lut.json").read_text() == lut_manifest
+    assert (run / "report" / "report.html").exists()
+    assert (run / "finalize" / "cpu" / "model_card.json").exists()
+    manifest = json.loads((run / "manifests" / "finalize.json").read_text())
+    assert {"input_hash", "config", "versions", "device_fingerprints", "seed", "seconds"} <= set(manifest)
+
+    # a re-run skips everything
+    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "run", str(cfg)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("up to date, skipped") == 5
+
+    # --from forces that stage and the later ones
+    before = (run / "manifests" / "train.json").read_text()
+    done = pipeline.run(load_config(cfg), from_stage="finalize", progress=False)
+    assert done["train"] == {"skipped": True} and "skipped" not in done["finalize"] and "skipped" not in done["report"]
+    assert (run / "manifests" / "train.json").read_text() == before
+
+    # a changed setting re-runs the stages it feeds, not the ones before
+    cfg2 = _config(tmp_path, qat_epochs=2)
+    done = pipeline.run(load_config(cfg2), progress=False)
+    assert done["search"] == {"skipped": True} and "skipped" not in done["finalize"]
+
+
+def test_impossible_budget_and_unknown_stage_fail_early(tmp_path):
+    cfg = _config(tmp_path)
+    with pytest.raises(ValueError, match="unknown stage 'deploy'"):
+        pipeline.run(load_config(cfg), from_stage="deploy", progress=False)
