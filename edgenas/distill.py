@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from edgenas.data import Splits, batches
 
-__all__ = ["FitConfig", "distillation_loss", "fit", "make_optimizer"]
+__all__ = ["FitConfig", "cosine_schedule", "distillation_loss", "fit", "make_optimizer"]
 
 
 def distillation_loss(
@@ -53,6 +53,12 @@ def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: f
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine decay of the learning rate to zero over ``total_steps`` optimiser steps."""
+    total = max(1, total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def fit(
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
     total = max(1, steps * config.epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
+    sched = cosine_schedule(opt, total)
     if teacher is not None:
         teacher.eval()
     history, step = [], 0

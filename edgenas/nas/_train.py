@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from edgenas.data import Splits, batches
-from edgenas.distill import distillation_loss, make_optimizer
+from edgenas.distill import cosine_schedule, distillation_loss, make_optimizer
 from edgenas.io import atomic_write_bytes
 from edgenas.search_spaces import Space, Supernet
 
@@ -108,8 +108,7 @@ def train_supernet(
     steps = max(1, n // config.batch_size)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
-    total = steps * config.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total)))
+    sched = cosine_schedule(opt, steps * config.epochs)
     history: list[dict] = []
     path = Path(checkpoint)
     cfg = dataclasses.asdict(config)
