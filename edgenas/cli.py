@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,7 +73,7 @@ def _lut_build(args: argparse.Namespace) -> None:
     if args.num_classes is not None:
         space = dataclasses.replace(space, num_classes=args.num_classes)
     restrict_space(space, args.resolutions, args.widths)  # bad values fail before the device is touched
-    backend = make_backend(args.device, threads=args.threads, providers=args.providers.split(","))
+    backend = make_backend(args.device, threads=args.threads, providers=args.providers.split(","), token=args.token)
     protocol = Protocol(rounds=args.rounds)
     table = build_table(
         space, backend, args.out, device=args.device, precision=args.precision, protocol=protocol,
@@ -275,6 +276,16 @@ def _report(args: argparse.Namespace) -> None:
     print(write_report(args.run_dir, png=not args.no_png))
 
 
+def _agent(args: argparse.Namespace) -> None:
+    from edgenas.latency_tables._agent import TOKEN_ENV, serve_agent
+
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise _Fail(f"the agent needs a token: --token T or ${TOKEN_ENV}")
+    serve_agent(host=args.host, port=args.port, token=token, providers=args.providers.split(","),
+                threads=args.threads, max_bytes=args.max_mb * 1024 * 1024)  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
@@ -295,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
         "already measured are kept.",
     )
     b.add_argument("--space", required=True, help="built-in space (mbv3, small, tiny) or a YAML space file")
-    b.add_argument("--device", default="local-cpu", help="'local-cpu' (default) or 'local' with --providers")
+    b.add_argument("--device", default="local-cpu",
+                   help="'local-cpu' (default), 'local' with --providers, or agent://HOST:PORT")  # fmt: skip
+    b.add_argument("--token", help="agent token (default: $EDGENAS_AGENT_TOKEN)")
     b.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="block precision (default fp32)")
     b.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
     b.add_argument("--providers", default="cpu", help="execution providers, comma-separated (default cpu)")
@@ -427,6 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="run directory")
     rp.add_argument("--no-png", action="store_true", help="skip PNG export")
     rp.set_defaults(func=_report)
+
+    ag = sub.add_parser(
+        "agent",
+        help="serve latency measurements on this device over HTTP",
+        description="Run on the target device (needs only onnxruntime and numpy). Receives ONNX models, times "
+        "them with the latency-table protocol and returns the timings and the device fingerprint. Every request "
+        "needs the token. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    ag.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ag.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    ag.add_argument("--token", help="shared secret, >= 8 characters (default: $EDGENAS_AGENT_TOKEN)")
+    ag.add_argument("--providers", default="cpu", help="execution providers, comma-separated (default cpu)")
+    ag.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    ag.add_argument("--max-mb", type=_positive, default=256, help="request size limit in MB (default 256)")
+    ag.set_defaults(func=_agent)
     return p
 
 

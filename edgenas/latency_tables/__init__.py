@@ -17,6 +17,9 @@ from edgenas.latency_tables._protocol import Protocol, Timing, time_models
 from edgenas.latency_tables._table import LatencyTable, TableMismatchError
 
 _LAZY = {
+    "AgentBackend": "_agent",
+    "make_agent_server": "_agent",
+    "serve_agent": "_agent",
     "build_table": "_build",
     "restrict_space": "_build",
     "Predictor": "_predict",

@@ -113,12 +113,19 @@ class LocalBackend(MeasurementBackend):
             raise RuntimeError(f"ONNX Runtime could not run a model: {exc}") from exc
 
 
-def make_backend(device: str, *, threads: int = 1, providers: Sequence[str] = ("cpu",)) -> MeasurementBackend:
-    """A backend from a device name: ``local-cpu`` (or ``local``) runs ONNX Runtime in-process."""
+def make_backend(
+    device: str, *, threads: int = 1, providers: Sequence[str] = ("cpu",), token: str | None = None
+) -> MeasurementBackend:
+    """A backend from a device name.
+
+    ``local-cpu`` (or ``local`` with ``providers``) runs ONNX Runtime in this process;
+    ``agent://HOST:PORT`` measures on an ``edgenas agent`` (token from ``token`` or the
+    EDGENAS_AGENT_TOKEN environment variable; threads and providers are the agent's).
+    """
     if device in ("local-cpu", "local"):
         return LocalBackend(providers=providers if device == "local" else ("cpu",), threads=threads)
     if device.startswith("agent://"):
-        raise ValueError(
-            f"device {device!r}: remote agents are not supported by this version; use 'local-cpu' or 'local'"
-        )
-    raise ValueError(f"unknown device {device!r}; allowed: 'local-cpu', 'local' (with --providers)")
+        from edgenas.latency_tables._agent import AgentBackend
+
+        return AgentBackend(device, token=token)
+    raise ValueError(f"unknown device {device!r}; allowed: 'local-cpu', 'local' (with --providers), 'agent://HOST:PORT'")

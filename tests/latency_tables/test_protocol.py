@@ -42,7 +42,10 @@ def test_device_side_does_not_import_torch():
     code = (
         "import sys, edgenas.latency_tables as lt\n"
         "from edgenas.latency_tables import LocalBackend, LatencyTable, Protocol, time_models\n"
+        "from edgenas.latency_tables._agent import AgentBackend, make_agent_server\n"
+        "import edgenas.cli\n"
         "LocalBackend().fingerprint()\n"
+        "make_agent_server(token='12345678').server_close()\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

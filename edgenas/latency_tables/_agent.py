@@ -1,0 +1,214 @@
+"""The device agent (``edgenas agent``) and its client backend. Standard library, numpy, onnxruntime only.
+
+The agent runs on the target device and times ONNX models sent to it with the same
+protocol as in-process measurement::
+
+    GET  /fingerprint   -> {"cpu": ..., "onnxruntime": ..., "available_providers": [...], ...}
+    POST /measure       <- {"models": [b64, ...], "reference": b64, "protocol": {...}}
+                        -> {"timings": [...], "reference": {...}, "noop": {...}}
+
+Every request needs ``Authorization: Bearer <token>`` (compared in constant time), else
+401 and nothing runs. Bodies over the size limit are refused (413) before they are read.
+A model ONNX Runtime cannot load or run gets a 422 with the error; the agent keeps serving.
+Requests are handled on their own threads but measured one at a time (a lock), so timings
+never overlap. It binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from edgenas.latency_tables._backend import MeasurementBackend, device_fingerprint, resolve_providers
+from edgenas.latency_tables._protocol import Protocol, Timing, time_models
+
+__all__ = ["AgentBackend", "AgentError", "make_agent_server", "serve_agent"]
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+TOKEN_ENV = "EDGENAS_AGENT_TOKEN"
+
+
+class AgentError(RuntimeError):
+    """The agent refused or failed a request."""
+
+
+def make_agent_server(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str,
+    providers: Sequence[str] = ("cpu",),
+    threads: int = 1,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    request_timeout: float = 600.0,
+) -> ThreadingHTTPServer:
+    """An HTTP server ready to ``serve_forever()``; ``server.server_address`` has the bound port."""
+    import onnxruntime as ort
+
+    if not token or len(token) < 8:
+        raise ValueError("the agent token must be at least 8 characters")
+    chosen = resolve_providers(providers, ort.get_available_providers())
+    lock = threading.Lock()
+    expected = f"Bearer {token}".encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = request_timeout
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *args: Any) -> None:  # quiet; errors go in responses
+            pass
+
+        def _send(self, status: int, payload: dict) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _authorised(self) -> bool:
+            given = self.headers.get("Authorization", "").encode()
+            if hmac.compare_digest(given, expected):
+                return True
+            self._discard_body()  # read (never parse) a body within the limit, so the client sees the 401
+            self.close_connection = True
+            self._send(401, {"error": "missing or wrong token"})
+            return False
+
+        def _discard_body(self) -> None:
+            try:
+                left = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                return
+            if left > max_bytes:
+                return
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if not self._authorised():
+                return
+            if self.path != "/fingerprint":
+                self._send(404, {"error": f"unknown path {self.path!r}; GET /fingerprint, POST /measure"})
+                return
+            self._send(200, device_fingerprint(chosen, threads))
+
+        def do_POST(self) -> None:  # noqa: N802
+            if not self._authorised():
+                return
+            if self.path != "/measure":
+                self.close_connection = True
+                self._send(404, {"error": f"unknown path {self.path!r}; GET /fingerprint, POST /measure"})
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self.close_connection = True
+                self._send(411, {"error": "Content-Length required"})
+                return
+            if length > max_bytes:
+                self.close_connection = True
+                self._send(413, {"error": f"request of {length} bytes exceeds the limit of {max_bytes}"})
+                return
+            try:
+                request = json.loads(self.rfile.read(length))
+                models = [base64.b64decode(m) for m in request["models"]]
+                reference = base64.b64decode(request["reference"])
+                protocol = Protocol(**request.get("protocol", {}))
+            except Exception as exc:  # malformed request of any kind
+                self._send(400, {"error": f"malformed request: {exc}"})
+                return
+            try:
+                with lock:  # one measurement at a time: concurrent timings would disturb each other
+                    timings, ref, noop = time_models(models, reference, providers=chosen, threads=threads,
+                                                     protocol=protocol)  # fmt: skip
+            except Exception as exc:  # ONNX Runtime could not load or run a model
+                self._send(422, {"error": f"could not run a model: {exc}"})
+                return
+            self._send(200, {"timings": [asdict(t) for t in timings], "reference": asdict(ref), "noop": asdict(noop)})
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def serve_agent(**kwargs: Any) -> None:
+    """Run the agent until interrupted (see :func:`make_agent_server` for the arguments)."""
+    server = make_agent_server(**kwargs)
+    host, port = server.server_address[:2]
+    print(f"edgenas agent listening on http://{host}:{port} (providers {kwargs.get('providers')}, "
+          f"threads {kwargs.get('threads', 1)})", flush=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+class AgentBackend(MeasurementBackend):
+    """Measures on a remote ``edgenas agent``; retries dropped connections."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 900.0, retries: int = 3):
+        if url.startswith("agent://"):
+            url = "http://" + url[len("agent://") :]
+        self.url = url.rstrip("/")
+        self.token = token or os.environ.get(TOKEN_ENV)
+        if not self.token:
+            raise ValueError(f"agent {url}: no token; pass --token or set {TOKEN_ENV}")
+        self.timeout = timeout
+        self.retries = retries
+        self._fingerprint: dict[str, Any] | None = None
+
+    def _call(self, method: str, path: str, payload: dict | None = None) -> dict:
+        data = json.dumps(payload).encode() if payload is not None else None
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            req = urllib.request.Request(self.url + path, data=data, method=method)
+            req.add_header("Authorization", f"Bearer {self.token}")
+            if data is not None:
+                req.add_header("Content-Type", "application/json")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as exc:  # the agent answered: do not retry
+                try:
+                    msg = json.loads(exc.read()).get("error", "")
+                except Exception:
+                    msg = ""
+                raise AgentError(f"agent {self.url} answered {exc.code}: {msg or exc.reason}") from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+                last = exc
+                if attempt < self.retries:
+                    time.sleep(min(2.0**attempt, 10.0))
+        raise AgentError(f"agent {self.url} unreachable after {self.retries + 1} attempts: {last}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = self._call("GET", "/fingerprint")
+        return self._fingerprint
+
+    def measure(
+        self, models: Sequence[bytes], reference: bytes, protocol: Protocol
+    ) -> tuple[list[Timing], Timing, Timing]:
+        payload = {
+            "models": [base64.b64encode(m).decode() for m in models],
+            "reference": base64.b64encode(reference).decode(),
+            "protocol": protocol.to_dict(),
+        }
+        try:
+            out = self._call("POST", "/measure", payload)
+        except AgentError as exc:
+            raise RuntimeError(str(exc)) from exc
+        return [Timing(**t) for t in out["timings"]], Timing(**out["reference"]), Timing(**out["noop"])

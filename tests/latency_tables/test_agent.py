@@ -1,0 +1,162 @@
+"""The device agent on loopback: the backend contract, auth, limits, hostile input, resumed builds.
+
+The same conformance checks run against every backend (in-process and agent).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from edgenas.latency_tables import AgentBackend, LatencyTable, LocalBackend, Protocol
+from edgenas.latency_tables._models import block_model, reference_model
+from edgenas.search_spaces import BlockSpec
+
+TOKEN = "s3cret-token-for-tests"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_agent(port: int, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgenas.cli", "agent", "--port", str(port), "--token", TOKEN, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = proc.stdout.readline()  # "edgenas agent listening on http://127.0.0.1:PORT ..."
+    assert "listening on" in line, proc.stderr.read()
+    return proc
+
+
+@pytest.fixture(scope="module")
+def agent():
+    port = _free_port()
+    proc = _start_agent(port)
+    yield f"agent://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["local", "agent"])
+def backend(request, agent):
+    return LocalBackend(threads=1) if request.param == "local" else AgentBackend(agent, token=TOKEN)
+
+
+SMALL = BlockSpec("ir", 16, 16, 16, 3, 1, 48, False, "relu6")
+BIG = BlockSpec("ir", 16, 16, 64, 7, 1, 96, True, "relu6")
+
+
+def test_backend_contract(backend):
+    fp = backend.fingerprint()
+    assert {"cpu", "onnxruntime", "providers", "threads", "available_providers"} <= set(fp)
+    timings, ref, noop = backend.measure([block_model(SMALL, "fp32"), block_model(BIG, "fp32")],
+                                         reference_model("fp32"), Protocol(rounds=5))  # fmt: skip
+    assert len(timings) == 2 and ref.rel == 1.0
+    assert 0 < noop.ms < timings[0].ms < timings[1].ms
+
+
+def test_agent_matches_in_process_within_noise(agent):
+    models = [block_model(BIG, "fp32")]
+    ref = reference_model("fp32")
+    local = LocalBackend(threads=1).measure(models, ref, Protocol(rounds=10))[0][0]
+    remote = AgentBackend(agent, token=TOKEN).measure(models, ref, Protocol(rounds=10))[0][0]
+    assert remote.rel == pytest.approx(local.rel, rel=0.25)
+
+
+def _post(url: str, body: bytes, token: str | None) -> tuple[int, dict, float]:
+    req = urllib.request.Request(url.replace("agent://", "http://") + "/measure", data=body, method="POST")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    start = time.time()
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read()), time.time() - start
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), time.time() - start
+
+
+def _body(models: list[bytes]) -> bytes:
+    return json.dumps({"models": [base64.b64encode(m).decode() for m in models],
+                       "reference": base64.b64encode(reference_model("fp32")).decode(),
+                       "protocol": {"rounds": 20}}).encode()  # fmt: skip
+
+
+def test_requests_without_the_right_token_are_refused_and_run_nothing(agent):
+    body = _body([block_model(BIG, "fp32")] * 8)  # would take seconds to time
+    for token in (None, "wrong-token-value", TOKEN + "x"):
+        status, payload, seconds = _post(agent, body, token)
+        assert status == 401 and "token" in payload["error"]
+        assert seconds < 1.0  # refused before any timing
+    with pytest.raises(Exception, match="401"):
+        AgentBackend(agent, token="wrong-token-value").fingerprint()
+
+
+def test_garbage_model_is_an_error_and_the_agent_keeps_serving(agent):
+    status, payload, _ = _post(agent, _body([b"this is not an onnx model"]), TOKEN)
+    assert status == 422 and "could not run a model" in payload["error"]
+    status, payload, _ = _post(agent, b"{not json", TOKEN)
+    assert status == 400 and "malformed request" in payload["error"]
+    backend = AgentBackend(agent, token=TOKEN)
+    assert backend.measure([block_model(SMALL, "fp32")], reference_model("fp32"), Protocol(rounds=3))[0][0].ms > 0
+
+
+def test_oversized_body_is_refused():
+    port = _free_port()
+    proc = _start_agent(port, "--max-mb", "1")
+    try:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.putrequest("POST", "/measure")
+        conn.putheader("Authorization", f"Bearer {TOKEN}")
+        conn.putheader("Content-Length", str(2 * 1024 * 1024))
+        conn.endheaders()  # the body is never sent: the agent answers from the headers
+        resp = conn.getresponse()
+        payload = json.loads(resp.read())
+        assert resp.status == 413 and "exceeds the limit" in payload["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_killed_agent_mid_build_then_restart_resumes(tmp_path, monkeypatch):
+    port = _free_port()
+    out = tmp_path / "t.json"
+    monkeypatch.setenv("EDGENAS_AGENT_TOKEN", TOKEN)
+    cmd = [sys.executable, "-m", "edgenas.cli", "lut", "build", "--space", "tiny", "--resolutions", "24",
+           "--device", f"agent://127.0.0.1:{port}", "--rounds", "4", "--batch-size", "6", "--quiet",
+           "--out", str(out)]  # fmt: skip
+    agent = _start_agent(port)
+    build = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    agent.send_signal(signal.SIGKILL)
+    agent.wait()
+    _, err = build.communicate(timeout=120)
+    assert build.returncode != 0 and "unreachable" in err  # the client retried, then gave up cleanly
+    partial = LatencyTable.load(out)
+    assert 0 < len(partial.entries) < 70
+    agent = _start_agent(port)
+    try:
+        subprocess.run(cmd, check=True)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+    full = LatencyTable.load(out)
+    assert len(full.entries) == 70
+    kept = [k for k, e in partial.entries.items() if e["spread"] <= 0.10]
+    assert all(full.entries[k]["ms"] == partial.entries[k]["ms"] for k in kept)
