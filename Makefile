@@ -18,13 +18,14 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# Debian packages: Fashion-MNIST (the demo's data) and Chromium (report PNGs and the browser
-# test). Installed when missing and apt-get can be used; otherwise a warning, and the parts
+# Debian packages: Fashion-MNIST (the demo's data), Chromium (report PNGs and the browser
+# test) and PostgreSQL (the multi-worker search test starts a server on loopback). Installed when missing and apt-get can be used; otherwise a warning, and the parts
 # that need them say so.
 sysdeps:
 	@missing=""; \
 	[ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing$$missing"; \

@@ -68,6 +68,8 @@ class SearchConfig:
     seed: int = 0
     population_size: int = 20
     calib_batches: int = 8
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
+    grace_period: int = 90  # a running trial without a heartbeat for this long is failed and retried
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -98,7 +100,7 @@ def suggest_arch(trial: optuna.Trial, space: Space) -> Arch:
     return space.validate(Arch(resolution=int(resolution), width=float(width), stages=tuple(stages)))
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 90) -> optuna.storages.BaseStorage:
     """An Optuna storage from a URL: an RDB URL (sqlite, postgresql, mysql) or ``journal:PATH``."""
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
@@ -116,8 +118,8 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
                 return optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
-                    heartbeat_interval=30,
-                    grace_period=90,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
                 )
             except Exception:  # two workers creating the schema at once: one loses the race, retries
@@ -154,7 +156,7 @@ def run_search(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     url = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-    storage = make_storage(url)
+    storage = make_storage(url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
     objectives = [d for d in devices if d.objective]
     directions = ["maximize"] + ["minimize"] * len(objectives)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

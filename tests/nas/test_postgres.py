@@ -1,0 +1,105 @@
+"""Several search workers sharing one study on a real PostgreSQL server (started on loopback here)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import optuna
+import pytest
+import yaml
+
+_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    if not _BIN or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        pytest.skip("needs Debian's postgresql (apt-get install postgresql; `make test` installs it)")
+    pytest.importorskip("psycopg")
+    bin_dir = _BIN[-1]
+    data = tempfile.mkdtemp(prefix="edgenas-pg-")
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run(_as_postgres([f"{bin_dir}/initdb", "-D", data, "--auth=trust", "-U", "postgres"]), check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run(_as_postgres([f"{bin_dir}/pg_ctl", "-D", data, "-w", "-l", f"{data}/log",
+                                 "-o", f"-p {port} -h 127.0.0.1 -k {data}", "start"]), check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        subprocess.run(_as_postgres([f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                                     "edgenas"]), check=True, capture_output=True)  # fmt: skip
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/edgenas"
+    finally:
+        subprocess.run(_as_postgres([f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]),
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _cmd(config, url, study, n, worker):
+    return [sys.executable, "-m", "edgenas.cli", "search", "--config", str(config), "--storage", url,
+            "--study", study, "--n-trials", str(n), "--worker", str(worker), "--quiet"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_three_workers_share_a_postgres_study(tiny_run, postgres_url):
+    procs = [subprocess.Popen(_cmd(tiny_run, postgres_url, "pg-shared", 18, w), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for w in range(3)]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()
+    study = optuna.load_study(study_name="pg-shared", storage=postgres_url)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 18 <= len(complete) <= 20  # up to one trial per other worker past the target
+    assert len(trials) == len(complete)  # none lost, none failed, none left running
+    assert len({t.number for t in trials}) == len(trials)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_does_not_stop_the_study(tiny_run, postgres_url, tmp_path):
+    data = yaml.safe_load(tiny_run.read_text())
+    data["search"].update(heartbeat_interval=1, grace_period=3)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    victim = subprocess.Popen(_cmd(config, postgres_url, "pg-kill", 10, 0), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.1)
+        try:
+            study = optuna.load_study(study_name="pg-kill", storage=postgres_url)
+            done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if len(done) >= 2 else []
+        except KeyError:  # study not created yet
+            pass
+    victim.send_signal(signal.SIGKILL)  # killed in the middle of a trial
+    victim.wait()
+    assert running
+    time.sleep(4)  # past the grace period: the next worker fails the stale trial and retries it
+    subprocess.run(_cmd(config, postgres_url, "pg-kill", 10, 1), check=True, capture_output=True)
+    study = optuna.load_study(study_name="pg-kill", storage=postgres_url)
+    states = [t.state for t in study.get_trials()]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 10
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert states.count(optuna.trial.TrialState.FAIL) >= 1  # the killed trial is recorded, not lost
