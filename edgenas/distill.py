@@ -124,6 +124,7 @@ def fit(
             loss = distillation_loss(model(x), t_logits, y, temperature=config.temperature, alpha=alpha)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)  # as in supernet training
             opt.step()
             sched.step()
             step += 1

@@ -2,8 +2,8 @@
 
 ``prepare_qat(subnet)`` returns a copy in which
 
-- every convolution has its BatchNorm folded in (running statistics frozen, as deployed)
-  and its weights fake-quantized per output channel, symmetric, in a 7-bit range
+- every convolution has its BatchNorm folded in (as deployed; the folded weights are what
+  QAT trains) and its weights fake-quantized per output channel, symmetric, in a 7-bit range
   (scale = max|w| / 63): on AVX2 CPUs without VNNI, ONNX Runtime's u8s8 kernels saturate
   with full 8-bit weights;
 - activations are fake-quantized per tensor to uint8 (asymmetric; min/max tracked with an
@@ -97,28 +97,29 @@ def _needs_pre_quant(act: nn.Module) -> bool:
 
 
 class QConv(nn.Module):
-    """Conv with BN folded in (frozen statistics), fake-quantized weights, act, output fake-quant."""
+    """Conv with its BN folded in, fake-quantized weights, activation and output fake-quant.
+
+    BatchNorm is folded once, when the model is prepared, and the folded weight and bias are
+    what QAT trains. Training the unfolded weight through ``gamma / sqrt(var)`` instead
+    multiplies its gradient by that factor, which for channels with a tiny running variance
+    (common after pruning) made QAT diverge within a few steps.
+    """
 
     def __init__(self, cba: ConvBNAct):
         super().__init__()
         conv, bn = cba.conv, cba.bn
         self.stride, self.padding, self.groups = conv.stride, conv.padding, conv.groups
-        self.weight = nn.Parameter(conv.weight.detach().clone())
-        self.bn_weight = nn.Parameter(bn.weight.detach().clone())
-        self.bn_bias = nn.Parameter(bn.bias.detach().clone())
-        self.register_buffer("running_mean", bn.running_mean.detach().clone())
-        self.register_buffer("running_var", bn.running_var.detach().clone())
-        self.eps = bn.eps
+        with torch.no_grad():
+            factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            self.weight = nn.Parameter((conv.weight * factor.view(-1, 1, 1, 1)).detach().clone())
+            self.bias = nn.Parameter((bn.bias - bn.running_mean * factor).detach().clone())
         self.act = _act(cba.act)
         self.pre_q = ActQuant() if _needs_pre_quant(self.act) else None
         self.out_q = ActQuant()
         self.enabled = True
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        factor = self.bn_weight / torch.sqrt(self.running_var + self.eps)
-        w = self.weight * factor.view(-1, 1, 1, 1)
-        b = self.bn_bias - self.running_mean * factor
-        return w, b
+        return self.weight, self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _frozen(self):
