@@ -1,8 +1,8 @@
 """Finalize benchmark on Fashion-MNIST: the stage table for two latency budgets, QAT vs PTQ, int8 vs fp32.
 
 Reuses the supernet, latency table and NSGA-II Pareto set of ``bench/search.py`` (run it
-first; same ``--workdir``). For each budget (a share of the predicted latency range of the
-front), the most accurate Pareto arch within it is finalized: distillation finetune, progressive
+first; same ``--workdir``). For each budget (the predicted latency of a front arch at a
+given position), the most accurate Pareto arch within it is finalized: distillation finetune, progressive
 pruning, QAT, exports, checks and measurement on this CPU. Results go to
 ``bench/results/finalize.{json,md}``.
 
@@ -25,10 +25,16 @@ from edgenas.pruning import PruneConfig
 from edgenas.search_spaces import get_space
 
 
+def arch_dir(arch: str) -> str:
+    return arch.replace("|", "_").replace(".", "p")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="runs/bench_search")
-    p.add_argument("--budgets", default="0.35,0.8", help="budgets as shares of the front's latency range")
+    p.add_argument("--positions", default="0.3,1.0",
+                   help="budgets: the predicted latency of the front arch at these positions (0: fastest, "
+                   "1: most accurate) of the latency-sorted NSGA-II front")  # fmt: skip
     p.add_argument("--train-limit", type=int, default=8000)
     p.add_argument("--resolutions", default="24,28")
     p.add_argument("--distill-epochs", type=int, default=3)
@@ -45,17 +51,17 @@ def main() -> None:
     predictor = Predictor(LatencyTable.load(work / "lut_small_fp32.json"), space)
     front = read_json(work / "search_nsga2" / "pareto.json")["pareto"]
     key = "latency_ms:cpu-fp32"
-    lo, hi = min(r[key] for r in front), max(r[key] for r in front)
+    front = sorted(front, key=lambda r: r[key])
     config = FinalizeConfig(distill_epochs=args.distill_epochs, lr=0.01, qat_epochs=args.qat_epochs, qat_lr=0.002,
                             prune=PruneConfig(step=0.1, max_steps=4, divisor=8, tolerance=0.01))  # fmt: skip
     backend = LocalBackend(threads=1)
     results = []
-    for share in (float(s) for s in args.budgets.split(",")):
-        budget = lo + share * (hi - lo)
+    for share in (float(s) for s in args.positions.split(",")):
+        budget = front[round(share * (len(front) - 1))][key]
         arch = max((r for r in front if r[key] <= budget), key=lambda r: r["accuracy"])["arch"]
         start = time.time()
         card = finalize_arch(space.parse(arch), space=space, supernet=supernet, splits=splits, backend=backend,
-                             out_dir=work / f"finalize_{share:g}", config=config, predictor=predictor,
+                             out_dir=work / f"finalize_{arch_dir(arch)}", config=config, predictor=predictor,
                              device="local-cpu", progress=False)  # fmt: skip
         print(f"budget {budget:.3f} ms: {arch} finalized in {time.time() - start:.0f} s", flush=True)
         results.append({"budget_ms": budget, "share": share, "card": card})
