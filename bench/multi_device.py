@@ -78,9 +78,11 @@ def main() -> None:
     storage = f"sqlite:///{(work / 'studies.db').resolve()}"
     config = SearchConfig(sampler="nsga2", n_trials=args.trials, population_size=12, storage=storage,
                           study_name=f"multi-device-q{args.quantile:g}")  # fmt: skip
-    study = run_search(space, evaluator, devices, config, work / "search_multi_device", progress=False)
+    study = run_search(space, evaluator, devices, config, work / f"search_multi_device_q{args.quantile:g}",
+                       progress=False)
     rows, _ = pareto_rows(study)
-    result = {"budget_quantile": args.quantile, "budgets_ms": budgets, "kendall_tau_fp32_vs_int8_over_2000_random_archs": tau,
+    result = {"budget_quantile": args.quantile, "budgets_ms": budgets,
+              "kendall_tau_fp32_vs_int8_over_2000_random_archs": tau,
               "table_validation": {k: LatencyTable.load(v).validation["heldout"] for k, v in tables.items()},
               "trials": len(rows), "devices": {}}  # fmt: skip
     md = [f"Budgets ({args.quantile:.0%} quantile of the predicted latency of 2,000 random archs): "
