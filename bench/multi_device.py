@@ -1,4 +1,4 @@
-"""One search, two devices: fp32 and int8 ONNX Runtime on this CPU as two latency tables.
+"""One search, two devices: e.g. fp32 and int8 (or 1 and 2 threads) of ONNX Runtime on this CPU.
 
 Reuses the supernet and fp32 table of ``bench/search.py`` (same ``--workdir``), builds and
 validates the int8 table, runs one NSGA-II search with accuracy and both latencies as
@@ -6,7 +6,8 @@ objectives and a budget per device, then reports each device's own front and its
 (the most accurate arch within that device's budget). Results go to
 ``bench/results/multi_device.{json,md}``.
 
-    python bench/multi_device.py
+    python bench/multi_device.py                        # fp32 vs int8, 1 thread
+    python bench/multi_device.py --devices fp32:1,fp32:2 # 1 vs 2 threads
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def main() -> None:
     p.add_argument("--train-limit", type=int, default=8000)
     p.add_argument("--resolutions", default="24,28")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--devices", default="fp32:1,int8:1",
+                   help="the two devices as precision:threads of ONNX Runtime on this CPU")
     p.add_argument("--quantile", type=float, default=0.25,
                    help="each device's budget: this quantile of its predicted latencies over 2,000 random archs")
     p.add_argument("--out", default="bench/results")
@@ -59,37 +62,44 @@ def main() -> None:
     set_threads(args.threads)
     space = dataclasses.replace(get_space("small"), resolutions=tuple(int(r) for r in args.resolutions.split(",")))
     splits = make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=args.train_limit, seed=0)
-    backend = LocalBackend(threads=1)
-    int8 = work / "lut_small_int8.json"
-    build_table(space, backend, int8, precision="int8", progress=False)
-    if LatencyTable.load(int8).validation is None:
-        validate_table(int8, backend, n=40, progress=False)
-    tables = {"cpu-fp32": work / "lut_small_fp32.json", "cpu-int8": int8}
+    tables = {}
+    for spec in args.devices.split(","):
+        precision, threads = spec.split(":")
+        name = f"cpu-{precision}-{threads}t"
+        backend = LocalBackend(threads=int(threads))
+        path = work / ("lut_small_fp32.json" if spec == "fp32:1" else f"lut_small_{precision}_{threads}t.json")
+        if spec == "int8:1" and (work / "lut_small_int8.json").exists():
+            path = work / "lut_small_int8.json"
+        build_table(space, backend, path, precision=precision, progress=False)
+        if LatencyTable.load(path).validation is None:
+            validate_table(path, backend, n=40, progress=False)
+        tables[name] = path
+    names = list(tables)
     predictors = {k: Predictor(LatencyTable.load(v), space) for k, v in tables.items()}
     rng = np.random.default_rng(0)
     sample = [space.sample(rng) for _ in range(2000)]
     budgets = {k: float(np.quantile([pr.predict(a) for a in sample], args.quantile)) for k, pr in predictors.items()}
-    tau = kendalltau([predictors["cpu-fp32"].predict(a) for a in sample],
-                     [predictors["cpu-int8"].predict(a) for a in sample])[0]  # fmt: skip
+    tau = kendalltau([predictors[names[0]].predict(a) for a in sample],
+                     [predictors[names[1]].predict(a) for a in sample])[0]  # fmt: skip
 
     supernet = load_supernet(space, work / "supernet.pt")
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=8)
     devices = [DeviceObjective(k, predictors[k], budgets[k]) for k in tables]
     storage = f"sqlite:///{(work / 'studies.db').resolve()}"
     config = SearchConfig(sampler="nsga2", n_trials=args.trials, population_size=12, storage=storage,
-                          study_name=f"multi-device-q{args.quantile:g}")  # fmt: skip
-    study = run_search(space, evaluator, devices, config, work / f"search_multi_device_q{args.quantile:g}",
-                       progress=False)
+                          study_name=f"multi-device-{'-'.join(names)}-q{args.quantile:g}")  # fmt: skip
+    out_dir = work / f"search_multi_device_{'_'.join(names)}_q{args.quantile:g}"
+    study = run_search(space, evaluator, devices, config, out_dir, progress=False)
     rows, _ = pareto_rows(study)
     result = {"budget_quantile": args.quantile, "budgets_ms": budgets,
-              "kendall_tau_fp32_vs_int8_over_2000_random_archs": tau,
+              "kendall_tau_between_tables_over_2000_random_archs": tau,
               "table_validation": {k: LatencyTable.load(v).validation["heldout"] for k, v in tables.items()},
               "trials": len(rows), "devices": {}}  # fmt: skip
     md = [f"Budgets ({args.quantile:.0%} quantile of the predicted latency of 2,000 random archs): "
           f"{', '.join(f'{k} {v:.3f} ms' for k, v in budgets.items())}. Kendall tau between the two tables' "
           f"predictions over those archs: {tau:.3f}.", ""]  # fmt: skip
-    md += ["| device | front size | winner (most accurate within budget) | val accuracy | fp32 ms | int8 ms |",
-           "|---|---|---|---|---|---|"]  # fmt: skip
+    md += [f"| device | front size | winner (most accurate within budget) | val accuracy | {names[0]} ms | "
+           f"{names[1]} ms |", "|---|---|---|---|---|---|"]  # fmt: skip
     for k in tables:
         key = f"latency_ms:{k}"
         front = front_2d(rows, key)
@@ -98,13 +108,14 @@ def main() -> None:
         result["devices"][k] = {"front": front, "winner": winner}
         if winner:
             md.append(f"| {k} | {len(front)} | `{winner['arch']}` | {winner['accuracy']:.4f} | "
-                      f"{winner['latency_ms:cpu-fp32']:.3f} | {winner['latency_ms:cpu-int8']:.3f} |")  # fmt: skip
+                      f"{winner[f'latency_ms:{names[0]}']:.3f} | {winner[f'latency_ms:{names[1]}']:.3f} |")  # fmt: skip
     w = {k: (v["winner"] or {}).get("arch") for k, v in result["devices"].items()}
     result["winners_differ"] = len(set(w.values())) > 1
     md += ["", f"Winners differ: {'yes' if result['winners_differ'] else 'no'}."]
     out = Path(args.out)
-    atomic_write_json(out / "multi_device.json", result)
-    atomic_write_text(out / "multi_device.md", "\n".join(md) + "\n")
+    stem = "multi_device" if args.devices == "fp32:1,int8:1" else f"multi_device_{'_'.join(names)}"
+    atomic_write_json(out / f"{stem}.json", result)
+    atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
 
