@@ -39,6 +39,7 @@ def main() -> None:
     p.add_argument("--resolutions", default="24,28")
     p.add_argument("--distill-epochs", type=int, default=3)
     p.add_argument("--qat-epochs", type=int, default=2)
+    p.add_argument("--qat-lr", type=float, default=0.0005)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
@@ -52,7 +53,7 @@ def main() -> None:
     front = read_json(work / "search_nsga2" / "pareto.json")["pareto"]
     key = "latency_ms:cpu-fp32"
     front = sorted(front, key=lambda r: r[key])
-    config = FinalizeConfig(distill_epochs=args.distill_epochs, lr=0.01, qat_epochs=args.qat_epochs, qat_lr=0.002,
+    config = FinalizeConfig(distill_epochs=args.distill_epochs, lr=0.01, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr,
                             prune=PruneConfig(step=0.1, max_steps=4, divisor=8, tolerance=0.01))  # fmt: skip
     backend = LocalBackend(threads=1)
     results = []

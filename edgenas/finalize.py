@@ -52,7 +52,7 @@ class FinalizeConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     prune_finetune_epochs: int = 1
     qat_epochs: int = 2
-    qat_lr: float = 0.002
+    qat_lr: float = 0.0005  # about 1 % of the training rate: QAT only nudges a trained model
     calib_batches: int = 8
     max_steps_per_epoch: int | None = None
     measure_rounds: int = 20
