@@ -12,17 +12,16 @@ pruning, QAT, exports, checks and measurement on this CPU. Results go to
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
-from edgenas.data import load_dataset, make_splits
+from _setup import bench_space, bench_splits  # noqa: I001 (bench/ is the script's folder)
+
 from edgenas.finalize import FinalizeConfig, finalize_arch
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LatencyTable, LocalBackend, Predictor
 from edgenas.nas import load_supernet, set_threads
 from edgenas.pruning import PruneConfig
-from edgenas.search_spaces import get_space
 
 
 def arch_dir(arch: str) -> str:
@@ -46,8 +45,8 @@ def main() -> None:
 
     work = Path(args.workdir)
     set_threads(args.threads)
-    space = dataclasses.replace(get_space("small"), resolutions=tuple(int(r) for r in args.resolutions.split(",")))
-    splits = make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=args.train_limit, seed=0)
+    space = bench_space(args.resolutions)
+    splits = bench_splits(args.train_limit)
     supernet = load_supernet(space, work / "supernet.pt")
     predictor = Predictor(LatencyTable.load(work / "lut_small_fp32.json"), space)
     front = read_json(work / "search_nsga2" / "pareto.json")["pareto"]

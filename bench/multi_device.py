@@ -13,13 +13,12 @@ objectives and a budget per device, then reports each device's own front and its
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
+from _setup import bench_space, bench_splits  # noqa: I001 (bench/ is the script's folder)
 from scipy.stats import kendalltau
 
-from edgenas.data import load_dataset, make_splits
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import LatencyTable, LocalBackend, Predictor, build_table, validate_table
 from edgenas.nas import (
@@ -31,7 +30,6 @@ from edgenas.nas import (
     run_search,
     set_threads,
 )
-from edgenas.search_spaces import get_space
 
 
 def front_2d(rows: list[dict], key: str) -> list[dict]:
@@ -60,8 +58,8 @@ def main() -> None:
 
     work = Path(args.workdir)
     set_threads(args.threads)
-    space = dataclasses.replace(get_space("small"), resolutions=tuple(int(r) for r in args.resolutions.split(",")))
-    splits = make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=args.train_limit, seed=0)
+    space = bench_space(args.resolutions)
+    splits = bench_splits(args.train_limit)
     tables = {}
     for spec in args.devices.split(","):
         precision, threads = spec.split(":")

@@ -22,17 +22,16 @@ Steps (each resumable: tables, checkpoints, studies and trained models are kept 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _setup import bench_space, bench_splits  # noqa: I001 (bench/ is the script's folder)
 from optuna._hypervolume import compute_hypervolume
 from scipy.stats import kendalltau
 
-from edgenas.data import load_dataset, make_splits
 from edgenas.distill import FitConfig, fit
 from edgenas.export import export_onnx
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
@@ -56,7 +55,7 @@ from edgenas.nas import (
     train_supernet,
 )
 from edgenas.nas._train import TrainConfig
-from edgenas.search_spaces import Arch, build_subnet, get_space, reference_archs
+from edgenas.search_spaces import Arch, build_subnet, reference_archs
 
 
 def log(msg: str) -> None:
@@ -85,8 +84,8 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     set_threads(args.threads)
-    space = dataclasses.replace(get_space("small"), resolutions=tuple(int(r) for r in args.resolutions.split(",")))
-    splits = make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=args.train_limit, seed=0)
+    space = bench_space(args.resolutions)
+    splits = bench_splits(args.train_limit)
     log(f"data {splits.describe()}")
     results: dict = {"settings": vars(args), "data": splits.describe(), "space": space.to_dict()}
 

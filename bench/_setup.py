@@ -1,0 +1,21 @@
+"""The space and data the Fashion-MNIST benchmarks share.
+
+bench/finalize.py and bench/multi_device.py reuse the supernet and tables of
+bench/search.py, so all three must build exactly the same space and splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from edgenas.data import Splits, load_dataset, make_splits
+from edgenas.search_spaces import Space, get_space
+
+
+def bench_space(resolutions: str) -> Space:
+    """The `small` space limited to comma-separated resolutions, e.g. "24,28"."""
+    return dataclasses.replace(get_space("small"), resolutions=tuple(int(r) for r in resolutions.split(",")))
+
+
+def bench_splits(train_limit: int) -> Splits:
+    return make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=train_limit, seed=0)
