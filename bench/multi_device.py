@@ -3,8 +3,10 @@
 Reuses the supernet and fp32 table of ``bench/search.py`` (same ``--workdir``), builds and
 validates the int8 table, runs one NSGA-II search with accuracy and both latencies as
 objectives and a budget per device, then reports each device's own front and its winner
-(the most accurate arch within that device's budget). Results go to
-``bench/results/multi_device.{json,md}``.
+(the most accurate arch within that device's budget) at several budget levels: at level q
+each device's budget is the q-quantile of its own predicted latencies over 2,000 random
+archs, so both devices are asked for "equally fast" models on their own scale. The search's
+budgets are the loosest level. Results go to ``bench/results/multi_device.{json,md,png}``.
 
     python bench/multi_device.py                        # fp32 vs int8, 1 thread
     python bench/multi_device.py --devices fp32:1,fp32:2 # 1 vs 2 threads
@@ -25,6 +27,7 @@ from edgenas.nas import (
     DeviceObjective,
     SearchConfig,
     SubnetEvaluator,
+    device_front,
     load_supernet,
     pareto_rows,
     run_search,
@@ -32,27 +35,47 @@ from edgenas.nas import (
 )
 
 
-def front_2d(rows: list[dict], key: str) -> list[dict]:
-    ordered = sorted(rows, key=lambda r: (r[key], -r["accuracy"]))
-    front, best = [], -1.0
-    for r in ordered:
-        if r["accuracy"] > best:
-            front.append(r)
-            best = r["accuracy"]
-    return front
+def figure(rows: list[dict], fronts: dict, level: dict, names: list[str]):
+    """Accuracy vs latency on each device: trials, each device's front, both winners at one budget level."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"on {n}" for n in names])
+    colors = {names[0]: "#1f77b4", names[1]: "#d62728"}
+    for col, n in enumerate(names, start=1):
+        lat = f"latency_ms:{n}"
+        fig.add_trace(go.Scatter(x=[r[lat] for r in rows], y=[r["accuracy"] for r in rows], mode="markers",
+                                 marker=dict(color="#c0c6cc", size=5), name="trial", showlegend=col == 1),
+                      row=1, col=col)  # fmt: skip
+        front = fronts[n]
+        fig.add_trace(go.Scatter(x=[r[lat] for r in front], y=[r["accuracy"] for r in front], mode="lines+markers",
+                                 line=dict(color=colors[n]), name=f"{n} front", showlegend=True),
+                      row=1, col=col)  # fmt: skip
+        for m in names:
+            win = level["winners"][m]
+            fig.add_trace(go.Scatter(x=[win[lat]], y=[win["accuracy"]], mode="markers", showlegend=col == 1,
+                                     marker=dict(symbol="star", size=16, color=colors[m],
+                                                 line=dict(color="black", width=1)),
+                                     name=f"{m} winner (budget level {level['quantile']:g})"),
+                          row=1, col=col)  # fmt: skip
+        fig.add_vline(x=level["budgets_ms"][n], line_dash="dash", line_color=colors[n], row=1, col=col)
+        fig.update_xaxes(title_text=f"predicted latency on {n} (ms)", row=1, col=col)
+    fig.update_yaxes(title_text="val accuracy (supernet)", row=1, col=1)
+    return fig
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="runs/bench_search")
-    p.add_argument("--trials", type=int, default=60)
+    p.add_argument("--trials", type=int, default=120)
     p.add_argument("--train-limit", type=int, default=8000)
     p.add_argument("--resolutions", default="24,28")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--devices", default="fp32:1,int8:1",
                    help="the two devices as precision:threads of ONNX Runtime on this CPU")
-    p.add_argument("--quantile", type=float, default=0.25,
-                   help="each device's budget: this quantile of its predicted latencies over 2,000 random archs")
+    p.add_argument("--quantiles", default="0.05,0.1,0.15,0.2,0.25,0.3,0.4,0.5",
+                   help="budget levels: each device's budget is this quantile of its predicted latencies over "
+                   "2,000 random archs")  # fmt: skip
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
 
@@ -76,44 +99,65 @@ def main() -> None:
     predictors = {k: Predictor(LatencyTable.load(v), space) for k, v in tables.items()}
     rng = np.random.default_rng(0)
     sample = [space.sample(rng) for _ in range(2000)]
-    budgets = {k: float(np.quantile([pr.predict(a) for a in sample], args.quantile)) for k, pr in predictors.items()}
-    tau = kendalltau([predictors[names[0]].predict(a) for a in sample],
-                     [predictors[names[1]].predict(a) for a in sample])[0]  # fmt: skip
+    predicted = {k: np.array([pr.predict(a) for a in sample]) for k, pr in predictors.items()}
+    tau = kendalltau(predicted[names[0]], predicted[names[1]])[0]
+    quantiles = sorted(float(q) for q in args.quantiles.split(","))
+    levels = [{"quantile": q, "budgets_ms": {k: float(np.quantile(v, q)) for k, v in predicted.items()}}
+              for q in quantiles]  # fmt: skip
 
     supernet = load_supernet(space, work / "supernet.pt")
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=8)
-    devices = [DeviceObjective(k, predictors[k], budgets[k]) for k in tables]
+    # the search's budgets: the loosest level (a trial is feasible when it meets either device's)
+    devices = [DeviceObjective(k, predictors[k], levels[-1]["budgets_ms"][k]) for k in tables]
     storage = f"sqlite:///{(work / 'studies.db').resolve()}"
-    config = SearchConfig(sampler="nsga2", n_trials=args.trials, population_size=12, storage=storage,
-                          study_name=f"multi-device-{'-'.join(names)}-q{args.quantile:g}")  # fmt: skip
-    out_dir = work / f"search_multi_device_{'_'.join(names)}_q{args.quantile:g}"
-    study = run_search(space, evaluator, devices, config, out_dir, progress=False)
+    tag = f"{'-'.join(names)}-q{quantiles[-1]:g}-n{args.trials}"
+    config = SearchConfig(sampler="nsga2", n_trials=args.trials, population_size=16, storage=storage,
+                          study_name=f"per-device-{tag}")  # fmt: skip
+    study = run_search(space, evaluator, devices, config, work / f"search_per_device_{tag}", progress=False)
     rows, _ = pareto_rows(study)
-    result = {"budget_quantile": args.quantile, "budgets_ms": budgets,
-              "kendall_tau_between_tables_over_2000_random_archs": tau,
+    fronts = {k: device_front(rows, k) for k in names}
+    for level in levels:
+        level["winners"] = {}
+        for k in names:  # the most accurate arch of the device's front within this level's budget
+            ok = [r for r in fronts[k] if r[f"latency_ms:{k}"] <= level["budgets_ms"][k]]
+            level["winners"][k] = ok[-1] if ok else None
+        archs = {(w or {}).get("arch") for w in level["winners"].values()}
+        level["winners_differ"] = None not in archs and len(archs) > 1
+
+    result = {"kendall_tau_between_tables_over_2000_random_archs": tau, "trials": len(rows),
               "table_validation": {k: LatencyTable.load(v).validation["heldout"] for k, v in tables.items()},
-              "trials": len(rows), "devices": {}}  # fmt: skip
-    md = [f"Budgets ({args.quantile:.0%} quantile of the predicted latency of 2,000 random archs): "
-          f"{', '.join(f'{k} {v:.3f} ms' for k, v in budgets.items())}. Kendall tau between the two tables' "
-          f"predictions over those archs: {tau:.3f}.", ""]  # fmt: skip
-    md += [f"| device | front size | winner (most accurate within budget) | val accuracy | {names[0]} ms | "
-           f"{names[1]} ms |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for k in tables:
-        key = f"latency_ms:{k}"
-        front = front_2d(rows, key)
-        within = [r for r in rows if r[key] <= budgets[k]]
-        winner = max(within, key=lambda r: (r["accuracy"], -r[key])) if within else None
-        result["devices"][k] = {"front": front, "winner": winner}
-        if winner:
-            md.append(f"| {k} | {len(front)} | `{winner['arch']}` | {winner['accuracy']:.4f} | "
-                      f"{winner[f'latency_ms:{names[0]}']:.3f} | {winner[f'latency_ms:{names[1]}']:.3f} |")  # fmt: skip
-    w = {k: (v["winner"] or {}).get("arch") for k, v in result["devices"].items()}
-    result["winners_differ"] = len(set(w.values())) > 1
-    md += ["", f"Winners differ: {'yes' if result['winners_differ'] else 'no'}."]
+              "fronts": fronts, "levels": levels}  # fmt: skip
+    differ = [lv for lv in levels if lv["winners_differ"]]
+    md = [f"{len(rows)} trials; Kendall tau between the two tables' predictions over 2,000 random archs: {tau:.3f}. "
+          f"Front sizes (all trials within the loosest budget): "
+          f"{', '.join(f'{k} {len(f)}' for k, f in fronts.items())}.", "",
+          f"| budget level | {names[0]} budget (ms) | {names[0]} winner | val acc | {names[1]} budget (ms) | "
+          f"{names[1]} winner | val acc | differ |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for lv in levels:
+        cells = []
+        for k in names:
+            w = lv["winners"][k]
+            cells += [f"{lv['budgets_ms'][k]:.3f}", f"`{w['arch']}`" if w else "none", f"{w['accuracy']:.4f}" if w
+                      else ""]  # fmt: skip
+        differs = "yes" if lv["winners_differ"] else "no"
+        md.append(f"| q = {lv['quantile']:g} | " + " | ".join(cells) + f" | {differs} |")
+    md += ["", f"Winners differ at {len(differ)} of {len(levels)} budget levels."]
+    for lv in differ:  # why: each winner seen from the other device
+        notes = []
+        for k, other in ((names[0], names[1]), (names[1], names[0])):
+            w, b = lv["winners"][k], lv["budgets_ms"][other]
+            ms = w[f"latency_ms:{other}"]
+            gain = lv["winners"][other]["accuracy"] - w["accuracy"]
+            why = f"over its {b:.3f} ms budget" if ms > b else f"within budget; {other}'s own winner: {gain:+.4f} acc"
+            notes.append(f"{k}'s winner takes {ms:.3f} ms on {other} ({why})")
+        md.append(f"- q = {lv['quantile']:g}: " + "; ".join(notes) + ".")
+    result["winners_differ_levels"] = [lv["quantile"] for lv in differ]
     out = Path(args.out)
     stem = "multi_device" if args.devices == "fp32:1,int8:1" else f"multi_device_{'_'.join(names)}"
     atomic_write_json(out / f"{stem}.json", result)
     atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
+    shown = differ[0] if differ else levels[len(levels) // 2]
+    figure(rows, fronts, shown, names).write_image(str(out / f"{stem}.png"), width=1200, height=480)
     print("\n".join(md))
 
 

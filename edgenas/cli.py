@@ -225,7 +225,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _search(args: argparse.Namespace) -> None:
     from edgenas import pipeline
-    from edgenas.nas import pareto_rows
+    from edgenas.nas import device_front, pareto_rows
 
     overrides = {"search": {"storage": args.storage, "n_trials": args.n_trials, "timeout": args.timeout,
                             "sampler": args.sampler, "study_name": args.study}}  # fmt: skip
@@ -236,6 +236,12 @@ def _search(args: argparse.Namespace) -> None:
     for r in front:
         lat = "  ".join(f"{k.split(':', 1)[1]} {v:.3f} ms" for k, v in r.items() if k.startswith("latency_ms:"))
         print(f"  acc {r['accuracy']:.4f}  {lat}  {r['arch']}")
+    for d in config.devices:
+        best = device_front(rows, d.name)
+        if best:
+            r = best[-1]  # the most accurate within the device's budget
+            print(f"{d.name}: {len(best)} archs on its own front; most accurate within budget: acc "
+                  f"{r['accuracy']:.4f}, {r[f'latency_ms:{d.name}']:.3f} ms, {r['arch']}")  # fmt: skip
 
 
 def _finalize(args: argparse.Namespace) -> None:

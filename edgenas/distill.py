@@ -10,6 +10,7 @@ on the labels late).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,8 +93,13 @@ def fit(
     teacher_resolution: int | None = None,
     progress: bool = True,
     desc: str = "fit",
+    on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
 ) -> list[dict]:
-    """Train ``model`` on ``splits.train`` (distilling from ``teacher`` if given); returns per-epoch stats."""
+    """Train ``model`` on ``splits.train`` (distilling from ``teacher`` if given); returns per-epoch stats.
+
+    ``on_epoch(epoch, model)``, if given, runs after each epoch (e.g. to score and keep the
+    best epoch); a dict it returns is merged into that epoch's stats.
+    """
     opt = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
     n = len(splits.train.labels)
     steps = n // config.batch_size if n >= config.batch_size else 1
@@ -133,5 +139,7 @@ def fit(
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", img_s=f"{seen / (time.time() - start):.0f}")
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                         "seconds": time.time() - start})  # fmt: skip
+        if on_epoch is not None:
+            history[-1].update(on_epoch(epoch + 1, model) or {})
     model.eval()
     return history

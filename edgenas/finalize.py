@@ -3,11 +3,12 @@
 For one arch: extract it with its supernet weights (BN recalibrated) -> finetune with
 knowledge distillation from the teacher (the largest subnet by default), alpha decaying ->
 progressive structured pruning with a short distillation finetune after each step ->
-quantization-aware finetuning -> export fp32, QAT int8 and PTQ int8 (ONNX Runtime static
-quantization, the comparison) -> check every export against torch -> time every stage's
-model end to end on the device in one interleaved batch, measure its session's peak memory
-and its test accuracy -> pick the faster precision for the device -> write a model card
-(JSON and Markdown) with the stage table.
+quantization-aware finetuning, distilled from the pruned model's own fp32 outputs ->
+export fp32, QAT int8 and PTQ int8 (ONNX Runtime static quantization, the comparison) ->
+check every export against torch -> time every stage's model end to end on the device in
+one interleaved batch, measure its session's peak memory and its test accuracy -> pick
+the faster precision for the device -> write a model card (JSON and Markdown) with the
+stage table.
 
 Every step writes its model to the output folder before the next starts; a killed run
 starts again at the first step whose file is missing.
@@ -53,6 +54,9 @@ class FinalizeConfig:
     prune_finetune_epochs: int = 1
     qat_epochs: int = 2
     qat_lr: float = 0.0005  # about 1 % of the training rate: QAT only nudges a trained model
+    # QAT distils from the model's own fp32 weights (the pruned model), which the int8 model
+    # should reproduce, not from the teacher, which the pruned model may already have passed
+    qat_alpha: float = 0.7
     calib_batches: int = 8
     max_steps_per_epoch: int | None = None
     measure_rounds: int = 20
@@ -64,6 +68,9 @@ class FinalizeConfig:
                 raise ValueError(f"finalize.{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0 or self.qat_lr <= 0:
             raise ValueError(f"finalize.lr and finalize.qat_lr must be > 0, got {self.lr}, {self.qat_lr}")
+        for name in ("alpha_start", "alpha_end", "qat_alpha"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"finalize.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def _fit_config(config: FinalizeConfig, epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
@@ -200,14 +207,32 @@ def finalize_arch(
     pruned = step("pruned", prune)
 
     def qat() -> nn.Module:
+        import copy
+
         q = prepare_qat(pruned)
         rng = np.random.default_rng(config.seed)
         calib = batches(splits.train, batch_size=config.batch_size, resolution=res, channels=chans, mean=splits.mean,
                         std=splits.std, shuffle=True, rng=rng, limit=config.calib_batches)  # fmt: skip
         calibrate_qat(q, (x for x, _ in calib))
-        fit(q, splits, _fit_config(config, config.qat_epochs, config.qat_lr, (config.alpha_end, config.alpha_end)),
-            desc="qat", **kd)  # fmt: skip
-        return q
+        # Keep the epoch (0: calibrated, not yet finetuned) with the best validation accuracy:
+        # a finetune of a model this close to converged can lose a little, and then it must
+        # not be the one exported.
+        best = {"epoch": 0, "val_accuracy": val_acc(q), "state": copy.deepcopy(q.state_dict())}
+        log = [{"epoch": 0, "val_accuracy": best["val_accuracy"]}]
+
+        def keep_best(epoch: int, m: nn.Module) -> dict:
+            acc = val_acc(m)
+            log.append({"epoch": epoch, "val_accuracy": acc})
+            if acc > best["val_accuracy"]:
+                best.update(epoch=epoch, val_accuracy=acc, state=copy.deepcopy(m.state_dict()))
+            return {"val_accuracy": acc}
+
+        own = dict(kd, teacher=pruned.eval(), teacher_resolution=res)
+        fit(q, splits, _fit_config(config, config.qat_epochs, config.qat_lr, (config.qat_alpha, config.qat_alpha)),
+            desc="qat", on_epoch=keep_best, **own)  # fmt: skip
+        q.load_state_dict(best["state"])
+        atomic_write_json(out / "qat_epochs.json", {"kept_epoch": best["epoch"], "epochs": log})
+        return q.eval()
 
     qmodel = step("qat", qat)
 
@@ -276,6 +301,7 @@ def finalize_arch(
         "stages": stage_rows,
         "checks": checks,
         "prune_steps": prune_log or _read(out / "prune_steps.json"),
+        "qat_epochs": _read(out / "qat_epochs.json"),
         "pruned_channels": channel_counts(pruned),
         "config": dataclasses.asdict(config),
         "step_seconds": timings,
@@ -304,6 +330,11 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
     ]
     if card.get("predicted_ms") is not None:
         lines.append(f"- predicted latency of the searched arch: {card['predicted_ms']:.3f} ms (fp32 table)")
+    qat = card.get("qat_epochs")
+    if qat:
+        vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in qat["epochs"])
+        lines.append(f"- QAT: val accuracy (%) after epochs 0 (calibrated only) to {len(qat['epochs']) - 1}: {vals}; "
+                     f"kept epoch {qat['kept_epoch']}")  # fmt: skip
     c = card["checks"]
     lines += [
         f"- fp32 ONNX vs torch: max abs diff {c['fp32_vs_torch']['max_abs_diff']:.2e}; int8 ONNX vs fake-quant "

@@ -127,11 +127,12 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
 
 
 def choose_arch(config: Config, device: str) -> str:
-    """The most accurate arch of the search's Pareto set that meets ``device``'s budget."""
+    """The most accurate arch of ``device``'s own front that meets its budget."""
     path = config.search_dir / "pareto.json"
     if not path.exists():
         raise FileNotFoundError(f"no search results at {str(path)!r}; run 'edgenas search' first or pass --arch")
-    front = read_json(path, "Pareto set")["pareto"]
+    data = read_json(path, "Pareto set")
+    front = data.get("per_device", {}).get(device) or data["pareto"]
     budget = next(d.budget_ms for d in config.devices if d.name == device)
     ok = [r for r in front if budget is None or r[f"latency_ms:{device}"] <= budget]
     if not ok:
@@ -181,9 +182,13 @@ def _stage_inputs(config: Config) -> dict[str, str]:
     """Each stage's input hash: its own settings plus the hashes of the stages it reads."""
     c = config_to_dict(config)
     space = load_space(config.space).to_dict()
-    h = {"lut": _hash([space, c["devices"]])}
+    # a table depends on how a device is measured, not on its budget (the search's input)
+    goals = ("budget_ms", "objective")
+    measure = [{k: v for k, v in d.items() if k not in goals} for d in c["devices"]]
+    budgets = [{k: d.get(k) for k in ("name", *goals)} for d in c["devices"]]
+    h = {"lut": _hash([space, measure, c["data"]["name"], c["data"].get("root")])}
     h["train"] = _hash([space, c["data"], c["train"]])
-    h["search"] = _hash([h["lut"], h["train"], c["search"]])
+    h["search"] = _hash([h["lut"], h["train"], c["search"], budgets])
     h["finalize"] = _hash([h["search"], c["finalize"]])
     h["report"] = _hash([h["finalize"]])
     return h
@@ -267,16 +272,23 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
     done = {}
     for stage in STAGES:
         path = _manifest_path(config, stage)
-        if stage in forced:
-            _force(config, stage)
-            path.unlink(missing_ok=True)
-        if path.exists() and read_json(path, "manifest").get("input_hash") == hashes[stage]:
+        marker = path.with_suffix(".started")  # the input hash of a stage that began and has not finished
+        previous = read_json(path, "manifest").get("input_hash") if path.exists() else None
+        if previous is None and marker.exists():
+            previous = marker.read_text().strip()
+        if previous == hashes[stage] and path.exists() and stage not in forced:
             done[stage] = {"skipped": True}
             if progress:
                 print(f"[edgenas] {stage}: up to date, skipped", flush=True)
             continue
+        if stage in forced or (previous is not None and previous != hashes[stage]):
+            # outputs made with other inputs (or a forced re-run): start the stage over;
+            # an unfinished stage with the same inputs resumes instead
+            _force(config, stage)
+            path.unlink(missing_ok=True)
         if progress:
             print(f"[edgenas] {stage}: running", flush=True)
+        atomic_write_text(marker, hashes[stage])
         started = time.time()
         outputs = actions[stage]()
         manifest = {
@@ -285,6 +297,7 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
             "finished": time.time(), "seconds": time.time() - started, "outputs": outputs,
         }  # fmt: skip
         atomic_write_text(path, json.dumps(manifest, indent=1, default=str))
+        marker.unlink(missing_ok=True)
         done[stage] = manifest
     return done
 

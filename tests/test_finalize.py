@@ -49,6 +49,9 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     assert all(s["latency_ms"] > 0 and s["peak_memory_mb"] > 0 and 0 <= s["test_accuracy"] <= 1
                for s in card["stages"])  # fmt: skip
     assert card["chosen_precision"] in ("fp32", "int8")
+    qat = card["qat_epochs"]  # the exported QAT model is its best epoch on val (0: calibrated only)
+    vals = [e["val_accuracy"] for e in qat["epochs"]]
+    assert len(vals) == 2 and vals[qat["kept_epoch"]] == max(vals)
     assert card["checks"]["fp32_vs_torch"]["ok"]
     assert "| stage | precision | size (MB)" in (out / "model_card.md").read_text()
     for name in ("pruned.onnx", "qat_int8.onnx", "ptq_int8.onnx"):

@@ -66,9 +66,25 @@ def test_run_kill_resume_skip_and_force(tmp_path):
     assert (run / "manifests" / "train.json").read_text() == before
 
     # a changed setting re-runs the stages it feeds, not the ones before
+    # and redoes them from scratch: no step of the old settings is reused
     cfg2 = _config(tmp_path, qat_epochs=2)
     done = pipeline.run(load_config(cfg2), progress=False)
     assert done["search"] == {"skipped": True} and "skipped" not in done["finalize"]
+    card = json.loads((run / "finalize" / "cpu" / "model_card.json").read_text())
+    assert card["config"]["qat_epochs"] == 2 and {"distilled", "pruned", "qat"} <= set(card["step_seconds"])
+
+
+def test_a_budget_is_a_search_input_not_a_table_input(tmp_path):
+    base = pipeline._stage_inputs(load_config(_config(tmp_path)))
+    data = yaml.safe_load(_config(tmp_path).read_text())
+    data["devices"][0]["budget_ms"] = 2.0
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(data))
+    changed = pipeline._stage_inputs(load_config(tmp_path / "b.yaml"))
+    assert changed["lut"] == base["lut"] and changed["train"] == base["train"]
+    assert changed["search"] != base["search"] and changed["finalize"] != base["finalize"]
+    data["devices"][0]["precision"] = "int8"
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    assert pipeline._stage_inputs(load_config(tmp_path / "c.yaml"))["lut"] != base["lut"]
 
 
 def test_impossible_budget_and_unknown_stage_fail_early(tmp_path):

@@ -3,9 +3,14 @@
 Every arch choice of the space is a categorical parameter (all block slots are sampled,
 so every trial has the same parameters; slots beyond a stage's depth are ignored).
 Objectives: validation accuracy (maximise) and the calibrated predicted latency of each
-device whose latency is an objective (minimise). Latency budgets become Optuna
-constraints (``latency - budget <= 0``), honoured by the NSGA-II and TPE samplers, and the
-reported Pareto set contains feasible trials only.
+device whose latency is an objective (minimise). Latency budgets become an Optuna
+constraint honoured by the NSGA-II and TPE samplers. Each device gets its own model, so a
+trial is feasible when it meets the budget of at least one device (constraint: the
+smallest relative excess ``latency / budget - 1`` over the devices); requiring every
+budget at once would confine the search to archs that fit all devices, and every
+device's winner would be the same arch. The reported Pareto set holds feasible trials
+only, and each device has its own front: accuracy vs its latency over the trials within
+its budget (:func:`device_front`).
 
 Storage is an SQLite file by default; any Optuna RDB URL (``postgresql://...``) or a
 journal file (``journal:PATH``) lets several workers on several machines share the study.
@@ -38,6 +43,7 @@ __all__ = [
     "SAMPLERS",
     "DeviceObjective",
     "SearchConfig",
+    "device_front",
     "make_storage",
     "pareto_rows",
     "run_search",
@@ -176,7 +182,8 @@ def run_search(
             time.sleep(0.2 * (attempt + 1))
     if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise ValueError(f"study {config.study_name!r} in {url} has other objectives; use another study_name")
-    meta = {"space": space.name, "devices": names, "objectives": ["accuracy"] + [d.name for d in objectives]}
+    meta = {"space": space.name, "devices": names, "objectives": ["accuracy"] + [d.name for d in objectives],
+            "budgets_ms": {d.name: d.budget_ms for d in devices}}  # fmt: skip
     for k, v in meta.items():
         stored = study.user_attrs.get(k)
         if stored is None:
@@ -194,9 +201,9 @@ def run_search(
         latencies = {d.name: d.predictor.predict(arch) for d in devices}
         for name, ms in latencies.items():
             trial.set_user_attr(f"latency_ms:{name}", ms)
-        for d in devices:
-            if d.budget_ms is not None:  # feasible when <= 0; NSGA-II and TPE honour it
-                trial.set_constraint(f"latency:{d.name}", latencies[d.name] - d.budget_ms)
+        excess = [latencies[d.name] / d.budget_ms - 1 if d.budget_ms else -1.0 for d in devices]
+        if any(d.budget_ms for d in devices):  # feasible when <= 0: within some device's budget
+            trial.set_constraint("latency_budget", min(excess))
         prof = profile_arch(space, arch)
         trial.set_user_attr("params", prof.params)
         trial.set_user_attr("flops", prof.flops)
@@ -232,11 +239,14 @@ def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[st
     """(all complete trials, the feasible non-dominated ones) as flat rows."""
     devices = study.user_attrs.get("devices", [])
     objectives = study.user_attrs.get("objectives", ["accuracy"])
+    budgets = study.user_attrs.get("budgets_ms", {})
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         row = {"trial": t.number, "arch": t.user_attrs["arch"], "accuracy": t.values[0]}
         for d in devices:
             row[f"latency_ms:{d}"] = t.user_attrs[f"latency_ms:{d}"]
+        for d in devices:
+            row[f"within_budget:{d}"] = budgets.get(d) is None or row[f"latency_ms:{d}"] <= budgets[d]
         row.update(params=t.user_attrs["params"], flops=t.user_attrs["flops"],
                    feasible=all(c <= 0 for c in t.constraints.values()))  # fmt: skip
         rows.append(row)
@@ -254,6 +264,20 @@ def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[st
         front.append(r)
     front.sort(key=lambda r: keys[1](r) if len(keys) > 1 else -r["accuracy"])
     return rows, front
+
+
+def device_front(rows: Sequence[dict[str, Any]], device: str) -> list[dict[str, Any]]:
+    """One device's own front: the trials within its budget that no other such trial beats on
+    both accuracy and that device's latency, fastest first (one row per arch)."""
+    lat = f"latency_ms:{device}"
+    ok = [r for r in rows if r.get(f"within_budget:{device}", r.get("feasible", True))]
+    front, best, seen = [], -np.inf, set()
+    for r in sorted(ok, key=lambda r: (r[lat], -r["accuracy"])):
+        if r["accuracy"] > best and r["arch"] not in seen:
+            front.append(r)
+            seen.add(r["arch"])
+            best = r["accuracy"]
+    return front
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
@@ -275,7 +299,9 @@ def write_results(study: optuna.Study, out_dir: str | os.PathLike) -> dict[str, 
         "pareto_json": atomic_write_json(
             out / "pareto.json",
             {"study": study.study_name, "devices": study.user_attrs.get("devices"),
-             "objectives": study.user_attrs.get("objectives"), "n_trials": len(rows), "pareto": front},
+             "objectives": study.user_attrs.get("objectives"), "budgets_ms": study.user_attrs.get("budgets_ms"),
+             "n_trials": len(rows), "pareto": front,
+             "per_device": {d: device_front(rows, d) for d in study.user_attrs.get("devices", [])}},
         ),  # fmt: skip
     }
     return paths

@@ -55,9 +55,13 @@ class RunFiles:
         path = self.run / "search" / "trials.csv"
         return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
-    def front(self) -> list[dict]:
+    def front(self, device: str | None = None) -> list[dict]:
+        """The search's Pareto set, or ``device``'s own front (accuracy vs its latency, within its budget)."""
         path = self.run / "search" / "pareto.json"
-        return read_json(path)["pareto"] if path.exists() else []
+        if not path.exists():
+            return []
+        data = read_json(path)
+        return data.get("per_device", {}).get(device, data["pareto"]) if device else data["pareto"]
 
     def references(self) -> list[dict]:
         path = self.run / "search" / "references.json"
@@ -73,9 +77,10 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
     key = f"latency_ms:{device}"
     rows = []
     trials = run.trials()
-    front = {r["arch"] for r in run.front()}
+    front = {r["arch"] for r in run.front(device)}
     for r in trials.to_dict("records") if len(trials) else []:
-        kind = "pareto front" if r["arch"] in front else ("trial" if r.get("feasible", True) else "trial (over budget)")
+        within = r.get(f"within_budget:{device}", r.get("feasible", True))
+        kind = "pareto front" if r["arch"] in front else ("trial" if within else "trial (over budget)")
         rows.append({"kind": kind, "arch": r["arch"], "accuracy": r["accuracy"], "latency_ms": r[key],
                      "latency_source": "predicted", "accuracy_source": "supernet, val"})  # fmt: skip
     for r in run.references():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ import yaml
 
 from edgenas import pipeline
 from edgenas.config import load_config
-from edgenas.nas import pareto_rows, suggest_arch
+from edgenas.io import read_json
+from edgenas.nas import device_front, pareto_rows, suggest_arch
 from edgenas.search_spaces import SPACES
 
 
@@ -59,6 +61,44 @@ def test_search_writes_a_non_dominated_feasible_front(tiny_run, tmp_path):
     study2 = pipeline.search(load_config(path, {"search": {"n_trials": 16}}), progress=False)
     numbers = [t.number for t in study2.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
     assert len(numbers) == 16 and set(range(14)) <= set(numbers)
+
+
+def test_several_devices_each_get_their_own_front_and_winner(tiny_run, tmp_path):
+    config = load_config(tiny_run)
+    dev = pipeline.devices(config, pipeline.space_for(config, pipeline.splits_for(config)))[0]
+    tiny = SPACES["tiny"]
+    small, large = dev.predictor.predict(tiny.smallest()), dev.predictor.predict(tiny.largest())
+    data = yaml.safe_load(tiny_run.read_text())
+    table = data["devices"][0]["lut"]
+    data["devices"] = [  # the same table twice: a tight budget and a loose one
+        {"name": "tight", "lut": table, "budget_ms": small + 0.3 * (large - small)},
+        {"name": "loose", "lut": table, "budget_ms": small + 0.8 * (large - small)},
+    ]  # fmt: skip
+    data["run_dir"] = str(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    shutil.copy(config.supernet_path, tmp_path / "run" / "supernet.pt")
+    data["search"].update(n_trials=14, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    study = pipeline.search(config, progress=False)
+    rows, _ = pareto_rows(study)
+    budgets = {d["name"]: d["budget_ms"] for d in data["devices"]}
+    for r in rows:  # feasible = within at least one device's budget (each device gets its own model)
+        within = {d: r[f"latency_ms:{d}"] <= b for d, b in budgets.items()}
+        assert r["feasible"] == any(within.values())
+        assert all(r[f"within_budget:{d}"] == w for d, w in within.items())
+    assert any(r["within_budget:loose"] and not r["within_budget:tight"] for r in rows)  # not only the overlap
+    per_device = read_json(config.search_dir / "pareto.json")["per_device"]
+    for d, b in budgets.items():
+        lat = f"latency_ms:{d}"
+        front, ok = per_device[d], [r for r in rows if r[lat] <= b]
+        assert front == device_front(rows, d) and front
+        assert all(r[lat] <= b for r in front)
+        assert all(not _dominated(r, ok, lat) for r in front)
+        assert all(_dominated(r, front, lat) or r["arch"] in {f["arch"] for f in front} for r in ok)
+        winner = pipeline.choose_arch(config, d)  # the most accurate arch within the budget
+        assert next(r["accuracy"] for r in ok if r["arch"] == winner) == max(r["accuracy"] for r in ok)
 
 
 def test_impossible_budget_fails_at_load(tiny_run, tmp_path):
