@@ -26,7 +26,15 @@ from torch import nn
 
 from edgenas.io import atomic_write_bytes
 
-__all__ = ["OPSET", "PRECISIONS", "compact_names", "export_onnx", "fold_constant_quantization", "quantize_int8"]
+__all__ = [
+    "OPSET",
+    "PRECISIONS",
+    "compact_names",
+    "export_onnx",
+    "export_quantized",
+    "fold_constant_quantization",
+    "quantize_int8",
+]
 
 OPSET = 17
 PRECISIONS = ("fp32", "int8")
@@ -115,6 +123,21 @@ def export_onnx(
             calibration = np.random.default_rng(0).standard_normal((8, *input_shape[1:]), dtype=np.float32)
         data = quantize_int8(data, calibration)
     data = compact_names(data)
+    if path is not None:
+        atomic_write_bytes(path, data)
+    return data
+
+
+def export_quantized(
+    model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike | None = None, *, opset: int = OPSET
+) -> bytes:
+    """Export a model that quantizes itself (fake-quant ops on constant weights) as a QDQ model.
+
+    Each fake-quant op becomes a QuantizeLinear / DequantizeLinear pair. The exporter's
+    constant folding is off (it would fold each weight's fake-quant back into float);
+    :func:`fold_constant_quantization` then stores the weights as int8.
+    """
+    data = compact_names(fold_constant_quantization(_fp32_bytes(model, tuple(input_shape), opset, False)))
     if path is not None:
         atomic_write_bytes(path, data)
     return data

@@ -36,7 +36,7 @@ from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgenas.latency_tables import MeasurementBackend, Predictor, Protocol, reference_model, session_peak_memory_mb
 from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
-from edgenas.quant import calibrate_qat, frozen_for_export, prepare_qat
+from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import Arch, Space, Supernet
 
 __all__ = ["FinalizeConfig", "finalize_arch", "onnx_accuracy", "write_model_card"]
@@ -105,14 +105,6 @@ def _save(model: nn.Module, path: Path) -> None:
 
 def _load(path: Path) -> nn.Module:
     return torch.load(path, map_location="cpu", weights_only=False).eval()
-
-
-def _export_qat(qmodel: nn.Module, input_shape: tuple[int, ...]) -> bytes:
-    from edgenas.export import OPSET, _fp32_bytes, compact_names, fold_constant_quantization
-
-    with frozen_for_export(qmodel):  # the same exporter; fake-quant ops become QDQ pairs
-        data = fold_constant_quantization(_fp32_bytes(qmodel, input_shape, OPSET, constant_folding=False))
-    return compact_names(data)
 
 
 def _agreement(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -246,7 +238,7 @@ def finalize_arch(
         "searched": export_onnx(searched, input_shape),
         "distilled": export_onnx(distilled, input_shape),
         "pruned": export_onnx(pruned, input_shape),
-        "qat_int8": _export_qat(qmodel, input_shape),
+        "qat_int8": export_qat(qmodel, input_shape),
         "ptq_int8": export_onnx(pruned, input_shape, precision="int8", calibration=calib_x.numpy()),
     }
     for name, data in models.items():

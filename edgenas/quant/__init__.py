@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from edgenas.quant._qat import ActQuant, QuantNet, calibrate_qat, frozen_for_export, prepare_qat, qat_enabled
+from edgenas.quant._qat import (
+    ActQuant,
+    QuantNet,
+    calibrate_qat,
+    export_qat,
+    frozen_for_export,
+    prepare_qat,
+    qat_enabled,
+)
 
-__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "frozen_for_export", "prepare_qat", "qat_enabled"]
+__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "export_qat", "frozen_for_export", "prepare_qat", "qat_enabled"]

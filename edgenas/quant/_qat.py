@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ from edgenas.search_spaces._blocks import (
     SubNet,
 )
 
-__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "frozen_for_export", "prepare_qat", "qat_enabled"]
+__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "export_qat", "frozen_for_export", "prepare_qat", "qat_enabled"]
 
 WEIGHT_QMAX = 63  # 7-bit magnitude, stored in int8
 
@@ -238,9 +239,8 @@ def frozen_for_export(model: QuantNet):
     """Within this block, folded weights and their scales are constants.
 
     Traced from parameters, BN folding and weight scales would be exported as graph ops
-    that ONNX Runtime cannot fuse into int8 convolutions. Export without the exporter's
-    constant folding (which would fold the weights' fake-quant back into float) and then
-    :func:`edgenas.export.fold_constant_quantization`, which stores them as int8.
+    that ONNX Runtime cannot fuse into int8 convolutions. :func:`export_qat` exports within
+    it (through :func:`edgenas.export.export_quantized`, which stores the weights as int8).
     """
     layers = [m for m in model.modules() if isinstance(m, (QConv, QLinear))]
     names = ("_frozen_w", "_frozen_b", "_frozen_scale")
@@ -258,6 +258,14 @@ def frozen_for_export(model: QuantNet):
         for m in layers:
             for n in names:
                 m._buffers.pop(n, None)
+
+
+def export_qat(model: QuantNet, input_shape: tuple[int, ...], path: str | os.PathLike | None = None) -> bytes:
+    """The int8 QDQ ONNX model of a QAT model: its fake-quant, weights stored as int8."""
+    from edgenas.export import export_quantized
+
+    with frozen_for_export(model):
+        return export_quantized(model, input_shape, path)
 
 
 def prepare_qat(net: SubNet) -> QuantNet:

@@ -13,9 +13,8 @@ import torch
 
 from edgenas.data import batches
 from edgenas.distill import FitConfig, fit
-from edgenas.finalize import _export_qat
 from edgenas.nas import accuracy
-from edgenas.quant import calibrate_qat, prepare_qat, qat_enabled
+from edgenas.quant import calibrate_qat, export_qat, prepare_qat, qat_enabled
 from edgenas.search_spaces import SPACES, build_subnet
 
 _CHILD = """
@@ -48,7 +47,7 @@ def test_qat_int8_matches_fake_quant_in_a_torch_free_process(digits_splits, tmp_
     fit(q, s, FitConfig(epochs=1, batch_size=64, lr=0.01), resolution=16, channels=1, progress=False)
     assert accuracy(q, s.test, s, resolution=16, channels=1) > 0.9
 
-    data = _export_qat(q, (1, 1, 16, 16))
+    data = export_qat(q, (1, 1, 16, 16))
     path = tmp_path / "int8.onnx"
     path.write_bytes(data)
     ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
