@@ -92,11 +92,12 @@ def main() -> None:
         }
         md += [f"### Budget {r['budget_ms']:.3f} ms (predicted): `{card['arch']}`", "",
                "| stage | precision | size (MB) | latency (ms) | peak memory (MB) | test accuracy | size vs teacher "
-               "| speed-up vs teacher |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+               "| speed-up vs teacher | memory vs teacher |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for s in card["stages"]:
             md.append(f"| {s['stage']} | {s['precision']} | {s['size_mb']:.3f} | {s['latency_ms']:.3f} | "
                       f"{s['peak_memory_mb']:.1f} | {s['test_accuracy'] * 100:.2f} % | "
-                      f"{s['size_vs_teacher_pct']:+.0f} % | {s['speedup_vs_teacher']:.2f}x |")  # fmt: skip
+                      f"{s['size_vs_teacher_pct']:+.0f} % | {s['speedup_vs_teacher']:.2f}x | "
+                      f"{s['memory_vs_teacher_pct']:+.0f} % |")  # fmt: skip
         t = r["targets"]
         md += ["", f"- deploy: {card['chosen_model']} ({card['chosen_precision']}): {card['why']}",
                f"- QAT int8 {qat['test_accuracy'] * 100:.2f} % vs PTQ int8 {ptq['test_accuracy'] * 100:.2f} % vs "

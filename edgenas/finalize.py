@@ -303,6 +303,10 @@ def finalize_arch(
     return card
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.0f} %"
+
+
 def _read(path: Path) -> Any:
     from edgenas.io import read_json
 
@@ -333,14 +337,14 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
         f"torch: top-1 agreement {c['int8_vs_fake_quant']['top1_agreement'] * 100:.1f} %",
         "",
         "| stage | precision | size (MB) | latency (ms) | peak memory (MB) | test accuracy | size vs teacher "
-        "| speed-up vs teacher |",
-        "|---|---|---|---|---|---|---|---|",
+        "| speed-up vs teacher | memory vs teacher |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in card["stages"]:
         lines.append(
             f"| {r['stage']} | {r['precision']} | {r['size_mb']:.3f} | {r['latency_ms']:.3f} | "
             f"{r['peak_memory_mb']:.1f} | {r['test_accuracy'] * 100:.2f} % | {r['size_vs_teacher_pct']:+.0f} % | "
-            f"{r['speedup_vs_teacher']:.2f}x |"
+            f"{r['speedup_vs_teacher']:.2f}x | {_pct(r['memory_vs_teacher_pct'])} |"
         )
     lines += ["", "Latency: every stage's ONNX model timed in one interleaved batch (10th percentile of all runs, "
               "batch 1). Peak memory: growth of the peak RSS of a fresh process that creates the session and runs "
