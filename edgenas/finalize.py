@@ -16,6 +16,7 @@ starts again at the first step whose file is missing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -167,8 +168,6 @@ def finalize_arch(
     searched = step("searched", lambda: evaluator.subnet(arch))
 
     def distill() -> nn.Module:
-        import copy
-
         m = copy.deepcopy(searched)
         fit(m, splits, _fit_config(config, config.distill_epochs, config.lr, (config.alpha_start, config.alpha_end)),
             desc="distill", **kd)  # fmt: skip
@@ -199,8 +198,6 @@ def finalize_arch(
     pruned = step("pruned", prune)
 
     def qat() -> nn.Module:
-        import copy
-
         q = prepare_qat(pruned)
         rng = np.random.default_rng(config.seed)
         calib = batches(splits.train, batch_size=config.batch_size, resolution=res, channels=chans, mean=splits.mean,
