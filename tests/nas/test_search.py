@@ -15,6 +15,7 @@ from edgenas import pipeline
 from edgenas.config import load_config
 from edgenas.io import read_json
 from edgenas.nas import device_front, pareto_rows, suggest_arch
+from edgenas.reports import RunFiles, pareto_data
 from edgenas.search_spaces import SPACES
 
 
@@ -99,6 +100,11 @@ def test_several_devices_each_get_their_own_front_and_winner(tiny_run, tmp_path)
         assert all(_dominated(r, front, lat) or r["arch"] in {f["arch"] for f in front} for r in ok)
         winner = pipeline.choose_arch(config, d)  # the most accurate arch within the budget
         assert next(r["accuracy"] for r in ok if r["arch"] == winner) == max(r["accuracy"] for r in ok)
+        # the report draws each device against its own budget and front
+        data = pareto_data(RunFiles(config.run_dir), d)
+        trials = data[data["kind"].isin(["trial", "pareto front", "trial (over budget)"])]
+        assert ((trials["kind"] == "trial (over budget)") == (trials["latency_ms"] > b)).all()
+        assert set(data[data["kind"] == "pareto front"]["arch"]) == {r["arch"] for r in front}
 
 
 def test_impossible_budget_fails_at_load(tiny_run, tmp_path):
