@@ -229,8 +229,7 @@ def build_luts(config: Config, *, progress: bool = True) -> dict[str, Path]:
     """Build (or resume) and validate every device's latency table."""
     from edgenas.latency_tables import build_table, validate_table
 
-    space = load_space(config.space)
-    space = dataclasses.replace(space, num_classes=_num_classes(config))
+    space = space_for(config, splits_for(config))  # the classifier's width: the data's classes
     out = {}
     for d in config.devices:
         path = config.lut_path(d)
@@ -241,12 +240,6 @@ def build_luts(config: Config, *, progress: bool = True) -> dict[str, Path]:
             atomic_write_text(path.with_name(path.stem + "_validation.json"), json.dumps(report, indent=1))
         out[d.name] = path
     return out
-
-
-def _num_classes(config: Config) -> int:
-    from edgenas.data import load_dataset
-
-    return len(load_dataset(config.data.name, root=config.data.root).classes)
 
 
 def run(config: Config, *, from_stage: str | None = None, progress: bool = True) -> dict[str, dict]:
