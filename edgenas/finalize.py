@@ -40,7 +40,7 @@ from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import Arch, Space, Supernet
 
-__all__ = ["FinalizeConfig", "finalize_arch", "onnx_accuracy", "write_model_card"]
+__all__ = ["FinalizeConfig", "finalize_arch", "load_teacher", "onnx_accuracy", "write_model_card"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class FinalizeConfig:
     # QAT distils from the model's own fp32 weights (the pruned model), which the int8 model
     # should reproduce, not from the teacher, which the pruned model may already have passed
     qat_alpha: float = 0.7
+    # a user teacher instead of the largest subnet: a TorchScript file or a pickled nn.Module
+    # taking the data's (N, C, H, W) normalised images and returning class logits
+    teacher: str | None = None
+    teacher_resolution: int | None = None  # its input size; default: the finalized arch's
     calib_batches: int = 8
     max_steps_per_epoch: int | None = None
     measure_rounds: int = 20
@@ -69,6 +73,8 @@ class FinalizeConfig:
                 raise ValueError(f"finalize.{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0 or self.qat_lr <= 0:
             raise ValueError(f"finalize.lr and finalize.qat_lr must be > 0, got {self.lr}, {self.qat_lr}")
+        if self.teacher_resolution is not None and self.teacher_resolution < 1:
+            raise ValueError(f"finalize.teacher_resolution must be >= 1, got {self.teacher_resolution}")
         for name in ("alpha_start", "alpha_end", "qat_alpha"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"finalize.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -106,6 +112,34 @@ def _save(model: nn.Module, path: Path) -> None:
 
 def _load(path: Path) -> nn.Module:
     return torch.load(path, map_location="cpu", weights_only=False).eval()
+
+
+def load_teacher(path: str | os.PathLike, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """A user's teacher model: TorchScript (``torch.jit.save``) or a pickled module (``torch.save``).
+
+    The pickle route runs code from the file: load only files you trust. The model is checked
+    on a zero batch of ``input_shape``: it must return ``(1, num_classes)`` logits.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"finalize.teacher {str(p)!r} does not exist")
+    try:
+        model = torch.jit.load(str(p), map_location="cpu")
+    except Exception:  # not TorchScript: a whole pickled module
+        model = torch.load(p, map_location="cpu", weights_only=False)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"finalize.teacher {str(p)!r} holds a {type(model).__name__}, not a torch model "
+                         "(save the module itself, or a TorchScript file)")  # fmt: skip
+    model.eval()
+    try:
+        with torch.no_grad():
+            shape = tuple(model(torch.zeros(input_shape)).shape)
+    except Exception as exc:
+        raise ValueError(f"finalize.teacher {str(p)!r} does not run on input of shape {input_shape}: {exc}") from exc
+    if shape != (1, num_classes):
+        raise ValueError(f"finalize.teacher {str(p)!r} returns shape {shape}; expected (1, {num_classes}) logits "
+                         f"for input {input_shape}")  # fmt: skip
+    return model
 
 
 def _agreement(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -148,6 +182,11 @@ def finalize_arch(
     def val_acc(m: nn.Module) -> float:
         return accuracy(m, splits.val, splits, resolution=res, channels=chans)
 
+    teacher_source = "user model (Python API)" if teacher is not None else "largest subnet"
+    if teacher is None and config.teacher:
+        teacher_resolution = config.teacher_resolution or res
+        teacher = load_teacher(config.teacher, (1, chans, teacher_resolution, teacher_resolution), splits.num_classes)
+        teacher_source = str(config.teacher)
     if teacher is None:
         largest = space.largest()
         teacher, teacher_resolution = evaluator.subnet(largest), largest.resolution
@@ -280,6 +319,7 @@ def finalize_arch(
         "space": space.name,
         "device": device,
         "device_fingerprint": backend.fingerprint(),
+        "teacher": teacher_source,
         "chosen_precision": chosen,
         "chosen_model": f"{'qat_int8' if chosen == 'int8' else 'pruned'}.onnx",
         "why": f"measured int8 (QAT) {int8['latency_ms']:.3f} ms vs fp32 {fp32['latency_ms']:.3f} ms "
@@ -321,6 +361,7 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
         f"onnxruntime {card['versions']['onnxruntime']}, {card['device_fingerprint'].get('threads')} thread(s))",
         f"- deploy: **{card['chosen_model']}** ({card['chosen_precision']}): {card['why']}",
     ]
+    lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
     if card.get("predicted_ms") is not None:
         lines.append(f"- predicted latency of the searched arch: {card['predicted_ms']:.3f} ms (fp32 table)")
     qat = card.get("qat_epochs")

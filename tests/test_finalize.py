@@ -16,8 +16,15 @@ import yaml
 def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     data = yaml.safe_load(tiny_run.read_text())
     data["run_dir"] = str(tmp_path / "run")
+    # a user teacher from the config (the default one, the largest subnet, runs in test_pipeline)
+    import torch
+
+    from edgenas.search_spaces import SPACES, Arch, build_subnet
+
+    torch.save(build_subnet(SPACES["tiny"], Arch.parse("r24|k5e3-k5e3|k5e3-k5e3")).eval(), tmp_path / "teacher.pt")
     data["finalize"] = {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
-                        "qat_epochs": 1, "lr": 0.05, "measure_rounds": 5}  # fmt: skip
+                        "qat_epochs": 1, "lr": 0.05, "measure_rounds": 5, "teacher": str(tmp_path / "teacher.pt"),
+                        "teacher_resolution": 24}  # fmt: skip
     (tmp_path / "run").mkdir()
     import shutil
 
@@ -49,6 +56,7 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     assert all(s["latency_ms"] > 0 and s["peak_memory_mb"] > 0 and 0 <= s["test_accuracy"] <= 1
                for s in card["stages"])  # fmt: skip
     assert card["chosen_precision"] in ("fp32", "int8")
+    assert card["teacher"] == str(tmp_path / "teacher.pt") and by["teacher"]["size_mb"] > by["searched"]["size_mb"]
     qat = card["qat_epochs"]  # the exported QAT model is its best epoch on val (0: calibrated only)
     vals = [e["val_accuracy"] for e in qat["epochs"]]
     assert len(vals) == 2 and vals[qat["kept_epoch"]] == max(vals)
@@ -56,3 +64,30 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     assert "| stage | precision | size (MB)" in (out / "model_card.md").read_text()
     for name in ("pruned.onnx", "qat_int8.onnx", "ptq_int8.onnx"):
         assert (out / name).stat().st_size > 0
+
+
+def test_a_user_teacher_is_loaded_and_checked(tmp_path):
+    import torch
+
+    from edgenas.finalize import load_teacher
+    from edgenas.search_spaces import SPACES, Arch, build_subnet
+
+    net = build_subnet(SPACES["tiny"], Arch.parse("r16|k3e3|k3e3")).eval()
+    x = torch.randn(2, 1, 16, 16)
+    scripted = tmp_path / "teacher_ts.pt"
+    torch.jit.trace(net, x[:1]).save(str(scripted))
+    pickled = tmp_path / "teacher.pt"
+    torch.save(net, pickled)
+    for path in (scripted, pickled):  # both formats load and compute what the module computes
+        teacher = load_teacher(path, (1, 1, 16, 16), 10)
+        with torch.no_grad():
+            assert torch.allclose(teacher(x), net(x), atol=1e-5)
+    with pytest.raises(ValueError, match=r"returns shape \(1, 10\); expected \(1, 7\)"):
+        load_teacher(pickled, (1, 1, 16, 16), 7)
+    with pytest.raises(ValueError, match="does not run on input of shape"):
+        load_teacher(pickled, (1, 3, 16, 16), 10)
+    torch.save({"weights": net.state_dict()}, tmp_path / "state.pt")
+    with pytest.raises(ValueError, match="holds a dict, not a torch model"):
+        load_teacher(tmp_path / "state.pt", (1, 1, 16, 16), 10)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_teacher(tmp_path / "missing.pt", (1, 1, 16, 16), 10)
