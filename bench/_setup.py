@@ -1,4 +1,4 @@
-"""The space and data the Fashion-MNIST benchmarks share.
+"""The space and data the Fashion-MNIST benchmarks share, and their Markdown helper.
 
 bench/finalize.py and bench/multi_device.py reuse the supernet and tables of
 bench/search.py, so all three must build exactly the same space and splits.
@@ -19,3 +19,8 @@ def bench_space(resolutions: str) -> Space:
 
 def bench_splits(train_limit: int) -> Splits:
     return make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=train_limit, seed=0)
+
+
+def md_code(text: str) -> str:
+    """Inline code inside a Markdown table cell (a bare | would end the cell)."""
+    return "`" + text.replace("|", "\\|") + "`"

@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _setup import bench_space, bench_splits  # noqa: I001 (bench/ is the script's folder)
+from _setup import bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
 from scipy.stats import kendalltau
 
 from edgenas.io import atomic_write_json, atomic_write_text
@@ -137,8 +137,8 @@ def main() -> None:
         cells = []
         for k in names:
             w = lv["winners"][k]
-            cells += [f"{lv['budgets_ms'][k]:.3f}", f"`{w['arch']}`" if w else "none", f"{w['accuracy']:.4f}" if w
-                      else ""]  # fmt: skip
+            cells += [f"{lv['budgets_ms'][k]:.3f}", md_code(w["arch"]) if w else "none",
+                      f"{w['accuracy']:.4f}" if w else ""]  # fmt: skip
         differs = "yes" if lv["winners_differ"] else "no"
         md.append(f"| q = {lv['quantile']:g} | " + " | ".join(cells) + f" | {differs} |")
     md += ["", f"Winners differ at {len(differ)} of {len(levels)} budget levels."]

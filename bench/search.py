@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import bench_space, bench_splits  # noqa: I001 (bench/ is the script's folder)
+from _setup import bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
 from optuna._hypervolume import compute_hypervolume
 from scipy.stats import kendalltau
 
@@ -218,8 +218,9 @@ def main() -> None:
     md += ["", "| model | arch | stand-alone test acc | supernet test acc | predicted ms | measured ms |",
            "|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        md.append(f"| {r['name']} | `{r['arch']}` | {r['test_accuracy']:.4f} | {r['supernet_test_accuracy']:.4f} | "
-                  f"{r['predicted_ms']:.3f} | {r['measured_ms']:.3f} |")  # fmt: skip
+        md.append(f"| {r['name']} | {md_code(r['arch'])} | {r['test_accuracy']:.4f} | "
+                  f"{r['supernet_test_accuracy']:.4f} | {r['predicted_ms']:.3f} | "
+                  f"{r['measured_ms']:.3f} |")  # fmt: skip
     md += ["", "| reference | ref acc | ref ms | best searched at <= latency | acc gain (pts) | fastest searched at >= "
            "acc | speed-up |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in comparisons:
