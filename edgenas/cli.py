@@ -399,8 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser(
         "search",
         help="multi-objective Optuna search over the trained supernet",
-        description="Search accuracy vs predicted latency per device (latency budgets as constraints). "
-        "Re-running resumes the study; several workers can share one study through --storage.",
+        description="Search accuracy vs predicted latency per device (latency budgets as constraints: each "
+        "device gets its own model, so a trial counts when it meets at least one device's budget, and each "
+        "device has its own front in pareto.json). Re-running resumes the study; several workers can share "
+        "one study through --storage.",
     )
     se.add_argument("--config", required=True, help="YAML run configuration")
     se.add_argument("--storage", help="Optuna storage URL (default: sqlite file RUN_DIR/search/study.db); "
