@@ -3,7 +3,8 @@
 Reuses the supernet, latency table and NSGA-II Pareto set of ``bench/search.py`` (run it
 first; same ``--workdir``). For each budget (the predicted latency of a front arch at a
 given position), the most accurate Pareto arch within it is finalized: distillation finetune, progressive
-pruning, QAT, exports, checks and measurement on this CPU. Results go to
+pruning, QAT, exports, checks and measurement on this CPU; then QAT and PTQ again at other
+seeds on the same pruned models (``--qat-seeds``). Results go to
 ``bench/results/finalize.{json,md}``.
 
     python bench/finalize.py
@@ -12,10 +13,12 @@ pruning, QAT, exports, checks and measurement on this CPU. Results go to
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import time
 from pathlib import Path
 
-from _setup import bench_space, bench_splits  # noqa: I001 (bench/ is the script's folder)
+from _setup import bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
 
 from edgenas.finalize import FinalizeConfig, finalize_arch
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
@@ -51,6 +54,9 @@ def main() -> None:
     p.add_argument("--qat-epochs", type=int, default=2)
     p.add_argument("--qat-lr", type=float, default=0.0005)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--qat-seeds", default="1,2",
+                   help="QAT and PTQ again with these seeds on each arch's pruned model (seed 0 is the main run): "
+                   "how QAT vs PTQ varies with calibration batches and data order; '' to skip")  # fmt: skip
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
 
@@ -111,6 +117,34 @@ def main() -> None:
                f"- int8 (QAT) vs fp32 measured latency: {qat['latency_ms']:.3f} vs {fp32['latency_ms']:.3f} ms",
                f"- int8 ONNX vs fake-quant torch top-1 agreement: "
                f"{card['checks']['int8_vs_fake_quant']['top1_agreement'] * 100:.1f} %", ""]  # fmt: skip
+    # QAT vs PTQ at other seeds, on the same pruned models (distillation and pruning reused)
+    seeds = [int(x) for x in args.qat_seeds.split(",") if x.strip()]
+    if seeds:
+        md += ["#### QAT vs PTQ at other seeds (same pruned models)", "",
+               "| arch | seed | QAT int8 | PTQ int8 | QAT - PTQ (pt) | QAT epoch kept | val accuracy by QAT epoch |",
+               "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results if seeds else []:
+        arch = r["card"]["arch"]
+        src = work / f"finalize_{arch_dir(arch)}"
+        r["qat_seeds"] = []
+        for seed in [0, *seeds]:
+            if seed == 0:
+                card = r["card"]
+            else:
+                dst = work / f"finalize_{arch_dir(arch)}_seed{seed}"
+                dst.mkdir(exist_ok=True)
+                for name in ("searched.pt", "distilled.pt", "pruned.pt", "prune_steps.json"):
+                    if not (dst / name).exists():
+                        shutil.copy(src / name, dst / name)
+                card = finalize_arch(space.parse(arch), space=space, supernet=supernet, splits=splits, backend=backend,
+                                     out_dir=dst, config=dataclasses.replace(config, seed=seed, measure_rounds=5),
+                                     predictor=predictor, device="local-cpu", progress=False)  # fmt: skip
+            by = {s["stage"]: s for s in card["stages"]}
+            q, pt = by["qat_int8"]["test_accuracy"], by["ptq_int8"]["test_accuracy"]
+            r["qat_seeds"].append({"seed": seed, "qat": q, "ptq": pt, "qat_epochs": card["qat_epochs"]})
+            vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in card["qat_epochs"]["epochs"])
+            md.append(f"| {md_code(arch)} | {seed} | {q * 100:.2f} % | {pt * 100:.2f} % | {(q - pt) * 100:+.2f} | "
+                      f"{card['qat_epochs']['kept_epoch']} | {vals} |")  # fmt: skip
     out = Path(args.out)
     atomic_write_json(out / "finalize.json", results)
     atomic_write_text(out / "finalize.md", "\n".join(md) + "\n")
