@@ -24,7 +24,7 @@ import yaml
 from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.io import atomic_write_text, read_json
-from edgenas.latency_tables import LatencyTable, Predictor, make_backend
+from edgenas.latency_tables import LatencyTable, Predictor, TableMismatchError, make_backend
 from edgenas.nas import DeviceObjective, SubnetEvaluator, load_supernet, run_search, set_threads, train_supernet
 from edgenas.search_spaces import SPACES, Space, Supernet
 
@@ -234,7 +234,16 @@ def build_luts(config: Config, *, progress: bool = True) -> dict[str, Path]:
     for d in config.devices:
         path = config.lut_path(d)
         backend = make_backend(d.device, threads=d.threads, providers=d.providers)
-        build_table(space, backend, path, device=d.device, precision=d.precision, progress=progress)
+        try:
+            build_table(space, backend, path, device=d.device, precision=d.precision, progress=progress)
+        except TableMismatchError:
+            if d.lut is not None:  # the user's table: never deleted
+                raise
+            # the run's own table, measured some other way (device, precision, threads, ...):
+            # measure this device again; the other devices' tables are kept
+            path.unlink()
+            path.with_name(path.stem + "_validation.json").unlink(missing_ok=True)
+            build_table(space, backend, path, device=d.device, precision=d.precision, progress=progress)
         if LatencyTable.load(path).calibration is None:
             report = validate_table(path, backend, n=d.validate_n, progress=progress)
             atomic_write_text(path.with_name(path.stem + "_validation.json"), json.dumps(report, indent=1))
@@ -274,9 +283,11 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
             if progress:
                 print(f"[edgenas] {stage}: up to date, skipped", flush=True)
             continue
-        if stage in forced or (previous is not None and previous != hashes[stage]):
-            # outputs made with other inputs (or a forced re-run): start the stage over;
-            # an unfinished stage with the same inputs resumes instead
+        changed = previous is not None and previous != hashes[stage]
+        if stage in forced or (changed and stage != "lut"):
+            # outputs made with other inputs (or a forced re-run): start the stage over; an
+            # unfinished stage with the same inputs resumes instead. Tables check their own
+            # header, so the lut stage re-measures only the devices whose measurement changed.
             _force(config, stage)
             path.unlink(missing_ok=True)
         if progress:

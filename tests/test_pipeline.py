@@ -13,6 +13,7 @@ import yaml
 
 from edgenas import pipeline
 from edgenas.config import load_config
+from edgenas.latency_tables import LatencyTable, TableMismatchError
 
 
 def _config(tmp_path, **finalize):
@@ -91,3 +92,24 @@ def test_impossible_budget_and_unknown_stage_fail_early(tmp_path):
     cfg = _config(tmp_path)
     with pytest.raises(ValueError, match="unknown stage 'deploy'"):
         pipeline.run(load_config(cfg), from_stage="deploy", progress=False)
+
+
+@pytest.mark.slow
+def test_a_changed_device_remeasures_only_its_own_table(tmp_path):
+    data = yaml.safe_load(_config(tmp_path).read_text())
+    data["devices"] = [{"name": "a", "validate_n": 8}, {"name": "b", "validate_n": 8}]
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
+    luts = pipeline.build_luts(load_config(tmp_path / "two.yaml"), progress=False)
+    kept = luts["a"].stat().st_mtime_ns
+    data["devices"][1]["precision"] = "int8"
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
+    luts = pipeline.build_luts(load_config(tmp_path / "two.yaml"), progress=False)
+    assert luts["a"].stat().st_mtime_ns == kept  # untouched
+    b = LatencyTable.load(luts["b"])
+    assert b.header["precision"] == "int8" and b.calibration is not None  # measured and validated again
+    # a table the user supplied is never deleted: a mismatch is an error
+    data["devices"][1] = {"name": "b", "lut": str(luts["b"]), "precision": "fp32"}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(TableMismatchError, match="does not match the request"):
+        pipeline.build_luts(load_config(tmp_path / "two.yaml"), progress=False)
+    assert luts["b"].exists()
