@@ -17,7 +17,7 @@ def bench_space(resolutions: str) -> Space:
     return dataclasses.replace(get_space("small"), resolutions=tuple(int(r) for r in resolutions.split(",")))
 
 
-def bench_splits(train_limit: int) -> Splits:
+def bench_splits(train_limit: int | None) -> Splits:
     return make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=train_limit, seed=0)
 
 

@@ -207,6 +207,22 @@ def _arch_info(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------- train / search
+def _torch_device(text: str) -> str:
+    from edgenas.accelerator import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _torch_device_arg(parser: argparse.ArgumentParser, overrides: str) -> None:
+    parser.add_argument("--torch-device", type=_torch_device, metavar="DEVICE",
+                        help=f"where torch trains and evaluates: auto (CUDA, then MPS, then CPU), cpu, cuda, "
+                        f"cuda:N, mps; overrides {overrides} (the choice is recorded in the manifests)")  # fmt: skip
+
+
 def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]):
     from edgenas.config import load_config
 
@@ -216,11 +232,13 @@ def _config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]):
 def _train(args: argparse.Namespace) -> None:
     from edgenas import pipeline
 
-    config = _config(args, {"train": {"epochs": args.epochs, "threads": args.threads}})
+    config = _config(args, {"train": {"epochs": args.epochs, "threads": args.threads, "device": args.torch_device}})
     _, history = pipeline.train(config, progress=not args.quiet)
     last = history[-1]
     print(f"{config.supernet_path}: {len(history)} epochs, last loss {last['loss_largest']:.4f} (largest), "
-          f"{last['loss_students']:.4f} (students), {last['images_per_second']:.0f} images/s")  # fmt: skip
+          f"{last['loss_students']:.4f} (students), val accuracy {last['val_largest'] * 100:.2f} % (largest) "
+          f"{last['val_smallest'] * 100:.2f} % (smallest), {last['images_per_second']:.0f} images/s on "
+          f"{last['compute']['device']}")  # fmt: skip
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -228,7 +246,8 @@ def _search(args: argparse.Namespace) -> None:
     from edgenas.nas import device_front, pareto_rows
 
     overrides = {"search": {"storage": args.storage, "n_trials": args.n_trials, "timeout": args.timeout,
-                            "sampler": args.sampler, "study_name": args.study}}  # fmt: skip
+                            "sampler": args.sampler, "study_name": args.study,
+                            "device": args.torch_device}}  # fmt: skip
     config = _config(args, overrides)
     study = pipeline.search(config, worker=args.worker, progress=not args.quiet)
     rows, front = pareto_rows(study)
@@ -247,7 +266,7 @@ def _search(args: argparse.Namespace) -> None:
 def _finalize(args: argparse.Namespace) -> None:
     from edgenas import pipeline
 
-    config = _config(args, {})
+    config = _config(args, {"finalize": {"device": args.torch_device}})
     archs = None
     if args.arch:
         names = [args.device] if args.device else [d.name for d in config.devices]
@@ -271,7 +290,8 @@ def _finalize(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> None:
     from edgenas import pipeline
 
-    config = _config(args, {})
+    device = {"device": args.torch_device}
+    config = _config(args, {"train": device, "search": device, "finalize": device})
     pipeline.run(config, from_stage=args.from_stage, progress=not args.quiet)
     print(f"report: {Path(config.run_dir) / 'report' / 'report.html'}")
 
@@ -393,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="YAML run configuration")
     t.add_argument("--epochs", type=_positive, help="override train.epochs")
     t.add_argument("--threads", type=int, help="override train.threads (0: every core)")
+    _torch_device_arg(t, "train.device")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
@@ -412,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--sampler", choices=("nsga2", "tpe", "random"), help="override search.sampler")
     se.add_argument("--study", help="override search.study_name")
     se.add_argument("--worker", type=int, default=0, help="worker index (seeds this worker's sampler)")
+    _torch_device_arg(se, "search.device")
     se.add_argument("--quiet", action="store_true", help="no progress bar")
     se.set_defaults(func=_search)
 
@@ -425,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--config", required=True, help="YAML run configuration")
     f.add_argument("--arch", help="finalize this arch instead of choosing from the Pareto set")
     f.add_argument("--device", help="only this device of the config")
+    _torch_device_arg(f, "finalize.device")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_finalize)
 
@@ -437,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML run configuration")
     r.add_argument("--from", dest="from_stage", choices=("lut", "train", "search", "finalize", "report"),
                    help="force this stage and every later one")  # fmt: skip
+    _torch_device_arg(r, "train.device, search.device and finalize.device")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_run)
 

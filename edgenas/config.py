@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from edgenas.data import resolve_augment
 from edgenas.finalize import FinalizeConfig
 from edgenas.nas import SearchConfig, TrainConfig
 
@@ -35,12 +36,27 @@ __all__ = ["Config", "DataConfig", "DeviceConfig", "config_to_dict", "load_confi
 
 @dataclass(frozen=True)
 class DataConfig:
+    """The data set, its splits and the training images' augmentation."""
+
     name: str = "fashion-mnist"
     root: str | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     train_limit: int | None = None
+    # auto (chosen per data set, see edgenas.data.resolve_augment), none, or a list of crop, crop:<pad>, flip
+    augment: str | tuple[str, ...] = "auto"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            resolve_augment(self.augment, self.name)
+        except ValueError as exc:
+            raise ValueError(f"data.augment: {exc}") from None
+
+    @property
+    def augmentations(self) -> tuple[str, ...]:
+        """The augmentation ``augment`` resolves to for this data set."""
+        return resolve_augment(self.augment, self.name)
 
 
 @dataclass(frozen=True)

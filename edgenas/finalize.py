@@ -30,6 +30,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from edgenas.accelerator import Accelerator, check_device
 from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import FitConfig, fit
 from edgenas.export import export_onnx
@@ -62,9 +63,11 @@ class FinalizeConfig:
     # taking the data's (N, C, H, W) normalised images and returning class logits
     teacher: str | None = None
     teacher_resolution: int | None = None  # its input size; default: the finalized arch's
+    label_smoothing: float = 0.1  # on the cross-entropy part of every finetune
     calib_batches: int = 8
     max_steps_per_epoch: int | None = None
     measure_rounds: int = 20
+    device: str = "auto"  # where torch finetunes and evaluates: auto, cpu, cuda, cuda:N, mps
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +76,9 @@ class FinalizeConfig:
                 raise ValueError(f"finalize.{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0 or self.qat_lr <= 0:
             raise ValueError(f"finalize.lr and finalize.qat_lr must be > 0, got {self.lr}, {self.qat_lr}")
+        check_device(self.device, "finalize.device")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"finalize.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.teacher_resolution is not None and self.teacher_resolution < 1:
             raise ValueError(f"finalize.teacher_resolution must be >= 1, got {self.teacher_resolution}")
         for name in ("alpha_start", "alpha_end", "qat_alpha"):
@@ -80,10 +86,12 @@ class FinalizeConfig:
                 raise ValueError(f"finalize.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def _fit_config(config: FinalizeConfig, epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
+def _fit_config(
+    config: FinalizeConfig, epochs: int, lr: float, alpha: tuple[float, float], augment: tuple[str, ...]
+) -> FitConfig:
     return FitConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, temperature=config.temperature,
-                     alpha_start=alpha[0], alpha_end=alpha[1], seed=config.seed,
-                     max_steps_per_epoch=config.max_steps_per_epoch)  # fmt: skip
+                     alpha_start=alpha[0], alpha_end=alpha[1], label_smoothing=config.label_smoothing,
+                     augment=augment, seed=config.seed, max_steps_per_epoch=config.max_steps_per_epoch)  # fmt: skip
 
 
 def onnx_accuracy(model: bytes, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:
@@ -167,20 +175,29 @@ def finalize_arch(
     device: str = "local-cpu",
     teacher: nn.Module | None = None,
     teacher_resolution: int | None = None,
+    augment: tuple[str, ...] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run (or resume) every finalize step for ``arch``; returns the model card."""
+    """Run (or resume) every finalize step for ``arch``; returns the model card.
+
+    Finetunes and evaluations run on ``config.device``; saved models and exports are CPU
+    models. ``augment``: the training images' augmentation for every finetune.
+    """
     space.validate(arch)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed)
+    accel = Accelerator.create(config.device)
+    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed, accel=accel)
     chans = space.in_chs
     res = arch.resolution
     timings: dict[str, float] = {}
 
     def val_acc(m: nn.Module) -> float:
         return accuracy(m, splits.val, splits, resolution=res, channels=chans)
+
+    def fit_config(epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
+        return _fit_config(config, epochs, lr, alpha, augment)
 
     teacher_source = "user model (Python API)" if teacher is not None else "largest subnet"
     if teacher is None and config.teacher:
@@ -189,10 +206,10 @@ def finalize_arch(
         teacher_source = str(config.teacher)
     if teacher is None:
         largest = space.largest()
-        teacher, teacher_resolution = evaluator.subnet(largest), largest.resolution
+        teacher, teacher_resolution = evaluator.subnet(largest).cpu(), largest.resolution
     teacher_resolution = teacher_resolution or res
     kd = dict(teacher=teacher, teacher_resolution=teacher_resolution, resolution=res, channels=chans,
-              progress=progress)  # fmt: skip
+              progress=progress, accel=accel)  # fmt: skip
 
     def step(name: str, make) -> nn.Module:
         path = out / f"{name}.pt"
@@ -204,11 +221,11 @@ def finalize_arch(
         _save(model, path)
         return model
 
-    searched = step("searched", lambda: evaluator.subnet(arch))
+    searched = step("searched", lambda: evaluator.subnet(arch).cpu())
 
     def distill() -> nn.Module:
         m = copy.deepcopy(searched)
-        fit(m, splits, _fit_config(config, config.distill_epochs, config.lr, (config.alpha_start, config.alpha_end)),
+        fit(m, splits, fit_config(config.distill_epochs, config.lr, (config.alpha_start, config.alpha_end)),
             desc="distill", **kd)  # fmt: skip
         return m
 
@@ -224,7 +241,7 @@ def finalize_arch(
             timing = backend.measure([export_onnx(m, input_shape)], ref, quick)[0][0]
             return timing.ms
 
-        ft = _fit_config(config, config.prune_finetune_epochs, config.lr, (config.alpha_end, config.alpha_end))
+        ft = fit_config(config.prune_finetune_epochs, config.lr, (config.alpha_end, config.alpha_end))
         model, steps = progressive_prune(
             distilled, torch.zeros(input_shape), config.prune,
             finetune=lambda m: fit(m, splits, ft, desc="prune-finetune", **kd),
@@ -255,8 +272,9 @@ def finalize_arch(
                 best.update(epoch=epoch, val_accuracy=acc, state=copy.deepcopy(m.state_dict()))
             return {"val_accuracy": acc}
 
-        own = dict(kd, teacher=pruned.eval(), teacher_resolution=res)
-        fit(q, splits, _fit_config(config, config.qat_epochs, config.qat_lr, (config.qat_alpha, config.qat_alpha)),
+        # fake quantisation wants fp32: no autocast in QAT
+        own = dict(kd, teacher=pruned.eval(), teacher_resolution=res, accel=accel.fp32())
+        fit(q, splits, fit_config(config.qat_epochs, config.qat_lr, (config.qat_alpha, config.qat_alpha)),
             desc="qat", on_epoch=keep_best, **own)  # fmt: skip
         q.load_state_dict(best["state"])
         atomic_write_json(out / "qat_epochs.json", {"kept_epoch": best["epoch"], "epochs": log})
@@ -319,6 +337,7 @@ def finalize_arch(
         "space": space.name,
         "device": device,
         "device_fingerprint": backend.fingerprint(),
+        "compute": accel.describe(),
         "teacher": teacher_source,
         "chosen_precision": chosen,
         "chosen_model": f"{'qat_int8' if chosen == 'int8' else 'pruned'}.onnx",

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 import yaml
 
+from edgenas.accelerator import Accelerator
 from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.io import atomic_write_text, read_json
@@ -85,7 +86,11 @@ def train(config: Config, *, progress: bool = True) -> tuple[Supernet, list[dict
     """Train (or resume) the supernet; the checkpoint is ``run_dir/supernet.pt``."""
     splits = splits_for(config)
     write_resolved_config(config)
-    return train_supernet(space_for(config, splits), splits, config.train, config.supernet_path, progress=progress)
+    if progress:
+        print(f"[edgenas] train: augmentation {list(config.data.augmentations) or 'none'} "
+              f"(data.augment: {config.data.augment})", flush=True)  # fmt: skip
+    return train_supernet(space_for(config, splits), splits, config.train, config.supernet_path,
+                          augment=config.data.augmentations, progress=progress)  # fmt: skip
 
 
 def devices(config: Config, space: Space) -> list[DeviceObjective]:
@@ -113,7 +118,8 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
     devs = devices(config, space)
     set_threads(config.train.threads)
     supernet = load_supernet(space, config.supernet_path)
-    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.search.calib_batches, seed=config.search.seed)
+    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.search.calib_batches, seed=config.search.seed,
+                                accel=Accelerator.create(config.search.device))  # fmt: skip
     write_resolved_config(config)
     study = run_search(space, evaluator, devs, config.search, config.search_dir, worker=worker, progress=progress)
     # the MobileNetV3 layouts, scored the same way, for the report's front
@@ -165,7 +171,7 @@ def finalize(
         cards[d.name] = finalize_arch(
             arch, space=space, supernet=supernet, splits=splits, backend=backend,
             out_dir=config.finalize_dir / d.name, config=config.finalize, predictor=d.predictor, device=d.name,
-            progress=progress,
+            augment=config.data.augmentations, progress=progress,
         )  # fmt: skip
     return cards
 
@@ -179,8 +185,15 @@ def _hash(data: Any) -> str:
 
 
 def _stage_inputs(config: Config) -> dict[str, str]:
-    """Each stage's input hash: its own settings plus the hashes of the stages it reads."""
+    """Each stage's input hash: its own settings plus the hashes of the stages it reads.
+
+    Where torch runs (``device``) and how many threads it uses change how fast a stage
+    runs, not what it computes: they are no stage's input.
+    """
     c = config_to_dict(config)
+    for section in ("train", "search", "finalize"):
+        for key in ("device", "threads"):
+            c[section].pop(key, None)
     space = load_space(config.space).to_dict()
     # a table depends on how a device is measured, not on its budget (the search's input)
     goals = ("budget_ms", "objective")
@@ -297,13 +310,21 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
         outputs = actions[stage]()
         manifest = {
             "stage": stage, "input_hash": hashes[stage], "config": config_to_dict(config), "versions": _versions(),
-            "device_fingerprints": _fingerprints(config), "seed": config.train.seed, "started": started,
+            "device_fingerprints": _fingerprints(config), "compute": _compute(config, stage),
+            "seed": config.train.seed, "started": started,
             "finished": time.time(), "seconds": time.time() - started, "outputs": outputs,
         }  # fmt: skip
         atomic_write_text(path, json.dumps(manifest, indent=1, default=str))
         marker.unlink(missing_ok=True)
         done[stage] = manifest
     return done
+
+
+def _compute(config: Config, stage: str) -> dict[str, Any] | None:
+    """Where torch ran a stage (device, its name, layout, precision), for the manifest."""
+    device = {"train": config.train.device, "search": config.search.device,
+              "finalize": config.finalize.device}.get(stage)  # fmt: skip
+    return Accelerator.create(device).describe() if device else None
 
 
 def _fingerprints(config: Config) -> dict[str, Any]:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from edgenas.data._datasets import BUILTIN_DATASETS, ImageData, load_dataset, load_idx_folder
-from edgenas.data._splits import Splits, batches, make_splits, prepare
+from edgenas.data._datasets import BUILTIN_DATASETS, ImageData, load_dataset, load_idx_folder, to_uint8
+from edgenas.data._splits import AUGMENTATIONS, Splits, augment_batch, batches, make_splits, prepare, resolve_augment
 
 __all__ = [
+    "AUGMENTATIONS",
     "BUILTIN_DATASETS",
     "ImageData",
     "Splits",
+    "augment_batch",
     "batches",
     "load_dataset",
     "load_idx_folder",
     "make_splits",
     "prepare",
+    "resolve_augment",
+    "to_uint8",
 ]

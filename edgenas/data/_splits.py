@@ -1,4 +1,11 @@
-"""Seeded, stratified train/val/test splits, and batches resized to an arch's resolution."""
+"""Seeded, stratified train/val/test splits, and batches made on the training device.
+
+A batch leaves the host as uint8 (a quarter of float32's bytes) and is turned into the
+network's input where it is used: augmented (random crop from a padded image, horizontal
+flip), converted to float, channel-matched, resized to the arch's resolution and normalised,
+all as whole-batch tensor operations, so a GPU does it at memory speed and the CPU path
+is the same code.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgenas.accelerator import Accelerator
 from edgenas.data._datasets import ImageData
 
-__all__ = ["Splits", "batches", "make_splits", "prepare"]
+AUGMENTATIONS = ("crop", "flip")
+# Data sets whose classes change under a mirror image (digits): no flip for them by default.
+_NO_FLIP = ("digits", "mnist5k")
+
+__all__ = ["AUGMENTATIONS", "Splits", "augment_batch", "batches", "make_splits", "prepare", "resolve_augment"]
 
 
 @dataclass(frozen=True)
 class Splits:
-    """train / val / test, and the normalisation measured on train (one mean and std)."""
+    """train / val / test, and the normalisation measured on train (one mean and std, pixels in [0, 1])."""
 
     train: ImageData
     val: ImageData
@@ -86,25 +98,93 @@ def make_splits(
         elif len(take) < train_limit:
             take = np.sort(np.concatenate([take, rng.choice(rest_idx, train_limit - len(take), replace=False)]))
         train = train.subset(take, f"{data.name}-train")
-    mean = float(train.images.mean())
-    std = float(train.images.std()) or 1.0
+    mean, std = _mean_std(train.images)
     return Splits(train, val, test, mean, std)
 
 
-def prepare(images: np.ndarray, resolution: int, channels: int, mean: float, std: float) -> torch.Tensor:
-    """A float tensor batch: normalised, channels matched (gray <-> RGB), resized to ``resolution``."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
+def _mean_std(images: np.ndarray) -> tuple[float, float]:
+    """Mean and std of uint8 pixels scaled to [0, 1], accumulated in chunks (no float copy of the set)."""
+    n = s1 = s2 = 0.0
+    for i in range(0, len(images), 4096):
+        chunk = images[i : i + 4096].astype(np.float64) / 255.0
+        n += chunk.size
+        s1 += float(chunk.sum())
+        s2 += float((chunk * chunk).sum())
+    mean = s1 / n
+    return mean, float(np.sqrt(max(s2 / n - mean * mean, 0.0))) or 1.0
+
+
+def resolve_augment(spec: str | tuple[str, ...] | list[str], dataset: str) -> tuple[str, ...]:
+    """The augmentations for ``spec``: ``auto``, ``none`` or a list of ``crop``, ``crop:PAD``, ``flip``.
+
+    ``auto`` is ``crop`` + ``flip`` (a random crop of the image padded by side/14 pixels, a
+    mirror image half the time), without ``flip`` for digit data sets (``digits``,
+    ``mnist5k``), whose classes a mirror image changes. Raises ValueError naming a bad item.
+    """
+    if isinstance(spec, str):
+        if spec == "none":
+            return ()
+        if spec == "auto":
+            return ("crop",) if dataset in _NO_FLIP else ("crop", "flip")
+        spec = (spec,)
+    out = []
+    for item in spec:
+        name, _, arg = str(item).partition(":")
+        if name not in AUGMENTATIONS or (arg and (name != "crop" or not arg.isdigit())):
+            raise ValueError(f"unknown augmentation {item!r}; allowed: 'auto', 'none' or a list of "
+                             "'crop', 'crop:<pad pixels>', 'flip'")  # fmt: skip
+        out.append(str(item))
+    return tuple(out)
+
+
+def _crop_pad(item: str, side: int) -> int:
+    _, _, arg = item.partition(":")
+    return int(arg) if arg else max(1, side // 14)
+
+
+def augment_batch(x: torch.Tensor, augment: tuple[str, ...], rng: np.random.Generator) -> torch.Tensor:
+    """Random pad-and-crop and horizontal flips of a uint8 (N, C, H, W) batch, on its own device.
+
+    Offsets and flips come from ``rng`` (host side), so a seeded run augments identically
+    on every device.
+    """
+    n, _, h, w = x.shape
+    for item in augment:
+        if item.startswith("crop"):
+            pad = _crop_pad(item, min(h, w))
+            padded = F.pad(x, (pad, pad, pad, pad))
+            dy = torch.from_numpy(rng.integers(0, 2 * pad + 1, n)).to(x.device)
+            dx = torch.from_numpy(rng.integers(0, 2 * pad + 1, n)).to(x.device)
+            rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            index = torch.arange(n, device=x.device)[:, None, None, None]
+            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[index, chans, rows, cols]
+        elif item == "flip":
+            flip = torch.from_numpy(rng.random(n) < 0.5).to(x.device)[:, None, None, None]
+            x = torch.where(flip, x.flip(3), x)
+    return x
+
+
+def _to_input(x: torch.Tensor, resolution: int, channels: int, mean: float, std: float) -> torch.Tensor:
+    """uint8 (N, C, H, W) on any device -> the network's float input at ``resolution``."""
+    x = x.float().div_(255.0)
     if x.shape[1] != channels:
         if x.shape[1] == 1:
             x = x.expand(-1, channels, -1, -1)
         elif channels == 1:
-            x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
         else:
             raise ValueError(f"cannot map {x.shape[1]} image channels to {channels}")
     if x.shape[-1] != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
                           antialias=resolution < x.shape[-1])  # fmt: skip
     return (x - mean) / std
+
+
+def prepare(images: np.ndarray, resolution: int, channels: int, mean: float, std: float) -> torch.Tensor:
+    """A float CPU batch from uint8 images: channels matched (gray <-> RGB), resized, normalised."""
+    return _to_input(torch.from_numpy(np.ascontiguousarray(images)), resolution, channels, mean, std)
 
 
 def batches(
@@ -119,13 +199,31 @@ def batches(
     rng: np.random.Generator | None = None,
     drop_last: bool = False,
     limit: int | None = None,
+    augment: tuple[str, ...] = (),
+    accel: Accelerator | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images, labels) batches; ``limit`` stops after that many batches."""
+    """(images, labels) batches on ``accel``'s device (default: the CPU), in its memory format.
+
+    ``limit`` stops after that many batches; ``augment`` (see :func:`resolve_augment`)
+    draws its randomness from ``rng``, which must then be given.
+    """
+    if augment and rng is None:
+        raise ValueError("augmented batches need an rng")
+    rng = rng or np.random.default_rng(0)
     n = len(data.labels)
-    order = (rng or np.random.default_rng(0)).permutation(n) if shuffle else np.arange(n)
+    order = rng.permutation(n) if shuffle else np.arange(n)
     stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    pin = accel is not None and accel.device.type == "cuda"
     for k, i in enumerate(range(0, stop, batch_size)):
         if limit is not None and k >= limit:
             return
         idx = order[i : i + batch_size]
-        yield (prepare(data.images[idx], resolution, channels, mean, std), torch.from_numpy(data.labels[idx]))
+        x, y = torch.from_numpy(data.images[idx]), torch.from_numpy(data.labels[idx])
+        if pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        if accel is not None:
+            x, y = x.to(accel.device, non_blocking=True), y.to(accel.device, non_blocking=True)
+        if augment:
+            x = augment_batch(x, augment, rng)
+        x = _to_input(x, resolution, channels, mean, std)
+        yield (accel.tensor(x) if accel is not None else x), y

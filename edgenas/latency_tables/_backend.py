@@ -14,7 +14,7 @@ from typing import Any
 
 from edgenas.latency_tables._protocol import Protocol, Timing, time_models
 
-__all__ = ["LocalBackend", "MeasurementBackend", "PROVIDER_ALIASES", "make_backend", "resolve_providers"]
+__all__ = ["LocalBackend", "MeasurementBackend", "PROVIDER_ALIASES", "cpu_name", "make_backend", "resolve_providers"]
 
 # Short names accepted on the command line for ONNX Runtime execution providers.
 PROVIDER_ALIASES = {
@@ -64,7 +64,8 @@ def resolve_providers(names: Sequence[str], available: Sequence[str]) -> list[st
     return out
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (the platform's processor string elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -79,7 +80,7 @@ def device_fingerprint(providers: Sequence[str], threads: int) -> dict[str, Any]
     import onnxruntime as ort
 
     return {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "machine": platform.machine(),
         "os": f"{platform.system()} {platform.release()}",

@@ -3,6 +3,7 @@
 Shared BN statistics belong to no single subnet, so each extracted subnet gets its own:
 running statistics reset and re-estimated as a cumulative average (``momentum=None``) over
 a few training batches. This happens on the extracted copy; the supernet is not touched.
+Evaluation runs where the model is (the evaluator's accelerator, in its memory format).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgenas.accelerator import Accelerator
 from edgenas.data import ImageData, Splits, batches
 from edgenas.search_spaces import Arch, Supernet
 
@@ -40,14 +42,17 @@ def accuracy(
     model: nn.Module, data: ImageData, splits: Splits, *, resolution: int, channels: int, batch_size: int = 256,
     limit: int | None = None,
 ) -> float:  # fmt: skip
-    """Top-1 accuracy of ``model`` on ``data`` (the first ``limit`` batches if given)."""
+    """Top-1 accuracy of ``model`` on ``data`` (the first ``limit`` batches if given), run where the model is."""
     model.eval()
-    correct = total = 0
+    correct = torch.zeros((), dtype=torch.int64)
+    total = 0
+    accel = Accelerator.of(model)
+    correct = correct.to(accel.device)
     for x, y in batches(data, batch_size=batch_size, resolution=resolution, channels=channels, mean=splits.mean,
-                        std=splits.std, limit=limit):  # fmt: skip
-        correct += int((model(x).argmax(1) == y).sum())
+                        std=splits.std, limit=limit, accel=accel):  # fmt: skip
+        correct += (model(x).argmax(1) == y).sum()
         total += len(y)
-    return correct / max(total, 1)
+    return int(correct) / max(total, 1)
 
 
 class SubnetEvaluator:
@@ -62,10 +67,12 @@ class SubnetEvaluator:
         calib_batches: int = 8,
         batch_size: int = 256,
         seed: int = 0,
+        accel: Accelerator | None = None,
     ):
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        self.supernet = supernet.eval()
+        self.accel = accel or Accelerator.cpu()
+        self.supernet = self.accel.module(supernet).eval()
         self.splits = splits
         self.data: ImageData = getattr(splits, split)
         self.calib_batches = calib_batches
@@ -74,12 +81,12 @@ class SubnetEvaluator:
         self.cache: dict[str, float] = {}
 
     def subnet(self, arch: Arch) -> nn.Module:
-        """The extracted subnet with recalibrated BN (same calibration batches for every arch)."""
-        net = self.supernet.extract(arch)
+        """The extracted subnet with recalibrated BN (same calibration batches for every arch), on the accelerator."""
+        net = self.accel.module(self.supernet.extract(arch))
         rng = np.random.default_rng(self.seed)
         calib = batches(self.splits.train, batch_size=self.batch_size, resolution=arch.resolution,
                         channels=self.supernet.space.in_chs, mean=self.splits.mean, std=self.splits.std,
-                        shuffle=True, rng=rng, limit=self.calib_batches)  # fmt: skip
+                        shuffle=True, rng=rng, limit=self.calib_batches, accel=self.accel)  # fmt: skip
         return recalibrate_bn(net, (x for x, _ in calib))
 
     def __call__(self, arch: Arch) -> float:

@@ -35,6 +35,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from edgenas.accelerator import check_device
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import Predictor
 from edgenas.search_spaces import Arch, BlockChoice, Space, profile_arch
@@ -74,6 +75,7 @@ class SearchConfig:
     seed: int = 0
     population_size: int = 20
     calib_batches: int = 8
+    device: str = "auto"  # where torch evaluates subnets: auto, cpu, cuda, cuda:N, mps
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 90  # a running trial without a heartbeat for this long is failed and retried
 
@@ -84,6 +86,7 @@ class SearchConfig:
             raise ValueError(f"search.n_trials must be >= 1, got {self.n_trials}")
         if self.population_size < 2:
             raise ValueError(f"search.population_size must be >= 2, got {self.population_size}")
+        check_device(self.device, "search.device")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"search.timeout must be > 0 seconds, got {self.timeout}")
 

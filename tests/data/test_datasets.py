@@ -7,8 +7,9 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
-from edgenas.data import batches, load_dataset, make_splits, prepare
+from edgenas.data import augment_batch, batches, load_dataset, make_splits, prepare, resolve_augment
 
 
 @pytest.mark.parametrize("name, shape, n, classes", [("digits", (1, 8, 8), 1797, 10),
@@ -16,8 +17,8 @@ from edgenas.data import batches, load_dataset, make_splits, prepare
                                                       ("lfw-faces", (1, 25, 25), 200, 2)])  # fmt: skip
 def test_builtin_datasets(name, shape, n, classes):
     d = load_dataset(name)
-    assert d.images.shape == (n, *shape) and d.images.dtype == np.float32
-    assert 0.0 <= d.images.min() and d.images.max() <= 1.0
+    assert d.images.shape == (n, *shape) and d.images.dtype == np.uint8
+    assert d.images.max() > 128  # scaled to 0-255, whatever the source's range
     assert len(d.classes) == classes and set(np.unique(d.labels)) == set(range(classes))
 
 
@@ -78,9 +79,13 @@ def test_image_folder_and_npz(tmp_path):
             Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
     d = load_dataset(str(tmp_path / "imgs"))
     assert d.images.shape == (6, 3, 12, 12) and d.classes == ("cat", "dog")
-    np.savez(tmp_path / "a.npz", x=rng.integers(0, 256, (5, 10, 10)), y=np.array([0, 1, 2, 0, 1]))
+    pixels = rng.integers(0, 256, (5, 10, 10))
+    np.savez(tmp_path / "a.npz", x=pixels, y=np.array([0, 1, 2, 0, 1]))
     d = load_dataset(str(tmp_path / "a.npz"))
-    assert d.images.shape == (5, 1, 10, 10) and d.images.max() <= 1.0
+    assert d.images.shape == (5, 1, 10, 10) and d.images.dtype == np.uint8
+    assert np.array_equal(d.images[:, 0], pixels)  # 0-255 values kept as they are
+    np.savez(tmp_path / "f.npz", x=pixels / 255.0, y=np.array([0, 1, 2, 0, 1]))
+    assert np.array_equal(load_dataset(str(tmp_path / "f.npz")).images[:, 0], pixels)  # floats in [0, 1] scaled
     np.savez(tmp_path / "bad.npz", pictures=np.zeros((2, 4, 4)))
     with pytest.raises(ValueError, match="needs arrays 'x' and 'y'"):
         load_dataset(str(tmp_path / "bad.npz"))
@@ -89,7 +94,7 @@ def test_image_folder_and_npz(tmp_path):
 
 
 def test_prepare_resizes_and_matches_channels():
-    imgs = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    imgs = np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28), dtype=np.uint8)
     x = prepare(imgs, 32, 3, 0.5, 0.25)
     assert tuple(x.shape) == (4, 3, 32, 32)
     assert np.allclose(x[:, 0].numpy(), x[:, 2].numpy())
@@ -97,3 +102,48 @@ def test_prepare_resizes_and_matches_channels():
     s = make_splits(d)
     got = list(batches(s.train, batch_size=100, resolution=16, channels=1, mean=s.mean, std=s.std, limit=3))
     assert len(got) == 3 and tuple(got[0][0].shape) == (100, 1, 16, 16)
+
+
+def test_batches_are_normalised_with_the_train_statistics():
+    s = make_splits(load_dataset("digits"))
+    assert 0.0 < s.mean < 1.0 and 0.0 < s.std < 1.0  # pixels in [0, 1]
+    xs = torch.cat([x for x, _ in batches(s.train, batch_size=256, resolution=8, channels=1, mean=s.mean, std=s.std)])
+    assert abs(float(xs.mean())) < 1e-3 and abs(float(xs.std()) - 1.0) < 1e-3
+    assert xs.dtype == torch.float32 and xs.is_contiguous()
+
+
+def test_resolve_augment_per_dataset_and_bad_items():
+    assert resolve_augment("auto", "fashion-mnist") == ("crop", "flip")
+    assert resolve_augment("auto", "digits") == ("crop",)  # a mirrored digit is another digit or none
+    assert resolve_augment("none", "fashion-mnist") == ()
+    assert resolve_augment(["flip", "crop:3"], "x") == ("flip", "crop:3")
+    for bad in (["rotate"], ["crop:x"], ["flip:2"], "sometimes"):
+        with pytest.raises(ValueError, match="unknown augmentation"):
+            resolve_augment(bad, "x")
+
+
+def test_crop_takes_a_window_of_the_padded_image_and_flip_mirrors():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(1, 256, (64, 2, 9, 9), dtype=np.uint8))
+    out = augment_batch(x, ("crop:2",), np.random.default_rng(1))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(len(x)):  # every output is one 9x9 window of its own padded image, both channels alike
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(padded[i, :, dy:dy + 9, dx:dx + 9], out[i])]  # fmt: skip
+        assert hits
+        offsets.add(hits[0])
+    assert len(offsets) > 10  # the offsets vary
+    flipped = augment_batch(x, ("flip",), np.random.default_rng(2))
+    same = [torch.equal(flipped[i], x[i]) for i in range(len(x))]
+    mirrored = [torch.equal(flipped[i], x[i].flip(-1)) for i in range(len(x))]
+    assert all(a or b for a, b in zip(same, mirrored)) and 10 < sum(mirrored) < 54
+    again = augment_batch(x, ("crop", "flip"), np.random.default_rng(1))
+    assert torch.equal(again, augment_batch(x, ("crop", "flip"), np.random.default_rng(1)))  # seeded
+
+
+def test_augmented_batches_need_an_rng():
+    s = make_splits(load_dataset("digits"))
+    with pytest.raises(ValueError, match="need an rng"):
+        next(batches(s.train, batch_size=8, resolution=8, channels=1, mean=0.0, std=1.0, augment=("flip",)))

@@ -31,8 +31,32 @@ def test_training_reduces_loss_and_checkpoints(digits_splits, tmp_path):
     again = load_supernet(SPACES["tiny"], ckpt)
     for a, b in zip(net.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings \(batch_size: 64 there, 128 now, lr: 0.1 there, 0.2 now\)"):
         train_supernet(SPACES["tiny"], digits_splits, TrainConfig(epochs=3, lr=0.2, threads=1), ckpt, progress=False)
+    with pytest.raises(ValueError, match="augment"):  # augmentation is part of what was trained
+        train_supernet(SPACES["tiny"], digits_splits, cfg, ckpt, augment=("flip",), progress=False)
+    # where it runs is not: a longer run on another device string resumes from the checkpoint
+    longer = TrainConfig(epochs=4, batch_size=64, threads=1, lr=0.1, device="cpu")
+    _, hist4 = train_supernet(SPACES["tiny"], digits_splits, longer, ckpt, progress=False)
+    assert len(hist4) == 4 and hist4[:3] == hist
+
+
+def test_history_holds_curves_and_the_compute_and_on_epoch_sees_each_row(digits_splits, tmp_path):
+    rows = []
+
+    def on_epoch(row, net):
+        rows.append(row)
+        return {"extra": row["epoch"] * 10}
+
+    cfg = TrainConfig(epochs=3, batch_size=64, threads=1, device="cpu", warmup_epochs=0.3)
+    _, hist = train_supernet(SPACES["tiny"], digits_splits, cfg, tmp_path / "s.pt", augment=("crop",),
+                             progress=False, on_epoch=on_epoch)  # fmt: skip
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and [h["extra"] for h in hist] == [10, 20, 30]
+    for h in hist:
+        assert 0.0 <= h["val_smallest"] <= 1.0 and 0.0 <= h["val_largest"] <= 1.0
+        assert h["compute"]["device"] == "cpu" and h["compute"]["channels_last"] is True
+    assert hist[-1]["val_largest"] > max(0.3, hist[0]["val_largest"])  # learning (chance: 0.1)
+    assert hist[0]["lr_end"] > hist[1]["lr_end"] > hist[2]["lr_end"] == 0.0  # cosine to zero
 
 
 def test_wrong_class_count_is_refused(digits_splits, tmp_path):

@@ -1,0 +1,72 @@
+"""The accelerator: device strings, what it turns on per device type, and training on a GPU where one is present."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgenas.accelerator import Accelerator, check_device, on_device, resolve_device
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="no CUDA GPU visible to torch here (CPU build or no device); "
+                                "the CUDA path runs where one is")  # fmt: skip
+
+
+def test_device_strings():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    for bad in ("gpu", "cuda:x", "CPU", "", "cuda:-1"):
+        with pytest.raises(ValueError, match="must be one of auto, cpu, cuda, cuda:N, mps"):
+            resolve_device(bad)
+    with pytest.raises(ValueError, match="train.device must be one of"):
+        check_device("tpu", "train.device")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_missing_cuda_is_one_clear_error():
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        resolve_device("cuda")
+
+
+def test_cpu_trains_in_channels_last_fp32_and_hands_models_back():
+    accel = Accelerator.create("cpu")
+    assert accel.channels_last and accel.amp_dtype is None
+    assert accel.describe()["precision"] == "fp32" and accel.describe()["device"] == "cpu"
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    with on_device(model, accel):
+        assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert accel.tensor(torch.zeros(2, 1, 5, 5)).is_contiguous(memory_format=torch.channels_last)
+    assert model[0].weight.is_contiguous() and model[0].weight.device.type == "cpu"
+
+
+@needs_cuda
+def test_cuda_uses_amp_and_trains_a_subnet(digits_splits):
+    from edgenas.distill import FitConfig, fit
+    from edgenas.nas import accuracy
+    from edgenas.search_spaces import build_subnet, get_space
+
+    accel = Accelerator.create("cuda")
+    assert accel.amp_dtype in (torch.bfloat16, torch.float16) and accel.channels_last
+    space = get_space("tiny")
+    net = build_subnet(space, space.largest())
+    hist = fit(net, digits_splits, FitConfig(epochs=3, batch_size=64, lr=0.1, augment=("crop",)), resolution=24,
+               channels=1, progress=False, accel=accel)  # fmt: skip
+    assert next(net.parameters()).device.type == "cpu"  # handed back
+    assert hist[-1]["images_per_second"] > 0
+    assert accuracy(net, digits_splits.val, digits_splits, resolution=24, channels=1) > 0.8
+
+
+@needs_cuda
+def test_cuda_supernet_training_matches_the_cpu_path_in_kind(tmp_path, digits_splits):
+    from edgenas.nas import TrainConfig, train_supernet
+    from edgenas.search_spaces import get_space
+
+    space = get_space("tiny")
+    cfg = TrainConfig(epochs=2, batch_size=64, device="cuda", threads=1)
+    net, history = train_supernet(space, digits_splits, cfg, tmp_path / "s.pt", augment=("crop",), progress=False)
+    assert history[-1]["compute"]["device"].startswith("cuda") and history[-1]["compute"]["precision"] != "fp32"
+    assert next(net.parameters()).device.type == "cpu"
+    assert history[-1]["val_largest"] > 0.5
+    # the checkpoint loads on the CPU
+    state = torch.load(tmp_path / "s.pt", map_location="cpu", weights_only=False)
+    assert all(v.device.type == "cpu" for v in state["model"].values())
