@@ -7,8 +7,10 @@ bench/search.py, so all three must build exactly the same space and splits.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from edgenas.data import Splits, load_dataset, make_splits
+from edgenas.latency_tables import LatencyTable, LocalBackend, Predictor, build_table, validate_table
 from edgenas.search_spaces import Space, get_space
 
 
@@ -19,6 +21,14 @@ def bench_space(resolutions: str) -> Space:
 
 def bench_splits(train_limit: int | None) -> Splits:
     return make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=train_limit, seed=0)
+
+
+def bench_predictor(space: Space, path: Path, backend: LocalBackend, validate_n: int = 40) -> Predictor:
+    """The calibrated fp32 predictor of ``space`` on this CPU: the table at ``path`` built and validated if needed."""
+    build_table(space, backend, path, progress=False)
+    if LatencyTable.load(path).calibration is None:
+        validate_table(path, backend, n=validate_n, progress=False)
+    return Predictor(LatencyTable.load(path), space)
 
 
 def md_code(text: str) -> str:

@@ -45,9 +45,16 @@ class DataConfig:
     train_limit: int | None = None
     # auto (chosen per data set, see edgenas.data.resolve_augment), none, or a list of crop, crop:<pad>, flip
     augment: str | tuple[str, ...] = "auto"
+    image_size: int | None = None  # image folders: the side images are resized to (default: smallest found)
+    workers: int = 2  # image folders: processes that decode batches
+    skip_corrupt: bool = False  # image folders: leave unreadable files out (counted) instead of stopping
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size < 4:
+            raise ValueError(f"data.image_size must be >= 4, got {self.image_size}")
+        if self.workers < 0:
+            raise ValueError(f"data.workers must be >= 0, got {self.workers}")
         try:
             resolve_augment(self.augment, self.name)
         except ValueError as exc:
@@ -95,6 +102,11 @@ class Config:
     @property
     def supernet_path(self) -> Path:
         return Path(self.run_dir) / "supernet.pt"
+
+    @property
+    def training_path(self) -> Path:
+        """The supernet's training budget and per-epoch curves (JSON, for the report)."""
+        return Path(self.run_dir) / "supernet_training.json"
 
     @property
     def search_dir(self) -> Path:

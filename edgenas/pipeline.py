@@ -24,7 +24,7 @@ import yaml
 from edgenas.accelerator import Accelerator
 from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
-from edgenas.io import atomic_write_text, read_json
+from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LatencyTable, Predictor, TableMismatchError, make_backend
 from edgenas.nas import DeviceObjective, SubnetEvaluator, load_supernet, run_search, set_threads, train_supernet
 from edgenas.search_spaces import SPACES, Space, Supernet
@@ -67,7 +67,7 @@ def load_space(name_or_path: str) -> Space:
 def splits_for(config: Config) -> Splits:
     d = config.data
     return make_splits(
-        load_dataset(d.name, root=d.root),
+        load_dataset(d.name, root=d.root, size=d.image_size, skip_corrupt=d.skip_corrupt, workers=d.workers),
         val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed, train_limit=d.train_limit,
     )  # fmt: skip
 
@@ -89,8 +89,12 @@ def train(config: Config, *, progress: bool = True) -> tuple[Supernet, list[dict
     if progress:
         print(f"[edgenas] train: augmentation {list(config.data.augmentations) or 'none'} "
               f"(data.augment: {config.data.augment})", flush=True)  # fmt: skip
-    return train_supernet(space_for(config, splits), splits, config.train, config.supernet_path,
-                          augment=config.data.augmentations, progress=progress)  # fmt: skip
+    supernet, history = train_supernet(space_for(config, splits), splits, config.train, config.supernet_path,
+                                       augment=config.data.augmentations, progress=progress)  # fmt: skip
+    budget = {"epochs": len(history), "train_images": len(splits.train.labels), "val_images": len(splits.val.labels),
+              "train_limit": config.data.train_limit, "augment": list(config.data.augmentations)}  # fmt: skip
+    atomic_write_json(config.training_path, {"budget": budget, "history": history})
+    return supernet, history
 
 
 def devices(config: Config, space: Space) -> list[DeviceObjective]:
@@ -187,13 +191,14 @@ def _hash(data: Any) -> str:
 def _stage_inputs(config: Config) -> dict[str, str]:
     """Each stage's input hash: its own settings plus the hashes of the stages it reads.
 
-    Where torch runs (``device``) and how many threads it uses change how fast a stage
-    runs, not what it computes: they are no stage's input.
+    Where torch runs (``device``), how many threads it uses and how many processes decode
+    images change how fast a stage runs, not what it computes: they are no stage's input.
     """
     c = config_to_dict(config)
     for section in ("train", "search", "finalize"):
         for key in ("device", "threads"):
             c[section].pop(key, None)
+    c["data"].pop("workers")
     space = load_space(config.space).to_dict()
     # a table depends on how a device is measured, not on its budget (the search's input)
     goals = ("budget_ms", "objective")
@@ -230,6 +235,7 @@ def _force(config: Config, stage: str) -> None:
                 config.lut_path(d).unlink(missing_ok=True)
     elif stage == "train":
         config.supernet_path.unlink(missing_ok=True)
+        config.training_path.unlink(missing_ok=True)
     elif stage == "search":
         shutil.rmtree(config.search_dir, ignore_errors=True)
     elif stage == "finalize":

@@ -34,6 +34,8 @@ def test_help_for_every_command():
         (["lut", "build", "--space", "tiny", "--device", "phone", "--out", "x.json"], "unknown device 'phone'"),
         (["lut", "build", "--space", "tiny", "--resolutions", "99", "--out", "x.json"], "resolution 99 is not in"),
         (["lut", "show", "missing.json"], "does not exist"),
+        (["train", "--config", "c.yaml", "--torch-device", "gpu"], "must be one of auto, cpu, cuda, cuda:N, mps"),
+        (["run", "c.yaml", "--torch-device", "cuda:x"], "'cuda:x'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path):

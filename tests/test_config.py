@@ -14,6 +14,7 @@ def test_defaults_and_overrides(tmp_path):
     c = load_config(path, {"search": {"n_trials": 7, "storage": None}})
     assert c.space == "tiny" and c.search.n_trials == 7 and c.search.sampler == "nsga2"
     assert c.train.temperature == 4.0 and c.train.alpha == 0.7
+    assert c.train.device == "auto" and c.data.augmentations == ("crop", "flip")  # auto, for fashion-mnist
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,13 @@ def test_defaults_and_overrides(tmp_path):
         ({"devices": [{"name": "a", "lut": "x", "budget_ms": -1}]}, "budget_ms must be > 0"),
         ({"devices": [{"name": "a", "lut": "x"}, {"name": "a", "lut": "y"}]}, "names must be unique"),
         ({"data": {"train_limit": 1.5}}, "data.train_limit: expected an integer"),
+        ({"data": {"augment": ["rotate"]}}, "data.augment: unknown augmentation 'rotate'"),
+        ({"data": {"augment": "sometimes"}}, "data.augment: unknown augmentation 'sometimes'"),
+        ({"data": {"workers": -1}}, "data.workers must be >= 0"),
+        ({"train": {"device": "gpu"}}, "train.device must be one of auto, cpu, cuda, cuda:N, mps; got 'gpu'"),
+        ({"search": {"device": "cuda:a"}}, "search.device must be one of"),
+        ({"finalize": {"device": "tpu"}}, "finalize.device must be one of"),
+        ({"train": {"label_smoothing": 1.0}}, "label_smoothing in [0, 1)"),
     ],
 )
 def test_bad_configs(data, fragment):

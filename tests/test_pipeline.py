@@ -55,6 +55,9 @@ def test_run_kill_resume_skip_and_force(tmp_path):
     assert (run / "finalize" / "cpu" / "model_card.json").exists()
     manifest = json.loads((run / "manifests" / "finalize.json").read_text())
     assert {"input_hash", "config", "versions", "device_fingerprints", "seed", "seconds"} <= set(manifest)
+    for stage in ("train", "search", "finalize"):  # where torch ran each stage
+        compute = json.loads((run / "manifests" / f"{stage}.json").read_text())["compute"]
+        assert compute["device"] in ("cpu", "cuda:0", "mps") and compute["precision"] in ("fp32", "bf16", "fp16")
 
     # a re-run skips everything
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "run", str(cfg)], capture_output=True, text=True)
@@ -86,6 +89,20 @@ def test_a_budget_is_a_search_input_not_a_table_input(tmp_path):
     data["devices"][0]["precision"] = "int8"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     assert pipeline._stage_inputs(load_config(tmp_path / "c.yaml"))["lut"] != base["lut"]
+
+
+def test_where_and_how_fast_torch_runs_is_no_stage_input(tmp_path):
+    base = pipeline._stage_inputs(load_config(_config(tmp_path)))
+    data = yaml.safe_load(_config(tmp_path).read_text())
+    data["train"].update(threads=2, device="cpu")
+    data["search"]["device"] = "cpu"
+    data["finalize"]["device"] = "cpu"
+    data["data"]["workers"] = 4
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(data))
+    assert pipeline._stage_inputs(load_config(tmp_path / "d.yaml")) == base
+    data["data"]["augment"] = "none"  # what the supernet learns from is
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(data))
+    assert pipeline._stage_inputs(load_config(tmp_path / "e.yaml"))["train"] != base["train"]
 
 
 def test_impossible_budget_and_unknown_stage_fail_early(tmp_path):

@@ -17,18 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas.data._folder import ImageFiles, list_image_folder
+
 __all__ = ["BUILTIN_DATASETS", "FASHION_MNIST_DIR", "ImageData", "load_dataset", "to_uint8"]
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
 class ImageData:
-    """Images (N, C, H, W) uint8, labels (N,) int64, class names."""
+    """Images (N, C, H, W) uint8, labels (N,) int64, class names.
+
+    ``images`` is a numpy array, or an :class:`ImageFiles` whose pixels are decoded per batch.
+    """
 
     name: str
-    images: np.ndarray
+    images: np.ndarray | ImageFiles
     labels: np.ndarray
     classes: tuple[str, ...]
     test: ImageData | None = None  # the data set's own test split, where it has one
@@ -53,8 +57,19 @@ class ImageData:
     def size(self) -> int:
         return int(self.images.shape[2])
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the pixels live in files (decoded per batch) rather than in memory."""
+        return isinstance(self.images, ImageFiles)
+
     def subset(self, index: np.ndarray, name: str | None = None) -> ImageData:
         return ImageData(name or self.name, self.images[index], self.labels[index], self.classes)
+
+    def pixels(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(uint8 images, mask over ``index`` of the images read): in-memory images are always read."""
+        if self.streamed:
+            return self.images.read(index)
+        return self.images[index], np.ones(len(index), dtype=bool)
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -149,30 +164,10 @@ def _fashion(root: str | None) -> ImageData:
     return load_idx_folder(root, "fashion-mnist", FASHION_CLASSES)
 
 
-def _image_folder(root: Path, size: int | None) -> ImageData:
-    from PIL import Image
-
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise ValueError(f"image folder {str(root)!r} has no class sub-folders (expected ROOT/<class>/<image>)")
-    paths, labels = [], []
-    for i, c in enumerate(classes):
-        files = sorted(p for p in (root / c).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        paths += files
-        labels += [i] * len(files)
-    if not paths:
-        raise ValueError(f"image folder {str(root)!r} has no images with suffixes {_IMAGE_SUFFIXES}")
-    opened = [Image.open(p) for p in paths]
-    mode = "L" if all(im.mode in ("L", "1", "I;16", "LA") for im in opened) else "RGB"
-    side = size or min(min(im.size) for im in opened)
-    arrays = []
-    for im in opened:
-        im = im.convert(mode)
-        if im.size != (side, side):
-            im = im.resize((side, side), Image.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
-    return ImageData(root.name, np.stack(arrays), np.array(labels, dtype=np.int64), tuple(classes))
+def _image_folder(root: Path, size: int | None, skip_corrupt: bool, workers: int) -> ImageData:
+    paths, labels, classes = list_image_folder(root)
+    files = ImageFiles.probe(paths, side=size, skip_corrupt=skip_corrupt, workers=workers)
+    return ImageData(root.name, files, np.array(labels, dtype=np.int64), classes)
 
 
 def _npz(path: Path) -> ImageData:
@@ -204,15 +199,22 @@ BUILTIN_DATASETS: dict[str, Callable[[str | None], ImageData]] = {
 }
 
 
-def load_dataset(name: str, *, root: str | None = None, size: int | None = None) -> ImageData:
+def load_dataset(
+    name: str, *, root: str | None = None, size: int | None = None, skip_corrupt: bool = False, workers: int = 2
+) -> ImageData:
     """A built-in data set by name, an image folder, a .npz file, or a folder of IDX files.
 
-    ``root`` overrides where a built-in looks (fashion-mnist); ``size`` sets the side
-    images of an image folder are resized to (default: the smallest side found).
+    ``root`` overrides where a built-in looks (fashion-mnist). An image folder is streamed
+    (:mod:`edgenas.data._folder`): ``size`` is the side its images are resized to (default:
+    the smallest side of the first 64), ``workers`` the processes that decode batches,
+    ``skip_corrupt`` leaves unreadable files out (counted) instead of stopping.
     """
     if name in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[name](root)
     path = Path(name)
+    if not path.exists() and (path.suffix or "/" in name or "\\" in name):
+        raise FileNotFoundError(f"data {name!r} does not exist (a path to an image folder, a .npz file or an "
+                                f"IDX folder; built-in: {sorted(BUILTIN_DATASETS)})")  # fmt: skip
     if path.suffix == ".npz":
         if not path.is_file():
             raise FileNotFoundError(f"data file {name!r} does not exist")
@@ -220,7 +222,7 @@ def load_dataset(name: str, *, root: str | None = None, size: int | None = None)
     if path.is_dir():
         if _find_idx(path, "train-images-idx3-ubyte") is not None:
             return load_idx_folder(path, path.name)
-        return _image_folder(path, size)
+        return _image_folder(path, size, skip_corrupt, workers)
     raise ValueError(
         f"unknown dataset {name!r}; built-in: {sorted(BUILTIN_DATASETS)}, or an image folder "
         "(ROOT/<class>/<image>), a .npz file with 'x' and 'y', or a folder of MNIST-format IDX files"

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from edgenas.accelerator import Accelerator
 from edgenas.data._datasets import ImageData
+from edgenas.data._folder import read_ahead
 
 AUGMENTATIONS = ("crop", "flip")
 # Data sets whose classes change under a mirror image (digits): no flip for them by default.
@@ -98,15 +99,24 @@ def make_splits(
         elif len(take) < train_limit:
             take = np.sort(np.concatenate([take, rng.choice(rest_idx, train_limit - len(take), replace=False)]))
         train = train.subset(take, f"{data.name}-train")
-    mean, std = _mean_std(train.images)
+    mean, std = _mean_std(train, rng)
     return Splits(train, val, test, mean, std)
 
 
-def _mean_std(images: np.ndarray) -> tuple[float, float]:
-    """Mean and std of uint8 pixels scaled to [0, 1], accumulated in chunks (no float copy of the set)."""
+_STATS_SAMPLE = 2048  # images decoded to estimate a streamed data set's mean and std
+
+
+def _mean_std(data: ImageData, rng: np.random.Generator) -> tuple[float, float]:
+    """Mean and std of the pixels scaled to [0, 1], accumulated in chunks (no float copy of the set).
+
+    In-memory data: every image. Streamed data: a seeded sample of 2,048 images.
+    """
+    index = np.arange(len(data.labels))
+    if data.streamed and len(index) > _STATS_SAMPLE:
+        index = np.sort(rng.choice(index, _STATS_SAMPLE, replace=False))
     n = s1 = s2 = 0.0
-    for i in range(0, len(images), 4096):
-        chunk = images[i : i + 4096].astype(np.float64) / 255.0
+    for i in range(0, len(index), 4096):
+        chunk = data.pixels(index[i : i + 4096])[0].astype(np.float64) / 255.0
         n += chunk.size
         s1 += float(chunk.sum())
         s2 += float((chunk * chunk).sum())
@@ -213,12 +223,19 @@ def batches(
     n = len(data.labels)
     order = rng.permutation(n) if shuffle else np.arange(n)
     stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    index_batches = [order[i : i + batch_size] for i in range(0, stop, batch_size)][:limit]
     pin = accel is not None and accel.device.type == "cuda"
-    for k, i in enumerate(range(0, stop, batch_size)):
-        if limit is not None and k >= limit:
-            return
-        idx = order[i : i + batch_size]
-        x, y = torch.from_numpy(data.images[idx]), torch.from_numpy(data.labels[idx])
+    if data.streamed:  # decoded by worker processes, ahead of use
+        read = read_ahead(data.images, index_batches)
+    else:
+        read = (data.pixels(idx) for idx in index_batches)
+    for idx, (pixels, ok) in zip(index_batches, read):
+        if not ok.all():
+            data.images.note_skipped(idx, ok)
+            idx = idx[ok]
+            if len(idx) == 0:
+                continue
+        x, y = torch.from_numpy(np.ascontiguousarray(pixels)), torch.from_numpy(data.labels[idx])
         if pin:
             x, y = x.pin_memory(), y.pin_memory()
         if accel is not None:

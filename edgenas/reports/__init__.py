@@ -10,6 +10,8 @@ from edgenas.reports._data import (
     pareto_data,
     predicted_vs_measured_data,
     stage_table_data,
+    training_budget_text,
+    training_curve_data,
 )
 from edgenas.reports._report import write_report
 
@@ -21,5 +23,7 @@ __all__ = [
     "pareto_data",
     "predicted_vs_measured_data",
     "stage_table_data",
+    "training_budget_text",
+    "training_curve_data",
     "write_report",
 ]

@@ -24,6 +24,8 @@ __all__ = [
     "pareto_data",
     "predicted_vs_measured_data",
     "stage_table_data",
+    "training_budget_text",
+    "training_curve_data",
 ]
 
 
@@ -67,9 +69,38 @@ class RunFiles:
         path = self.run / "search" / "references.json"
         return read_json(path) if path.exists() else []
 
+    def training(self) -> dict | None:
+        """The supernet's training budget and per-epoch history, if the run trained one."""
+        path = self.run / "supernet_training.json"
+        return read_json(path) if path.exists() else None
+
     def card(self, device: str) -> dict | None:
         path = self.run / "finalize" / device / "model_card.json"
         return json.loads(path.read_text()) if path.exists() else None
+
+
+def training_curve_data(run: RunFiles) -> pd.DataFrame:
+    """Per epoch: validation accuracy of the largest and smallest subnet, losses, speed."""
+    training = run.training()
+    cols = ["epoch", "val_largest", "val_smallest", "loss_largest", "loss_students", "images_per_second"]
+    if not training:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame([{k: h.get(k) for k in cols} for h in training["history"]])
+
+
+def training_budget_text(run: RunFiles) -> str:
+    """One sentence: what the supernet was trained on, how long, where."""
+    training = run.training()
+    if not training:
+        return "No supernet training record in this run directory."
+    b, last = training["budget"], training["history"][-1]
+    compute = last.get("compute", {})
+    limit = " (data.train_limit)" if b.get("train_limit") else ""
+    return (f"Supernet trained for {b['epochs']} epochs on {b['train_images']:,} training images{limit}, "
+            f"augmentation {', '.join(b['augment']) or 'none'}, on {compute.get('name', '?')} "
+            f"({compute.get('device', '?')}, {compute.get('precision', '?')}); final validation accuracy "
+            f"{last['val_largest'] * 100:.1f} % (largest subnet), {last['val_smallest'] * 100:.1f} % (smallest), "
+            f"{sum(h['seconds'] for h in training['history']) / 60:.1f} minutes.")
 
 
 def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:

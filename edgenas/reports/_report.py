@@ -24,6 +24,8 @@ from edgenas.reports._data import (
     pareto_data,
     predicted_vs_measured_data,
     stage_table_data,
+    training_budget_text,
+    training_curve_data,
 )
 
 __all__ = ["pareto_figure", "predicted_vs_measured_figure", "write_report"]
@@ -84,6 +86,16 @@ def breakdown_figure(data: pd.DataFrame, device: str) -> go.Figure:
     return fig
 
 
+def training_figure(data: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for col, name in (("val_largest", "largest subnet"), ("val_smallest", "smallest subnet")):
+        fig.add_trace(go.Scatter(x=data["epoch"], y=data[col] * 100, mode="lines+markers", name=name))
+    fig.update_layout(title="Supernet training: validation accuracy (BN recalibrated) per epoch",
+                      xaxis_title="epoch", yaxis_title="validation accuracy (%)", template="plotly_white",
+                      height=360)  # fmt: skip
+    return fig
+
+
 def _table_html(df: pd.DataFrame) -> str:
     if df is None or not len(df):
         return "<p><em>not available yet</em></p>"
@@ -115,6 +127,11 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
         if png and _png(fig, out / "png" / f"{name}.png"):
             pngs.append(name)
 
+    sections.append(f"<h2>Supernet training</h2><p>{html.escape(training_budget_text(run))}</p>")
+    d = training_curve_data(run)
+    if len(d):
+        add(training_figure(d), "training", d)
+        sections.append("<div id='fig-training' class='fig'></div>")
     for device in run.devices:
         sections.append(f"<h2>Device <code>{html.escape(device)}</code></h2>")
         d = pareto_data(run, device)

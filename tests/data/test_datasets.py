@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgenas.data import augment_batch, batches, load_dataset, make_splits, prepare, resolve_augment
+from edgenas.data import CorruptImageError, augment_batch, batches, load_dataset, make_splits, prepare, resolve_augment
 
 
 @pytest.mark.parametrize("name, shape, n, classes", [("digits", (1, 8, 8), 1797, 10),
@@ -147,3 +147,59 @@ def test_augmented_batches_need_an_rng():
     s = make_splits(load_dataset("digits"))
     with pytest.raises(ValueError, match="need an rng"):
         next(batches(s.train, batch_size=8, resolution=8, channels=1, mean=0.0, std=1.0, augment=("flip",)))
+
+
+def _folder(root, n_per_class=6, side=12, mode="RGB"):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            shape = (side + i, side + 2 * i, 3) if mode == "RGB" else (side + i, side + 2 * i)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / c / f"{i}.png")
+    return root
+
+
+def test_image_folder_is_streamed_and_decoded_per_batch_by_workers(tmp_path):
+    d = load_dataset(str(_folder(tmp_path / "imgs")), workers=2)
+    assert d.streamed and d.images.shape == (12, 3, 12, 12)  # listed, resized to the smallest side on read
+    s = make_splits(d, val_fraction=0.2, test_fraction=0.2, seed=0)
+    assert s.train.streamed and 0.0 < s.mean < 1.0
+    kw = dict(batch_size=3, resolution=8, channels=3, mean=s.mean, std=s.std)
+    in_workers = [(x, y) for x, y in batches(s.train, **kw)]
+    s.train.images.workers = 0
+    in_process = [(x, y) for x, y in batches(s.train, **kw)]
+    assert len(in_workers) == len(in_process) >= 2
+    for (xa, ya), (xb, yb) in zip(in_workers, in_process):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert load_dataset(str(tmp_path / "imgs"), size=10).images.shape == (12, 3, 10, 10)
+
+
+def test_corrupt_image_is_one_error_naming_it_or_skipped_and_counted(tmp_path, monkeypatch):
+    import edgenas.data._folder as folder
+
+    root = _folder(tmp_path / "imgs", mode="L")
+    bad = root / "b" / "9.png"
+    bad.write_bytes(open(root / "b" / "0.png", "rb").read()[:40])  # truncated
+    with pytest.raises(CorruptImageError, match=r"cannot read image '.*9\.png'"):
+        load_dataset(str(root))  # among the images opened on loading: it stops there
+    monkeypatch.setattr(folder, "_PROBE", 2)  # past the first images: found when its batch is read
+    d = load_dataset(str(root), workers=0)
+    assert d.images.shape[1] == 1  # grayscale folder
+    with pytest.raises(CorruptImageError, match=r"cannot read image '.*9\.png'") as err:
+        list(batches(d, batch_size=4, resolution=8, channels=1, mean=0.5, std=0.25))
+    assert "\n" not in str(err.value)
+    for workers in (0, 2):  # in a worker process the message is the same one line
+        d = load_dataset(str(root), workers=workers)
+        with pytest.raises(CorruptImageError, match=r"9\.png") as err:
+            list(batches(d, batch_size=4, resolution=8, channels=1, mean=0.5, std=0.25))
+        assert "Traceback" not in str(err.value)
+    d = load_dataset(str(root), workers=0, skip_corrupt=True)
+    got = list(batches(d, batch_size=4, resolution=8, channels=1, mean=0.5, std=0.25))
+    assert sum(len(y) for _, y in got) == 12 and d.images.skipped == {str(bad)}
+
+
+def test_missing_data_path_says_it_does_not_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset(str(tmp_path / "nowhere" / "imgs"))

@@ -13,7 +13,15 @@ import yaml
 
 from edgenas import pipeline
 from edgenas.config import load_config
-from edgenas.reports import RunFiles, pareto_data, predicted_vs_measured_data, stage_table_data, write_report
+from edgenas.reports import (
+    RunFiles,
+    pareto_data,
+    predicted_vs_measured_data,
+    stage_table_data,
+    training_budget_text,
+    training_curve_data,
+    write_report,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +33,7 @@ def finished_run(tiny_run, tmp_path_factory):
     data["finalize"] = {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
                         "qat_epochs": 1, "lr": 0.05, "measure_rounds": 5}  # fmt: skip
     shutil.copy(tiny_run.parent / "supernet.pt", run / "supernet.pt")
+    shutil.copy(tiny_run.parent / "supernet_training.json", run / "supernet_training.json")
     cfg = run / "c.yaml"
     cfg.write_text(yaml.safe_dump(data))
     config = load_config(cfg)
@@ -44,6 +53,9 @@ def test_figure_data(finished_run):
     assert "finalized (searched arch, fp32)" in set(pvm["set"])
     st = stage_table_data(run, "cpu")
     assert list(st["stage"]) == ["teacher", "searched", "distilled", "pruned", "qat_int8", "ptq_int8"]
+    curve = training_curve_data(run)
+    assert list(curve["epoch"]) == [1, 2] and curve["val_largest"].between(0, 1).all()
+    assert training_budget_text(run).startswith("Supernet trained for 2 epochs on 1,")  # the budget, stated
 
 
 def _chromium() -> str | None:
@@ -61,7 +73,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     text = html.read_text()
     assert "<script" in text and not re.search(r"<script[^>]*src=", text)  # plotly inlined: opens offline
     n_figures = len(re.findall(r"<div id='fig-", text))
-    assert n_figures == 3
+    assert n_figures == 4  # training curves, front, predicted vs measured, breakdown
     with tempfile.TemporaryDirectory() as profile:
         dom = subprocess.run(
             [_chromium(), *_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",

@@ -1,0 +1,201 @@
+"""Ranking fidelity: does the supernet rank archs as training them stand-alone does?
+
+Takes the supernet of ``bench/supernet.py`` (full Fashion-MNIST), ``--n`` archs spread
+evenly over the predicted latency range of the bench space (an fp32 table of this CPU,
+built and validated here; the largest and smallest arch included), trains each stand-alone
+with the library's recipe (:class:`edgenas.nas.TrainConfig`'s optimiser, warm-up + cosine,
+label smoothing, the data set's augmentation) at a reduced, stated budget (``--epochs`` on
+``--train-limit`` training images), and compares:
+
+- the search's evaluation settings (BN recalibration batches x validation images) by the
+  Kendall tau between supernet-inherited and stand-alone accuracy on the *validation*
+  split (the settings are chosen there, never on test);
+- with the chosen settings, on the test split: Kendall tau, Spearman rho, top-5 overlap,
+  and a scatter plot (bench/results/ranking.png).
+
+Resumable: each stand-alone result is written as it finishes (``--workdir``).
+
+    python bench/ranking.py                       # 16 archs, 3 epochs on 15,000 images each
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _setup import bench_predictor, bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
+from scipy.stats import kendalltau, spearmanr
+
+from edgenas.accelerator import Accelerator
+from edgenas.data import Splits, batches, resolve_augment
+from edgenas.distill import FitConfig, fit
+from edgenas.io import atomic_write_json, atomic_write_text, read_json
+from edgenas.latency_tables import LocalBackend, sample_spread
+from edgenas.nas import SubnetEvaluator, TrainConfig, accuracy, load_supernet, set_threads
+from edgenas.search_spaces import build_subnet
+
+CALIB_BATCHES = (1, 2, 4, 8, 16, 32)
+VAL_SIZES = (500, 1000, 2000, 3000)  # prefixes of the validation split
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@torch.no_grad()
+def val_correct(net, splits: Splits, resolution: int, channels: int) -> np.ndarray:
+    """1/0 per validation image, in the split's order."""
+    out = []
+    for x, y in batches(splits.val, batch_size=256, resolution=resolution, channels=channels, mean=splits.mean,
+                        std=splits.std, accel=Accelerator.of(net)):  # fmt: skip
+        out.append((net(x).argmax(1) == y).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def top_overlap(a: list[float], b: list[float], k: int = 5) -> int:
+    return len(set(np.argsort(a)[-k:]) & set(np.argsort(b)[-k:]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=16, help="archs, spread over the predicted latency range")
+    p.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
+    p.add_argument("--train-limit", type=int, default=15000, help="stand-alone training images")
+    p.add_argument("--resolutions", default="24,28")
+    p.add_argument("--supernet", default="runs/bench_supernet/supernet.pt")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default="runs/bench_ranking")
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args()
+
+    work, out = Path(args.workdir), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    set_threads(args.threads)
+    space = bench_space(args.resolutions)
+    splits = bench_splits(None)
+    supernet = load_supernet(space, args.supernet)
+    augment = resolve_augment("auto", "fashion-mnist")
+
+    # archs spread over this CPU's predicted latency
+    predictor = bench_predictor(space, work / "lut_fp32.json", LocalBackend(threads=1))
+    archs = sample_spread(predictor, args.n, np.random.default_rng(args.seed))
+    log(f"{len(archs)} archs, predicted {predictor.predict(archs[0]):.3f}-{predictor.predict(archs[-1]):.3f} ms")
+
+    # stand-alone training, one result per arch as it finishes
+    limited = bench_splits(args.train_limit)
+    recipe = TrainConfig()
+    fit_cfg = FitConfig(epochs=args.epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
+                        weight_decay=recipe.weight_decay, warmup_epochs=min(recipe.warmup_epochs, args.epochs / 3),
+                        label_smoothing=recipe.label_smoothing, augment=augment, seed=args.seed)  # fmt: skip
+    path = work / "standalone.json"
+    standalone: dict = read_json(path) if path.exists() else {}
+    accel = Accelerator.create(args.device)
+    for i, arch in enumerate(archs):
+        key = str(arch)
+        if key in standalone:
+            continue
+        torch.manual_seed(args.seed)
+        net = build_subnet(space, arch)
+        t0 = time.time()
+        fit(net, limited, fit_cfg, resolution=arch.resolution, channels=space.in_chs, progress=False, accel=accel)
+        score = {s: accuracy(net, getattr(splits, s), splits, resolution=arch.resolution, channels=space.in_chs)
+                 for s in ("val", "test")}  # fmt: skip
+        standalone[key] = {"val": score["val"], "test": score["test"], "seconds": time.time() - t0,
+                           "predicted_ms": predictor.predict(arch)}  # fmt: skip
+        atomic_write_json(path, standalone)
+        log(f"{i + 1}/{len(archs)} {key}: stand-alone val {score['val']:.4f} test {score['test']:.4f} "
+            f"({time.time() - t0:.0f} s)")  # fmt: skip
+
+    # the search's evaluation settings, judged on validation: per calibration setting, every
+    # val image's correctness once, so each validation size is a prefix of the same predictions
+    sa_val = [standalone[str(a)]["val"] for a in archs]
+    grid = []
+    for calib in CALIB_BATCHES:
+        ev = SubnetEvaluator(supernet, splits, calib_batches=calib, seed=args.seed, accel=accel)
+        t0 = time.time()
+        correct = np.array([val_correct(ev.subnet(a), splits, a.resolution, space.in_chs) for a in archs])
+        seconds = (time.time() - t0) / len(archs)
+        for n_val in VAL_SIZES:
+            sn = correct[:, :n_val].mean(1)
+            grid.append({"calib_batches": calib, "val_images": min(n_val, correct.shape[1]),
+                         "kendall_tau": float(kendalltau(sn, sa_val)[0]), "spearman": float(spearmanr(sn, sa_val)[0]),
+                         # evaluation time: calibration plus this share of the full validation pass
+                         "seconds_per_arch": seconds})  # fmt: skip
+            log(f"calib {calib} x val {n_val}: tau {grid[-1]['kendall_tau']:.3f}")
+    best_tau = max(g["kendall_tau"] for g in grid)
+    # the cheapest setting within 0.02 of the best tau: evaluation time is the search's budget
+    chosen = min((g for g in grid if g["kendall_tau"] >= best_tau - 0.02),
+                 key=lambda g: (g["calib_batches"], g["val_images"]))  # fmt: skip
+
+    # with the chosen settings, on test
+    ev = SubnetEvaluator(supernet, splits, split="test", calib_batches=chosen["calib_batches"], seed=args.seed,
+                         accel=accel)  # fmt: skip
+    sn_test = [ev(a) for a in archs]
+    sa_test = [standalone[str(a)]["test"] for a in archs]
+    fidelity = {"n": len(archs), "kendall_tau": float(kendalltau(sn_test, sa_test)[0]),
+                "spearman": float(spearmanr(sn_test, sa_test)[0]),
+                "top5_overlap": top_overlap(sn_test, sa_test)}  # fmt: skip
+    rows = [{"arch": str(a), "predicted_ms": standalone[str(a)]["predicted_ms"], "supernet_test": s,
+             "standalone_test": t, "standalone_val": standalone[str(a)]["val"]}
+            for a, s, t in zip(archs, sn_test, sa_test)]  # fmt: skip
+    results = {"settings": vars(args), "augment": list(augment), "fit": dataclasses.asdict(fit_cfg), "grid": grid,
+               "chosen": chosen, "fidelity": fidelity, "archs": rows}  # fmt: skip
+    atomic_write_json(out / "ranking.json", results)
+    figure(rows, fidelity).write_image(str(out / "ranking.png"), width=900, height=560)
+
+    md = [
+        f"# Ranking fidelity ({len(archs)} archs, supernet of bench/supernet.py)",
+        "",
+        f"`python bench/ranking.py --n {args.n} --epochs {args.epochs} --train-limit {args.train_limit}`: stand-alone "
+        f"training with the library's recipe at a reduced budget ({args.epochs} epochs on {args.train_limit:,} "
+        "Fashion-MNIST images); supernet accuracy with BN recalibrated.",
+        "",
+        f"**Test split, chosen settings ({chosen['calib_batches']} calibration batches): Kendall tau "
+        f"{fidelity['kendall_tau']:.3f}, Spearman {fidelity['spearman']:.3f}, top-5 overlap "
+        f"{fidelity['top5_overlap']}/5** (target tau >= 0.6: "
+        f"{'met' if fidelity['kendall_tau'] >= 0.6 else 'not met'}).",
+        "",
+        "Evaluation settings, Kendall tau on the validation split (where they are chosen):",
+        "",
+        "| calibration batches | " + " | ".join(f"{v} val images" for v in VAL_SIZES) + " |",
+        "|---|" + "---|" * len(VAL_SIZES),
+    ]
+    for calib in CALIB_BATCHES:
+        cells = [f"{g['kendall_tau']:.3f}" for g in grid if g["calib_batches"] == calib]
+        md.append(f"| {calib} | " + " | ".join(cells) + " |")
+    md += ["", f"Chosen: {chosen['calib_batches']} batches x {chosen['val_images']} images (the cheapest within "
+           f"0.02 of the best tau {best_tau:.3f}; {chosen['seconds_per_arch']:.2f} s per arch with all "
+           f"{len(splits.val.labels):,} validation images).",
+           "", "| arch | predicted ms | supernet test | stand-alone test |", "|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        md.append(f"| {md_code(r['arch'])} | {r['predicted_ms']:.3f} | {r['supernet_test'] * 100:.2f} % | "
+                  f"{r['standalone_test'] * 100:.2f} % |")  # fmt: skip
+    md += ["", "![supernet vs stand-alone](ranking.png)"]
+    atomic_write_text(out / "ranking.md", "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def figure(rows: list[dict], fidelity: dict):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(
+        x=[r["supernet_test"] * 100 for r in rows], y=[r["standalone_test"] * 100 for r in rows], mode="markers",
+        marker={"size": 10, "color": [r["predicted_ms"] for r in rows], "colorscale": "Viridis",
+                "colorbar": {"title": "predicted ms"}},
+        text=[r["arch"] for r in rows],
+    ))  # fmt: skip
+    title = (f"Supernet vs stand-alone test accuracy: Kendall tau {fidelity['kendall_tau']:.2f}, "
+             f"Spearman {fidelity['spearman']:.2f}")  # fmt: skip
+    fig.update_layout(title=title, xaxis_title="supernet (inherited weights, BN recalibrated), %",
+                      yaxis_title="stand-alone (trained alone), %", template="plotly_white")  # fmt: skip
+    return fig
+
+
+if __name__ == "__main__":
+    main()
