@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--distill-epochs", type=int, default=3)
     p.add_argument("--qat-epochs", type=int, default=2)
     p.add_argument("--resolutions", default="24,28")
-    p.add_argument("--supernet", default="runs/bench_supernet/supernet.pt")
+    p.add_argument("--supernet", default="bench/results/supernet_fmnist.pt", help="written by bench/supernet.py")
     p.add_argument("--lut", default="runs/bench_ranking/lut_fp32.json", help="built and validated here if missing")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")

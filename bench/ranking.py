@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
     p.add_argument("--train-limit", type=int, default=15000, help="stand-alone training images")
     p.add_argument("--resolutions", default="24,28")
-    p.add_argument("--supernet", default="runs/bench_supernet/supernet.pt")
+    p.add_argument("--supernet", default="bench/results/supernet_fmnist.pt", help="written by bench/supernet.py")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,9 @@ engine picks. After every epoch the largest and the smallest subnet (supernet we
 recalibrated on 8 training batches) are scored on the validation and the test split.
 
 Resumable: the checkpoint lives in ``--workdir``; results are rewritten after every epoch
-(bench/results/supernet.{json,md}), so a run cut short still shows its curves.
+(bench/results/supernet.{json,md}), so a run cut short still shows its curves. The trained
+weights go to bench/results/supernet_fmnist.pt, which bench/ranking.py and bench/deploy.py
+read.
 Targets: trained in <= 90 minutes on the 2-core CPU, largest >= 92.0 % test, smallest >= 88 %.
 
     python bench/supernet.py                 # 9 epochs, ~80 minutes on 2 cores
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import time
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from _setup import bench_space, bench_splits  # noqa: I001 (bench/ is the script
 
 from edgenas.accelerator import Accelerator
 from edgenas.data import resolve_augment
-from edgenas.io import atomic_write_json, atomic_write_text
+from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgenas.nas import SubnetEvaluator, TrainConfig, train_supernet
 
 
@@ -107,7 +110,13 @@ def main() -> None:
         return scores
 
     train_supernet(space, splits, config, ckpt, augment=augment, on_epoch=on_epoch, progress=False)
-    print(f"done: {sum(h['seconds'] for h in done) / 60:.1f} minutes of training")
+    # the trained weights (no optimiser state) for bench/ranking.py and bench/deploy.py
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    buf = io.BytesIO()
+    torch.save({k: state[k] for k in ("space", "config", "model", "history")}, buf)
+    atomic_write_bytes(out / "supernet_fmnist.pt", buf.getvalue())
+    minutes = sum(h["seconds"] for h in done) / 60
+    print(f"done: {minutes:.1f} minutes of training; weights in {out / 'supernet_fmnist.pt'}")
 
 
 if __name__ == "__main__":
