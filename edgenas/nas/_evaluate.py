@@ -44,10 +44,10 @@ def accuracy(
 ) -> float:  # fmt: skip
     """Top-1 accuracy of ``model`` on ``data`` (the first ``limit`` batches if given), run where the model is."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64)
-    total = 0
     accel = Accelerator.of(model)
-    correct = correct.to(accel.device)
+    # counted on the device: reading it every batch would make the host wait for the device
+    correct = torch.zeros((), dtype=torch.int64, device=accel.device)
+    total = 0
     for x, y in batches(data, batch_size=batch_size, resolution=resolution, channels=channels, mean=splits.mean,
                         std=splits.std, limit=limit, accel=accel):  # fmt: skip
         correct += (model(x).argmax(1) == y).sum()
