@@ -23,9 +23,11 @@ def bench_splits(train_limit: int | None) -> Splits:
     return make_splits(load_dataset("fashion-mnist"), val_fraction=0.05, train_limit=train_limit, seed=0)
 
 
-def bench_predictor(space: Space, path: Path, backend: LocalBackend, validate_n: int = 40) -> Predictor:
-    """The calibrated fp32 predictor of ``space`` on this CPU: the table at ``path`` built and validated if needed."""
-    build_table(space, backend, path, progress=False)
+def bench_predictor(
+    space: Space, path: Path, backend: LocalBackend, validate_n: int = 40, precision: str = "fp32"
+) -> Predictor:
+    """The calibrated predictor of ``space`` on this CPU: the table at ``path`` built and validated if needed."""
+    build_table(space, backend, path, precision=precision, progress=False)
     if LatencyTable.load(path).calibration is None:
         validate_table(path, backend, n=validate_n, progress=False)
     return Predictor(LatencyTable.load(path), space)

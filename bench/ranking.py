@@ -128,9 +128,11 @@ def main() -> None:
                          # evaluation time: calibration plus this share of the full validation pass
                          "seconds_per_arch": seconds})  # fmt: skip
             log(f"calib {calib} x val {n_val}: tau {grid[-1]['kendall_tau']:.3f}")
-    best_tau = max(g["kendall_tau"] for g in grid)
+    # tau is undefined (nan) when either side ties throughout; such a setting cannot be chosen
+    ranked = [g for g in grid if not np.isnan(g["kendall_tau"])] or grid[-1:]
+    best_tau = max(g["kendall_tau"] for g in ranked)
     # the cheapest setting within 0.02 of the best tau: evaluation time is the search's budget
-    chosen = min((g for g in grid if g["kendall_tau"] >= best_tau - 0.02),
+    chosen = min((g for g in ranked if not g["kendall_tau"] < best_tau - 0.02),
                  key=lambda g: (g["calib_batches"], g["val_images"]))  # fmt: skip
 
     # with the chosen settings, on test

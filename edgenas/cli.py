@@ -177,14 +177,14 @@ def _arch_predict(args: argparse.Namespace) -> None:
 
 
 def _arch_export(args: argparse.Namespace) -> None:
-    from edgenas.export import export_onnx
-    from edgenas.search_spaces import build_subnet
+    from edgenas.io import atomic_write_bytes
+    from edgenas.latency_tables import arch_model
 
     space = load_space(args.space)
     arch = _parse_arch(space, args.arch)
-    net = build_subnet(space, arch)
-    export_onnx(net, net.input_shape, args.out, precision=args.precision)
-    print(f"{args.out}: {arch} ({args.precision}, input {list(net.input_shape)}, random weights)")
+    atomic_write_bytes(args.out, arch_model(space, arch, args.precision))
+    print(f"{args.out}: {arch} ({args.precision}, input [1, {space.in_chs}, {arch.resolution}, {arch.resolution}]; "
+          "random weights, the graph a trained model of this arch exports to: time it to check a table's prediction)")
 
 
 def _arch_info(args: argparse.Namespace) -> None:
@@ -391,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=_arch_predict)
 
     a = asub.add_parser("export", help="export an arch to ONNX",
-                        description="Export an arch (random weights) to ONNX, fp32 or int8 QDQ.")  # fmt: skip
+                        description="Export an arch to ONNX, fp32 or int8 QDQ, with random weights: the model a "
+                        "latency table's validation times, whose graph (and so latency) is the one a trained model "
+                        "of the arch exports to. Time it to check a prediction.")  # fmt: skip
     a.add_argument("arch", help="arch string")
     a.add_argument("--space", required=True, help="built-in space or YAML file")
     a.add_argument("--out", required=True, help="ONNX file to write")

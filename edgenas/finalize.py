@@ -10,14 +10,19 @@ one interleaved batch, measure its session's peak memory and its test accuracy -
 the faster precision for the device -> write a model card (JSON and Markdown) with the
 stage table.
 
-Every step writes its model to the output folder before the next starts; a killed run
-starts again at the first step whose file is missing.
+Every step writes its model to the output folder before the next starts, with a
+``<step>.json`` beside it that records what made it (the arch, the settings the step
+uses, the data, digests of the supernet and teacher weights, and the previous step's
+record). A killed run starts again at the first step whose file is missing or was made by
+other inputs: a step is never reused for another arch or other settings.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,7 +46,7 @@ from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import Arch, Space, Supernet
 
-__all__ = ["FinalizeConfig", "finalize_arch", "load_teacher", "onnx_accuracy", "write_model_card"]
+__all__ = ["FinalizeConfig", "finalize_arch", "load_teacher", "onnx_accuracy", "weights_digest", "write_model_card"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,36 @@ def _save(model: nn.Module, path: Path) -> None:
 
 def _load(path: Path) -> nn.Module:
     return torch.load(path, map_location="cpu", weights_only=False).eval()
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A digest of a model's parameters and buffers (names, shapes and values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _record(inputs: dict[str, Any]) -> dict[str, Any]:
+    """A step's provenance: its inputs and their digest (the key compared on resume)."""
+    text = json.dumps(inputs, sort_keys=True, default=str)
+    return {"key": hashlib.sha256(text.encode()).hexdigest()[:16], "inputs": json.loads(text)}
+
+
+def _reusable(path: Path, record: dict[str, Any]) -> bool:
+    """``path`` exists and its ``.json`` record says it was made from ``record``'s inputs."""
+    meta = path.with_suffix(".json")
+    if not path.exists():
+        return False
+    try:
+        same = json.loads(meta.read_text())["key"] == record["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        print(f"finalize: {path} was made by other inputs (or its record {meta.name} is missing); "
+              "making it again", flush=True)  # fmt: skip
+    return same
 
 
 def load_teacher(path: str | os.PathLike, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -208,17 +243,35 @@ def finalize_arch(
         largest = space.largest()
         teacher, teacher_resolution = evaluator.subnet(largest).cpu(), largest.resolution
     teacher_resolution = teacher_resolution or res
+    c = dataclasses.asdict(config)
+    finetune = {k: c[k] for k in ("batch_size", "temperature", "label_smoothing", "max_steps_per_epoch", "seed")}
+    records: dict[str, dict[str, Any]] = {}
+    records["searched"] = _record({
+        "arch": str(arch), "space": space.name, "space_spec": repr(space), "supernet": weights_digest(supernet),
+        "data": splits.describe(), "data_norm": [np.asarray(splits.mean).tolist(), np.asarray(splits.std).tolist()],
+        "calib_batches": config.calib_batches, "seed": config.seed})  # fmt: skip
+    records["distilled"] = _record({
+        "after": records["searched"]["key"], "teacher": teacher_source, "teacher_weights": weights_digest(teacher),
+        "teacher_resolution": teacher_resolution, "augment": list(augment), **finetune,
+        **{k: c[k] for k in ("distill_epochs", "lr", "alpha_start", "alpha_end")}})  # fmt: skip
+    records["pruned"] = _record({
+        "after": records["distilled"]["key"], "prune": c["prune"], "prune_finetune_epochs": c["prune_finetune_epochs"],
+        # the device's timings steer pruning only when there is a latency target
+        "device": (device, backend.fingerprint()) if config.prune.latency_target_ms else None})  # fmt: skip
+    records["qat"] = _record({"after": records["pruned"]["key"],
+                              **{k: c[k] for k in ("qat_epochs", "qat_lr", "qat_alpha", "calib_batches")}})  # fmt: skip
     kd = dict(teacher=teacher, teacher_resolution=teacher_resolution, resolution=res, channels=chans,
               progress=progress, accel=accel)  # fmt: skip
 
     def step(name: str, make) -> nn.Module:
         path = out / f"{name}.pt"
-        if path.exists():
+        if _reusable(path, records[name]):
             return _load(path)
         start = time.time()
         model = make()
         timings[name] = time.time() - start
         _save(model, path)
+        atomic_write_json(path.with_suffix(".json"), records[name])
         return model
 
     searched = step("searched", lambda: evaluator.subnet(arch).cpu())

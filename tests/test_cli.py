@@ -11,6 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from edgenas.cli import main
+from edgenas.latency_tables import arch_model
+from edgenas.search_spaces import Arch, get_space
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -58,7 +60,8 @@ def test_sample_info_export_predict_show(tiny_table, tmp_path, capsys):
     assert main(["arch", "export", arch, "--space", "tiny", "--out", str(out), "--precision", "int8"]) == 0
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape == [1, 1, 16, 16]
-    capsys.readouterr()
+    assert out.read_bytes() == arch_model(get_space("tiny"), Arch.parse(arch), "int8")  # what validation times
+    assert "check a table's prediction" in capsys.readouterr().out
     assert main(["arch", "predict", arch, "--lut", str(tiny_table)]) == 0
     assert float(capsys.readouterr().out.strip()) > 0
     assert main(["lut", "show", str(tiny_table)]) == 0

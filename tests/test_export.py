@@ -60,3 +60,37 @@ def test_int8_export_uses_int8_convolutions(net, tmp_path):
 def test_bad_precision_is_rejected(net):
     with pytest.raises(ValueError, match="precision must be one of"):
         export_onnx(net, net.input_shape, precision="fp16")
+
+
+def _structure(data: bytes) -> list[tuple]:
+    """Each node's op, where its inputs come from (graph input, initializer of a shape, node), its attributes."""
+    graph = onnx.load_from_string(data).graph
+    inits = {i.name: tuple(i.dims) for i in graph.initializer}
+    producer = {o: k for k, n in enumerate(graph.node) for o in n.output}
+    sources = {i.name: "input" for i in graph.input}
+
+    def source(name: str):
+        return sources.get(name) or (("init", inits[name]) if name in inits else ("node", producer.get(name)))
+
+    return [(n.op_type, tuple(source(i) for i in n.input),
+             tuple(sorted((a.name, onnx.helper.get_attribute_value(a).__class__.__name__) for a in n.attribute)))
+            for n in graph.node]  # fmt: skip
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_exported_graph_depends_on_the_arch_not_the_weights(tiny, precision):
+    """A fresh model (zero folded biases, which the exporter merges), a randomised and a trained one: one graph."""
+    arch = Arch.parse("r24|k5e3se-k3e2|k3e3se-k5e2")
+    torch.manual_seed(0)
+    fresh = build_subnet(tiny, arch).eval()
+    trained = build_subnet(tiny, arch)
+    opt = torch.optim.SGD(trained.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        trained(torch.randn(8, 1, 24, 24)).logsumexp(1).mean().backward()
+        opt.step()
+    exports = [export_onnx(m.eval(), m.input_shape, precision=precision)
+               for m in (fresh, _randomised(build_subnet(tiny, arch), 1), trained)]  # fmt: skip
+    structures = [_structure(d) for d in exports]
+    assert not any(op == "Identity" for op, *_ in structures[0])
+    assert structures[0] == structures[1] == structures[2]

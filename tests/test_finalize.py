@@ -34,12 +34,12 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     arch = "r16|k3e3-k5e2se|k3e3se-k5e2"
     cmd = [sys.executable, "-m", "edgenas.cli", "finalize", "--config", str(cfg), "--arch", arch, "--quiet"]
     out = tmp_path / "run" / "finalize" / "cpu"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (out / "distilled.pt").exists() and time.time() < deadline:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (out / "distilled.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()
     assert (out / "searched.pt").exists() and not (out / "model_card.json").exists()
     stamps = {p: (out / p).stat().st_mtime_ns for p in ("searched.pt", "distilled.pt") if (out / p).exists()}
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -64,6 +64,18 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     assert "| stage | precision | size (MB)" in (out / "model_card.md").read_text()
     for name in ("pruned.onnx", "qat_int8.onnx", "ptq_int8.onnx"):
         assert (out / name).stat().st_size > 0
+
+    # the same folder, another arch: no step of the first arch is reused
+    other = "r24|k5e3|k3e2se"
+    r = subprocess.run(cmd[:-3] + ["--arch", other, "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "searched.pt was made by other inputs" in r.stdout
+    assert json.loads((out / "model_card.json").read_text())["arch"] == other
+    import onnx
+
+    for name in ("searched.onnx", "pruned.onnx", "qat_int8.onnx"):
+        dims = [d.dim_value for d in onnx.load(str(out / name)).graph.input[0].type.tensor_type.shape.dim]
+        assert dims == [1, 1, 24, 24], name
 
 
 def test_a_user_teacher_is_loaded_and_checked(tmp_path):

@@ -1,8 +1,9 @@
 """The ONNX models a latency table times: single blocks, whole subnets, the reference.
 
-Weights are random but deterministic (seeded by what is exported), and BatchNorm
-statistics are randomised too: with freshly initialised BN every folded bias is zero and
-the exporter would merge identical constants, giving a graph unlike a trained model's.
+Weights are random but deterministic (seeded by what is exported), BatchNorm statistics
+too, so that a table's models are reproducible and their values are like a trained
+model's. The exported graph itself does not depend on the values
+(:func:`edgenas.export.unshare_initializers`).
 """
 
 from __future__ import annotations

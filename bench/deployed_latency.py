@@ -1,0 +1,133 @@
+"""Do the latency tables predict the models users deploy? Trained subnets exported as finalize exports them.
+
+For ``--n`` archs spread over the bench space's predicted latency, each subnet with the
+trained weights of ``bench/supernet.py`` (BN recalibrated on training images) is exported
+the three ways finalize deploys a model:
+
+- fp32: ``export_onnx``;
+- PTQ int8: ``export_onnx(precision="int8")`` calibrated on 64 training images;
+- QAT int8: ``prepare_qat`` + ``calibrate_qat`` + ``export_qat`` (QAT's finetuning changes
+  values, not the graph, so the calibrated model stands for a finetuned one);
+
+plus the int8 export of a freshly initialised subnet (what ``arch export`` used to write:
+its graph depended on the zero-valued weights and ran 2.4x slower). Each precision is timed
+in one interleaved batch against its table's reference model, with the table's protocol,
+and compared as a ratio to the reference with the calibrated prediction of the fp32 or int8
+table of this CPU (both built and validated here if missing), as table validation does.
+Target: every deployed export within +-10 % of its prediction.
+
+Pruned models are not covered: pruning leaves channel counts that no arch of the space has,
+so no table of the space predicts them.
+
+    python bench/deployed_latency.py          # ~10 minutes on 2 cores (the int8 table: ~5 more)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _setup import bench_predictor, bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
+
+from edgenas.data import batches
+from edgenas.export import export_onnx
+from edgenas.io import atomic_write_json, atomic_write_text
+from edgenas.latency_tables import LocalBackend, Protocol, reference_model, sample_spread
+from edgenas.nas import SubnetEvaluator, load_supernet, set_threads
+from edgenas.quant import calibrate_qat, export_qat, prepare_qat
+from edgenas.search_spaces import build_subnet
+
+KINDS = {"fp32": "fp32", "ptq_int8": "int8", "qat_int8": "int8", "fresh_int8": "int8"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def exports(space, arch, evaluator, splits) -> dict[str, bytes]:
+    res, chans = arch.resolution, space.in_chs
+    shape = (1, chans, res, res)
+    net = evaluator.subnet(arch).cpu().eval()
+    calib = next(batches(splits.train, batch_size=64, resolution=res, channels=chans, mean=splits.mean,
+                         std=splits.std, shuffle=True, rng=np.random.default_rng(0)))[0]  # fmt: skip
+    qat = calibrate_qat(prepare_qat(net), [calib])
+    torch.manual_seed(0)
+    return {
+        "fp32": export_onnx(net, shape),
+        "ptq_int8": export_onnx(net, shape, precision="int8", calibration=calib.numpy()),
+        "qat_int8": export_qat(qat.eval(), shape),
+        "fresh_int8": export_onnx(build_subnet(space, arch).eval(), shape, precision="int8",
+                                  calibration=calib.numpy()),  # fmt: skip
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=16, help="archs, spread over the predicted latency range")
+    p.add_argument("--resolutions", default="24,28")
+    p.add_argument("--supernet", default="bench/results/supernet_fmnist.pt", help="written by bench/supernet.py")
+    p.add_argument("--lut-fp32", default="runs/bench_ranking/lut_fp32.json", help="built and validated if missing")
+    p.add_argument("--lut-int8", default="runs/bench_deployed/lut_int8.json", help="built and validated if missing")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the timing itself uses one)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args()
+
+    set_threads(args.threads)
+    space = bench_space(args.resolutions)
+    splits = bench_splits(None)
+    supernet = load_supernet(space, args.supernet)
+    backend = LocalBackend(threads=1)
+    predictors = {prec: bench_predictor(space, Path(path), backend, precision=prec)
+                  for prec, path in (("fp32", args.lut_fp32), ("int8", args.lut_int8))}  # fmt: skip
+    archs = sample_spread(predictors["fp32"], args.n, np.random.default_rng(args.seed))
+    evaluator = SubnetEvaluator(supernet, splits, calib_batches=8, seed=0)
+    models = {str(a): exports(space, a, evaluator, splits) for a in archs}
+    log(f"{len(archs)} archs exported four ways")
+
+    rows = []
+    for prec in ("fp32", "int8"):
+        kinds = [k for k, v in KINDS.items() if v == prec]
+        table = predictors[prec].table
+        batch = [(a, k) for a in archs for k in kinds]
+        timings, ref, _ = backend.measure([models[str(a)][k] for a, k in batch], reference_model(prec),
+                                          Protocol(**table.header["protocol"]))  # fmt: skip
+        for (a, k), t in zip(batch, timings):
+            pred = predictors[prec].predict_rel(a)
+            rows.append({"arch": str(a), "export": k, "precision": prec, "predicted_rel": pred, "measured_rel": t.rel,
+                         "predicted_ms": pred * ref.ms, "measured_ms": t.ms, "error": t.rel / pred - 1})  # fmt: skip
+        log(f"{prec}: timed {len(batch)} models (reference {ref.ms:.3f} ms)")
+
+    summary = {}
+    for k in KINDS:
+        err = np.array([r["error"] for r in rows if r["export"] == k])
+        summary[k] = {"n": len(err), "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+                      "median_error": float(np.median(err)), "mape": float(np.mean(np.abs(err)))}  # fmt: skip
+    atomic_write_json(Path(args.out) / "deployed_latency.json",
+                      {"settings": vars(args), "summary": summary, "rows": rows})  # fmt: skip
+
+    met = all(summary[k]["within_10pct"] == 1.0 for k in ("fp32", "ptq_int8", "qat_int8"))
+    md = [f"# Deployed exports vs the latency tables ({len(archs)} trained subnets)", "",
+          f"`python bench/deployed_latency.py --n {args.n}`: subnets with the weights of bench/supernet.py, "
+          "exported as finalize exports them; each precision timed in one interleaved batch on this CPU (1 thread, "
+          "batch 1) against its table's reference model; prediction: the calibrated fp32 or int8 table of this CPU.",
+          "", f"Target (every deployed export within +-10 % of its prediction): **{'met' if met else 'not met'}**.", "",
+          "| export | table | within +-10 % | median error | mean abs error |", "|---|---|---|---|---|"]  # fmt: skip
+    for k, s in summary.items():
+        md.append(f"| {k} | {KINDS[k]} | {s['within_10pct'] * 100:.0f} % of {s['n']} | "
+                  f"{s['median_error'] * 100:+.1f} % | {s['mape'] * 100:.1f} % |")  # fmt: skip
+    md += ["", "`fresh_int8`: a freshly initialised (untrained) subnet; its graph is now the trained one's.", "",
+           "| arch | " + " | ".join(f"{k} ms (pred / measured)" for k in KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    for a in archs:
+        cells = {r["export"]: r for r in rows if r["arch"] == str(a)}
+        md.append(f"| {md_code(str(a))} | " + " | ".join(
+            f"{cells[k]['predicted_ms']:.3f} / {cells[k]['measured_ms']:.3f}" for k in KINDS) + " |")  # fmt: skip
+    atomic_write_text(Path(args.out) / "deployed_latency.md", "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
