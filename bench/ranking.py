@@ -13,7 +13,8 @@ label smoothing, the data set's augmentation) at a reduced, stated budget (``--e
 - with the chosen settings, on the test split: Kendall tau, Spearman rho, top-5 overlap,
   and a scatter plot (bench/results/ranking.png).
 
-Resumable: each stand-alone result is written as it finishes (``--workdir``).
+Resumable: each stand-alone result is written as it finishes (``--workdir``, one file per
+stand-alone budget and seed).
 
     python bench/ranking.py                       # 16 archs, 3 epochs on 15,000 images each
 """
@@ -93,7 +94,8 @@ def main() -> None:
     fit_cfg = FitConfig(epochs=args.epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
                         weight_decay=recipe.weight_decay, warmup_epochs=min(recipe.warmup_epochs, args.epochs / 3),
                         label_smoothing=recipe.label_smoothing, augment=augment, seed=args.seed)  # fmt: skip
-    path = work / "standalone.json"
+    # one file per stand-alone budget: results of another budget are never reused
+    path = work / f"standalone_e{args.epochs}_n{args.train_limit}_s{args.seed}.json"
     standalone: dict = read_json(path) if path.exists() else {}
     accel = Accelerator.create(args.device)
     for i, arch in enumerate(archs):

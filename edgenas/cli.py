@@ -309,7 +309,8 @@ def _agent(args: argparse.Namespace) -> None:
     if not token:
         raise _Fail(f"the agent needs a token: --token T or ${TOKEN_ENV}")
     serve_agent(host=args.host, port=args.port, token=token, providers=args.providers.split(","),
-                threads=args.threads, max_bytes=args.max_mb * 1024 * 1024)  # fmt: skip
+                threads=args.threads, max_bytes=args.max_mb * 1024 * 1024,
+                max_connections=args.max_connections)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- parser
@@ -488,15 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--providers", default="cpu", help="execution providers, comma-separated (default cpu)")
     ag.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
     ag.add_argument("--max-mb", type=_positive, default=256, help="request size limit in MB (default 256)")
+    ag.add_argument("--max-connections", type=_positive, default=8,
+                    help="connections served at once; more get a 503 (default 8)")  # fmt: skip
     ag.set_defaults(func=_agent)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from edgenas.latency_tables._agent import AgentError
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (_Fail, ValueError, FileNotFoundError, LookupError) as exc:
+    except (_Fail, ValueError, FileNotFoundError, LookupError, AgentError) as exc:
         if type(exc) in (KeyError, IndexError):  # a bug, not bad input: keep the traceback
             raise
         msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)

@@ -166,10 +166,16 @@ def load_teacher(path: str | os.PathLike, input_shape: tuple[int, ...], num_clas
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"finalize.teacher {str(p)!r} does not exist")
+    kind = _archive_kind(p)
     try:
-        model = torch.jit.load(str(p), map_location="cpu")
-    except Exception:  # not TorchScript: a whole pickled module
-        model = torch.load(p, map_location="cpu", weights_only=False)
+        if kind == "TorchScript":
+            model = torch.jit.load(str(p), map_location="cpu")
+        else:
+            model = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types here; the message is what a user needs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        what = f"a {kind} file" if kind else "a model file (neither a TorchScript nor a torch.save archive)"
+        raise ValueError(f"finalize.teacher {str(p)!r}: cannot load it as {what}: {first}") from exc
     if not isinstance(model, nn.Module):
         raise ValueError(f"finalize.teacher {str(p)!r} holds a {type(model).__name__}, not a torch model "
                          "(save the module itself, or a TorchScript file)")  # fmt: skip
@@ -183,6 +189,17 @@ def load_teacher(path: str | os.PathLike, input_shape: tuple[int, ...], num_clas
         raise ValueError(f"finalize.teacher {str(p)!r} returns shape {shape}; expected (1, {num_classes}) logits "
                          f"for input {input_shape}")  # fmt: skip
     return model
+
+
+def _archive_kind(path: Path) -> str | None:
+    """"TorchScript" (the archive holds the model's code), "torch.save", or None (not a zip archive)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "TorchScript" if any("/code/" in n for n in z.namelist()) else "torch.save"
+    except (zipfile.BadZipFile, OSError):
+        return None
 
 
 def _agreement(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -396,8 +413,7 @@ def finalize_arch(
         "chosen_model": f"{'qat_int8' if chosen == 'int8' else 'pruned'}.onnx",
         "why": f"measured int8 (QAT) {int8['latency_ms']:.3f} ms vs fp32 {fp32['latency_ms']:.3f} ms "
         f"(int8 is {ratio:.2f}x the fp32 speed) on this device",
-        "predicted_ms": predictor.predict(arch) if predictor else None,
-        "predicted_ms_note": "calibrated latency-table prediction for the unpruned searched arch (fp32 table)",
+        **_prediction(predictor, arch, searched, pruned),
         "measured_reference_ms": ref.ms,
         "stages": stage_rows,
         "checks": checks,
@@ -410,6 +426,22 @@ def finalize_arch(
     }
     write_model_card(card, out)
     return card
+
+
+def _prediction(predictor: Predictor | None, arch: Arch, searched: nn.Module, pruned: nn.Module) -> dict[str, Any]:
+    """The table's prediction for the searched arch, and the stage whose measurement it predicts.
+
+    An fp32 table predicts the ``searched`` export; an int8 table predicts an ONNX Runtime
+    int8 export of the same arch, ``ptq_int8``, when pruning left the arch as it was (the
+    table cannot predict pruned channel counts).
+    """
+    if predictor is None:
+        return {"predicted_ms": None}
+    precision = predictor.table.header.get("precision", "fp32")
+    unpruned = channel_counts(pruned) == channel_counts(searched)
+    stage = "searched" if precision == "fp32" else ("ptq_int8" if unpruned else None)
+    return {"predicted_ms": predictor.predict(arch), "predicted_precision": precision, "predicted_vs_stage": stage,
+            "predicted_ms_note": f"calibrated {precision} latency-table prediction for the unpruned searched arch"}
 
 
 def _pct(value: float | None) -> str:
@@ -435,7 +467,11 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
     ]
     lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
     if card.get("predicted_ms") is not None:
-        lines.append(f"- predicted latency of the searched arch: {card['predicted_ms']:.3f} ms (fp32 table)")
+        vs = card.get("predicted_vs_stage")
+        lines.append(f"- predicted latency of the searched arch: {card['predicted_ms']:.3f} ms "
+                     f"({card.get('predicted_precision', 'fp32')} table)"
+                     + (f"; measured as `{vs}`" if vs else "; the model was pruned, no export of that arch "
+                        "at this precision was measured"))  # fmt: skip
     qat = card.get("qat_epochs")
     if qat:
         vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in qat["epochs"])

@@ -25,7 +25,7 @@ from edgenas.accelerator import Accelerator
 from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
-from edgenas.latency_tables import LatencyTable, Predictor, TableMismatchError, make_backend
+from edgenas.latency_tables import PROVIDER_ALIASES, LatencyTable, Predictor, TableMismatchError, make_backend
 from edgenas.nas import DeviceObjective, SubnetEvaluator, load_supernet, run_search, set_threads, train_supernet
 from edgenas.search_spaces import SPACES, Space, Supernet
 
@@ -104,6 +104,11 @@ def devices(config: Config, space: Space) -> list[DeviceObjective]:
     for d in config.devices:
         lut = config.lut_path(d)
         table = LatencyTable.load(lut)
+        # a table measured some other way (device, precision, threads, providers, space) would
+        # steer the search with another device's costs
+        providers = [PROVIDER_ALIASES.get(p.lower(), p) for p in d.providers]
+        table.check({"device": d.device, "precision": d.precision, "threads": d.threads, "providers": providers,
+                     "space": space.name}, f"devices[{d.name}].lut {str(lut)!r}")  # fmt: skip
         if table.calibration is None:
             raise ValueError(f"latency table {str(lut)!r} has no calibration yet; run: edgenas lut validate {lut}")
         predictor = Predictor(table, space)
@@ -172,6 +177,10 @@ def finalize(
             raise ValueError(f"finalize arch for device {d.name!r}: {exc}") from exc
         h = d.predictor.table.header
         backend = make_backend(h["device"], threads=h["threads"], providers=h["providers"])
+        # finalize compares its measurements with the table's predictions: the same machine and runtime
+        fp = backend.fingerprint()
+        d.predictor.table.check({k: fp[k] for k in ("cpu", "onnxruntime", "threads", "providers")},
+                                f"devices[{d.name}].lut vs the device finalize measures on")  # fmt: skip
         cards[d.name] = finalize_arch(
             arch, space=space, supernet=supernet, splits=splits, backend=backend,
             out_dir=config.finalize_dir / d.name, config=config.finalize, predictor=d.predictor, device=d.name,
@@ -199,6 +208,10 @@ def _stage_inputs(config: Config) -> dict[str, str]:
         for key in ("device", "threads"):
             c[section].pop(key, None)
     c["data"].pop("workers")
+    # more trials or more time extend the study: the search's input is what it searches, and
+    # finalize's includes the trial count (more trials can choose another arch)
+    n_trials = c["search"].pop("n_trials")
+    c["search"].pop("timeout", None)
     space = load_space(config.space).to_dict()
     # a table depends on how a device is measured, not on its budget (the search's input)
     goals = ("budget_ms", "objective")
@@ -207,9 +220,22 @@ def _stage_inputs(config: Config) -> dict[str, str]:
     h = {"lut": _hash([space, measure, c["data"]["name"], c["data"].get("root")])}
     h["train"] = _hash([space, c["data"], c["train"]])
     h["search"] = _hash([h["lut"], h["train"], c["search"], budgets])
-    h["finalize"] = _hash([h["search"], c["finalize"]])
+    h["finalize"] = _hash([h["search"], n_trials, c["finalize"]])
     h["report"] = _hash([h["finalize"]])
     return h
+
+
+def _search_outputs(study: optuna.Study) -> dict[str, int]:
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return {"trials": len(study.trials), "complete_trials": complete}
+
+
+def _unfinished(config: Config, stage: str) -> bool:
+    """A finished stage with work left to do: a search with fewer complete trials than ``n_trials``."""
+    if stage != "search":
+        return False
+    outputs = read_json(_manifest_path(config, stage), "manifest").get("outputs", {})
+    return outputs.get("complete_trials", outputs.get("trials", 0)) < config.search.n_trials
 
 
 def _manifest_path(config: Config, stage: str) -> Path:
@@ -286,7 +312,7 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
     actions = {
         "lut": lambda: {k: str(v) for k, v in build_luts(config, progress=progress).items()},
         "train": lambda: {"history": train(config, progress=progress)[1]},
-        "search": lambda: {"trials": len(search(config, progress=progress).trials)},
+        "search": lambda: _search_outputs(search(config, progress=progress)),
         "finalize": lambda: {k: v["chosen_model"] for k, v in finalize(config, progress=progress).items()},
         "report": lambda: {"html": str(_report(config))},
     }
@@ -297,16 +323,19 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
         previous = read_json(path, "manifest").get("input_hash") if path.exists() else None
         if previous is None and marker.exists():
             previous = marker.read_text().strip()
-        if previous == hashes[stage] and path.exists() and stage not in forced:
+        upstream_ran = any(not v.get("skipped") for v in done.values())  # e.g. a search extended
+        if (previous == hashes[stage] and path.exists() and stage not in forced and not upstream_ran
+                and not _unfinished(config, stage)):  # fmt: skip
             done[stage] = {"skipped": True}
             if progress:
                 print(f"[edgenas] {stage}: up to date, skipped", flush=True)
             continue
         changed = previous is not None and previous != hashes[stage]
-        if stage in forced or (changed and stage != "lut"):
+        if stage in forced or (changed and stage not in ("lut", "finalize")):
             # outputs made with other inputs (or a forced re-run): start the stage over; an
             # unfinished stage with the same inputs resumes instead. Tables check their own
-            # header, so the lut stage re-measures only the devices whose measurement changed.
+            # header, so the lut stage re-measures only the devices whose measurement changed;
+            # finalize steps check their own record, so only the steps whose inputs changed run.
             _force(config, stage)
             path.unlink(missing_ok=True)
         if progress:

@@ -103,3 +103,16 @@ def test_a_user_teacher_is_loaded_and_checked(tmp_path):
         load_teacher(tmp_path / "state.pt", (1, 1, 16, 16), 10)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_teacher(tmp_path / "missing.pt", (1, 1, 16, 16), 10)
+    # a damaged file: the real error of the format it is, not the other format's
+    import zipfile
+
+    broken = tmp_path / "broken_ts.pt"
+    with zipfile.ZipFile(scripted) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, b"def forward(self, x):\n  return oops(" if item.filename.endswith(".py") else data)
+    with pytest.raises(ValueError, match="cannot load it as a TorchScript file"):
+        load_teacher(broken, (1, 1, 16, 16), 10)
+    (tmp_path / "notes.pt").write_text("not a model")
+    with pytest.raises(ValueError, match="neither a TorchScript nor a torch.save archive"):
+        load_teacher(tmp_path / "notes.pt", (1, 1, 16, 16), 10)

@@ -69,13 +69,29 @@ def test_run_kill_resume_skip_and_force(tmp_path):
     assert done["train"] == {"skipped": True} and "skipped" not in done["finalize"] and "skipped" not in done["report"]
     assert (run / "manifests" / "train.json").read_text() == before
 
-    # a changed setting re-runs the stages it feeds, not the ones before
-    # and redoes them from scratch: no step of the old settings is reused
+    # a changed setting re-runs the stages it feeds, not the ones before; in finalize only the
+    # steps the setting feeds run again (each step's record says what made it)
     cfg2 = _config(tmp_path, qat_epochs=2)
     done = pipeline.run(load_config(cfg2), progress=False)
     assert done["search"] == {"skipped": True} and "skipped" not in done["finalize"]
     card = json.loads((run / "finalize" / "cpu" / "model_card.json").read_text())
-    assert card["config"]["qat_epochs"] == 2 and {"distilled", "pruned", "qat"} <= set(card["step_seconds"])
+    assert card["config"]["qat_epochs"] == 2 and set(card["step_seconds"]) == {"qat"}
+
+    # more trials extend the study (its finished trials kept); finalize and report follow it
+    import optuna
+
+    url = f"sqlite:///{run / 'search' / 'study.db'}"
+    first = {t.number: t.params for t in optuna.load_study(study_name="edgenas", storage=url).trials}
+    data = yaml.safe_load(cfg2.read_text())
+    data["search"]["n_trials"] = 12
+    cfg2.write_text(yaml.safe_dump(data))
+    done = pipeline.run(load_config(cfg2), progress=False)
+    assert done["train"] == {"skipped": True} and "skipped" not in done["search"] and "skipped" not in done["report"]
+    trials = optuna.load_study(study_name="edgenas", storage=url).trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 12
+    assert {t.number: t.params for t in trials if t.number in first} == first
+    done = pipeline.run(load_config(cfg2), progress=False)
+    assert all(v == {"skipped": True} for v in done.values())
 
 
 def test_a_budget_is_a_search_input_not_a_table_input(tmp_path):
@@ -105,10 +121,36 @@ def test_where_and_how_fast_torch_runs_is_no_stage_input(tmp_path):
     assert pipeline._stage_inputs(load_config(tmp_path / "e.yaml"))["train"] != base["train"]
 
 
-def test_impossible_budget_and_unknown_stage_fail_early(tmp_path):
+def test_an_unknown_stage_fails_before_any_work(tmp_path):
     cfg = _config(tmp_path)
     with pytest.raises(ValueError, match="unknown stage 'deploy'"):
         pipeline.run(load_config(cfg), from_stage="deploy", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def _devices(tmp_path, **device):
+    data = yaml.safe_load(_config(tmp_path).read_text())
+    data["devices"] = [{"name": "cpu", **device}]
+    (tmp_path / "dev.yaml").write_text(yaml.safe_dump(data))
+    config = load_config(tmp_path / "dev.yaml")
+    return pipeline.devices(config, pipeline.space_for(config, pipeline.splits_for(config)))
+
+
+def test_an_impossible_budget_fails_naming_the_smallest_arch_latency(tiny_table, tmp_path):
+    assert _devices(tmp_path, lut=str(tiny_table), budget_ms=100.0)[0].budget_ms == 100.0
+    with pytest.raises(ValueError, match=r"budget_ms=1e-06 is below the smallest subnet's predicted latency \(0\."):
+        _devices(tmp_path, lut=str(tiny_table), budget_ms=1e-6)
+
+
+@pytest.mark.parametrize("device, fragment", [
+    ({"precision": "int8"}, "precision: table has 'fp32', requested 'int8'"),
+    ({"threads": 2}, "threads: table has 1, requested 2"),
+    ({"device": "local"}, "device: table has 'local-cpu', requested 'local'"),
+])  # fmt: skip
+def test_a_user_table_measured_otherwise_is_refused(tiny_table, tmp_path, device, fragment):
+    """A table of another precision, thread count or device would steer the search with other costs."""
+    with pytest.raises(TableMismatchError, match=fragment):
+        _devices(tmp_path, lut=str(tiny_table), **device)
 
 
 @pytest.mark.slow

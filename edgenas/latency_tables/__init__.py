@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from edgenas.latency_tables._backend import LocalBackend, MeasurementBackend, cpu_name, make_backend
+from edgenas.latency_tables._backend import PROVIDER_ALIASES, LocalBackend, MeasurementBackend, cpu_name, make_backend
 from edgenas.latency_tables._memory import session_peak_memory_mb
 from edgenas.latency_tables._protocol import Protocol, Timing, time_models
 from edgenas.latency_tables._table import LatencyTable, TableMismatchError
@@ -34,6 +34,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "PROVIDER_ALIASES",
     "LatencyTable",
     "LocalBackend",
     "MeasurementBackend",

@@ -8,7 +8,9 @@ protocol as in-process measurement::
                         -> {"timings": [...], "reference": {...}, "noop": {...}}
 
 Every request needs ``Authorization: Bearer <token>`` (compared in constant time), else
-401 and nothing runs. Bodies over the size limit are refused (413) before they are read.
+401 and nothing runs; an unauthorised body is not read beyond 1 MiB. Bodies over the size
+limit are refused (413) before they are read, and connections beyond ``max_connections``
+open at once get a 503.
 A model ONNX Runtime cannot load or run gets a 422 with the error; the agent keeps serving.
 Requests are handled on their own threads but measured one at a time (a lock), so timings
 never overlap. It binds 127.0.0.1 unless told otherwise.
@@ -35,6 +37,8 @@ from edgenas.latency_tables._protocol import Protocol, Timing, time_models
 __all__ = ["AgentBackend", "AgentError", "make_agent_server", "serve_agent"]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS = 8
+UNAUTHORISED_READ = 1024 * 1024  # a refused client's body is read this far (so it sees the 401), no further
 TOKEN_ENV = "EDGENAS_AGENT_TOKEN"
 
 
@@ -50,6 +54,7 @@ def make_agent_server(
     providers: Sequence[str] = ("cpu",),
     threads: int = 1,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     request_timeout: float = 600.0,
 ) -> ThreadingHTTPServer:
     """An HTTP server ready to ``serve_forever()``; ``server.server_address`` has the bound port."""
@@ -57,6 +62,8 @@ def make_agent_server(
 
     if not token or len(token) < 8:
         raise ValueError("the agent token must be at least 8 characters")
+    if max_connections < 1:
+        raise ValueError(f"the agent needs max_connections >= 1, got {max_connections}")
     chosen = resolve_providers(providers, ort.get_available_providers())
     lock = threading.Lock()
     expected = f"Bearer {token}".encode()
@@ -80,7 +87,7 @@ def make_agent_server(
             given = self.headers.get("Authorization", "").encode()
             if hmac.compare_digest(given, expected):
                 return True
-            self._discard_body()  # read (never parse) a body within the limit, so the client sees the 401
+            self._discard_body()  # read (never parse) a small body, so the client sees the 401
             self.close_connection = True
             self._send(401, {"error": "missing or wrong token"})
             return False
@@ -90,7 +97,7 @@ def make_agent_server(
                 left = int(self.headers.get("Content-Length", "0"))
             except ValueError:
                 return
-            if left > max_bytes:
+            if left > UNAUTHORISED_READ:  # answer from the headers alone and close
                 return
             while left > 0:
                 chunk = self.rfile.read(min(left, 1 << 20))
@@ -140,7 +147,36 @@ def make_agent_server(
                 return
             self._send(200, {"timings": [asdict(t) for t in timings], "reference": asdict(ref), "noop": asdict(noop)})
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return _CappedServer((host, port), Handler, max_connections)
+
+
+class _CappedServer(ThreadingHTTPServer):
+    """A threading HTTP server that answers 503 to connections beyond ``max_connections``."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - socketserver's signature
+        if not self._slots.acquire(blocking=False):
+            body = json.dumps({"error": "too many connections; try again later"}).encode()
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                                + body)  # fmt: skip
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def serve_agent(**kwargs: Any) -> None:
@@ -207,8 +243,6 @@ class AgentBackend(MeasurementBackend):
             "reference": base64.b64encode(reference).decode(),
             "protocol": protocol.to_dict(),
         }
-        try:
-            out = self._call("POST", "/measure", payload)
-        except AgentError as exc:
-            raise RuntimeError(str(exc)) from exc
+        self.fingerprint()  # a wrong token or URL shows on this small GET, before a large body is sent
+        out = self._call("POST", "/measure", payload)  # AgentError is the RuntimeError the contract names
         return [Timing(**t) for t in out["timings"]], Timing(**out["reference"]), Timing(**out["noop"])

@@ -131,11 +131,39 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
                     grace_period=grace_period,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
                 )
-            except Exception:  # two workers creating the schema at once: one loses the race, retries
+            except Exception as exc:
+                if not _schema_race(exc):
+                    raise ValueError(f"storage {url!r}: {_storage_problem(exc)}") from None
                 if attempt == 5:
                     raise
+                # two workers creating the schema at once: one loses the race and tries again
                 time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
     raise AssertionError("unreachable")
+
+
+def _schema_race(exc: Exception) -> bool:
+    """Whether ``exc`` is another worker creating the same tables at the same moment."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)):
+        return True
+    return isinstance(exc, sqlalchemy.exc.OperationalError) and any(
+        s in str(exc) for s in ("already exists", "database is locked")
+    )
+
+
+def _storage_problem(exc: Exception) -> str:
+    """One line on why a storage URL cannot be opened."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, ImportError):
+        return ("its database driver is not installed (PostgreSQL: pip install 'psycopg[binary]' and a "
+                "postgresql+psycopg:// URL; "
+                "MySQL: pip install pymysql and a mysql+pymysql:// URL)")  # fmt: skip
+    if isinstance(exc, sqlalchemy.exc.ArgumentError):
+        return f"not a database URL ({str(exc).splitlines()[0]}); use e.g. sqlite:///study.db or postgresql://..."
+    first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    return f"cannot open the database: {first}"
 
 
 def _sampler(config: SearchConfig, seed: int | None) -> optuna.samplers.BaseSampler:

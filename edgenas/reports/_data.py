@@ -133,10 +133,12 @@ def predicted_vs_measured_data(run: RunFiles, device: str) -> pd.DataFrame:
     rows = [{"arch": r["arch"], "predicted_ms": r["predicted_ms"], "measured_ms": r["measured_ms"],
              "set": f"validation ({r['split']})"} for r in run.validation_rows(device)]  # fmt: skip
     card = run.card(device)
-    if card and card.get("predicted_ms") is not None:
-        searched = next(s for s in card["stages"] if s["stage"] == "searched")
-        rows.append({"arch": card["arch"], "predicted_ms": card["predicted_ms"], "measured_ms": searched["latency_ms"],
-                     "set": "finalized (searched arch, fp32)"})  # fmt: skip
+    stage = (card or {}).get("predicted_vs_stage", "searched")  # older cards: fp32 tables only
+    if card and card.get("predicted_ms") is not None and stage:
+        measured = next(s for s in card["stages"] if s["stage"] == stage)
+        precision = card.get("predicted_precision", "fp32")
+        rows.append({"arch": card["arch"], "predicted_ms": card["predicted_ms"], "measured_ms": measured["latency_ms"],
+                     "set": f"finalized (searched arch, {precision}: {stage})"})  # fmt: skip
     return pd.DataFrame(rows)
 
 

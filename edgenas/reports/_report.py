@@ -1,8 +1,8 @@
 """Drawing the report: plotly figures from the data of ``_data``, one self-contained HTML file.
 
 The HTML inlines plotly's JavaScript once, so it opens offline. Each figure's data is also
-written as CSV (``report/data``), and as PNG (``report/png``) where kaleido finds a browser
-(Debian's chromium).
+written as CSV (``report/data``), and as PNG (``report/png``) with kaleido, which draws with
+Chromium; where it cannot, the report says why (stderr and the page) and stays complete.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -102,15 +103,19 @@ def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="tbl")
 
 
-def _png(fig: go.Figure, path: Path) -> bool:
+def _png(fig: go.Figure, path: Path) -> str | None:
+    """Write ``fig`` as a PNG; returns None, or why it could not be written (one line)."""
     try:
         import kaleido  # noqa: F401
-
+    except ImportError:
+        return "kaleido is not installed (pip install kaleido)"
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.write_image(str(path), width=1000, height=fig.layout.height or 480)
-        return True
-    except Exception:  # no kaleido or no browser: PNGs are optional
-        return False
+    except Exception as exc:  # kaleido raises its own types, e.g. when it finds no browser
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{first} (kaleido draws with Chromium: apt-get install chromium)"
+    return None
 
 
 def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
@@ -119,13 +124,14 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
     out = Path(run_dir) / "report"
     (out / "data").mkdir(parents=True, exist_ok=True)
     budgets = {d["name"]: d.get("budget_ms") for d in run.config["devices"]}
-    sections, figures, pngs = [], [], []
+    sections, figures, pngs, png_errors = [], [], [], []
 
     def add(fig: go.Figure, name: str, data: pd.DataFrame) -> None:
         data.to_csv(out / "data" / f"{name}.csv", index=False)
         figures.append((name, fig))
-        if png and _png(fig, out / "png" / f"{name}.png"):
-            pngs.append(name)
+        if png and not png_errors:  # after one failure the others would fail the same way
+            error = _png(fig, out / "png" / f"{name}.png")
+            (png_errors.append(error) if error else pngs.append(name))
 
     sections.append(f"<h2>Supernet training</h2><p>{html.escape(training_budget_text(run))}</p>")
     d = training_curve_data(run)
@@ -162,6 +168,12 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
                     "Search accuracies: supernet weights with recalibrated BatchNorm on the validation split; "
                     "finalized accuracies: the exported model on the test split.</p>")  # fmt: skip
 
+    if png_errors:
+        print(f"edgenas: report PNGs not written: {png_errors[0]}; the HTML and CSVs are complete "
+              "(--no-png skips PNGs)", file=sys.stderr, flush=True)  # fmt: skip
+    png_note = ("; PNG: <code>report/png</code>" if pngs and not png_errors else
+                f"; PNGs not written: {html.escape(png_errors[0])}" if png_errors else "")  # fmt: skip
+
     from plotly.offline import get_plotlyjs
 
     scripts = [
@@ -177,7 +189,7 @@ code{{font-size:90%}}</style>
 <body><h1>edgenas report</h1><p>Run directory <code>{html.escape(str(run_dir))}</code>; space
 <code>{html.escape(str(run.config.get("space")))}</code>;
 data <code>{html.escape(str(run.config["data"]["name"]))}</code>.
-Figure data: <code>report/data/*.csv</code>{'; PNG: <code>report/png</code>' if pngs else ''}.</p>
+Figure data: <code>report/data/*.csv</code>{png_note}.</p>
 {''.join(sections)}
 <script type="text/javascript">{''.join(scripts)}</script>
 </body></html>

@@ -160,3 +160,61 @@ def test_killed_agent_mid_build_then_restart_resumes(tmp_path, monkeypatch):
     assert len(full.entries) == 70
     kept = [k for k, e in partial.entries.items() if e["spread"] <= 0.10]
     assert all(full.entries[k]["ms"] == partial.entries[k]["ms"] for k in kept)
+
+
+def _headers_only_post(port: int, token: str, length: int):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest("POST", "/measure")
+    conn.putheader("Authorization", f"Bearer {token}")
+    conn.putheader("Content-Length", str(length))
+    conn.endheaders()  # the body is never sent: the agent must answer from the headers
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read())
+
+
+def test_an_unauthorised_body_is_not_read():
+    """A wrong token with a large body within the size limit: 401 from the headers, not after reading 100 MB."""
+    port = _free_port()
+    proc = _start_agent(port)
+    try:
+        status, payload = _headers_only_post(port, "wrong-token-value", 100 * 1024 * 1024)
+        assert status == 401 and "token" in payload["error"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_connections_beyond_the_cap_get_503():
+    import threading
+
+    from edgenas.latency_tables._agent import make_agent_server
+
+    server = make_agent_server(token=TOKEN, max_connections=2, request_timeout=30)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]  # hold both slots
+        time.sleep(0.5)  # let the server accept them
+        with pytest.raises(urllib.error.HTTPError, match="503"):
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/fingerprint"), timeout=30)
+        for s in idle:
+            s.close()
+        time.sleep(0.5)
+        backend = AgentBackend(f"http://127.0.0.1:{port}", token=TOKEN)
+        assert backend.fingerprint()["threads"] == 1  # slots freed: served again
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_agent_errors_are_one_line_and_exit_2(tmp_path, agent):
+    out = tmp_path / "t.json"
+    for device, token, fragment in ((agent, "wrong-token-value", "answered 401"),
+                                    ("agent://127.0.0.1:1", TOKEN, "unreachable")):  # fmt: skip
+        cmd = ["lut", "build", "--space", "tiny", "--device", device, "--token", token, "--out", str(out), "--quiet"]
+        r = subprocess.run([sys.executable, "-m", "edgenas.cli", *cmd], capture_output=True, text=True)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and fragment in lines[0], r.stderr
+        assert not out.exists()

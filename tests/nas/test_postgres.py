@@ -16,6 +16,8 @@ import optuna
 import pytest
 import yaml
 
+from tests._system import require_system
+
 _BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
 
@@ -32,9 +34,9 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    if not _BIN or (os.geteuid() == 0 and shutil.which("runuser") is None):
-        pytest.skip("needs Debian's postgresql (apt-get install postgresql; `make test` installs it)")
-    pytest.importorskip("psycopg")
+    require_system(bool(_BIN) and (os.geteuid() != 0 or shutil.which("runuser") is not None),
+                   "Debian's postgresql", "apt-get install postgresql")  # fmt: skip
+    import psycopg  # noqa: F401 - the [test] extra installs it; its absence is an error
     bin_dir = _BIN[-1]
     data = tempfile.mkdtemp(prefix="edgenas-pg-")
     if os.geteuid() == 0:

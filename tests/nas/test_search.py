@@ -139,3 +139,33 @@ def test_two_workers_share_one_study(tiny_run, tmp_path):
     for t in complete:  # an arch evaluated twice gets the same accuracy (reused, not re-measured)
         assert accs.setdefault(t.user_attrs["arch"], t.values[0]) == t.values[0]
     assert np.isfinite([t.values[0] for t in complete]).all()
+
+
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("mysql://u@localhost/db", "database driver is not installed"),
+        ("foo://x", "not a database URL"),
+        ("postgresql+psycopg://u@127.0.0.1:1/db", "cannot open the database"),
+        ("sqlite:////nonexistent/dir/study.db", "unable to open database file"),
+    ],
+)
+def test_a_storage_that_cannot_open_is_one_line_at_once(url, fragment, monkeypatch, tiny_run, tmp_path, capsys):
+    """Only another worker's schema creation is retried; a wrong URL or missing driver is reported at once."""
+    from edgenas.cli import main
+    from edgenas.nas import make_storage
+
+    calls = []
+    real = optuna.storages.RDBStorage
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with pytest.raises(ValueError, match=fragment):
+        make_storage(url)
+    assert len(calls) == 1
+    data = yaml.safe_load(tiny_run.read_text())
+    data["run_dir"] = str(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    shutil.copy(tiny_run.parent / "supernet.pt", tmp_path / "run" / "supernet.pt")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    assert main(["search", "--config", str(tmp_path / "c.yaml"), "--storage", url, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgenas: error: storage") and fragment in err[0]

@@ -22,6 +22,7 @@ from edgenas.reports import (
     training_curve_data,
     write_report,
 )
+from tests._system import require_system
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_figure_data(finished_run):
     assert (p["accuracy"].between(0, 1)).all() and (p["latency_ms"] > 0).all()
     assert p[p["kind"] == "finalized"]["latency_source"].iloc[0] == "measured"
     pvm = predicted_vs_measured_data(run, "cpu")
-    assert "finalized (searched arch, fp32)" in set(pvm["set"])
+    assert "finalized (searched arch, fp32: searched)" in set(pvm["set"])
     st = stage_table_data(run, "cpu")
     assert list(st["stage"]) == ["teacher", "searched", "distilled", "pruned", "qat_int8", "ptq_int8"]
     curve = training_curve_data(run)
@@ -67,8 +68,8 @@ _FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (apt-get install chromium; `make test` installs it)")
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    require_system(_chromium() is not None, "Chromium", "apt-get install chromium")
     html = write_report(finished_run, png=False)
     text = html.read_text()
     assert "<script" in text and not re.search(r"<script[^>]*src=", text)  # plotly inlined: opens offline
@@ -94,3 +95,23 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
                        capture_output=True, timeout=180)  # fmt: skip
     assert shot.stat().st_size > 20_000  # a real picture, not a blank page
     shutil.copy(shot, finished_run / "report" / "screenshot.png")
+
+
+def test_report_pngs_are_written_or_the_reason_is_said(finished_run, monkeypatch, capsys):
+    require_system(_chromium() is not None, "Chromium", "apt-get install chromium")
+    import plotly.graph_objects as go
+
+    write_report(finished_run)
+    names = sorted(p.stem for p in (finished_run / "report" / "data").glob("*.csv"))
+    pngs = {p.stem: p.read_bytes()[:8] for p in (finished_run / "report" / "png").glob("*.png")}
+    figures = [n for n in names if not n.startswith(("stages_", "lut_validation"))]  # tables have no figure
+    assert figures and all(pngs.get(n) == b"\x89PNG\r\n\x1a\n" for n in figures), (figures, sorted(pngs))
+
+    def no_browser(*args, **kwargs):
+        raise RuntimeError("Kaleido could not find a Chrome executable")
+
+    monkeypatch.setattr(go.Figure, "write_image", no_browser)
+    page = write_report(finished_run).read_text()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "report PNGs not written: Kaleido could not find a Chrome executable" in err[0]
+    assert "PNGs not written: Kaleido could not find" in page
