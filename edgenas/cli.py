@@ -496,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from edgenas.errors import ExportCheckError
     from edgenas.latency_tables._agent import AgentError
 
     args = build_parser().parse_args(argv)
@@ -507,6 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
         print(f"edgenas: error: {msg}", file=sys.stderr)
         return 2
+    except ExportCheckError as exc:  # not bad input: the export is wrong; the model card says which
+        print(f"edgenas: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("edgenas: interrupted (finished work is saved; run the same command to resume)", file=sys.stderr)
         return 130

@@ -38,6 +38,7 @@ from torch import nn
 from edgenas.accelerator import Accelerator, check_device
 from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import FitConfig, fit
+from edgenas.errors import ExportCheckError
 from edgenas.export import export_onnx
 from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgenas.latency_tables import MeasurementBackend, Predictor, Protocol, reference_model, session_peak_memory_mb
@@ -46,7 +47,15 @@ from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import Arch, Space, Supernet
 
-__all__ = ["FinalizeConfig", "finalize_arch", "load_teacher", "onnx_accuracy", "weights_digest", "write_model_card"]
+__all__ = [
+    "ExportCheckError",
+    "FinalizeConfig",
+    "finalize_arch",
+    "load_teacher",
+    "onnx_accuracy",
+    "weights_digest",
+    "write_model_card",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,9 @@ class FinalizeConfig:
     calib_batches: int = 8
     max_steps_per_epoch: int | None = None
     measure_rounds: int = 20
+    # an export that fails its check against torch is not deployed and finalize fails; true:
+    # deploy the faster precision anyway (the card still records the failed check)
+    accept_failed_checks: bool = False
     device: str = "auto"  # where torch finetunes and evaluates: auto, cpu, cuda, cuda:N, mps
     seed: int = 0
 
@@ -400,8 +412,8 @@ def finalize_arch(
         mem0 = t0["peak_memory_mb"]
         r["memory_vs_teacher_pct"] = (r["peak_memory_mb"] / mem0 - 1) * 100 if mem0 else None
     fp32, int8 = by["pruned"], by["qat_int8"]
-    chosen = "int8" if int8["latency_ms"] < fp32["latency_ms"] else "fp32"
-    ratio = fp32["latency_ms"] / int8["latency_ms"]
+    failed = [p for p, check in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not checks[check]["ok"]]
+    chosen, why = _choose_precision(fp32["latency_ms"], int8["latency_ms"], failed, config.accept_failed_checks)
     card = {
         "arch": str(arch),
         "space": space.name,
@@ -410,9 +422,9 @@ def finalize_arch(
         "compute": accel.describe(),
         "teacher": teacher_source,
         "chosen_precision": chosen,
-        "chosen_model": f"{'qat_int8' if chosen == 'int8' else 'pruned'}.onnx",
-        "why": f"measured int8 (QAT) {int8['latency_ms']:.3f} ms vs fp32 {fp32['latency_ms']:.3f} ms "
-        f"(int8 is {ratio:.2f}x the fp32 speed) on this device",
+        "chosen_model": f"{'qat_int8' if chosen == 'int8' else 'pruned'}.onnx" if chosen else None,
+        "why": why,
+        "failed_checks": failed,
         **_prediction(predictor, arch, searched, pruned),
         "measured_reference_ms": ref.ms,
         "stages": stage_rows,
@@ -425,7 +437,24 @@ def finalize_arch(
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
     }
     write_model_card(card, out)
+    if failed and not config.accept_failed_checks:
+        raise ExportCheckError(f"finalize {out}: the {' and '.join(failed)} export failed its check against torch "
+                               f"({why}); set finalize.accept_failed_checks: true to deploy anyway")  # fmt: skip
     return card
+
+
+def _choose_precision(fp32_ms: float, int8_ms: float, failed: list[str], accept: bool) -> tuple[str | None, str]:
+    """The faster precision among those whose export passed its check (all of them with ``accept``)."""
+    timing = (f"measured int8 (QAT) {int8_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms (int8 is {fp32_ms / int8_ms:.2f}x "
+              "the fp32 speed) on this device")  # fmt: skip
+    allowed = [p for p in ("fp32", "int8") if accept or p not in failed]
+    if not allowed:
+        return None, f"{timing}; no precision deployed: both exports failed their checks"
+    chosen = min(allowed, key=lambda p: int8_ms if p == "int8" else fp32_ms)
+    if not failed:
+        return chosen, timing
+    verdict = "accepted (finalize.accept_failed_checks)" if accept else "not deployed"
+    return chosen, f"{timing}; the {' and '.join(failed)} export failed its check: {verdict}"
 
 
 def _prediction(predictor: Predictor | None, arch: Arch, searched: nn.Module, pruned: nn.Module) -> dict[str, Any]:
@@ -463,7 +492,7 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
         "",
         f"- space `{card['space']}`, device `{card['device']}` ({card['device_fingerprint'].get('cpu', '')}, "
         f"onnxruntime {card['versions']['onnxruntime']}, {card['device_fingerprint'].get('threads')} thread(s))",
-        f"- deploy: **{card['chosen_model']}** ({card['chosen_precision']}): {card['why']}",
+        f"- deploy: **{card['chosen_model'] or 'nothing'}** ({card['chosen_precision'] or '-'}): {card['why']}",
     ]
     lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
     if card.get("predicted_ms") is not None:

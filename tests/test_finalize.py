@@ -116,3 +116,36 @@ def test_a_user_teacher_is_loaded_and_checked(tmp_path):
     (tmp_path / "notes.pt").write_text("not a model")
     with pytest.raises(ValueError, match="neither a TorchScript nor a torch.save archive"):
         load_teacher(tmp_path / "notes.pt", (1, 1, 16, 16), 10)
+
+
+@pytest.mark.slow
+def test_a_failed_export_check_is_not_deployed(tiny_run, tmp_path, monkeypatch):
+    """An int8 export that disagrees with its fake-quant model: fp32 deployed, the card says why, finalize fails."""
+    import shutil
+
+    from edgenas import finalize as fin
+    from edgenas import pipeline
+    from edgenas.config import load_config
+    from edgenas.errors import ExportCheckError
+
+    data = yaml.safe_load(tiny_run.read_text())
+    data["run_dir"] = str(tmp_path / "run")
+    data["finalize"] = {"distill_epochs": 0, "prune": {"max_steps": 0}, "qat_epochs": 0, "measure_rounds": 3}
+    (tmp_path / "run").mkdir()
+    shutil.copy(tiny_run.parent / "supernet.pt", tmp_path / "run" / "supernet.pt")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    real = fin._agreement
+    monkeypatch.setattr(fin, "_agreement", lambda model, torch_model, x: (0.5, 3.0)
+                        if type(torch_model).__name__ == "QuantNet" else real(model, torch_model, x))  # fmt: skip
+    arch = {"cpu": "r16|k3e2|k3e2"}
+    with pytest.raises(ExportCheckError, match="the int8 export failed its check"):
+        pipeline.finalize(load_config(tmp_path / "c.yaml"), archs=arch, progress=False)
+    card = json.loads((tmp_path / "run" / "finalize" / "cpu" / "model_card.json").read_text())
+    assert card["failed_checks"] == ["int8"] and card["chosen_precision"] == "fp32"
+    assert card["chosen_model"] == "pruned.onnx" and "int8 export failed its check: not deployed" in card["why"]
+    assert "failed its check" in (tmp_path / "run" / "finalize" / "cpu" / "model_card.md").read_text()
+
+    data["finalize"]["accept_failed_checks"] = True
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    cards = pipeline.finalize(load_config(tmp_path / "c.yaml"), archs=arch, progress=False)
+    assert cards["cpu"]["failed_checks"] == ["int8"] and "accepted" in cards["cpu"]["why"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgenas.latency_tables._table import LatencyTable
+from edgenas.latency_tables._table import FINISHED_KEYS, LatencyTable
 from edgenas.search_spaces import Arch, BlockSpec, Space
 
 __all__ = ["FEATURE_SETS", "MissingEntryError", "Predictor", "fit_calibration"]
@@ -64,6 +64,10 @@ class Predictor:
     """Predicts an arch's latency from a table (and its calibration, when it has one)."""
 
     def __init__(self, table: LatencyTable, space: Space | None = None):
+        unfinished = [k for k in FINISHED_KEYS if k not in table.header]
+        if unfinished:
+            raise ValueError(f"the latency table is not finished (its header has no {unfinished}): resume its "
+                             "build with the same `edgenas lut build` command")  # fmt: skip
         self.table = table
         self.space = space if space is not None else Space.from_dict(table.header["space_def"])
         if self.space.name != table.header["space"]:

@@ -60,6 +60,7 @@ class LatencyTable:
         data = read_json(path, "latency table")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is not an edgenas latency table (expected format {FORMAT!r})")
+        _check_fields(data, str(path))
         table = cls(
             header=data["header"],
             entries=data.get("entries", {}),
@@ -69,3 +70,27 @@ class LatencyTable:
         if expect:
             table.check(expect, f"latency table {str(path)!r}")
         return table
+
+
+# A finished table also has these (a table whose build was interrupted does not yet).
+FINISHED_KEYS = ("space_def", "reference_ms", "noop_rel")
+
+
+def _check_fields(data: dict[str, Any], path: str) -> None:
+    """One clear error for a table file that is valid JSON but lacks what edgenas reads from it."""
+    header = data.get("header")
+    if not isinstance(header, dict):
+        raise ValueError(f"latency table {path!r} has no header; rebuild it with `edgenas lut build`")
+    missing = [k for k in MATCH_KEYS if k not in header]
+    if missing:
+        raise ValueError(f"latency table {path!r}: its header lacks {missing}; rebuild it with `edgenas lut build`")
+    entries = data.get("entries", {})
+    bad = [k for k, e in entries.items() if not isinstance(e, dict) or not {"rel", "params"} <= set(e)] \
+        if isinstance(entries, dict) else ["entries"]  # fmt: skip
+    if bad:
+        raise ValueError(f"latency table {path!r}: entry {bad[0]!r} lacks 'rel' or 'params' ({len(bad)} such); "
+                         "rebuild it with `edgenas lut build`")  # fmt: skip
+    cal = data.get("calibration")
+    if cal is not None and not (isinstance(cal, dict) and {"features", "coef"} <= set(cal)):
+        raise ValueError(f"latency table {path!r}: its calibration lacks 'features' or 'coef'; "
+                         f"validate it again with `edgenas lut validate {path}`")  # fmt: skip

@@ -119,7 +119,7 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
                      "latency_ms": r[key], "latency_source": "predicted", "accuracy_source": "supernet, val",
                      "name": r["name"]})  # fmt: skip
     card = run.card(device)
-    if card:
+    if card and card["chosen_precision"]:  # None: no export passed its checks
         by = {s["stage"]: s for s in card["stages"]}
         final = by["qat_int8" if card["chosen_precision"] == "int8" else "pruned"]
         rows.append({"kind": "finalized", "arch": card["arch"], "accuracy": final["test_accuracy"],

@@ -154,7 +154,7 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
         card = run.card(device)
         sections.append("<h3>Finalize stage table</h3>")
         if card:
-            arch, model, why = (html.escape(card[k]) for k in ("arch", "chosen_model", "why"))
+            arch, model, why = (html.escape(card[k] or "nothing") for k in ("arch", "chosen_model", "why"))
             sections.append(f"<p>Arch <code>{arch}</code>; deployed: <b>{model}</b> — {why}.</p>")
         sections.append(_table_html(st))
     lv = lut_validation_data(run)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from edgenas.latency_tables import LatencyTable, LocalBackend, TableMismatchError, build_table
 
 
-def test_round_trip(tmp_path):
-    table = LatencyTable(header={"device": "local-cpu", "precision": "fp32"}, entries={"k": {"ms": 1.0}})
+def test_round_trip(tmp_path, tiny_table):
+    header = LatencyTable.load(tiny_table).header
+    table = LatencyTable(header=header, entries={"k": {"ms": 1.0, "rel": 2.0, "params": 10}})
     path = table.save(tmp_path / "t.json")
     again = LatencyTable.load(path)
     assert again.header == table.header and again.entries == table.entries
@@ -41,3 +43,36 @@ def test_corrupt_and_foreign_files_give_clear_errors(tmp_path):
         LatencyTable.load(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         LatencyTable.load(tmp_path / "missing.json")
+
+
+def _damaged(tiny_table, tmp_path, change) -> str:
+    data = json.loads(tiny_table.read_text())
+    change(data)
+    path = tmp_path / "damaged.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: d["header"].pop("threads"), "its header lacks ['threads']"),
+    (lambda d: d.pop("header"), "has no header"),
+    (lambda d: next(iter(d["entries"].values())).pop("rel"), "lacks 'rel' or 'params' (1 such)"),
+    (lambda d: d["calibration"].pop("coef"), "its calibration lacks 'features' or 'coef'"),
+])  # fmt: skip
+def test_a_table_with_fields_missing_is_one_line_and_exit_2(tiny_table, tmp_path, capsys, change, fragment):
+    from edgenas.cli import main
+
+    path = _damaged(tiny_table, tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        LatencyTable.load(path)
+    assert main(["arch", "predict", "r16|k3e2|k3e2", "--lut", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0]
+
+
+def test_an_unfinished_table_cannot_predict(tiny_table, tmp_path):
+    from edgenas.latency_tables import Predictor
+
+    path = _damaged(tiny_table, tmp_path, lambda d: d["header"].pop("reference_ms"))
+    with pytest.raises(ValueError, match=r"not finished \(its header has no \['reference_ms'\]\): resume its build"):
+        Predictor(LatencyTable.load(path))
