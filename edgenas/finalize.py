@@ -58,6 +58,14 @@ __all__ = [
 ]
 
 
+# ONNX Runtime requantizes in fixed point where fake quantization rounds in float: logits
+# differ by up to about one unit, so images whose top two logits nearly tie can flip (about
+# 1 % of Fashion-MNIST test images for trained models, up to 3.5 % for the barely trained
+# models of the tests). A broken export (layout, preprocessing, a wrong graph) agrees on a
+# fraction of the images near chance instead.
+INT8_AGREEMENT_MIN = 0.95
+
+
 @dataclass(frozen=True)
 class FinalizeConfig:
     distill_epochs: int = 3
@@ -383,7 +391,8 @@ def finalize_arch(
     int8_agree, int8_diff = _agreement(models["qat_int8"], qmodel, test_x)
     checks = {
         "fp32_vs_torch": {"top1_agreement": fp32_agree, "max_abs_diff": fp32_diff, "ok": fp32_diff < 1e-3},
-        "int8_vs_fake_quant": {"top1_agreement": int8_agree, "max_abs_diff": int8_diff, "ok": int8_agree >= 0.99},
+        "int8_vs_fake_quant": {"top1_agreement": int8_agree, "max_abs_diff": int8_diff,
+                               "ok": int8_agree >= INT8_AGREEMENT_MIN},
     }
 
     # ---- measure: latency in one interleaved batch, peak memory, test accuracy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import onnxruntime as ort
 import pytest
 
-from edgenas.cli import main
+from edgenas.cli import build_parser, main
 from edgenas.latency_tables import arch_model
 from edgenas.search_spaces import Arch, get_space
 
@@ -19,10 +20,25 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgenas.cli", *args], capture_output=True, text=True)
 
 
-def test_help_for_every_command():
-    for args in (["--help"], ["lut", "build", "--help"], ["lut", "validate", "--help"], ["arch", "info", "--help"]):
-        r = _cli(*args)
-        assert r.returncode == 0 and "usage:" in r.stdout
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of the parser, e.g. ("lut", "build")."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [path]
+    return [p for name, sub in subs[0].choices.items() for p in _commands(sub, (*path, name))]
+
+
+def test_help_for_every_command(capsys):
+    commands = _commands(build_parser())
+    assert {("lut", "build"), ("arch", "export"), ("run",), ("agent",), ("report",)} <= set(commands)
+    for path in [(), *commands]:
+        with pytest.raises(SystemExit) as exit_:
+            main([*path, "--help"])
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0 and out.startswith(f"usage: edgenas {' '.join(path)}".rstrip()), path
+        assert len(out.splitlines()) > 3, path  # a description or options, not just the usage line
+    r = _cli("--help")  # and as installed, in a fresh process
+    assert r.returncode == 0 and "usage:" in r.stdout
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,20 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     for name in ("pruned.onnx", "qat_int8.onnx", "ptq_int8.onnx"):
         assert (out / name).stat().st_size > 0
 
+    # the killed and resumed run made the models an uninterrupted run makes
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    shutil.copy(tiny_run.parent / "supernet.pt", whole / "supernet.pt")
+    cfg_whole = tmp_path / "whole.yaml"
+    cfg_whole.write_text(yaml.safe_dump({**data, "run_dir": str(whole)}))
+    r = subprocess.run([*cmd[:-4], str(cfg_whole), "--arch", arch, "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ref = whole / "finalize" / "cpu"
+    for name in ("distilled.onnx", "pruned.onnx", "qat_int8.onnx"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    card_whole = json.loads((ref / "model_card.json").read_text())
+    assert [s["test_accuracy"] for s in card_whole["stages"]] == [s["test_accuracy"] for s in card["stages"]]
+
     # the same folder, another arch: no step of the first arch is reused
     other = "r24|k5e3|k3e2se"
     r = subprocess.run(cmd[:-3] + ["--arch", other, "--quiet"], capture_output=True, text=True)

@@ -32,3 +32,16 @@ def test_two_process_training_keeps_replicas_in_sync(tmp_path):
     reference = Supernet(SPACES["tiny"]).state_dict()
     assert {k: tuple(v.shape) for k, v in state["model"].items()} == {k: tuple(v.shape) for k, v in reference.items()}
     assert state["history"][-1]["loss_largest"] < state["history"][0]["loss_largest"]
+
+    # the same training in one process: two replicas learn what one process learns (not
+    # bit for bit: BatchNorm normalises each replica's half of the batch on its own)
+    from edgenas import pipeline
+    from edgenas.config import load_config
+
+    single = yaml.safe_load(cfg.read_text())
+    single["run_dir"] = str(tmp_path / "single")
+    (tmp_path / "single.yaml").write_text(yaml.safe_dump(single))
+    _, history = pipeline.train(load_config(tmp_path / "single.yaml"), progress=False)
+    for key in ("val_largest", "val_smallest"):
+        one, two = history[-1][key], state["history"][-1][key]
+        assert one > 0.25 and abs(one - two) < 0.08, (key, one, two)  # chance: 0.1
