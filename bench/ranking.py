@@ -13,8 +13,8 @@ label smoothing, the data set's augmentation) at a reduced, stated budget (``--e
 - with the chosen settings, on the test split: Kendall tau, Spearman rho, top-5 overlap,
   and a scatter plot (bench/results/ranking.png).
 
-Resumable: each stand-alone result is written as it finishes (``--workdir``, one file per
-stand-alone budget and seed).
+Resumable, also on another machine: each stand-alone result is written as it finishes, to
+``--out``/ranking_standalone_e<epochs>_n<train-limit>_s<seed>.json.
 
     python bench/ranking.py                       # 16 archs, 3 epochs on 15,000 images each
 """
@@ -94,8 +94,9 @@ def main() -> None:
     fit_cfg = FitConfig(epochs=args.epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
                         weight_decay=recipe.weight_decay, warmup_epochs=min(recipe.warmup_epochs, args.epochs / 3),
                         label_smoothing=recipe.label_smoothing, augment=augment, seed=args.seed)  # fmt: skip
-    # one file per stand-alone budget: results of another budget are never reused
-    path = work / f"standalone_e{args.epochs}_n{args.train_limit}_s{args.seed}.json"
+    # one file per stand-alone budget (results of another budget are never reused), kept with
+    # the results so that a run interrupted on one machine resumes on another
+    path = out / f"ranking_standalone_e{args.epochs}_n{args.train_limit}_s{args.seed}.json"
     standalone: dict = read_json(path) if path.exists() else {}
     accel = Accelerator.create(args.device)
     for i, arch in enumerate(archs):
@@ -150,8 +151,10 @@ def main() -> None:
             for a, s, t in zip(archs, sn_test, sa_test)]  # fmt: skip
     results = {"settings": vars(args), "augment": list(augment), "fit": dataclasses.asdict(fit_cfg), "grid": grid,
                "chosen": chosen, "fidelity": fidelity, "archs": rows}  # fmt: skip
-    atomic_write_json(out / "ranking.json", results)
-    figure(rows, fidelity).write_image(str(out / "ranking.png"), width=900, height=560)
+    # the default budget's results are ranking.*, another budget's carry it in their name
+    stem = "ranking" if (args.epochs, args.train_limit) == (3, 15000) else f"ranking_e{args.epochs}_n{args.train_limit}"
+    atomic_write_json(out / f"{stem}.json", results)
+    figure(rows, fidelity).write_image(str(out / f"{stem}.png"), width=900, height=560)
 
     md = [
         f"# Ranking fidelity ({len(archs)} archs, supernet of bench/supernet.py)",
@@ -180,8 +183,8 @@ def main() -> None:
     for r in rows:
         md.append(f"| {md_code(r['arch'])} | {r['predicted_ms']:.3f} | {r['supernet_test'] * 100:.2f} % | "
                   f"{r['standalone_test'] * 100:.2f} % |")  # fmt: skip
-    md += ["", "![supernet vs stand-alone](ranking.png)"]
-    atomic_write_text(out / "ranking.md", "\n".join(md) + "\n")
+    md += ["", f"![supernet vs stand-alone]({stem}.png)"]
+    atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
 
