@@ -467,18 +467,21 @@ def _choose_precision(fp32_ms: float, int8_ms: float, failed: list[str], accept:
 
 
 def _prediction(predictor: Predictor | None, arch: Arch, searched: nn.Module, pruned: nn.Module) -> dict[str, Any]:
-    """The table's prediction for the searched arch, and the stage whose measurement it predicts.
+    """The table's prediction for the searched arch, and the stages whose measurements it predicts.
 
-    An fp32 table predicts the ``searched`` export; an int8 table predicts an ONNX Runtime
-    int8 export of the same arch, ``ptq_int8``, when pruning left the arch as it was (the
-    table cannot predict pruned channel counts).
+    An fp32 table predicts the fp32 exports of the arch (``searched``, ``distilled``, and
+    ``pruned`` when pruning left the arch as it was); an int8 table predicts its int8 exports
+    (``qat_int8`` and ``ptq_int8``, when unpruned). A table cannot predict pruned channel counts.
     """
     if predictor is None:
         return {"predicted_ms": None}
     precision = predictor.table.header.get("precision", "fp32")
     unpruned = channel_counts(pruned) == channel_counts(searched)
-    stage = "searched" if precision == "fp32" else ("ptq_int8" if unpruned else None)
-    return {"predicted_ms": predictor.predict(arch), "predicted_precision": precision, "predicted_vs_stage": stage,
+    if precision == "fp32":
+        stages = ["searched", "distilled"] + (["pruned"] if unpruned else [])
+    else:
+        stages = ["qat_int8", "ptq_int8"] if unpruned else []
+    return {"predicted_ms": predictor.predict(arch), "predicted_precision": precision, "predicted_vs_stages": stages,
             "predicted_ms_note": f"calibrated {precision} latency-table prediction for the unpruned searched arch"}
 
 
@@ -505,11 +508,11 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
     ]
     lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
     if card.get("predicted_ms") is not None:
-        vs = card.get("predicted_vs_stage")
+        vs = ", ".join(f"`{v}`" for v in card.get("predicted_vs_stages", []))
         lines.append(f"- predicted latency of the searched arch: {card['predicted_ms']:.3f} ms "
                      f"({card.get('predicted_precision', 'fp32')} table)"
-                     + (f"; measured as `{vs}`" if vs else "; the model was pruned, no export of that arch "
-                        "at this precision was measured"))  # fmt: skip
+                     + (f"; the exports it predicts: {vs}" if vs else "; the model was pruned: no export of "
+                        "that arch at this precision was measured"))  # fmt: skip
     qat = card.get("qat_epochs")
     if qat:
         vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in qat["epochs"])
