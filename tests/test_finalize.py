@@ -163,3 +163,28 @@ def test_a_failed_export_check_is_not_deployed(tiny_run, tmp_path, monkeypatch):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     cards = pipeline.finalize(load_config(tmp_path / "c.yaml"), archs=arch, progress=False)
     assert cards["cpu"]["failed_checks"] == ["int8"] and "accepted" in cards["cpu"]["why"]
+
+
+def test_the_card_compares_a_prediction_only_with_exports_it_predicts(tiny_table):
+    """An fp32 table predicts the fp32 exports of the arch, an int8 table its int8 exports; neither a pruned one."""
+    import dataclasses
+
+    import torch
+
+    from edgenas.finalize import _prediction
+    from edgenas.latency_tables import LatencyTable, Predictor
+    from edgenas.pruning import PruneConfig, progressive_prune
+    from edgenas.search_spaces import SPACES, Arch, build_subnet
+
+    arch = Arch.parse("r16|k3e3|k3e3")
+    net = build_subnet(SPACES["tiny"], arch).eval()
+    pruned, _ = progressive_prune(net, torch.zeros(1, 1, 16, 16), PruneConfig(step=0.3, max_steps=1, tolerance=1.0),
+                                  finetune=lambda m: None, evaluate=lambda m: 1.0)  # fmt: skip
+    table = LatencyTable.load(tiny_table)
+    int8 = dataclasses.replace(table, header={**table.header, "precision": "int8"})
+    fp32_card = _prediction(Predictor(table), arch, net, net)
+    assert fp32_card["predicted_precision"] == "fp32"
+    assert fp32_card["predicted_vs_stages"] == ["searched", "distilled", "pruned"]
+    assert _prediction(Predictor(int8), arch, net, net)["predicted_vs_stages"] == ["qat_int8", "ptq_int8"]
+    assert _prediction(Predictor(int8), arch, net, pruned)["predicted_vs_stages"] == []
+    assert _prediction(Predictor(table), arch, net, pruned)["predicted_vs_stages"] == ["searched", "distilled"]
