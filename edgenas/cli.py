@@ -302,6 +302,19 @@ def _report(args: argparse.Namespace) -> None:
     print(write_report(args.run_dir, png=not args.no_png))
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from edgenas.predict import Model, accuracy_on, image_paths, predict_images
+
+    model = Model.load(args.model)
+    paths = image_paths(Path(args.target))
+    if paths is None:
+        r = accuracy_on(model, args.target)
+        print(f"{args.target} ({r['split']}, {r['images']:,} images): accuracy {r['accuracy'] * 100:.2f} %")
+        return
+    for row in predict_images(model, paths, args.top):
+        print(f"{row['image']}: " + ", ".join(f"{c} {p * 100:.1f} %" for c, p in row["top"]))
+
+
 def _agent(args: argparse.Namespace) -> None:
     from edgenas.latency_tables._agent import TOKEN_ENV, serve_agent
 
@@ -475,6 +488,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir", help="run directory")
     rp.add_argument("--no-png", action="store_true", help="skip PNG export")
     rp.set_defaults(func=_report)
+
+    pr = sub.add_parser(
+        "predict",
+        help="run an exported model on images or a data set (ONNX Runtime only, no torch)",
+        description="Run a model finalize exported, with the preprocessing and classes it carries. TARGET: an "
+                    "image, a folder of images (top classes of each), the model's training data set by its "
+                    "data.name (accuracy on the test split its model card reports), or other labelled data "
+                    "(an image folder ROOT/<class>/<image>, a .npz, a built-in name: accuracy on all of it).",
+    )  # fmt: skip
+    pr.add_argument("model", help="an .onnx file written by finalize")
+    pr.add_argument("target", help="image, folder, or data set")
+    pr.add_argument("--top", type=_positive, default=3, help="classes shown per image (default 3)")
+    pr.set_defaults(func=_predict)
 
     ag = sub.add_parser(
         "agent",

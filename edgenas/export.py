@@ -35,6 +35,7 @@ __all__ = [
     "fold_constant_quantization",
     "quantize_int8",
     "unshare_initializers",
+    "with_metadata",
 ]
 
 OPSET = 17
@@ -233,6 +234,15 @@ def fold_constant_quantization(data: bytes) -> bytes:
         if init.name not in used:
             graph.initializer.remove(init)
     onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def with_metadata(data: bytes, props: dict[str, str]) -> bytes:
+    """The model with ``props`` added to its ``metadata_props`` (the graph is unchanged)."""
+    model = onnx.load_from_string(data)
+    for key, value in props.items():
+        entry = next((p for p in model.metadata_props if p.key == key), None) or model.metadata_props.add()
+        entry.key, entry.value = key, value
     return model.SerializeToString()
 
 

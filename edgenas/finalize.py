@@ -39,10 +39,11 @@ from edgenas.accelerator import Accelerator, check_device
 from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import FitConfig, fit
 from edgenas.errors import ExportCheckError
-from edgenas.export import export_onnx
+from edgenas.export import export_onnx, with_metadata
 from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgenas.latency_tables import MeasurementBackend, Predictor, Protocol, reference_model, session_peak_memory_mb
 from edgenas.nas import SubnetEvaluator, accuracy
+from edgenas.preprocess import preprocessing_metadata
 from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import Arch, Space, Supernet
@@ -248,12 +249,15 @@ def finalize_arch(
     teacher: nn.Module | None = None,
     teacher_resolution: int | None = None,
     augment: tuple[str, ...] = (),
+    data: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run (or resume) every finalize step for ``arch``; returns the model card.
 
     Finetunes and evaluations run on ``config.device``; saved models and exports are CPU
-    models. ``augment``: the training images' augmentation for every finetune.
+    models. ``augment``: the training images' augmentation for every finetune. ``data``:
+    the data set and split settings (name, root, seed, val_fraction, test_fraction) written
+    into every exported model, so ``edgenas predict`` can rebuild the test split.
     """
     space.validate(arch)
     out = Path(out_dir)
@@ -385,8 +389,16 @@ def finalize_arch(
         "qat_int8": export_qat(qmodel, input_shape),
         "ptq_int8": export_onnx(pruned, input_shape, precision="int8", calibration=calib_x.numpy()),
     }
-    for name, data in models.items():
-        atomic_write_bytes(out / f"{name}.onnx", data)
+    # every file carries what it takes to feed it and read it (edgenas predict uses nothing else)
+    for name in models:
+        r = teacher_resolution if name == "teacher" else res
+        meta = preprocessing_metadata(resolution=r, channels=chans, mean=splits.mean, std=splits.std,
+                                      classes=list(splits.train.classes),
+                                      arch=teacher_source if name == "teacher" else str(arch), space=space.name,
+                                      data=data or {"name": splits.train.name.removesuffix("-train")})  # fmt: skip
+        models[name] = with_metadata(models[name], meta)
+    for name, model_bytes in models.items():
+        atomic_write_bytes(out / f"{name}.onnx", model_bytes)
     fp32_agree, fp32_diff = _agreement(models["pruned"], pruned, test_x)
     int8_agree, int8_diff = _agreement(models["qat_int8"], qmodel, test_x)
     checks = {

@@ -185,6 +185,8 @@ def finalize(
             arch, space=space, supernet=supernet, splits=splits, backend=backend,
             out_dir=config.finalize_dir / d.name, config=config.finalize, predictor=d.predictor, device=d.name,
             augment=config.data.augmentations, progress=progress,
+            data={k: getattr(config.data, k)
+                  for k in ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")},
         )  # fmt: skip
     return cards
 
