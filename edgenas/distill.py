@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from edgenas.accelerator import Accelerator, on_device
 from edgenas.data import Splits, batches
+from edgenas.progress import progress as progress_bar
 
 __all__ = ["FitConfig", "cosine_schedule", "distillation_loss", "fit", "make_optimizer"]
 
@@ -149,7 +149,8 @@ def fit(
             it = batches(splits.train, batch_size=config.batch_size, resolution=resolution, channels=channels,
                          mean=splits.mean, std=splits.std, shuffle=True, rng=rng, drop_last=True,
                          limit=config.max_steps_per_epoch, augment=config.augment, accel=accel)  # fmt: skip
-            bar = tqdm(it, total=steps, desc=f"{desc} {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+            bar = progress_bar(it, total=steps, desc=f"{desc} {epoch + 1}/{config.epochs}", unit="step",
+                               disable=not progress, leave=False)  # fmt: skip
             for x, y in bar:
                 alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * step / max(1, total - 1)
                 t_logits = None

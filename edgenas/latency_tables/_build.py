@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from edgenas.export import OPSET, PRECISIONS
 from edgenas.latency_tables._backend import MeasurementBackend
 from edgenas.latency_tables._models import block_model, reference_model
 from edgenas.latency_tables._protocol import Protocol
 from edgenas.latency_tables._table import LatencyTable, TableMismatchError
+from edgenas.progress import progress as progress_bar
 from edgenas.search_spaces import BlockSpec, Space, spec_params
 
 __all__ = ["build_table", "restrict_space", "table_header"]
@@ -119,7 +119,7 @@ def build_table(
     reference = reference_model(precision)
     start = time.time()
 
-    def measure(batch: list[BlockSpec], bar: tqdm) -> list:
+    def measure(batch: list[BlockSpec], bar) -> list:  # noqa: ANN001 - a progress bar
         models = []
         for spec in batch:
             models.append(block_model(spec, precision))
@@ -141,7 +141,8 @@ def build_table(
         return out_
 
     pending = todo()
-    with tqdm(total=len(pending), desc=f"lut {space.name} {precision}", unit="block", disable=not progress) as bar:
+    with progress_bar(total=len(pending), desc=f"lut {space.name} {precision}", unit="block",
+                      disable=not progress) as bar:  # fmt: skip
         while pending:
             for i in range(0, len(pending), batch_size):
                 batch = pending[i : i + batch_size]

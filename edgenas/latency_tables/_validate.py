@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import kendalltau
-from tqdm.auto import tqdm
 
 from edgenas.latency_tables._backend import MeasurementBackend
 from edgenas.latency_tables._build import restrict_space
@@ -29,6 +28,7 @@ from edgenas.latency_tables._models import arch_model, reference_model
 from edgenas.latency_tables._predict import Predictor, fit_calibration
 from edgenas.latency_tables._protocol import Protocol
 from edgenas.latency_tables._table import MATCH_KEYS, LatencyTable
+from edgenas.progress import progress as progress_bar
 from edgenas.search_spaces import Arch
 
 __all__ = ["accuracy_metrics", "sample_spread", "validate_table"]
@@ -97,7 +97,7 @@ def validate_table(
     started = time.time()
     reference = reference_model(precision)
     measured_rel, measured_ms = [], []
-    with tqdm(total=len(archs), desc=f"validate {precision}", unit="net", disable=not progress) as bar:
+    with progress_bar(total=len(archs), desc=f"validate {precision}", unit="net", disable=not progress) as bar:
         for i in range(0, len(archs), batch_size):
             batch = archs[i : i + batch_size]
             models = [arch_model(space, a, precision) for a in batch]

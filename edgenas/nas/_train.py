@@ -39,6 +39,7 @@ from edgenas.data import Splits, batches
 from edgenas.distill import cosine_schedule, distillation_loss, make_optimizer
 from edgenas.io import atomic_write_bytes
 from edgenas.nas._evaluate import SubnetEvaluator
+from edgenas.progress import progress as progress_bar
 from edgenas.search_spaces import Space, Supernet
 
 __all__ = ["TrainConfig", "load_supernet", "set_threads", "train_supernet"]
@@ -277,7 +278,8 @@ def train_supernet(
         it = batches(splits.train, batch_size=config.batch_size, resolution=splits.train.size, channels=space.in_chs,
                      mean=splits.mean, std=splits.std, shuffle=True, rng=rng, drop_last=True, limit=steps,
                      augment=augment, accel=accel)  # fmt: skip
-        bar = tqdm(it, total=steps, desc=f"supernet {epoch + 1}/{config.epochs}", disable=not progress or dp.rank)
+        bar = progress_bar(it, total=steps, desc=f"supernet {epoch + 1}/{config.epochs}", unit="step",
+                           disable=not progress or bool(dp.rank))  # fmt: skip
         for k, (x, y) in enumerate(bar):
             x, y = dp.shard(x, y)
             opt.zero_grad(set_to_none=True)
