@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "postgresql://..., sqlite:///..., or journal:PATH")  # fmt: skip
     se.add_argument("--n-trials", type=_positive, help="total complete trials wanted in the study")
     se.add_argument("--timeout", type=float, help="stop this worker after so many seconds")
-    se.add_argument("--sampler", choices=("nsga2", "tpe", "random"), help="override search.sampler")
+    se.add_argument("--sampler", choices=("nsga2", "tpe", "random", "guided"), help="override search.sampler")
     se.add_argument("--study", help="override search.study_name")
     se.add_argument("--worker", type=int, default=0, help="worker index (seeds this worker's sampler)")
     _torch_device_arg(se, "search.device")

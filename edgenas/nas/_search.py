@@ -52,7 +52,7 @@ __all__ = [
     "write_results",
 ]
 
-SAMPLERS = ("nsga2", "tpe", "random")
+SAMPLERS = ("nsga2", "tpe", "random", "guided")
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,15 @@ def _storage_problem(exc: Exception) -> str:
     return f"cannot open the database: {first}"
 
 
-def _sampler(config: SearchConfig, seed: int | None) -> optuna.samplers.BaseSampler:
+def _sampler(
+    config: SearchConfig, seed: int | None, space: Space, devices: Sequence[DeviceObjective]
+) -> optuna.samplers.BaseSampler:
+    if config.sampler == "guided":
+        from edgenas.nas._guided import PredictorGuidedSampler, startup_trials
+
+        return PredictorGuidedSampler(space, lambda a: {d.name: d.predictor.predict(a) for d in devices},
+                                      {d.name: d.budget_ms for d in devices}, n_startup=startup_trials(config.n_trials),
+                                      seed=seed)  # fmt: skip
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
     if config.sampler == "tpe":
@@ -203,7 +211,7 @@ def run_search(
                 study_name=config.study_name,
                 storage=storage,
                 directions=directions,
-                sampler=_sampler(config, config.seed * 1000 + worker),
+                sampler=_sampler(config, config.seed * 1000 + worker, space, devices),
                 load_if_exists=True,
             )
             break
@@ -259,6 +267,9 @@ def run_search(
             catch=(),
         )
     write_results(study, out)
+    history = getattr(study.sampler, "history", None)
+    if history:  # the guided sampler's accuracy predictor: its cross-validated error as trials accrue
+        atomic_write_json(out / f"predictor_worker{worker}.json", {"history": history})
     return study
 
 
