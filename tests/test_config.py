@@ -24,7 +24,7 @@ def test_defaults_and_overrides(tmp_path):
         ({"train": {"epoch": 3}}, "unknown key ['epoch'] in train"),
         ({"train": {"epochs": "three"}}, "train.epochs: expected an integer, got 'three'"),
         ({"train": {"epochs": 0}}, "epochs >= 1"),
-        ({"search": {"sampler": "grid"}}, "search.sampler must be one of ('nsga2', 'tpe', 'random'), got 'grid'"),
+        ({"search": {"sampler": "grid"}}, "search.sampler must be one of ('nsga2', 'tpe', 'random', 'guided'), got 'grid'"),
         ({"devices": [{"lut": "x"}]}, "devices[0]"),
         ({"devices": [{"name": "a", "precision": "fp16"}]}, "precision must be"),
         ({"devices": [{"name": "a", "lut": "x", "budget_ms": -1}]}, "budget_ms must be > 0"),
