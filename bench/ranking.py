@@ -85,7 +85,14 @@ def main() -> None:
 
     # archs spread over this CPU's predicted latency
     predictor = bench_predictor(space, work / "lut_fp32.json", LocalBackend(threads=1))
-    archs = sample_spread(predictor, args.n, np.random.default_rng(args.seed))
+    # the archs are chosen once and kept with the results: another machine's table would
+    # spread other archs, and the stand-alone results already made would not be reused
+    chosen_path = out / f"ranking_archs_n{args.n}_s{args.seed}.json"
+    if chosen_path.exists():
+        archs = [space.parse(a) for a in read_json(chosen_path)]
+    else:
+        archs = sample_spread(predictor, args.n, np.random.default_rng(args.seed))
+        atomic_write_json(chosen_path, [str(a) for a in archs])
     log(f"{len(archs)} archs, predicted {predictor.predict(archs[0]):.3f}-{predictor.predict(archs[-1]):.3f} ms")
 
     # stand-alone training, one result per arch as it finishes
