@@ -1,4 +1,4 @@
-"""The space and data the Fashion-MNIST benchmarks share, and their Markdown helper.
+"""The space and data the Fashion-MNIST benchmarks share, the start of those built on one supernet, Markdown.
 
 bench/finalize.py and bench/multi_device.py reuse the supernet and tables of
 bench/search.py, so all three must build exactly the same space and splits.
@@ -6,12 +6,16 @@ bench/search.py, so all three must build exactly the same space and splits.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from pathlib import Path
 
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.latency_tables import LatencyTable, LocalBackend, Predictor, build_table, validate_table
-from edgenas.search_spaces import Space, get_space
+from edgenas.search_spaces import Space, Supernet, get_space
+
+SUPERNET = "bench/results/supernet_fmnist.pt"  # written by bench/supernet.py
+LUT_FP32 = "runs/bench_ranking/lut_fp32.json"  # this CPU's fp32 table of the bench space, built where missing
 
 
 def bench_space(resolutions: str) -> Space:
@@ -36,3 +40,24 @@ def bench_predictor(
 def md_code(text: str) -> str:
     """Inline code inside a Markdown table cell (a bare | would end the cell)."""
     return "`" + text.replace("|", "\\|") + "`"
+
+
+def add_supernet_args(p: argparse.ArgumentParser, workdir: str | None) -> None:
+    """The options of the benches that start from the supernet of bench/supernet.py."""
+    p.add_argument("--resolutions", default="24,28")
+    p.add_argument("--supernet", default=SUPERNET, help="written by bench/supernet.py")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (timings use one ONNX Runtime thread)")
+    if workdir is not None:
+        p.add_argument("--workdir", default=workdir)
+    p.add_argument("--out", default="bench/results")
+
+
+def supernet_bench(args: argparse.Namespace) -> tuple[Space, Splits, Supernet]:
+    """Threads set, ``--workdir`` made (where the bench has one), the bench space, the full splits, the supernet."""
+    from edgenas.nas import load_supernet, set_threads
+
+    if getattr(args, "workdir", None):
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    set_threads(args.threads)
+    space = bench_space(args.resolutions)
+    return space, bench_splits(None), load_supernet(space, args.supernet)

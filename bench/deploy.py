@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _setup import bench_predictor, bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, md_code, supernet_bench  # noqa: I001 (bench/ is the script's folder)
 
 from edgenas.accelerator import Accelerator
 from edgenas.data import resolve_augment
@@ -30,10 +30,8 @@ from edgenas.nas import (
     SearchConfig,
     SubnetEvaluator,
     device_front,
-    load_supernet,
     pareto_rows,
     run_search,
-    set_threads,
 )
 from edgenas.pruning import PruneConfig
 
@@ -48,21 +46,13 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=60)
     p.add_argument("--distill-epochs", type=int, default=3)
     p.add_argument("--qat-epochs", type=int, default=2)
-    p.add_argument("--resolutions", default="24,28")
-    p.add_argument("--supernet", default="bench/results/supernet_fmnist.pt", help="written by bench/supernet.py")
-    p.add_argument("--lut", default="runs/bench_ranking/lut_fp32.json", help="built and validated here if missing")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lut", default=LUT_FP32, help="built and validated here if missing")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workdir", default="runs/bench_deploy")
-    p.add_argument("--out", default="bench/results")
+    add_supernet_args(p, workdir="runs/bench_deploy")
     args = p.parse_args()
 
     work, out = Path(args.workdir), Path(args.out)
-    work.mkdir(parents=True, exist_ok=True)
-    set_threads(args.threads)
-    space = bench_space(args.resolutions)
-    splits = bench_splits(None)
-    supernet = load_supernet(space, args.supernet)
+    space, splits, supernet = supernet_bench(args)
     backend = LocalBackend(threads=1)
     predictor = bench_predictor(space, Path(args.lut), backend)
     budget = args.share * predictor.predict(space.largest())

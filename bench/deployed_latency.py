@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import bench_predictor, bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, md_code, supernet_bench  # noqa: I001 (bench/ is the script's folder)
 
 from edgenas.data import batches
 from edgenas.export import export_onnx
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import LocalBackend, Protocol, reference_model, sample_spread
-from edgenas.nas import SubnetEvaluator, load_supernet, set_threads
+from edgenas.nas import SubnetEvaluator
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import build_subnet
 
@@ -67,19 +67,13 @@ def exports(space, arch, evaluator, splits) -> dict[str, bytes]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=16, help="archs, spread over the predicted latency range")
-    p.add_argument("--resolutions", default="24,28")
-    p.add_argument("--supernet", default="bench/results/supernet_fmnist.pt", help="written by bench/supernet.py")
-    p.add_argument("--lut-fp32", default="runs/bench_ranking/lut_fp32.json", help="built and validated if missing")
+    p.add_argument("--lut-fp32", default=LUT_FP32, help="built and validated if missing")
     p.add_argument("--lut-int8", default="runs/bench_deployed/lut_int8.json", help="built and validated if missing")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (the timing itself uses one)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", default="bench/results")
+    add_supernet_args(p, workdir=None)
     args = p.parse_args()
 
-    set_threads(args.threads)
-    space = bench_space(args.resolutions)
-    splits = bench_splits(None)
-    supernet = load_supernet(space, args.supernet)
+    space, splits, supernet = supernet_bench(args)
     backend = LocalBackend(threads=1)
     predictors = {prec: bench_predictor(space, Path(path), backend, precision=prec)
                   for prec, path in (("fp32", args.lut_fp32), ("int8", args.lut_int8))}  # fmt: skip

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import bench_predictor, bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
+from _setup import add_supernet_args, bench_predictor, bench_splits, md_code, supernet_bench  # noqa: I001 (bench/ is the script's folder)
 from scipy.stats import kendalltau, spearmanr
 
 from edgenas.accelerator import Accelerator
@@ -36,7 +36,7 @@ from edgenas.data import Splits, batches, resolve_augment
 from edgenas.distill import FitConfig, fit
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LocalBackend, sample_spread
-from edgenas.nas import SubnetEvaluator, TrainConfig, accuracy, load_supernet, set_threads
+from edgenas.nas import SubnetEvaluator, TrainConfig, accuracy
 from edgenas.search_spaces import build_subnet
 
 CALIB_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -66,21 +66,13 @@ def main() -> None:
     p.add_argument("--n", type=int, default=16, help="archs, spread over the predicted latency range")
     p.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
     p.add_argument("--train-limit", type=int, default=15000, help="stand-alone training images")
-    p.add_argument("--resolutions", default="24,28")
-    p.add_argument("--supernet", default="bench/results/supernet_fmnist.pt", help="written by bench/supernet.py")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default="runs/bench_ranking")
-    p.add_argument("--out", default="bench/results")
+    add_supernet_args(p, workdir="runs/bench_ranking")
     args = p.parse_args()
 
     work, out = Path(args.workdir), Path(args.out)
-    work.mkdir(parents=True, exist_ok=True)
-    set_threads(args.threads)
-    space = bench_space(args.resolutions)
-    splits = bench_splits(None)
-    supernet = load_supernet(space, args.supernet)
+    space, splits, supernet = supernet_bench(args)
     augment = resolve_augment("auto", "fashion-mnist")
 
     # archs spread over this CPU's predicted latency

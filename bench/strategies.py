@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from _setup import bench_predictor, bench_space, bench_splits  # noqa: I001 (bench/ is the script's folder)
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, supernet_bench  # noqa: I001 (bench/ is the script's folder)
 from optuna._hypervolume import compute_hypervolume
 
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LocalBackend
-from edgenas.nas import DeviceObjective, SearchConfig, SubnetEvaluator, load_supernet, run_search, set_threads
+from edgenas.nas import DeviceObjective, SearchConfig, SubnetEvaluator, run_search
 
 STRATEGIES = ("nsga2", "tpe", "random", "guided")
 
@@ -47,24 +47,17 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--share", type=float, default=0.5, help="budget: this share of the largest's predicted latency")
-    p.add_argument("--resolutions", default="24,28")
-    p.add_argument("--supernet", default="bench/results/supernet_fmnist.pt", help="written by bench/supernet.py")
-    p.add_argument("--lut", default="runs/bench_ranking/lut_fp32.json", help="built and validated here if missing")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--workdir", default="runs/bench_strategies")
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--lut", default=LUT_FP32, help="built and validated here if missing")
+    add_supernet_args(p, workdir="runs/bench_strategies")
     args = p.parse_args()
 
     work, out = Path(args.workdir), Path(args.out)
-    work.mkdir(parents=True, exist_ok=True)
-    set_threads(args.threads)
-    space = bench_space(args.resolutions)
-    splits = bench_splits(None)
+    space, splits, supernet = supernet_bench(args)
     predictor = bench_predictor(space, Path(args.lut), LocalBackend(threads=1))
     largest_ms = predictor.predict(space.largest())
     budget, lat_ref = args.share * largest_ms, 1.05 * largest_ms
     device = DeviceObjective("cpu-fp32", predictor, budget)
-    evaluator = SubnetEvaluator(load_supernet(space, args.supernet), splits, calib_batches=8, seed=0)
+    evaluator = SubnetEvaluator(supernet, splits, calib_batches=8, seed=0)
 
     cache_path = work / "accuracy.json"  # arch -> (val accuracy, evaluation seconds), shared by every run
     cache: dict[str, list[float]] = read_json(cache_path) if cache_path.exists() else {}
