@@ -40,7 +40,7 @@ from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import FitConfig, fit
 from edgenas.errors import ExportCheckError
 from edgenas.export import export_onnx, with_metadata
-from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_digest
 from edgenas.latency_tables import MeasurementBackend, Predictor, Protocol, reference_model, session_peak_memory_mb
 from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.preprocess import preprocessing_metadata
@@ -159,8 +159,7 @@ def weights_digest(model: nn.Module) -> str:
 
 def _record(inputs: dict[str, Any]) -> dict[str, Any]:
     """A step's provenance: its inputs and their digest (the key compared on resume)."""
-    text = json.dumps(inputs, sort_keys=True, default=str)
-    return {"key": hashlib.sha256(text.encode()).hexdigest()[:16], "inputs": json.loads(text)}
+    return {"key": json_digest(inputs), "inputs": json.loads(json.dumps(inputs, default=str))}
 
 
 def _reusable(path: Path, record: dict[str, Any]) -> bool:
@@ -397,8 +396,7 @@ def finalize_arch(
                                       arch=teacher_source if name == "teacher" else str(arch), space=space.name,
                                       data=data or {"name": splits.train.name.removesuffix("-train")})  # fmt: skip
         models[name] = with_metadata(models[name], meta)
-    for name, model_bytes in models.items():
-        atomic_write_bytes(out / f"{name}.onnx", model_bytes)
+        atomic_write_bytes(out / f"{name}.onnx", models[name])
     fp32_agree, fp32_diff = _agreement(models["pruned"], pruned, test_x)
     int8_agree, int8_diff = _agreement(models["qat_int8"], qmodel, test_x)
     checks = {

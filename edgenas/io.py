@@ -6,6 +6,7 @@ never half of one. Only the standard library is used, so device-side code can im
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -49,3 +50,8 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
+
+
+def json_digest(data: Any) -> str:
+    """A short digest of ``data`` as sorted JSON (values JSON cannot hold are written with ``str``)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -24,7 +23,7 @@ import yaml
 from edgenas.accelerator import Accelerator
 from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
-from edgenas.io import atomic_write_json, atomic_write_text, read_json
+from edgenas.io import atomic_write_json, atomic_write_text, json_digest, read_json
 from edgenas.latency_tables import PROVIDER_ALIASES, LatencyTable, Predictor, TableMismatchError, make_backend
 from edgenas.nas import DeviceObjective, SubnetEvaluator, load_supernet, run_search, set_threads, train_supernet
 from edgenas.search_spaces import SPACES, Space, Supernet
@@ -195,10 +194,6 @@ def finalize(
 STAGES = ("lut", "train", "search", "finalize", "report")
 
 
-def _hash(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _stage_inputs(config: Config) -> dict[str, str]:
     """Each stage's input hash: its own settings plus the hashes of the stages it reads.
 
@@ -219,11 +214,11 @@ def _stage_inputs(config: Config) -> dict[str, str]:
     goals = ("budget_ms", "objective")
     measure = [{k: v for k, v in d.items() if k not in goals} for d in c["devices"]]
     budgets = [{k: d.get(k) for k in ("name", *goals)} for d in c["devices"]]
-    h = {"lut": _hash([space, measure, c["data"]["name"], c["data"].get("root")])}
-    h["train"] = _hash([space, c["data"], c["train"]])
-    h["search"] = _hash([h["lut"], h["train"], c["search"], budgets])
-    h["finalize"] = _hash([h["search"], n_trials, c["finalize"]])
-    h["report"] = _hash([h["finalize"]])
+    h = {"lut": json_digest([space, measure, c["data"]["name"], c["data"].get("root")])}
+    h["train"] = json_digest([space, c["data"], c["train"]])
+    h["search"] = json_digest([h["lut"], h["train"], c["search"], budgets])
+    h["finalize"] = json_digest([h["search"], n_trials, c["finalize"]])
+    h["report"] = json_digest([h["finalize"]])
     return h
 
 
