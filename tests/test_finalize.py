@@ -24,7 +24,10 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     torch.save(build_subnet(SPACES["tiny"], Arch.parse("r24|k5e3-k5e3|k5e3-k5e3")).eval(), tmp_path / "teacher.pt")
     data["finalize"] = {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
                         "qat_epochs": 1, "lr": 0.05, "measure_rounds": 5, "teacher": str(tmp_path / "teacher.pt"),
-                        "teacher_resolution": 24}  # fmt: skip
+                        "teacher_resolution": 24,
+                        # the untrained teacher leaves near-tie logits, of which int8 rounding flips 1-5 %
+                        # (the check itself: test_a_failed_export_check_is_not_deployed)
+                        "accept_failed_checks": True}  # fmt: skip
     (tmp_path / "run").mkdir()
     import shutil
 

