@@ -10,14 +10,16 @@ the three ways finalize deploys a model:
   values, not the graph, so the calibrated model stands for a finetuned one);
 
 plus the int8 export of a freshly initialised subnet (what ``arch export`` used to write:
-its graph depended on the zero-valued weights and ran 2.4x slower). Each precision is timed
+its graph depended on the zero-valued weights and ran 2.4x slower), and the subnet pruned
+as finalize prunes it (L1, ``--prune`` of its channels in 10 % steps; finetuning changes
+values, not shapes, so it is left out) exported fp32 and QAT int8. Each precision is timed
 in one interleaved batch against its table's reference model, with the table's protocol,
 and compared as a ratio to the reference with the calibrated prediction of the fp32 or int8
 table of this CPU (both built and validated here if missing), as table validation does.
 Target: every deployed export within +-10 % of its prediction.
 
-Pruned models are not covered: pruning leaves channel counts that no arch of the space has,
-so no table of the space predicts them.
+Pruning leaves channel counts that no arch of the space has: the pruned models' blocks are
+estimated from the table's entries of the same shape (``Predictor.predict_specs``).
 
     python bench/deployed_latency.py          # ~10 minutes on 2 cores (the int8 table: ~5 more)
 """
@@ -37,23 +39,30 @@ from edgenas.export import export_onnx
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import LocalBackend, Protocol, reference_model, sample_spread
 from edgenas.nas import SubnetEvaluator
+from edgenas.pruning import PruneConfig, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
-from edgenas.search_spaces import build_subnet
+from edgenas.search_spaces import build_subnet, current_specs
 
-KINDS = {"fp32": "fp32", "ptq_int8": "int8", "qat_int8": "int8", "fresh_int8": "int8"}
+KINDS = {"fp32": "fp32", "ptq_int8": "int8", "qat_int8": "int8", "fresh_int8": "int8", "pruned_fp32": "fp32",
+         "pruned_qat_int8": "int8"}
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def exports(space, arch, evaluator, splits) -> dict[str, bytes]:
+def exports(space, arch, evaluator, splits, prune: float) -> tuple[dict[str, bytes], tuple]:
+    """The six exports of ``arch`` and the pruned model's block specs."""
     res, chans = arch.resolution, space.in_chs
     shape = (1, chans, res, res)
     net = evaluator.subnet(arch).cpu().eval()
     calib = next(batches(splits.train, batch_size=64, resolution=res, channels=chans, mean=splits.mean,
                          std=splits.std, shuffle=True, rng=np.random.default_rng(0)))[0]  # fmt: skip
     qat = calibrate_qat(prepare_qat(net), [calib])
+    steps = round(prune / 0.1)
+    pruned, _ = progressive_prune(net, torch.zeros(shape), PruneConfig(step=0.1, max_steps=steps, tolerance=1.0),
+                                  finetune=lambda m: None, evaluate=lambda m: 1.0)  # fmt: skip
+    pruned_qat = calibrate_qat(prepare_qat(pruned), [calib])
     torch.manual_seed(0)
     return {
         "fp32": export_onnx(net, shape),
@@ -61,7 +70,9 @@ def exports(space, arch, evaluator, splits) -> dict[str, bytes]:
         "qat_int8": export_qat(qat.eval(), shape),
         "fresh_int8": export_onnx(build_subnet(space, arch).eval(), shape, precision="int8",
                                   calibration=calib.numpy()),  # fmt: skip
-    }
+        "pruned_fp32": export_onnx(pruned, shape),
+        "pruned_qat_int8": export_qat(pruned_qat.eval(), shape),
+    }, current_specs(pruned)
 
 
 def main() -> None:
@@ -70,6 +81,7 @@ def main() -> None:
     p.add_argument("--lut-fp32", default=LUT_FP32, help="built and validated if missing")
     p.add_argument("--lut-int8", default="runs/bench_deployed/lut_int8.json", help="built and validated if missing")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--prune", type=float, default=0.3, help="share of channels the pruned exports lose")
     add_supernet_args(p, workdir=None)
     args = p.parse_args()
 
@@ -79,8 +91,9 @@ def main() -> None:
                   for prec, path in (("fp32", args.lut_fp32), ("int8", args.lut_int8))}  # fmt: skip
     archs = sample_spread(predictors["fp32"], args.n, np.random.default_rng(args.seed))
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=8, seed=0)
-    models = {str(a): exports(space, a, evaluator, splits) for a in archs}
-    log(f"{len(archs)} archs exported four ways")
+    made = {str(a): exports(space, a, evaluator, splits, args.prune) for a in archs}
+    models = {a: m for a, (m, _) in made.items()}
+    log(f"{len(archs)} archs exported {len(KINDS)} ways")
 
     rows = []
     for prec in ("fp32", "int8"):
@@ -90,7 +103,10 @@ def main() -> None:
         timings, ref, _ = backend.measure([models[str(a)][k] for a, k in batch], reference_model(prec),
                                           Protocol(**table.header["protocol"]))  # fmt: skip
         for (a, k), t in zip(batch, timings):
-            pred = predictors[prec].predict_rel(a)
+            if k.startswith("pruned"):
+                pred = predictors[prec].predict_specs(made[str(a)][1]) / table.header["reference_ms"]
+            else:
+                pred = predictors[prec].predict_rel(a)
             rows.append({"arch": str(a), "export": k, "precision": prec, "predicted_rel": pred, "measured_rel": t.rel,
                          "predicted_ms": pred * ref.ms, "measured_ms": t.ms, "error": t.rel / pred - 1})  # fmt: skip
         log(f"{prec}: timed {len(batch)} models (reference {ref.ms:.3f} ms)")
@@ -103,7 +119,8 @@ def main() -> None:
     atomic_write_json(Path(args.out) / "deployed_latency.json",
                       {"settings": vars(args), "summary": summary, "rows": rows})  # fmt: skip
 
-    met = all(summary[k]["within_10pct"] == 1.0 for k in ("fp32", "ptq_int8", "qat_int8"))
+    met = all(summary[k]["within_10pct"] == 1.0 for k in ("fp32", "ptq_int8", "qat_int8", "pruned_fp32",
+                                                          "pruned_qat_int8"))
     md = [f"# Deployed exports vs the latency tables ({len(archs)} trained subnets)", "",
           f"`python bench/deployed_latency.py --n {args.n}`: subnets with the weights of bench/supernet.py, "
           "exported as finalize exports them; each precision timed in one interleaved batch on this CPU (1 thread, "
@@ -113,7 +130,9 @@ def main() -> None:
     for k, s in summary.items():
         md.append(f"| {k} | {KINDS[k]} | {s['within_10pct'] * 100:.0f} % of {s['n']} | "
                   f"{s['median_error'] * 100:+.1f} % | {s['mape'] * 100:.1f} % |")  # fmt: skip
-    md += ["", "`fresh_int8`: a freshly initialised (untrained) subnet; its graph is now the trained one's.", "",
+    md += ["", "`fresh_int8`: a freshly initialised (untrained) subnet; its graph is now the trained one's. "
+           f"`pruned_*`: the subnet with {args.prune * 100:.0f} % of its channels pruned (L1, as finalize prunes), "
+           "predicted from its own blocks, those the table lacks estimated from entries of the same shape.", "",
            "| arch | " + " | ".join(f"{k} ms (pred / measured)" for k in KINDS) + " |", "|---|" + "---|" * len(KINDS)]
     for a in archs:
         cells = {r["export"]: r for r in rows if r["arch"] == str(a)}

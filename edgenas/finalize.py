@@ -46,7 +46,7 @@ from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.preprocess import preprocessing_metadata
 from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
-from edgenas.search_spaces import Arch, Space, Supernet
+from edgenas.search_spaces import Arch, Space, Supernet, current_specs
 
 __all__ = [
     "ExportCheckError",
@@ -477,22 +477,26 @@ def _choose_precision(fp32_ms: float, int8_ms: float, failed: list[str], accept:
 
 
 def _prediction(predictor: Predictor | None, arch: Arch, searched: nn.Module, pruned: nn.Module) -> dict[str, Any]:
-    """The table's prediction for the searched arch, and the stages whose measurements it predicts.
+    """The table's prediction for each export of the table's precision, from that model's own blocks.
 
-    An fp32 table predicts the fp32 exports of the arch (``searched``, ``distilled``, and
-    ``pruned`` when pruning left the arch as it was); an int8 table predicts its int8 exports
-    (``qat_int8`` and ``ptq_int8``, when unpruned). A table cannot predict pruned channel counts.
+    An fp32 table predicts ``searched`` and ``distilled`` (the searched arch) and ``pruned``;
+    an int8 table predicts ``qat_int8`` and ``ptq_int8`` (both made from the pruned model).
+    Blocks whose channel counts pruning changed are estimated from the table's entries of
+    the same shape (:meth:`Predictor.predict_specs`).
     """
     if predictor is None:
         return {"predicted_ms": None}
     precision = predictor.table.header.get("precision", "fp32")
-    unpruned = channel_counts(pruned) == channel_counts(searched)
-    if precision == "fp32":
-        stages = ["searched", "distilled"] + (["pruned"] if unpruned else [])
-    else:
-        stages = ["qat_int8", "ptq_int8"] if unpruned else []
-    return {"predicted_ms": predictor.predict(arch), "predicted_precision": precision, "predicted_vs_stages": stages,
-            "predicted_ms_note": f"calibrated {precision} latency-table prediction for the unpruned searched arch"}
+    arch_ms = predictor.predict(arch)
+    pruned_ms = predictor.predict_specs(current_specs(pruned))
+    estimated = channel_counts(pruned) != channel_counts(searched)
+    stages = ({"searched": arch_ms, "distilled": arch_ms, "pruned": pruned_ms} if precision == "fp32"
+              else {"qat_int8": pruned_ms, "ptq_int8": pruned_ms})  # fmt: skip
+    return {"predicted_ms": arch_ms, "predicted_precision": precision, "predicted_stage_ms": stages,
+            "predicted_pruned_estimated": estimated,
+            "predicted_ms_note": f"calibrated {precision} latency-table prediction for the searched arch; "
+                                 + ("the pruned model's blocks estimated from entries of the same shape"
+                                    if estimated else "pruning left the arch as it was")}  # fmt: skip
 
 
 def _pct(value: float | None) -> str:
@@ -518,11 +522,10 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
     ]
     lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
     if card.get("predicted_ms") is not None:
-        vs = ", ".join(f"`{v}`" for v in card.get("predicted_vs_stages", []))
-        lines.append(f"- predicted latency of the searched arch: {card['predicted_ms']:.3f} ms "
-                     f"({card.get('predicted_precision', 'fp32')} table)"
-                     + (f"; the exports it predicts: {vs}" if vs else "; the model was pruned: no export of "
-                        "that arch at this precision was measured"))  # fmt: skip
+        vs = ", ".join(f"`{k}` {v:.3f} ms" for k, v in card["predicted_stage_ms"].items())
+        lines.append(f"- predicted latency ({card['predicted_precision']} table) of the searched arch: "
+                     f"{card['predicted_ms']:.3f} ms; of each export: {vs}"
+                     + (" (pruned blocks estimated)" if card["predicted_pruned_estimated"] else ""))  # fmt: skip
     qat = card.get("qat_epochs")
     if qat:
         vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in qat["epochs"])

@@ -168,8 +168,9 @@ def test_a_failed_export_check_is_not_deployed(tiny_run, tmp_path, monkeypatch):
     assert cards["cpu"]["failed_checks"] == ["int8"] and "accepted" in cards["cpu"]["why"]
 
 
-def test_the_card_compares_a_prediction_only_with_exports_it_predicts(tiny_table):
-    """An fp32 table predicts the fp32 exports of the arch, an int8 table its int8 exports; neither a pruned one."""
+def test_the_card_predicts_each_export_of_the_tables_precision_from_its_own_blocks(tiny_table):
+    """fp32 table: searched and distilled (the arch) and pruned (its blocks); int8 table: the int8 exports of the
+    pruned model, whose blocks the table lacks and estimates."""
     import dataclasses
 
     import torch
@@ -177,7 +178,7 @@ def test_the_card_compares_a_prediction_only_with_exports_it_predicts(tiny_table
     from edgenas.finalize import _prediction
     from edgenas.latency_tables import LatencyTable, Predictor
     from edgenas.pruning import PruneConfig, progressive_prune
-    from edgenas.search_spaces import SPACES, Arch, build_subnet
+    from edgenas.search_spaces import SPACES, Arch, build_subnet, current_specs
 
     arch = Arch.parse("r16|k3e3|k3e3")
     net = build_subnet(SPACES["tiny"], arch).eval()
@@ -185,9 +186,17 @@ def test_the_card_compares_a_prediction_only_with_exports_it_predicts(tiny_table
                                   finetune=lambda m: None, evaluate=lambda m: 1.0)  # fmt: skip
     table = LatencyTable.load(tiny_table)
     int8 = dataclasses.replace(table, header={**table.header, "precision": "int8"})
-    fp32_card = _prediction(Predictor(table), arch, net, net)
-    assert fp32_card["predicted_precision"] == "fp32"
-    assert fp32_card["predicted_vs_stages"] == ["searched", "distilled", "pruned"]
-    assert _prediction(Predictor(int8), arch, net, net)["predicted_vs_stages"] == ["qat_int8", "ptq_int8"]
-    assert _prediction(Predictor(int8), arch, net, pruned)["predicted_vs_stages"] == []
-    assert _prediction(Predictor(table), arch, net, pruned)["predicted_vs_stages"] == ["searched", "distilled"]
+    arch_ms = Predictor(table).predict(arch)
+
+    card = _prediction(Predictor(table), arch, net, net)
+    assert card["predicted_precision"] == "fp32" and not card["predicted_pruned_estimated"]
+    assert card["predicted_stage_ms"] == pytest.approx({"searched": arch_ms, "distilled": arch_ms, "pruned": arch_ms})
+    card = _prediction(Predictor(int8), arch, net, net)
+    assert card["predicted_stage_ms"] == pytest.approx({"qat_int8": arch_ms, "ptq_int8": arch_ms})
+
+    card = _prediction(Predictor(table), arch, net, pruned)
+    stages = card["predicted_stage_ms"]
+    assert card["predicted_pruned_estimated"] and stages["searched"] == pytest.approx(arch_ms)
+    assert stages["pruned"] == pytest.approx(Predictor(table).predict_specs(current_specs(pruned)))
+    assert stages["pruned"] != pytest.approx(arch_ms, rel=1e-6)
+    assert _prediction(Predictor(int8), arch, net, pruned)["predicted_stage_ms"]["qat_int8"] == stages["pruned"]

@@ -11,6 +11,12 @@ them), so a calibration fitted on end-to-end measurements maps the raw sum to th
 measured latency: a linear model on ``t``, the parameter count (cache pressure) and a
 constant, the feature set chosen by leave-one-out error. Milliseconds are reference units
 times the reference model's latency stored in the header.
+
+Pruned models have channel counts no arch of the space has. :meth:`Predictor.predict_specs`
+with ``estimate=True`` prices such a block by a line (cost vs multiply-adds, fitted
+relative) through the table's entries of the same shape (kind, input size, kernel, stride,
+SE, activation, residual), which differ in width and expansion; pruning moves a block
+along that line. bench/deployed_latency.py checks these estimates on pruned exports.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgenas.latency_tables._table import FINISHED_KEYS, LatencyTable
-from edgenas.search_spaces import Arch, BlockSpec, Space
+from edgenas.search_spaces import Arch, BlockSpec, Space, spec_macs, spec_params
 
 __all__ = ["FEATURE_SETS", "MissingEntryError", "Predictor", "fit_calibration"]
 
@@ -79,34 +85,58 @@ class Predictor:
         self._entries: dict[BlockSpec, tuple[float, float]] = {
             BlockSpec.from_key(k): (e["rel"] - self.noop, e["params"] / 1e6) for k, e in table.entries.items()
         }
+        self._lines: dict[tuple, np.ndarray] = {}  # block shape -> (intercept, cost per multiply-add)
         cal = table.calibration
         self._cal = (cal["features"], np.asarray(cal["coef"])) if cal else None
 
-    def _missing(self, spec: BlockSpec, arch: Arch) -> MissingEntryError:
+    def _missing(self, spec: BlockSpec, needed_by: object) -> MissingEntryError:
         h = self.table.header
         return MissingEntryError(
-            f"latency table has no entry {spec.key!r} needed by {arch}; measure it with: edgenas lut build "
+            f"latency table has no entry {spec.key!r} needed by {needed_by}; measure it with: edgenas lut build "
             f"--space {h['space']} --device {h['device']} --precision {h['precision']} --threads {h['threads']} "
             f"--out TABLE (an existing table is resumed and extended)"
         )
 
     def features(self, arch: Arch) -> dict[str, float]:
+        return self._features(self.space.block_specs(arch), arch, estimate=False)
+
+    def _features(self, specs: Sequence[BlockSpec], needed_by: object, estimate: bool) -> dict[str, float]:
         t, params = self.noop, 0.0
-        entries = self._entries
-        for spec in self.space.block_specs(arch):
-            hit = entries.get(spec)
+        for spec in specs:
+            hit = self._entries.get(spec)
             if hit is None:
-                raise self._missing(spec, arch)
+                if not estimate:
+                    raise self._missing(spec, needed_by)
+                hit = self._estimate(spec)
             t += hit[0]
             params += hit[1]
         return {"t": t, "params": params, "one": 1.0}
 
-    def predict_rel(self, arch: Arch, *, calibrated: bool = True) -> float:
-        f = self.features(arch)
+    def _estimate(self, spec: BlockSpec) -> tuple[float, float]:
+        """(cost, params in millions) of a block the table lacks, from its entries of the same shape."""
+        shape = _shape(spec)
+        if shape not in self._lines:
+            same = [(s, cost) for s, (cost, _) in self._entries.items() if _shape(s) == shape]
+            if len(same) < 2:
+                raise self._missing(spec, "a pruned model (no two entries of its shape to estimate it from)")
+            x = np.array([[1.0, spec_macs(s)] for s, _ in same])
+            self._lines[shape] = _solve(x, np.array([c for _, c in same]))
+        intercept, slope = self._lines[shape]
+        return float(intercept + slope * spec_macs(spec)), spec_params(spec) / 1e6
+
+    def _calibrate(self, f: dict[str, float], calibrated: bool) -> float:
         if not calibrated or self._cal is None:
             return f["t"]
         names, coef = self._cal
         return float(sum(f[n] * c for n, c in zip(names, coef)))
+
+    def predict_specs(self, specs: Sequence[BlockSpec], *, estimate: bool = True, calibrated: bool = True) -> float:
+        """Predicted milliseconds of a network given as block specs, e.g. a pruned model's
+        (:func:`edgenas.search_spaces.current_specs`); blocks the table lacks are estimated."""
+        return self._calibrate(self._features(specs, "a model", estimate), calibrated) * self.reference_ms
+
+    def predict_rel(self, arch: Arch, *, calibrated: bool = True) -> float:
+        return self._calibrate(self.features(arch), calibrated)
 
     def predict(self, arch: Arch, *, calibrated: bool = True) -> float:
         """Predicted latency in milliseconds."""
@@ -121,3 +151,8 @@ class Predictor:
                 raise self._missing(spec, arch)
             out.append((spec.key, hit[0] * self.reference_ms))
         return out
+
+
+def _shape(spec: BlockSpec) -> tuple:
+    """What a block keeps when pruned: all but its channel counts."""
+    return (spec.kind, spec.in_size, spec.kernel, spec.stride, spec.se, spec.act, spec.residual)

@@ -129,17 +129,18 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
 
 
 def predicted_vs_measured_data(run: RunFiles, device: str) -> pd.DataFrame:
-    """Validation subnets and the finalized model's exports of the searched arch: predicted vs measured ms."""
+    """Validation subnets and the finalized model's exports (their table's precision): predicted vs measured ms."""
     rows = [{"arch": r["arch"], "predicted_ms": r["predicted_ms"], "measured_ms": r["measured_ms"],
              "set": f"validation ({r['split']})"} for r in run.validation_rows(device)]  # fmt: skip
     card = run.card(device)
     if card and card.get("predicted_ms") is not None:
         by = {s["stage"]: s for s in card["stages"]}
-        precision = card.get("predicted_precision", "fp32")
-        for stage in card.get("predicted_vs_stages", ["searched"]):  # older cards: fp32 tables only
-            measured = by[stage]["latency_ms"]
-            rows.append({"arch": card["arch"], "predicted_ms": card["predicted_ms"], "measured_ms": measured,
-                         "set": f"finalized {stage} ({precision} table)"})  # fmt: skip
+        precision = card["predicted_precision"]
+        for stage, predicted in card.get("predicted_stage_ms", {}).items():  # older cards: none
+            pruned = stage not in ("searched", "distilled")
+            estimated = " estimated" if pruned and card["predicted_pruned_estimated"] else ""
+            rows.append({"arch": card["arch"], "predicted_ms": predicted, "measured_ms": by[stage]["latency_ms"],
+                         "set": f"finalized {stage} ({precision} table{estimated})"})  # fmt: skip
     return pd.DataFrame(rows)
 
 

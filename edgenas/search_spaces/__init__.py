@@ -7,10 +7,10 @@ Nothing in this package reads or writes files: spaces load from plain data
 from __future__ import annotations
 
 from edgenas.search_spaces._arch import Arch, BlockChoice
-from edgenas.search_spaces._blocks import SubNet, build_block, build_subnet
+from edgenas.search_spaces._blocks import SubNet, build_block, build_subnet, current_specs
 from edgenas.search_spaces._builtin import SPACES, get_space, reference_archs
 from edgenas.search_spaces._profile import ArchProfile, profile_arch
-from edgenas.search_spaces._space import BlockSpec, Space, StageSpec, make_divisible, spec_params
+from edgenas.search_spaces._space import BlockSpec, Space, StageSpec, make_divisible, spec_macs, spec_params
 from edgenas.search_spaces._supernet import Supernet
 
 __all__ = [
@@ -25,9 +25,11 @@ __all__ = [
     "Supernet",
     "build_block",
     "build_subnet",
+    "current_specs",
     "get_space",
     "make_divisible",
     "profile_arch",
     "reference_archs",
+    "spec_macs",
     "spec_params",
 ]

@@ -7,6 +7,8 @@ the SE gate is hardsigmoid: all of them have cheap, exact int8 forms.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -22,6 +24,7 @@ __all__ = [
     "SubNet",
     "build_block",
     "build_subnet",
+    "current_specs",
     "make_act",
 ]
 
@@ -152,3 +155,28 @@ class SubNet(nn.Module):
 def build_subnet(space: Space, arch: Arch) -> SubNet:
     """A freshly initialised standalone network for ``arch`` (see Supernet.extract for weights)."""
     return SubNet(space.block_specs(arch), str(arch))
+
+
+def current_specs(net: SubNet) -> tuple[BlockSpec, ...]:
+    """The block specs ``net`` has now: its layers' channel counts, which pruning changes.
+
+    ``net.specs`` keeps the arch's specs (kernel, stride, SE, activation, sizes stay); the
+    channel counts come from the layers. Pruning a block's SE reduction is not described by a
+    spec (its width derives from ``mid_chs``), nor is the residual add of a block whose
+    pruned input and output widths became equal by chance: both cost little.
+    """
+    specs = []
+    for spec, block in zip(net.specs, net.blocks):
+        if spec.kind == "conv":
+            chs = {"in_chs": block.conv.in_channels, "out_chs": block.conv.out_channels}
+        elif spec.kind == "ds":
+            chs = {"in_chs": block.dw.conv.in_channels, "mid_chs": block.dw.conv.in_channels,
+                   "out_chs": block.pw.conv.out_channels}  # fmt: skip
+        elif spec.kind == "ir":
+            chs = {"in_chs": block.expand.conv.in_channels, "mid_chs": block.expand.conv.out_channels,
+                   "out_chs": block.project.conv.out_channels}  # fmt: skip
+        else:
+            chs = {"in_chs": block.fc1.in_features, "mid_chs": block.fc1.out_features,
+                   "out_chs": block.fc2.out_features}  # fmt: skip
+        specs.append(dataclasses.replace(spec, **chs))
+    return tuple(specs)

@@ -364,3 +364,16 @@ def spec_params(spec: BlockSpec) -> int:
         n = conv(spec.in_chs, m, 1) + conv(m, m, spec.kernel, m) + conv(m, spec.out_chs, 1)
         return n + (se(m) if spec.se else 0)
     return spec.in_chs * spec.mid_chs + spec.mid_chs + spec.mid_chs * spec.out_chs + spec.out_chs
+
+
+def spec_macs(spec: BlockSpec) -> int:
+    """Multiply-adds of a block at batch 1 (convolutions and linear layers; fvcore's convention)."""
+    out = spec.out_size * spec.out_size
+    if spec.kind == "conv":
+        return out * spec.out_chs * spec.in_chs * spec.kernel * spec.kernel
+    if spec.kind == "classifier":
+        return spec.in_chs * spec.mid_chs + spec.mid_chs * spec.out_chs
+    m = spec.in_chs if spec.kind == "ds" else spec.mid_chs
+    expand = spec.in_size * spec.in_size * spec.in_chs * m if spec.kind == "ir" else 0
+    se = 2 * m * se_channels(m) if spec.se else 0
+    return expand + out * m * spec.kernel * spec.kernel + se + out * m * spec.out_chs

@@ -57,6 +57,29 @@ def test_missing_entry_names_the_command(tiny_table):
     assert "r24" in msg and "edgenas lut build --space tiny --device local-cpu --precision fp32" in msg
 
 
+def test_a_pruned_block_is_priced_on_the_line_through_its_shape(tiny_table):
+    """Where cost is exactly linear in multiply-adds per block shape, the estimate is exact."""
+    import dataclasses
+
+    from edgenas.search_spaces import BlockSpec, spec_macs
+
+    table = LatencyTable.load(tiny_table)
+    noop = table.header["noop_rel"]
+    for key, e in table.entries.items():  # cost = 0.01 + 1e-7 x MACs for every shape
+        e["rel"] = noop + 0.01 + 1e-7 * spec_macs(BlockSpec.from_key(key))
+    predictor = Predictor(table)
+    arch = Arch.parse("r24|k5e3se-k3e2|k3e3")
+    specs = predictor.space.block_specs(arch)
+    assert predictor.predict_specs(specs) == pytest.approx(predictor.predict(arch))
+    pruned = tuple(dataclasses.replace(s, mid_chs=s.mid_chs - 4) if s.kind == "ir" else s for s in specs)
+    assert all(s not in {BlockSpec.from_key(k) for k in table.entries} for s in pruned if s.kind == "ir")
+    by_hand = noop + sum(0.01 + 1e-7 * spec_macs(s) for s in pruned)
+    assert predictor.predict_specs(pruned, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
+    assert predictor.predict_specs(pruned) < predictor.predict(arch)
+    with pytest.raises(MissingEntryError):
+        predictor.predict_specs(pruned, estimate=False)
+
+
 @pytest.mark.slow
 def test_killed_build_resumes_and_keeps_entries(tmp_path):
     out = tmp_path / "t.json"

@@ -32,3 +32,32 @@ def test_profile_sums_blocks_and_grows_with_the_arch():
     wide = profile_arch(space, Arch.parse("r24|k3e2|k3e2"))
     narrow = profile_arch(space, Arch.parse("r24w0.5|k3e2|k3e2"))
     assert narrow.flops < wide.flops
+
+
+def test_spec_macs_equal_fvcore_for_every_block_of_a_space():
+    from edgenas.search_spaces import spec_macs
+
+    for spec in SPACES["tiny"].all_block_specs():
+        assert spec_macs(spec) == block_profile(spec)[1], spec.key
+
+
+def test_current_specs_read_a_pruned_subnets_channels():
+    """Unpruned: the arch's specs; pruned: a subnet built from them has the pruned layers' shapes (SE aside)."""
+    import torch
+
+    from edgenas.pruning import PruneConfig, progressive_prune
+    from edgenas.search_spaces import SubNet, build_subnet, current_specs
+
+    space = SPACES["tiny"]
+    arch = Arch.parse("r16|k3e3se-k5e2|k3e3")
+    net = build_subnet(space, arch).eval()
+    assert current_specs(net) == space.block_specs(arch)
+    pruned, _ = progressive_prune(net, torch.zeros(1, 1, 16, 16), PruneConfig(step=0.3, max_steps=1, tolerance=1.0),
+                                  finetune=lambda m: None, evaluate=lambda m: 1.0)  # fmt: skip
+    specs = current_specs(pruned)
+    assert sum(s.mid_chs for s in specs) < sum(s.mid_chs for s in space.block_specs(arch))
+
+    def shapes(m):
+        return [tuple(p.shape) for n, p in m.named_parameters() if ".se." not in n]
+
+    assert shapes(SubNet(specs)) == shapes(pruned)
