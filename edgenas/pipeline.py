@@ -126,7 +126,8 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
     devs = devices(config, space)
     set_threads(config.train.threads)
     supernet = load_supernet(space, config.supernet_path)
-    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.search.calib_batches, seed=config.search.seed,
+    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.search.calib_batches,
+                                images=config.search.val_images, seed=config.search.seed,
                                 accel=Accelerator.create(config.search.device))  # fmt: skip
     write_resolved_config(config)
     study = run_search(space, evaluator, devs, config.search, config.search_dir, worker=worker, progress=progress)

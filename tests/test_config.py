@@ -26,6 +26,8 @@ def test_defaults_and_overrides(tmp_path):
         ({"train": {"epochs": 0}}, "epochs >= 1"),
         ({"search": {"sampler": "grid"}},
          "search.sampler must be one of ('nsga2', 'tpe', 'random', 'guided'), got 'grid'"),
+        ({"search": {"val_images": 0}}, "search.val_images must be >= 1 or null (all), got 0"),
+        ({"search": {"calib_batches": 0}}, "search.calib_batches must be >= 1, got 0"),
         ({"devices": [{"lut": "x"}]}, "devices[0]"),
         ({"devices": [{"name": "a", "precision": "fp16"}]}, "precision must be"),
         ({"devices": [{"name": "a", "lut": "x", "budget_ms": -1}]}, "budget_ms must be > 0"),

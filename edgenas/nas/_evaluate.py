@@ -65,16 +65,21 @@ class SubnetEvaluator:
         *,
         split: str = "val",
         calib_batches: int = 8,
+        images: int | None = None,
         batch_size: int = 256,
         seed: int = 0,
         accel: Accelerator | None = None,
     ):
+        """``images``: evaluate on the split's first that many images (default: all)."""
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        if images is not None and images < 1:
+            raise ValueError(f"images must be >= 1 or None (all), got {images}")
         self.accel = accel or Accelerator.cpu()
         self.supernet = self.accel.module(supernet).eval()
         self.splits = splits
-        self.data: ImageData = getattr(splits, split)
+        data: ImageData = getattr(splits, split)
+        self.data = data if images is None or images >= len(data.labels) else data.subset(np.arange(images))
         self.calib_batches = calib_batches
         self.batch_size = batch_size
         self.seed = seed

@@ -74,7 +74,8 @@ class SearchConfig:
     study_name: str = "edgenas"
     seed: int = 0
     population_size: int = 20
-    calib_batches: int = 8
+    calib_batches: int = 8  # training batches that re-estimate an extracted subnet's BatchNorm statistics
+    val_images: int | None = None  # accuracy on the first this many validation images (None: all)
     device: str = "auto"  # where torch evaluates subnets: auto, cpu, cuda, cuda:N, mps
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 90  # a running trial without a heartbeat for this long is failed and retried
@@ -84,6 +85,10 @@ class SearchConfig:
             raise ValueError(f"search.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.n_trials < 1:
             raise ValueError(f"search.n_trials must be >= 1, got {self.n_trials}")
+        if self.calib_batches < 1:
+            raise ValueError(f"search.calib_batches must be >= 1, got {self.calib_batches}")
+        if self.val_images is not None and self.val_images < 1:
+            raise ValueError(f"search.val_images must be >= 1 or null (all), got {self.val_images}")
         if self.population_size < 2:
             raise ValueError(f"search.population_size must be >= 2, got {self.population_size}")
         check_device(self.device, "search.device")

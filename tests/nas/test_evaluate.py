@@ -33,3 +33,21 @@ def test_evaluator_caches_and_leaves_supernet_alone(tiny_run):
     assert ev(arch) == acc and len(ev.cache) == 1
     for k, v in supernet.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_evaluator_on_the_first_images_equals_accuracy_on_that_prefix(tiny_run):
+    import numpy as np
+
+    from edgenas.nas import accuracy
+
+    config = load_config(tiny_run)
+    splits = pipeline.splits_for(config)
+    space = pipeline.space_for(config, splits)
+    supernet = load_supernet(space, config.supernet_path)
+    arch = space.largest()
+    ev = SubnetEvaluator(supernet, splits, calib_batches=2, images=37)
+    prefix = splits.val.subset(np.arange(37))
+    expected = accuracy(ev.subnet(arch), prefix, splits, resolution=arch.resolution, channels=space.in_chs)
+    assert ev(arch) == expected and abs(expected * 37 - round(expected * 37)) < 1e-9
+    everything = SubnetEvaluator(supernet, splits, calib_batches=2, images=10**6)
+    assert len(everything.data.labels) == len(splits.val.labels)
