@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--share", type=float, default=0.5, help="budget: this share of the largest's predicted latency")
     p.add_argument("--lut", default=LUT_FP32, help="built and validated here if missing")
+    p.add_argument("--calib-batches", type=int, default=8, help="BN recalibration batches per evaluation")
+    p.add_argument("--val-images", type=int, default=None, help="validation images per evaluation (default: all)")
     add_supernet_args(p, workdir="runs/bench_strategies")
     args = p.parse_args()
 
@@ -57,9 +59,10 @@ def main() -> None:
     largest_ms = predictor.predict(space.largest())
     budget, lat_ref = args.share * largest_ms, 1.05 * largest_ms
     device = DeviceObjective("cpu-fp32", predictor, budget)
-    evaluator = SubnetEvaluator(supernet, splits, calib_batches=8, seed=0)
+    evaluator = SubnetEvaluator(supernet, splits, calib_batches=args.calib_batches, images=args.val_images, seed=0)
 
-    cache_path = work / "accuracy.json"  # arch -> (val accuracy, evaluation seconds), shared by every run
+    # arch -> (val accuracy, evaluation seconds), shared by every run of these evaluation settings
+    cache_path = work / f"accuracy_c{args.calib_batches}_v{args.val_images or 'all'}.json"
     cache: dict[str, list[float]] = read_json(cache_path) if cache_path.exists() else {}
 
     def evaluate(arch) -> float:
@@ -74,7 +77,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for strategy in STRATEGIES:
             name = f"{strategy}-seed{seed}"
-            config = SearchConfig(sampler=strategy, n_trials=args.trials, seed=seed, population_size=20,
+            config = SearchConfig(sampler=strategy, n_trials=args.trials, seed=seed,
                                   storage=f"sqlite:///{(work / 'studies.db').resolve()}", study_name=name)  # fmt: skip
             started, evaluated_before = time.time(), sum(v[1] for v in cache.values())
             study = run_search(space, evaluate, [device], config, work / name, progress=False)

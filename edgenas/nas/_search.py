@@ -73,7 +73,7 @@ class SearchConfig:
     storage: str | None = None  # None: sqlite file study.db in the output folder
     study_name: str = "edgenas"
     seed: int = 0
-    population_size: int = 20
+    population_size: int | None = None  # NSGA-II's; None: a fifth of n_trials, 8 to 50 (at least 5 generations)
     calib_batches: int = 8  # training batches that re-estimate an extracted subnet's BatchNorm statistics
     val_images: int | None = None  # accuracy on the first this many validation images (None: all)
     device: str = "auto"  # where torch evaluates subnets: auto, cpu, cuda, cuda:N, mps
@@ -89,7 +89,7 @@ class SearchConfig:
             raise ValueError(f"search.calib_batches must be >= 1, got {self.calib_batches}")
         if self.val_images is not None and self.val_images < 1:
             raise ValueError(f"search.val_images must be >= 1 or null (all), got {self.val_images}")
-        if self.population_size < 2:
+        if self.population_size is not None and self.population_size < 2:
             raise ValueError(f"search.population_size must be >= 2, got {self.population_size}")
         check_device(self.device, "search.device")
         if self.timeout is not None and self.timeout <= 0:
@@ -171,6 +171,11 @@ def _storage_problem(exc: Exception) -> str:
     return f"cannot open the database: {first}"
 
 
+def population_size(config: SearchConfig) -> int:
+    """NSGA-II's population: as set, or a fifth of the trial budget (8 to 50), so the budget buys >= 5 generations."""
+    return config.population_size or int(min(50, max(8, config.n_trials // 5)))
+
+
 def _sampler(
     config: SearchConfig, seed: int | None, space: Space, devices: Sequence[DeviceObjective]
 ) -> optuna.samplers.BaseSampler:
@@ -181,7 +186,7 @@ def _sampler(
                                       {d.name: d.budget_ms for d in devices}, n_startup=startup_trials(config.n_trials),
                                       seed=seed)  # fmt: skip
     if config.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=config.population_size, seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=population_size(config), seed=seed)
     if config.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     return optuna.samplers.RandomSampler(seed=seed)

@@ -14,7 +14,7 @@ import yaml
 from edgenas import pipeline
 from edgenas.config import load_config
 from edgenas.io import read_json
-from edgenas.nas import device_front, pareto_rows, suggest_arch
+from edgenas.nas import SearchConfig, device_front, pareto_rows, suggest_arch
 from edgenas.reports import RunFiles, pareto_data
 from edgenas.search_spaces import SPACES
 
@@ -170,3 +170,10 @@ def test_a_storage_that_cannot_open_is_one_line_at_once(url, fragment, monkeypat
     assert main(["search", "--config", str(tmp_path / "c.yaml"), "--storage", url, "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("edgenas: error: storage") and fragment in err[0]
+
+
+def test_nsga2_population_follows_the_trial_budget():
+    from edgenas.nas._search import population_size
+
+    assert [population_size(SearchConfig(n_trials=n)) for n in (10, 40, 100, 250, 1000)] == [8, 8, 20, 50, 50]
+    assert population_size(SearchConfig(n_trials=100, population_size=6)) == 6
