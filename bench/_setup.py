@@ -37,6 +37,20 @@ def bench_predictor(
     return Predictor(LatencyTable.load(path), space)
 
 
+def recipe_fit(epochs: int, seed: int):
+    """Stand-alone training with the library's recipe (TrainConfig's optimiser, warm-up + cosine, label
+    smoothing, the data set's augmentation) for ``epochs``: how the benches train archs they compare."""
+    from edgenas.data import resolve_augment
+    from edgenas.distill import FitConfig
+    from edgenas.nas import TrainConfig
+
+    recipe = TrainConfig()
+    return FitConfig(epochs=epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
+                     weight_decay=recipe.weight_decay, warmup_epochs=min(recipe.warmup_epochs, epochs / 3),
+                     label_smoothing=recipe.label_smoothing, augment=resolve_augment("auto", "fashion-mnist"),
+                     seed=seed)  # fmt: skip
+
+
 def md_code(text: str) -> str:
     """Inline code inside a Markdown table cell (a bare | would end the cell)."""
     return "`" + text.replace("|", "\\|") + "`"

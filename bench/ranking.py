@@ -28,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import add_supernet_args, bench_predictor, bench_splits, md_code, supernet_bench  # noqa: I001 (bench/ is the script's folder)
+from _setup import add_supernet_args, bench_predictor, bench_splits, md_code, recipe_fit, supernet_bench  # noqa: I001 (bench/ is the script's folder)
 from scipy.stats import kendalltau, spearmanr
 
 from edgenas.accelerator import Accelerator
 from edgenas.data import Splits, batches, resolve_augment
-from edgenas.distill import FitConfig, fit
+from edgenas.distill import fit
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LocalBackend, sample_spread
-from edgenas.nas import SubnetEvaluator, TrainConfig, accuracy
+from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.search_spaces import build_subnet
 
 CALIB_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -89,10 +89,7 @@ def main() -> None:
 
     # stand-alone training, one result per arch as it finishes
     limited = bench_splits(args.train_limit)
-    recipe = TrainConfig()
-    fit_cfg = FitConfig(epochs=args.epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
-                        weight_decay=recipe.weight_decay, warmup_epochs=min(recipe.warmup_epochs, args.epochs / 3),
-                        label_smoothing=recipe.label_smoothing, augment=augment, seed=args.seed)  # fmt: skip
+    fit_cfg = recipe_fit(args.epochs, args.seed)
     # one file per stand-alone budget (results of another budget are never reused), kept with
     # the results so that a run interrupted on one machine resumes on another
     path = out / f"ranking_standalone_e{args.epochs}_n{args.train_limit}_s{args.seed}.json"
