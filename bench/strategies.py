@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 from _setup import LUT_FP32, add_supernet_args, bench_predictor, supernet_bench  # noqa: I001 (bench/ is the script's folder)
-from optuna._hypervolume import compute_hypervolume
 
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LocalBackend
 from edgenas.nas import DeviceObjective, SearchConfig, SubnetEvaluator, run_search
+from edgenas.reports import hypervolume
 
 STRATEGIES = ("nsga2", "tpe", "random", "guided")
 
@@ -36,10 +36,8 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def hypervolume(points: list[tuple[float, float]], lat_ref: float) -> float:
-    pts = np.array([[1.0 - acc, ms / lat_ref] for acc, ms in points]).reshape(-1, 2)
-    pts = pts[(pts[:, 0] < 1.0) & (pts[:, 1] < 1.0)]
-    return float(compute_hypervolume(pts, np.array([1.0, 1.0]))) if len(pts) else 0.0
+def front_hypervolume(points: list[tuple[float, float]], lat_ref: float) -> float:
+    return hypervolume([[1.0 - acc, ms / lat_ref] for acc, ms in points])
 
 
 def main() -> None:
@@ -85,7 +83,7 @@ def main() -> None:
             trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
             runs[name] = {"strategy": strategy, "seed": seed, "strategy_seconds": own / max(1, len(trials)),
                           "points": [(t.values[0], t.user_attrs["latency_ms:cpu-fp32"]) for t in trials]}  # fmt: skip
-            log(f"{name}: HV {hypervolume([q for q in runs[name]['points'] if q[1] <= budget], lat_ref):.4f}")
+            log(f"{name}: HV {front_hypervolume([q for q in runs[name]['points'] if q[1] <= budget], lat_ref):.4f}")
 
     eval_cost = float(np.mean([v[1] for v in cache.values()]))
     for r in runs.values():  # the time a lone search would have spent after each trial
@@ -94,7 +92,7 @@ def main() -> None:
 
     def hv_until(r: dict, trials: int | None = None, seconds: float | None = None) -> float:
         n = trials if trials is not None else int(np.searchsorted(r["elapsed"], seconds, side="right"))
-        return hypervolume([q for q in r["points"][:n] if q[1] <= budget], lat_ref)
+        return front_hypervolume([q for q in r["points"][:n] if q[1] <= budget], lat_ref)
 
     table = {}
     for strategy in STRATEGIES:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -19,10 +20,12 @@ from edgenas.latency_tables import LatencyTable
 __all__ = [
     "RunFiles",
     "block_breakdown_data",
+    "hypervolume",
     "lut_validation_data",
     "measurement_info",
     "pareto_data",
     "predicted_vs_measured_data",
+    "search_convergence_data",
     "stage_table_data",
     "training_budget_text",
     "training_curve_data",
@@ -126,6 +129,42 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
                      "latency_ms": final["latency_ms"], "latency_source": "measured",
                      "accuracy_source": f"{card['chosen_precision']} model, test"})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def hypervolume(points: np.ndarray | list, reference: tuple[float, float] = (1.0, 1.0)) -> float:
+    """Area dominated by 2-D points (both minimised) up to ``reference``; points beyond it count nothing."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    pts = pts[(pts[:, 0] < reference[0]) & (pts[:, 1] < reference[1])]
+    area, best_y = 0.0, reference[1]
+    for x, y in pts[np.lexsort((pts[:, 1], pts[:, 0]))]:  # by x, then y: each point adds the strip below best_y
+        if y < best_y:
+            area += (reference[0] - x) * (best_y - y)
+            best_y = y
+    return area
+
+
+def search_convergence_data(run: RunFiles) -> pd.DataFrame:
+    """After each trial, the hypervolume of each device's front; the guided sampler's predictor error.
+
+    Hypervolume of (1 - val accuracy, latency / (1.05 x the slowest trial's)) over the trials
+    within the device's budget, reference point (1, 1): 0 is nothing found, 1 unreachable.
+    The predictor's error: its 5-fold cross-validated mean absolute error (accuracy points).
+    """
+    trials, rows = run.trials(), []
+    if len(trials):
+        trials = trials.sort_values("trial")
+        for device in run.devices:
+            key = f"latency_ms:{device}"
+            ok = trials.get(f"within_budget:{device}", pd.Series(True, index=trials.index)).astype(bool)
+            pts = np.column_stack([1.0 - trials["accuracy"], trials[key] / (1.05 * trials[key].max())])
+            for n in range(1, len(trials) + 1):
+                rows.append({"trials": n, "series": f"hypervolume ({device})",
+                             "value": hypervolume(pts[:n][ok.to_numpy()[:n]])})  # fmt: skip
+    for path in sorted((run.run / "search").glob("predictor_worker*.json")):
+        for h in read_json(path)["history"]:
+            rows.append({"trials": h["trials"], "series": f"predictor error ({path.stem.split('_')[1]})",
+                         "value": h["mae"] * 100})  # fmt: skip
+    return pd.DataFrame(rows, columns=["trials", "series", "value"])
 
 
 def predicted_vs_measured_data(run: RunFiles, device: str) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from edgenas.reports._data import (
     measurement_info,
     pareto_data,
     predicted_vs_measured_data,
+    search_convergence_data,
     stage_table_data,
     training_budget_text,
     training_curve_data,
@@ -97,6 +98,20 @@ def training_figure(data: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def convergence_figure(data: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for series, part in data.groupby("series", sort=False):
+        error = series.startswith("predictor")
+        fig.add_trace(go.Scatter(x=part["trials"], y=part["value"], name=series, mode="lines+markers" if error
+                                 else "lines", yaxis="y2" if error else "y", line=dict(dash="dot") if error else None))
+    fig.update_layout(title="Search convergence: hypervolume of each device's front after each trial",
+                      xaxis_title="complete trials", yaxis_title="hypervolume (higher is better)",
+                      yaxis2=dict(title="accuracy predictor error (pts, 5-fold MAE)", overlaying="y", side="right",
+                                  rangemode="tozero"),
+                      template="plotly_white", height=380)  # fmt: skip
+    return fig
+
+
 def _table_html(df: pd.DataFrame) -> str:
     if df is None or not len(df):
         return "<p><em>not available yet</em></p>"
@@ -138,6 +153,11 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
     if len(d):
         add(training_figure(d), "training", d)
         sections.append("<div id='fig-training' class='fig'></div>")
+    d = search_convergence_data(run)
+    if len(d):
+        sections.append("<h2>Search</h2>")
+        add(convergence_figure(d), "search_convergence", d)
+        sections.append("<div id='fig-search_convergence' class='fig'></div>")
     for device in run.devices:
         sections.append(f"<h2>Device <code>{html.escape(device)}</code></h2>")
         d = pareto_data(run, device)
