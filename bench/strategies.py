@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 from _setup import LUT_FP32, add_supernet_args, bench_predictor, supernet_bench  # noqa: I001 (bench/ is the script's folder)
+from scipy.stats import ttest_ind
 
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LocalBackend
@@ -36,8 +37,9 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def front_hypervolume(points: list[tuple[float, float]], lat_ref: float) -> float:
-    return hypervolume([[1.0 - acc, ms / lat_ref] for acc, ms in points])
+def front_hypervolume(points: list[tuple[float, float]], lat_ref: float, acc_ref: float = 0.0) -> float:
+    """Hypervolume of (error, latency), normalised so the reference point (``acc_ref``, ``lat_ref``) is (1, 1)."""
+    return hypervolume([[(1.0 - acc) / (1.0 - acc_ref), ms / lat_ref] for acc, ms in points])
 
 
 def main() -> None:
@@ -71,18 +73,25 @@ def main() -> None:
             atomic_write_json(cache_path, cache)
         return cache[key][0]
 
-    runs = {}
+    # per run: its strategy's own seconds per trial and its (accuracy, latency) points, kept so a
+    # re-run (or a resumed one) charges the time the strategy took when it ran
+    runs_path = work / f"runs_c{args.calib_batches}_v{args.val_images or 'all'}.json"
+    runs: dict = read_json(runs_path) if runs_path.exists() else {}
     for seed in range(args.seeds):
         for strategy in STRATEGIES:
             name = f"{strategy}-seed{seed}"
-            config = SearchConfig(sampler=strategy, n_trials=args.trials, seed=seed,
-                                  storage=f"sqlite:///{(work / 'studies.db').resolve()}", study_name=name)  # fmt: skip
+            if name in runs and len(runs[name]["points"]) >= args.trials:
+                continue
+            config = SearchConfig(sampler=strategy, n_trials=args.trials, seed=seed, calib_batches=args.calib_batches,
+                                  val_images=args.val_images, storage=f"sqlite:///{(work / 'studies.db').resolve()}",
+                                  study_name=name)  # fmt: skip
             started, evaluated_before = time.time(), sum(v[1] for v in cache.values())
             study = run_search(space, evaluate, [device], config, work / name, progress=False)
             own = time.time() - started - (sum(v[1] for v in cache.values()) - evaluated_before)
             trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
             runs[name] = {"strategy": strategy, "seed": seed, "strategy_seconds": own / max(1, len(trials)),
                           "points": [(t.values[0], t.user_attrs["latency_ms:cpu-fp32"]) for t in trials]}  # fmt: skip
+            atomic_write_json(runs_path, runs)
             log(f"{name}: HV {front_hypervolume([q for q in runs[name]['points'] if q[1] <= budget], lat_ref):.4f}")
 
     eval_cost = float(np.mean([v[1] for v in cache.values()]))
@@ -90,38 +99,90 @@ def main() -> None:
         r["elapsed"] = list(np.cumsum([eval_cost + r["strategy_seconds"]] * len(r["points"])))
     horizon = min(r["elapsed"][-1] for r in runs.values())  # equal time: what every run reached
 
-    def hv_until(r: dict, trials: int | None = None, seconds: float | None = None) -> float:
-        n = trials if trials is not None else int(np.searchsorted(r["elapsed"], seconds, side="right"))
-        return front_hypervolume([q for q in r["points"][:n] if q[1] <= budget], lat_ref)
+    # reference accuracy: the worst any run found within the budget (the nadir of all trials), so
+    # the hypervolume measures the band where the strategies differ; the one from 0 % is also given
+    nadir = min(acc for r in runs.values() for acc, ms in r["points"] if ms <= budget)
 
-    table = {}
-    for strategy in STRATEGIES:
-        mine = [r for r in runs.values() if r["strategy"] == strategy]
-        at_trials = [hv_until(r, trials=args.trials) for r in mine]
-        at_time = [hv_until(r, seconds=horizon) for r in mine]
-        curve = [float(np.mean([hv_until(r, trials=k) for r in mine])) for k in range(10, args.trials + 1, 10)]
-        table[strategy] = {"hv_trials_mean": float(np.mean(at_trials)), "hv_trials_std": float(np.std(at_trials)),
-                           "hv_time_mean": float(np.mean(at_time)), "hv_time_std": float(np.std(at_time)),
-                           "seconds_per_trial": float(np.mean([r["strategy_seconds"] for r in mine])) + eval_cost,
-                           "curve_every_10_trials": curve}  # fmt: skip
-    for s in table.values():
-        s["vs_random_trials"] = s["hv_trials_mean"] / table["random"]["hv_trials_mean"]
-        s["vs_random_time"] = s["hv_time_mean"] / table["random"]["hv_time_mean"]
+    def hv_until(r: dict, trials: int | None = None, seconds: float | None = None, acc_ref: float = nadir) -> float:
+        n = trials if trials is not None else int(np.searchsorted(r["elapsed"], seconds, side="right"))
+        return front_hypervolume([q for q in r["points"][:n] if q[1] <= budget], lat_ref, acc_ref)
+
+    def summary(acc_ref: float) -> dict:
+        table = {}
+        for strategy in STRATEGIES:
+            mine = [r for r in runs.values() if r["strategy"] == strategy]
+            at_trials = [hv_until(r, trials=args.trials, acc_ref=acc_ref) for r in mine]
+            at_time = [hv_until(r, seconds=horizon, acc_ref=acc_ref) for r in mine]
+            table[strategy] = {"hv_trials_mean": float(np.mean(at_trials)), "hv_trials_std": float(np.std(at_trials)),
+                               "hv_time_mean": float(np.mean(at_time)), "hv_time_std": float(np.std(at_time)),
+                               "hv_time_per_seed": at_time, "seconds_per_trial": eval_cost + float(
+                                   np.mean([r["strategy_seconds"] for r in mine]))}  # fmt: skip
+        for strategy, s in table.items():
+            s["vs_random_trials"] = s["hv_trials_mean"] / table["random"]["hv_trials_mean"]
+            s["vs_random_time"] = s["hv_time_mean"] / table["random"]["hv_time_mean"]
+            # more than the seeds' spread? Welch's t-test of the per-seed values against random's
+            p_value = ttest_ind(s["hv_time_per_seed"], table["random"]["hv_time_per_seed"], equal_var=False).pvalue
+            s["p_vs_random_time"] = float(p_value) if strategy != "random" else None
+        return table
+
+    table, table_from_zero = summary(nadir), summary(0.0)
+    default = SearchConfig().sampler
+    gain = table[default]["vs_random_time"] - 1
     results = {"settings": vars(args), "budget_ms": budget, "eval_seconds": eval_cost, "equal_time_seconds": horizon,
-               "table": table, "runs": runs}  # fmt: skip
+               "reference_accuracy": nadir, "default": default, "table": table,
+               "table_reference_accuracy_0": table_from_zero, "runs": runs}  # fmt: skip
     atomic_write_json(out / "strategies.json", results)
+    figure(runs, hv_until, args.trials, horizon).write_image(str(out / "strategies.png"), width=1100, height=450)
+    command = (f"python bench/strategies.py --trials {args.trials} --seeds {args.seeds} --calib-batches "
+               f"{args.calib_batches}" + (f" --val-images {args.val_images}" if args.val_images else ""))
     md = [f"# Search strategies ({args.seeds} seeds x {args.trials} trials, budget {budget:.3f} ms)", "",
-          f"`python bench/strategies.py --trials {args.trials} --seeds {args.seeds}`: the full-Fashion-MNIST supernet, "
-          f"evaluation {eval_cost:.2f} s per arch charged to every trial; equal time = {horizon / 60:.1f} minutes "
-          "(what every run reached).", "",
-          "| strategy | HV at equal trials | vs random | HV at equal time | vs random | s per trial |",
-          "|---|---|---|---|---|---|"]  # fmt: skip
+          f"`{command}`: the full-Fashion-MNIST supernet, evaluation ({args.calib_batches} BN batches, "
+          f"{args.val_images or 'all'} validation images) {eval_cost:.2f} s per arch, charged to every trial; equal "
+          f"time = {horizon / 60:.1f} minutes (what every run reached). Hypervolume of (validation error, latency) "
+          f"over the trials within the budget, reference point ({nadir * 100:.2f} % accuracy: the worst any run found "
+          f"within the budget; 1.05 x the largest arch's latency), normalised to 1. p: Welch's t-test against random "
+          "over the seeds, at equal time.", "",
+          f"**Target (the default strategy, `{default}`, >= 3 % above random at equal time): "
+          f"{'met' if gain >= 0.03 else 'not met'} ({gain * 100:+.1f} %, "
+          f"p = {table[default]['p_vs_random_time']:.3f}).**",
+          "", "| strategy | HV at equal trials | vs random | HV at equal time | vs random | p | s per trial |",
+          "|---|---|---|---|---|---|---|"]  # fmt: skip
     for k, s in table.items():
+        p_value = "-" if s["p_vs_random_time"] is None else f"{s['p_vs_random_time']:.3f}"
         md.append(f"| {k} | {s['hv_trials_mean']:.4f} ± {s['hv_trials_std']:.4f} | {s['vs_random_trials']:.3f}x | "
-                  f"{s['hv_time_mean']:.4f} ± {s['hv_time_std']:.4f} | {s['vs_random_time']:.3f}x | "
+                  f"{s['hv_time_mean']:.4f} ± {s['hv_time_std']:.4f} | {s['vs_random_time']:.3f}x | {p_value} | "
                   f"{s['seconds_per_trial']:.2f} |")  # fmt: skip
+    md += ["", "With the reference point at 0 % accuracy (the whole error axis; differences shrink accordingly), at "
+           "equal time: " + ", ".join(f"{k} {s['vs_random_time']:.3f}x" for k, s in table_from_zero.items()) + ".",
+           "", "![hypervolume against trials and time](strategies.png)"]
     atomic_write_text(out / "strategies.md", "\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def figure(runs: dict, hv_until, trials: int, horizon: float):
+    """Mean hypervolume (band: +- one std over seeds) against trials and against charged minutes."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("against trials", "against charged time"))
+    colors = {"nsga2": "#1f77b4", "tpe": "#ff7f0e", "random": "#7f7f7f", "guided": "#2ca02c"}
+    for strategy in STRATEGIES:
+        mine = [r for r in runs.values() if r["strategy"] == strategy]
+        axes = ((1, list(range(1, trials + 1)), "trials"), (2, list(np.linspace(0, horizon, 60)), "seconds"))
+        for col, xs, kw in axes:
+            hv = np.array([[hv_until(r, **{kw: x}) for x in xs] for r in mine])
+            x = xs if col == 1 else [v / 60 for v in xs]
+            mean, std = hv.mean(0), hv.std(0)
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself",
+                                     line={"width": 0}, fillcolor=colors[strategy], opacity=0.15, showlegend=False,
+                                     hoverinfo="skip"), row=1, col=col)  # fmt: skip
+            fig.add_trace(go.Scatter(x=x, y=mean, name=strategy, line={"color": colors[strategy]},
+                                     showlegend=col == 1), row=1, col=col)  # fmt: skip
+    fig.update_xaxes(title_text="complete trials", row=1, col=1)
+    fig.update_xaxes(title_text="charged minutes", row=1, col=2)
+    fig.update_yaxes(title_text="hypervolume (mean over seeds)", row=1, col=1)
+    fig.update_layout(template="plotly_white", title="Search strategies on the full-Fashion-MNIST supernet")
+    return fig
 
 
 if __name__ == "__main__":
