@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgenas.nas._evaluate import SubnetEvaluator, accuracy, recalibrate_bn
+from edgenas.nas._evaluate import SubnetEvaluator, accuracy, fold_bn, recalibrate_bn
 from edgenas.nas._search import (
     SAMPLERS,
     DeviceObjective,
@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "accuracy",
     "device_front",
+    "fold_bn",
     "load_supernet",
     "make_storage",
     "pareto_rows",

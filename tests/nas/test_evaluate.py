@@ -51,3 +51,18 @@ def test_evaluator_on_the_first_images_equals_accuracy_on_that_prefix(tiny_run):
     assert ev(arch) == expected and abs(expected * 37 - round(expected * 37)) < 1e-9
     everything = SubnetEvaluator(supernet, splits, calib_batches=2, images=10**6)
     assert len(everything.data.labels) == len(splits.val.labels)
+
+
+def test_folding_bn_keeps_the_outputs_and_leaves_no_batchnorm():
+    from edgenas.nas import fold_bn
+    from edgenas.search_spaces import SPACES, Arch, build_subnet
+
+    torch.manual_seed(0)
+    net = build_subnet(SPACES["tiny"], Arch.parse("r16|k3e3se-k5e2|k3e3"))
+    recalibrate_bn(net, [torch.randn(32, 1, 16, 16) * 2 + 1 for _ in range(2)])  # BN statistics far from 0/1
+    x = torch.randn(8, 1, 16, 16)
+    with torch.no_grad():
+        before = net(x)
+        after = fold_bn(net)(x)
+    assert torch.allclose(before, after, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
