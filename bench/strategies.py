@@ -27,8 +27,8 @@ from scipy.stats import ttest_ind
 
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LocalBackend
+from edgenas.metrics import hypervolume
 from edgenas.nas import DeviceObjective, SearchConfig, SubnetEvaluator, run_search
-from edgenas.reports import hypervolume
 
 STRATEGIES = ("nsga2", "tpe", "random", "guided")
 

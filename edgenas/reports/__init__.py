@@ -5,7 +5,6 @@ from __future__ import annotations
 from edgenas.reports._data import (
     RunFiles,
     block_breakdown_data,
-    hypervolume,
     lut_validation_data,
     measurement_info,
     pareto_data,
@@ -20,7 +19,6 @@ from edgenas.reports._report import write_report
 __all__ = [
     "RunFiles",
     "block_breakdown_data",
-    "hypervolume",
     "lut_validation_data",
     "measurement_info",
     "pareto_data",

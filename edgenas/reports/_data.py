@@ -16,11 +16,11 @@ import yaml
 
 from edgenas.io import read_json
 from edgenas.latency_tables import LatencyTable
+from edgenas.metrics import hypervolume
 
 __all__ = [
     "RunFiles",
     "block_breakdown_data",
-    "hypervolume",
     "lut_validation_data",
     "measurement_info",
     "pareto_data",
@@ -129,18 +129,6 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
                      "latency_ms": final["latency_ms"], "latency_source": "measured",
                      "accuracy_source": f"{card['chosen_precision']} model, test"})  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def hypervolume(points: np.ndarray | list, reference: tuple[float, float] = (1.0, 1.0)) -> float:
-    """Area dominated by 2-D points (both minimised) up to ``reference``; points beyond it count nothing."""
-    pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    pts = pts[(pts[:, 0] < reference[0]) & (pts[:, 1] < reference[1])]
-    area, best_y = 0.0, reference[1]
-    for x, y in pts[np.lexsort((pts[:, 1], pts[:, 0]))]:  # by x, then y: each point adds the strip below best_y
-        if y < best_y:
-            area += (reference[0] - x) * (best_y - y)
-            best_y = y
-    return area
 
 
 def search_convergence_data(run: RunFiles) -> pd.DataFrame:

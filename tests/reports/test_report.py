@@ -15,7 +15,6 @@ from edgenas import pipeline
 from edgenas.config import load_config
 from edgenas.reports import (
     RunFiles,
-    hypervolume,
     pareto_data,
     predicted_vs_measured_data,
     search_convergence_data,
@@ -62,17 +61,8 @@ def test_figure_data(finished_run):
     assert training_budget_text(run).startswith("Supernet trained for 2 epochs on 1,")  # the budget, stated
 
 
-def test_hypervolume_equals_optunas_and_convergence_never_falls(finished_run):
+def test_search_convergence_never_falls(finished_run):
     import numpy as np
-    from optuna._hypervolume import compute_hypervolume
-
-    rng = np.random.default_rng(0)
-    for n in (1, 5, 40):
-        pts = rng.uniform(0, 1.2, size=(n, 2))
-        inside = pts[(pts < 1.0).all(1)]
-        expected = compute_hypervolume(inside, np.array([1.0, 1.0])) if len(inside) else 0.0
-        assert hypervolume(pts) == pytest.approx(expected)
-    assert hypervolume([[0.5, 0.5]]) == pytest.approx(0.25) and hypervolume([]) == 0.0
 
     data = search_convergence_data(RunFiles(finished_run))
     hv = data[data["series"] == "hypervolume (cpu)"]["value"].to_numpy()
