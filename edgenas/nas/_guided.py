@@ -52,14 +52,15 @@ def arch_params(arch: Arch, space: Space, rng: np.random.Generator) -> dict[str,
 
 def arch_features(arch: Arch, space: Space) -> np.ndarray:
     """One-hot encoding: resolution, width, each stage's depth, each used block's kernel/expand/SE."""
-    out = [np.equal(space.resolutions, arch.resolution), np.isclose(space.widths, arch.width)]
+    out = [r == arch.resolution for r in space.resolutions] + [abs(w - arch.width) < 1e-9 for w in space.widths]
     for stage, blocks in zip(space.stages, arch.stages):
-        out.append(np.equal(stage.depths, len(blocks)))
+        out += [d == len(blocks) for d in stage.depths]
         for j in range(max(stage.depths)):
             b = blocks[j] if j < len(blocks) else None
-            out += [np.equal(stage.kernels, b.kernel if b else -1), np.equal(stage.expands, b.expand if b else -1),
-                    np.equal(stage.se, b.se) if b else np.zeros(len(stage.se), bool)]  # fmt: skip
-    return np.concatenate(out).astype(np.float64)
+            out += [b is not None and k == b.kernel for k in stage.kernels]
+            out += [b is not None and e == b.expand for e in stage.expands]
+            out += [b is not None and se == b.se for se in stage.se]
+    return np.array(out, dtype=np.float64)
 
 
 def _mutate(arch: Arch, space: Space, rng: np.random.Generator, rate: float) -> Arch:
@@ -95,7 +96,9 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
         self.rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._space = IntersectionSearchSpace()
-        self.history: list[dict[str, float]] = []  # the predictor's cross-validated error per fit
+        self._ms: dict[str, dict[str, float]] = {}  # arch -> latency per device (the tables never change)
+        self._alpha: float | None = None  # the predictor's regularisation, chosen by cross-validation
+        self.history: list[dict[str, float]] = []  # the predictor's cross-validated error, every 5th fit
 
     def reseed_rng(self) -> None:
         self._random.reseed_rng()
@@ -136,7 +139,7 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
             key = str(child)
             if key in seen or key in candidates:
                 continue
-            ms = self.latency(child)
+            ms = self._latency(child)
             if self._feasible(ms):
                 candidates[key] = (child, min(ms.values()))
         if not candidates:
@@ -150,21 +153,32 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
 
     def _front(self, archs: list[Arch], acc: np.ndarray) -> list[Arch]:
         """The feasible archs no other feasible arch beats on both accuracy and (fastest device's) latency."""
-        lat = [self.latency(a) for a in archs]
+        lat = [self._latency(a) for a in archs]
         ok = [i for i in range(len(archs)) if self._feasible(lat[i])]
         fast = {i: min(lat[i].values()) for i in ok}
         return [archs[i] for i in ok if not any(acc[j] >= acc[i] and fast[j] <= fast[i] and
                                                  (acc[j] > acc[i] or fast[j] < fast[i]) for j in ok)]  # fmt: skip
 
+    def _latency(self, arch: Arch) -> dict[str, float]:
+        key = str(arch)
+        if key not in self._ms:
+            self._ms[key] = self.latency(arch)
+        return self._ms[key]
+
     def _fit(self, x: np.ndarray, y: np.ndarray):
+        """Ridge regression; its regularisation (and its cross-validated error) re-chosen every 5th fit."""
         from scipy.stats import kendalltau
-        from sklearn.linear_model import RidgeCV
+        from sklearn.linear_model import Ridge, RidgeCV
         from sklearn.model_selection import cross_val_predict
 
+        if self._alpha is not None and len(y) % 5:
+            return Ridge(alpha=self._alpha).fit(x, y)
         model = RidgeCV(alphas=np.logspace(-3, 2, 12))
         if len(y) >= 10:  # the predictor's own held-out error, as the search goes
             held = cross_val_predict(model, x, y, cv=5)
             tau = kendalltau(held, y)[0]
             self.history.append({"trials": len(y), "mae": float(np.mean(np.abs(held - y))),
                                  "kendall_tau": float(tau) if tau == tau else 0.0})  # fmt: skip
-        return model.fit(x, y)
+        model.fit(x, y)
+        self._alpha = float(model.alpha_)
+        return model

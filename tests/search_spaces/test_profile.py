@@ -36,9 +36,12 @@ def test_profile_sums_blocks_and_grows_with_the_arch():
 
 def test_spec_macs_equal_fvcore_for_every_block_of_a_space():
     from edgenas.search_spaces import spec_macs
+    from edgenas.search_spaces._profile import fvcore_flops
 
     for spec in SPACES["tiny"].all_block_specs():
-        assert spec_macs(spec) == block_profile(spec)[1], spec.key
+        assert spec_macs(spec) == fvcore_flops(spec), spec.key
+    for spec in SPACES["small"].block_specs(SPACES["small"].largest()):  # SE and residual blocks of every kind
+        assert spec_macs(spec) == fvcore_flops(spec), spec.key
 
 
 def test_current_specs_read_a_pruned_subnets_channels():
