@@ -15,8 +15,9 @@ Target (issue "a search that beats random search"): against every reference, a s
 arch with >= +1 pt test accuracy at equal or lower measured latency, or >= 1.5x faster at
 equal or better accuracy.
 
-Resumable: each (arch, seed) result is written as it finishes (``--workdir``); the search
-shares bench/search.py's cached evaluations when the evaluation settings match.
+Resumable, also on another machine: the chosen models and each (arch, seed) result are kept
+with the results (``--out``) as they are made; the exports and the search stay in
+``--workdir`` (re-exported from seed 0's weights if missing: seed 0 is trained again).
 
     python bench/references.py                 # 3 epochs on 15,000 images, 2 seeds
 """
@@ -124,10 +125,17 @@ def main() -> None:
     _, front = pareto_rows(study)
     refs = {name: {"arch": str(a), "accuracy": evaluator(a), LAT: predictor.predict(a)}
             for name, a in reference_archs(space).items()}  # fmt: skip
-    models = {name: r["arch"] for name, r in refs.items()} | picks_for(refs, front)
+    # the models are chosen once and kept with the results: another machine's table and
+    # evaluation could pick others, and the results made so far would not be reused
+    chosen = out / f"references_models_{args.sampler}_t{args.trials}.json"
+    if chosen.exists():
+        models = read_json(chosen)
+    else:
+        models = {name: r["arch"] for name, r in refs.items()} | picks_for(refs, front)
+        atomic_write_json(chosen, models)
     log(f"{len(front)} archs on the front; {len(models) - len(refs)} picked against {len(refs)} references")
 
-    path = work / f"standalone_e{args.epochs}_n{args.train_limit}.json"
+    path = out / f"references_standalone_e{args.epochs}_n{args.train_limit}.json"
     done: dict = read_json(path) if path.exists() else {}
     limited = bench_splits(args.train_limit)
     for seed in range(args.seeds):
