@@ -5,7 +5,7 @@ run_dir: runs/fmnist
 space: small                 # built-in name or a YAML space file
 data: {name: fashion-mnist, train_limit: 10000}
 train: {epochs: 5, batch_size: 128}
-search: {sampler: nsga2, n_trials: 100}
+search: {sampler: guided, n_trials: 100}
 finalize: {distill_epochs: 3, prune: {step: 0.1, max_steps: 5, tolerance: 0.01}, qat_epochs: 2}
 devices:
   - {name: cpu-fp32, lut: runs/fmnist/lut_fp32.json, budget_ms: 1.0}
