@@ -85,7 +85,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     text = html.read_text()
     assert "<script" in text and not re.search(r"<script[^>]*src=", text)  # plotly inlined: opens offline
     n_figures = len(re.findall(r"<div id='fig-", text))
-    assert n_figures == 4  # training curves, front, predicted vs measured, breakdown
+    assert n_figures == 5  # training curves, search convergence, front, predicted vs measured, breakdown
     with tempfile.TemporaryDirectory() as profile:
         dom = subprocess.run(
             [_chromium(), *_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
