@@ -12,7 +12,7 @@ def test_defaults_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"space": "tiny", "search": {"n_trials": 5}}))
     c = load_config(path, {"search": {"n_trials": 7, "storage": None}})
-    assert c.space == "tiny" and c.search.n_trials == 7 and c.search.sampler == "nsga2"
+    assert c.space == "tiny" and c.search.n_trials == 7 and c.search.sampler == "guided"
     assert c.train.temperature == 4.0 and c.train.alpha == 0.7
     assert c.train.device == "auto" and c.data.augmentations == ("crop", "flip")  # auto, for fashion-mnist
 
