@@ -54,6 +54,9 @@ class LogLine:
     def set_postfix(self, **values: Any) -> None:
         self.postfix = values
 
+    def refresh(self) -> None:
+        """Nothing to redraw: the line is written when the bar closes."""
+
     def close(self) -> None:
         if self.closed:
             return

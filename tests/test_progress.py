@@ -30,3 +30,18 @@ def test_a_finetune_logs_one_line_per_epoch(digits_splits, tiny, capsys):
     err = capsys.readouterr().err
     assert "\r" not in err
     assert [ln.split(":")[0] for ln in err.strip().splitlines()] == ["fit 1/2", "fit 2/2"]
+
+
+def test_every_bar_method_the_package_calls_exists_on_a_log_line():
+    """A method tqdm has and LogLine lacks fails only where stderr is a file (``make demo > log``)."""
+    import re
+    from pathlib import Path
+
+    import edgenas
+
+    called = set()
+    for path in Path(edgenas.__file__).parent.rglob("*.py"):
+        called |= set(re.findall(r"\bbar\.([a-z_]+)\(", path.read_text()))
+    assert called, "no bar.method( calls found: the scan is broken"
+    missing = sorted(m for m in called if not callable(getattr(LogLine, m, None)))
+    assert missing == [], f"LogLine lacks {missing}"
