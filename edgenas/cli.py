@@ -188,19 +188,23 @@ def _arch_export(args: argparse.Namespace) -> None:
 
 
 def _arch_info(args: argparse.Namespace) -> None:
-    from edgenas.search_spaces import profile_arch
+    from edgenas.search_spaces import footprint, profile_arch
 
     space = load_space(args.space)
     arch = _parse_arch(space, args.arch)
     prof = profile_arch(space, arch)
+    fp = footprint(space.block_specs(arch)).record()
     if args.json:
         blocks = [{"key": s.key, "params": p, "flops": f} for s, p, f in prof.blocks]
-        info = {"arch": str(arch), **arch.to_dict(), "params": prof.params, "flops": prof.flops, "blocks": blocks}
+        info = {"arch": str(arch), **arch.to_dict(), "params": prof.params, "flops": prof.flops, **fp,
+                "blocks": blocks}  # fmt: skip
         print(json.dumps(info, indent=1))
         return
     print(f"arch    {arch}")
     print(f"space   {space.name}   input {space.in_chs}x{arch.resolution}x{arch.resolution}   width {arch.width:g}")
     print(f"params  {prof.params:,}   FLOPs {prof.flops / 1e6:.2f} M (multiply-adds)   blocks {len(prof.blocks)}")
+    print(f"flash   {fp['flash_kb:fp32']:.1f} kB fp32, {fp['flash_kb:int8']:.1f} kB int8 (the exported file)")
+    print(f"RAM     {fp['ram_kb:fp32']:.1f} kB fp32, {fp['ram_kb:int8']:.1f} kB int8 (peak live activations, batch 1)")
     print(f"{'params':>10} {'MFLOPs':>8}  block")
     for spec, p, f in prof.blocks:
         print(f"{p:10,} {f / 1e6:8.3f}  {spec.key}")
@@ -259,8 +263,10 @@ def _search(args: argparse.Namespace) -> None:
         best = device_front(rows, d.name)
         if best:
             r = best[-1]  # the most accurate within the device's budget
-            print(f"{d.name}: {len(best)} archs on its own front; most accurate within budget: acc "
-                  f"{r['accuracy']:.4f}, {r[f'latency_ms:{d.name}']:.3f} ms, {r['arch']}")  # fmt: skip
+            p = d.precision
+            print(f"{d.name}: {len(best)} archs on its own front; most accurate within its budgets: acc "
+                  f"{r['accuracy']:.4f}, {r[f'latency_ms:{d.name}']:.3f} ms, RAM {r[f'ram_kb:{p}']:.1f} kB, "
+                  f"flash {r[f'flash_kb:{p}']:.1f} kB ({p}), {r['arch']}")  # fmt: skip
 
 
 def _finalize(args: argparse.Namespace) -> None:
@@ -436,9 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser(
         "search",
         help="multi-objective Optuna search over the trained supernet",
-        description="Search accuracy vs predicted latency per device (latency budgets as constraints: each "
-        "device gets its own model, so a trial counts when it meets at least one device's budget, and each "
-        "device has its own front in pareto.json). Re-running resumes the study; several workers can share "
+        description="Search accuracy vs predicted latency per device (or activation memory and model size: "
+        "devices[].objectives), with each device's budgets (budget_ms, ram_kb, flash_kb) as constraints: each "
+        "device gets its own model, so a trial counts when it meets all budgets of at least one device, and each "
+        "device has its own front in pareto.json. Re-running resumes the study; several workers can share "
         "one study through --storage.",
     )
     se.add_argument("--config", required=True, help="YAML run configuration")

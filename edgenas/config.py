@@ -9,6 +9,7 @@ search: {sampler: guided, n_trials: 100}
 finalize: {distill_epochs: 3, prune: {step: 0.1, max_steps: 5, tolerance: 0.01}, qat_epochs: 2}
 devices:
   - {name: cpu-fp32, lut: runs/fmnist/lut_fp32.json, budget_ms: 1.0}
+  - {name: mcu, precision: int8, budget_ms: 2.0, ram_kb: 64, flash_kb: 512}   # kB of 1024 bytes
 ```
 
 Every section and key is optional except ``devices`` for the search. Paths are relative to
@@ -66,14 +67,24 @@ class DataConfig:
         return resolve_augment(self.augment, self.name)
 
 
+DEVICE_OBJECTIVES = ("latency", "ram", "flash")
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
-    """A target: where and how to measure, its latency table, its budget."""
+    """A target: where and how to measure, its latency table, its budgets and objectives.
+
+    ``ram_kb`` bounds the peak activation memory and ``flash_kb`` the model file, both at
+    the device's precision, in kB of 1024 bytes; ``objectives`` are what the search
+    minimises for this device beside maximising accuracy (none: budgets only).
+    """
 
     name: str
     lut: str | None = None  # default: RUN_DIR/luts/<name>.json (built by `edgenas run`)
     budget_ms: float | None = None
-    objective: bool = True
+    ram_kb: float | None = None
+    flash_kb: float | None = None
+    objectives: tuple[str, ...] = ("latency",)
     device: str = "local-cpu"
     precision: str = "fp32"
     threads: int = 1
@@ -81,8 +92,14 @@ class DeviceConfig:
     validate_n: int = 60
 
     def __post_init__(self) -> None:
-        if self.budget_ms is not None and self.budget_ms <= 0:
-            raise ValueError(f"devices[{self.name}].budget_ms must be > 0, got {self.budget_ms}")
+        for key in ("budget_ms", "ram_kb", "flash_kb"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ValueError(f"devices[{self.name}].{key} must be > 0, got {value}")
+        bad = [o for o in self.objectives if o not in DEVICE_OBJECTIVES]
+        if bad or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"devices[{self.name}].objectives must be distinct choices of {DEVICE_OBJECTIVES}, "
+                             f"got {list(self.objectives)}")  # fmt: skip
         if self.precision not in ("fp32", "int8"):
             raise ValueError(f"devices[{self.name}].precision must be 'fp32' or 'int8', got {self.precision!r}")
         if self.threads < 1 or self.validate_n < 8:

@@ -29,6 +29,7 @@ from edgenas.io import atomic_write_bytes
 __all__ = [
     "OPSET",
     "PRECISIONS",
+    "activation_peak",
     "compact_names",
     "export_onnx",
     "export_quantized",
@@ -273,3 +274,59 @@ def compact_names(data: bytes) -> bytes:
     model.doc_string = ""
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+# ops an integer runtime (and ONNX Runtime's fused kernels) runs in place on their input's buffer
+_IN_PLACE = {"QuantizeLinear", "DequantizeLinear", "Clip", "Relu", "HardSwish", "HardSigmoid", "Sigmoid", "Identity"}
+
+
+def activation_peak(data: bytes) -> int:
+    """The largest sum of activation tensors alive at once (bytes) when the graph runs in file order.
+
+    Shapes come from ONNX shape inference (a symbolic batch counts as 1), byte widths from
+    each tensor's type. A tensor lives from the node that writes it to its last reader; the
+    graph input is the caller's buffer; constants and weights (initializers, ``Constant``
+    nodes and what is computed from them alone) are not activations. An element-wise
+    activation or a quantize/dequantize step whose input has no other reader writes in
+    place, so a chain conv -> Q -> DQ -> HardSwish -> Q is one buffer of the narrowest type
+    in it: an int8 buffer in a QDQ file, as an integer runtime executes it. This is the
+    measurement :func:`edgenas.search_spaces.peak_activation_bytes` predicts.
+    """
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(data))
+    graph = model.graph
+    info = {v.name: v.type.tensor_type for v in (*graph.input, *graph.value_info, *graph.output)}
+    const = {i.name for i in graph.initializer}
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Constant" or all(n in const for n in node.input if n):
+            const.update(node.output)
+        for n in node.input:
+            readers.setdefault(n, []).append(i)
+    inputs = {v.name for v in graph.input} - const
+    group = {n: n for n in inputs}  # tensor -> the buffer it lives in
+    for node in graph.node:
+        if node.output[0] in const:
+            continue
+        src = node.input[0] if node.input else ""
+        in_place = node.op_type in _IN_PLACE and src in group and src not in inputs and len(readers[src]) == 1
+        for out in node.output:
+            group[out] = group[src] if in_place else out
+    width: dict[str, int] = {}
+    for name, buf in group.items():
+        t = info[name]
+        elems = int(np.prod([d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]))
+        item = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)).itemsize
+        width[buf] = min(width.get(buf, elems * item), elems * item)
+    last = {}
+    for name, buf in group.items():
+        last[buf] = max(last.get(buf, -1), *readers.get(name, [len(graph.node)]))
+    live = {n: width[n] for n in inputs}
+    peak = sum(live.values())
+    for i, node in enumerate(graph.node):
+        for out in node.output:
+            if out in group and group[out] not in live:
+                live[group[out]] = width[group[out]]
+        peak = max(peak, sum(live.values()))
+        for buf in [b for b in live if last[b] <= i]:
+            del live[buf]
+    return peak

@@ -39,14 +39,14 @@ from edgenas.accelerator import Accelerator, check_device
 from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import FitConfig, fit
 from edgenas.errors import ExportCheckError
-from edgenas.export import export_onnx, with_metadata
+from edgenas.export import activation_peak, export_onnx, with_metadata
 from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_digest
 from edgenas.latency_tables import MeasurementBackend, Predictor, Protocol, reference_model, session_peak_memory_mb
 from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.preprocess import preprocessing_metadata
 from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
-from edgenas.search_spaces import Arch, Space, Supernet, current_specs
+from edgenas.search_spaces import KB, Arch, Footprint, Space, SubNet, Supernet, current_specs, net_footprint
 
 __all__ = [
     "ExportCheckError",
@@ -297,7 +297,11 @@ def finalize_arch(
     records["pruned"] = _record({
         "after": records["distilled"]["key"], "prune": c["prune"], "prune_finetune_epochs": c["prune_finetune_epochs"],
         # the device's timings steer pruning only when there is a latency target
-        "device": (device, backend.fingerprint()) if config.prune.latency_target_ms else None})  # fmt: skip
+        "device": (device, backend.fingerprint()) if config.prune.latency_target_ms else None,
+        # and the table's precision, the memory and size targets
+        "precision": predictor.table.header.get("precision") if predictor and (config.prune.ram_target_kb or
+                                                                               config.prune.flash_target_kb) else None,
+    })  # fmt: skip
     records["qat"] = _record({"after": records["pruned"]["key"],
                               **{k: c[k] for k in ("qat_epochs", "qat_lr", "qat_alpha", "calib_batches")}})  # fmt: skip
     kd = dict(teacher=teacher, teacher_resolution=teacher_resolution, resolution=res, channels=chans,
@@ -325,6 +329,11 @@ def finalize_arch(
     distilled = step("distilled", distill)
     input_shape = (1, chans, res, res)
     prune_log: list[dict] = []
+    precision = predictor.table.header.get("precision", "fp32") if predictor else "fp32"
+
+    def memory(m: nn.Module) -> tuple[float, float]:  # predicted, at the device's precision: RAM, flash
+        fp = net_footprint(m)
+        return fp.activation_bytes[precision] / KB, fp.size_bytes[precision] / KB
 
     def prune() -> nn.Module:
         quick = Protocol(rounds=5)
@@ -338,7 +347,7 @@ def finalize_arch(
         model, steps = progressive_prune(
             distilled, torch.zeros(input_shape), config.prune,
             finetune=lambda m: fit(m, splits, ft, desc="prune-finetune", **kd),
-            evaluate=val_acc, latency=latency if config.prune.latency_target_ms else None,
+            evaluate=val_acc, latency=latency if config.prune.latency_target_ms else None, memory=memory,
         )  # fmt: skip
         prune_log.extend(dataclasses.asdict(s) for s in steps)
         atomic_write_json(out / "prune_steps.json", prune_log)
@@ -388,6 +397,10 @@ def finalize_arch(
         "qat_int8": export_qat(qmodel, input_shape),
         "ptq_int8": export_onnx(pruned, input_shape, precision="int8", calibration=calib_x.numpy()),
     }
+    footprints = {"teacher": net_footprint(teacher) if isinstance(teacher, SubNet) else None,
+                  "searched": net_footprint(searched), "distilled": net_footprint(distilled),
+                  **dict.fromkeys(("pruned", "qat_int8", "ptq_int8"), net_footprint(pruned))}  # fmt: skip
+    predicted: dict[str, dict[str, float | None]] = {}
     # every file carries what it takes to feed it and read it (edgenas predict uses nothing else)
     for name in models:
         r = teacher_resolution if name == "teacher" else res
@@ -397,6 +410,7 @@ def finalize_arch(
                                       data=data or {"name": splits.train.name.removesuffix("-train")})  # fmt: skip
         models[name] = with_metadata(models[name], meta)
         atomic_write_bytes(out / f"{name}.onnx", models[name])
+        predicted[name] = _predicted_footprint(footprints[name], name, meta)
     fp32_agree, fp32_diff = _agreement(models["pruned"], pruned, test_x)
     int8_agree, int8_diff = _agreement(models["qat_int8"], qmodel, test_x)
     checks = {
@@ -422,6 +436,7 @@ def finalize_arch(
             "size_mb": len(models[n]) / 1e6, "latency_ms": t.ms, "latency_spread": t.spread,
             "peak_memory_mb": session_peak_memory_mb(models[n], threads=1),
             "test_accuracy": acc,
+            "size_kb": len(models[n]) / KB, "activation_kb": activation_peak(models[n]) / KB, **predicted[n],
         })  # fmt: skip
     by = {r["stage"]: r for r in stage_rows}
     t0 = by["teacher"]
@@ -499,8 +514,29 @@ def _prediction(predictor: Predictor | None, arch: Arch, searched: nn.Module, pr
                                     if estimated else "pruning left the arch as it was")}  # fmt: skip
 
 
+def _predicted_footprint(fp: Footprint | None, stage: str, meta: dict[str, str]) -> dict[str, Any]:
+    """The size and activation-memory predictions for one export (None where they do not apply).
+
+    The size is the graph's (:func:`net_footprint`) plus the metadata edgenas writes into
+    the file; it describes fp32 and the QAT int8 export, not ONNX Runtime's PTQ format (an
+    int32 bias and its own scale per channel: 4-9 % larger).
+    """
+    if fp is None:
+        return {"predicted_size_kb": None, "predicted_activation_kb": None}
+    precision = "int8" if stage.endswith("int8") else "fp32"
+    meta_bytes = sum(len(k.encode()) + len(v.encode()) + 8 for k, v in meta.items())
+    size = None if stage == "ptq_int8" else (fp.size_bytes[precision] + meta_bytes) / KB
+    return {"predicted_size_kb": size, "predicted_activation_kb": fp.activation_bytes[precision] / KB}
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.0f} %"
+
+
+def _kb(measured: float | None, predicted: float | None) -> str:
+    if measured is None:
+        return "n/a"
+    return f"{measured:.1f}" + (f" ({predicted:.1f})" if predicted is not None else "")
 
 
 def _read(path: Path) -> Any:
@@ -537,16 +573,21 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
         f"torch: top-1 agreement {c['int8_vs_fake_quant']['top1_agreement'] * 100:.1f} %",
         "",
         "| stage | precision | size (MB) | latency (ms) | peak memory (MB) | test accuracy | size vs teacher "
-        "| speed-up vs teacher | memory vs teacher |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| speed-up vs teacher | memory vs teacher | flash kB (predicted) | RAM kB (predicted) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in card["stages"]:
         lines.append(
             f"| {r['stage']} | {r['precision']} | {r['size_mb']:.3f} | {r['latency_ms']:.3f} | "
             f"{r['peak_memory_mb']:.1f} | {r['test_accuracy'] * 100:.2f} % | {r['size_vs_teacher_pct']:+.0f} % | "
-            f"{r['speedup_vs_teacher']:.2f}x | {_pct(r['memory_vs_teacher_pct'])} |"
+            f"{r['speedup_vs_teacher']:.2f}x | {_pct(r['memory_vs_teacher_pct'])} | "
+            f"{_kb(r.get('size_kb'), r.get('predicted_size_kb'))} | "
+            f"{_kb(r.get('activation_kb'), r.get('predicted_activation_kb'))} |"
         )
     lines += ["", "Latency: every stage's ONNX model timed in one interleaved batch (10th percentile of all runs, "
               "batch 1). Peak memory: growth of the peak RSS of a fresh process that creates the session and runs "
-              "it 10 times. Accuracy: the test split; int8 rows run in ONNX Runtime."]  # fmt: skip
+              "it 10 times (the runtime's own buffers included). Flash: the file's bytes; RAM: the largest sum of "
+              "activation tensors alive at once along the file's graph (int8 tensors 1 byte); in brackets the "
+              "predictions from the blocks alone, as the search uses them. Accuracy: the test split; int8 rows run "
+              "in ONNX Runtime."]  # fmt: skip
     atomic_write_text(out / "model_card.md", "\n".join(lines) + "\n")

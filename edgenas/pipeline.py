@@ -25,7 +25,15 @@ from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.io import atomic_write_json, atomic_write_text, json_digest, read_json
 from edgenas.latency_tables import PROVIDER_ALIASES, LatencyTable, Predictor, TableMismatchError, make_backend
-from edgenas.nas import DeviceObjective, SubnetEvaluator, load_supernet, run_search, set_threads, train_supernet
+from edgenas.nas import (
+    DeviceObjective,
+    SubnetEvaluator,
+    load_supernet,
+    run_search,
+    set_threads,
+    train_supernet,
+    trial_figures,
+)
 from edgenas.search_spaces import SPACES, Space, Supernet
 
 __all__ = [
@@ -110,13 +118,23 @@ def devices(config: Config, space: Space) -> list[DeviceObjective]:
                      "space": space.name}, f"devices[{d.name}].lut {str(lut)!r}")  # fmt: skip
         if table.calibration is None:
             raise ValueError(f"latency table {str(lut)!r} has no calibration yet; run: edgenas lut validate {lut}")
-        predictor = Predictor(table, space)
-        smallest = predictor.predict(space.smallest())
-        if d.budget_ms is not None and d.budget_ms < smallest:
-            raise ValueError(f"devices[{d.name}].budget_ms={d.budget_ms} is below the smallest subnet's predicted "
-                             f"latency ({smallest:.3f} ms): no arch can meet it")  # fmt: skip
-        out.append(DeviceObjective(d.name, predictor, d.budget_ms, d.objective))
+        device = DeviceObjective(d.name, Predictor(table, space), d.budget_ms, d.objectives, d.ram_kb, d.flash_kb)
+        _check_budgets(device, space)
+        out.append(device)
     return out
+
+
+def _check_budgets(device: DeviceObjective, space: Space) -> None:
+    """One line naming a budget no arch of the space can meet: the smallest arch's figure beside it."""
+    smallest = space.smallest()
+    figures = trial_figures(space, smallest, [device])
+    what = {"latency_ms": ("budget_ms", "predicted latency", "ms"), "ram_kb": ("ram_kb", "activation memory", "kB"),
+            "flash_kb": ("flash_kb", "model size", "kB")}  # fmt: skip
+    for column, limit in device.budgets.items():
+        if figures[column] > limit:
+            key, name, unit = what[column.split(":")[0]]
+            raise ValueError(f"devices[{device.name}].{key}={limit:g} is below the smallest subnet's {name} at "
+                             f"{device.precision} ({figures[column]:.3f} {unit}, {smallest}): no arch can meet it")
 
 
 def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.Study:
@@ -148,10 +166,10 @@ def choose_arch(config: Config, device: str) -> str:
         raise FileNotFoundError(f"no search results at {str(path)!r}; run 'edgenas search' first or pass --arch")
     data = read_json(path, "Pareto set")
     front = data.get("per_device", {}).get(device) or data["pareto"]
-    budget = next(d.budget_ms for d in config.devices if d.name == device)
-    ok = [r for r in front if budget is None or r[f"latency_ms:{device}"] <= budget]
+    ok = [r for r in front if r.get(f"within_budget:{device}", True)]
     if not ok:
-        raise ValueError(f"no arch on the Pareto front meets device {device!r}'s budget of {budget} ms")
+        budgets = (data.get("budgets") or {}).get(device) or data.get("budgets_ms", {}).get(device)
+        raise ValueError(f"no arch on the Pareto front meets device {device!r}'s budgets {budgets}")
     return max(ok, key=lambda r: r["accuracy"])["arch"]
 
 
@@ -212,7 +230,7 @@ def _stage_inputs(config: Config) -> dict[str, str]:
     c["search"].pop("timeout", None)
     space = load_space(config.space).to_dict()
     # a table depends on how a device is measured, not on its budget (the search's input)
-    goals = ("budget_ms", "objective")
+    goals = ("budget_ms", "ram_kb", "flash_kb", "objectives")
     measure = [{k: v for k, v in d.items() if k not in goals} for d in c["devices"]]
     budgets = [{k: d.get(k) for k in ("name", *goals)} for d in c["devices"]]
     h = {"lut": json_digest([space, measure, c["data"]["name"], c["data"].get("root")])}

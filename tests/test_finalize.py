@@ -58,6 +58,16 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     assert by["qat_int8"]["size_mb"] < 0.6 * by["pruned"]["size_mb"]
     assert all(s["latency_ms"] > 0 and s["peak_memory_mb"] > 0 and 0 <= s["test_accuracy"] <= 1
                for s in card["stages"])  # fmt: skip
+    # size and activation memory of every file, and their predictions from the blocks alone
+    for s in card["stages"]:
+        assert s["predicted_activation_kb"] == pytest.approx(s["activation_kb"], rel=1e-6), s["stage"]
+        if s["stage"] != "ptq_int8":  # the predictor describes the QAT int8 export, not ONNX Runtime's PTQ
+            assert s["predicted_size_kb"] == pytest.approx(s["size_kb"], rel=0.03), s["stage"]
+    assert by["ptq_int8"]["predicted_size_kb"] is None
+    assert by["qat_int8"]["activation_kb"] < 0.3 * by["pruned"]["activation_kb"]
+    steps = card["prune_steps"]
+    assert all(st["flash_kb"] > 0 and st["ram_kb"] > 0 for st in steps)  # predicted at every step
+    assert steps[0]["flash_kb"] >= steps[-1]["flash_kb"]
     assert card["chosen_precision"] in ("fp32", "int8")
     assert card["teacher"] == str(tmp_path / "teacher.pt") and by["teacher"]["size_mb"] > by["searched"]["size_mb"]
     qat = card["qat_epochs"]  # the exported QAT model is its best epoch on val (0: calibrated only)

@@ -141,8 +141,15 @@ def _devices(tmp_path, **device):
 
 def test_an_impossible_budget_fails_naming_the_smallest_arch_latency(tiny_table, tmp_path):
     assert _devices(tmp_path, lut=str(tiny_table), budget_ms=100.0)[0].budget_ms == 100.0
-    with pytest.raises(ValueError, match=r"budget_ms=1e-06 is below the smallest subnet's predicted latency \(0\."):
+    with pytest.raises(ValueError, match=r"budget_ms=1e-06 is below the smallest subnet's predicted latency at fp32 "
+                                         r"\(0\.[0-9]+ ms, r16w0.5\|k3e2\|k3e2\): no arch can meet it$"):  # fmt: skip
         _devices(tmp_path, lut=str(tiny_table), budget_ms=1e-6)
+    dev = _devices(tmp_path, lut=str(tiny_table), ram_kb=1000.0, flash_kb=10000.0, objectives=["latency", "ram"])[0]
+    assert dev.budgets == {"ram_kb:fp32": 1000.0, "flash_kb:fp32": 10000.0} and dev.objectives == ("latency", "ram")
+    for key, name in (("ram_kb", "activation memory"), ("flash_kb", "model size")):
+        with pytest.raises(ValueError, match=rf"^devices\[cpu\]\.{key}=1 is below the smallest subnet's {name} "
+                                             rf"at fp32 \([0-9.]+ kB, r16.*\): no arch can meet it$"):  # fmt: skip
+            _devices(tmp_path, lut=str(tiny_table), **{key: 1.0})
 
 
 @pytest.mark.parametrize("device, fragment", [

@@ -12,6 +12,7 @@ from edgenas.nas._search import (
     pareto_rows,
     run_search,
     suggest_arch,
+    trial_figures,
     write_results,
 )
 from edgenas.nas._train import TrainConfig, load_supernet, set_threads, train_supernet
@@ -32,6 +33,7 @@ __all__ = [
     "run_search",
     "set_threads",
     "suggest_arch",
+    "trial_figures",
     "train_supernet",
     "write_results",
 ]

@@ -6,8 +6,8 @@ on every device is a table lookup. So each trial, after ``n_startup`` random one
 1. fit an accuracy predictor (ridge regression over a one-hot arch encoding) on the
    completed trials; its 5-fold cross-validated error is recorded (``history``);
 2. breed ``pool`` candidates from the feasible Pareto front (mutation of one parent, or
-   uniform crossover of two, then mutation) and keep those within some device's budget,
-   not yet evaluated;
+   uniform crossover of two, then mutation) and keep those within some device's budgets
+   (latency, memory, size: ``feasible``), not yet evaluated;
 3. draw a latency cap uniformly over the candidates' latency range and propose the
    candidate of highest predicted accuracy under it, so successive trials spread along the
    front instead of piling onto its accurate end.
@@ -87,16 +87,18 @@ def _crossover(a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
 
 
 class PredictorGuidedSampler(optuna.samplers.BaseSampler):
-    """See the module docstring. ``latency(arch) -> {device: ms}`` and ``budgets`` come from the tables."""
+    """See the module docstring. ``latency(arch) -> {device: ms}`` comes from the tables, ``feasible(arch)``
+    says whether an arch meets all budgets of some device."""
 
-    def __init__(self, space: Space, latency, budgets: dict[str, float | None], *, n_startup: int = 8,
+    def __init__(self, space: Space, latency, feasible, *, n_startup: int = 8,
                  pool: int = 512, mutation_rate: float = 0.15, seed: int | None = None):  # fmt: skip
-        self.space, self.latency, self.budgets = space, latency, budgets
+        self.space, self.latency, self.feasible = space, latency, feasible
         self.n_startup, self.pool, self.mutation_rate = n_startup, pool, mutation_rate
         self.rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._space = IntersectionSearchSpace()
         self._ms: dict[str, dict[str, float]] = {}  # arch -> latency per device (the tables never change)
+        self._ok: dict[str, bool] = {}  # arch -> within some device's budgets
         self._alpha: float | None = None  # the predictor's regularisation, chosen by cross-validation
         self.history: list[dict[str, float]] = []  # the predictor's cross-validated error, every 5th fit
 
@@ -120,9 +122,11 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
         params = arch_params(arch, self.space, self.rng)
         return {k: v for k, v in params.items() if k in search_space}
 
-    def _feasible(self, ms: dict[str, float]) -> bool:
-        limits = [(ms[d], b) for d, b in self.budgets.items() if b]
-        return not limits or any(m <= b for m, b in limits)
+    def _feasible(self, arch: Arch) -> bool:
+        key = str(arch)
+        if key not in self._ok:
+            self._ok[key] = bool(self.feasible(arch))
+        return self._ok[key]
 
     def _propose(self, done: Sequence[FrozenTrial]) -> Arch | None:
         archs = [self.space.parse(t.user_attrs["arch"]) for t in done]
@@ -139,9 +143,8 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
             key = str(child)
             if key in seen or key in candidates:
                 continue
-            ms = self._latency(child)
-            if self._feasible(ms):
-                candidates[key] = (child, min(ms.values()))
+            if self._feasible(child):
+                candidates[key] = (child, min(self._latency(child).values()))
         if not candidates:
             return None
         cand = list(candidates.values())
@@ -153,9 +156,8 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
 
     def _front(self, archs: list[Arch], acc: np.ndarray) -> list[Arch]:
         """The feasible archs no other feasible arch beats on both accuracy and (fastest device's) latency."""
-        lat = [self._latency(a) for a in archs]
-        ok = [i for i in range(len(archs)) if self._feasible(lat[i])]
-        fast = {i: min(lat[i].values()) for i in ok}
+        ok = [i for i in range(len(archs)) if self._feasible(archs[i])]
+        fast = {i: min(self._latency(archs[i]).values()) for i in ok}
         return [archs[i] for i in ok if not any(acc[j] >= acc[i] and fast[j] <= fast[i] and
                                                  (acc[j] > acc[i] or fast[j] < fast[i]) for j in ok)]  # fmt: skip
 

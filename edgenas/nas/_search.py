@@ -1,16 +1,20 @@
-"""The Optuna search: accuracy vs predicted latency on one or more devices, budgets as constraints.
+"""The Optuna search: accuracy vs predicted latency, memory and size on one or more devices.
 
 Every arch choice of the space is a categorical parameter (all block slots are sampled,
 so every trial has the same parameters; slots beyond a stage's depth are ignored).
-Objectives: validation accuracy (maximise) and the calibrated predicted latency of each
-device whose latency is an objective (minimise). Latency budgets become an Optuna
-constraint honoured by the NSGA-II and TPE samplers. Each device gets its own model, so a
-trial is feasible when it meets the budget of at least one device (constraint: the
-smallest relative excess ``latency / budget - 1`` over the devices); requiring every
-budget at once would confine the search to archs that fit all devices, and every
+Objectives: validation accuracy (maximise) and, per device, what it minimises: its
+calibrated predicted latency by default, its peak activation memory (``ram``) and its
+model size (``flash``) at its precision on request. Every trial records its latency on
+every device and its size and activation memory at fp32 and int8
+(:func:`edgenas.search_spaces.footprint`). A device's budgets (``budget_ms``, ``ram_kb``,
+``flash_kb``) become one Optuna constraint honoured by the NSGA-II, TPE and guided
+samplers: a device is met when all its budgets are (its excess is the largest
+``figure / budget - 1``). Each device gets its own model, so a trial is feasible when it
+meets at least one device (constraint: the smallest excess over the devices); requiring
+every device at once would confine the search to archs that fit all of them, and every
 device's winner would be the same arch. The reported Pareto set holds feasible trials
 only, and each device has its own front: accuracy vs its latency over the trials within
-its budget (:func:`device_front`).
+its budgets (:func:`device_front`).
 
 Storage is an SQLite file by default; any Optuna RDB URL (``postgresql://...``) or a
 journal file (``journal:PATH``) lets several workers on several machines share the study.
@@ -38,7 +42,8 @@ from optuna.trial import TrialState
 from edgenas.accelerator import check_device
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import Predictor
-from edgenas.search_spaces import Arch, BlockChoice, Space, profile_arch
+from edgenas.progress import progress as progress_bar
+from edgenas.search_spaces import Arch, BlockChoice, Space, footprint
 
 __all__ = [
     "SAMPLERS",
@@ -49,20 +54,54 @@ __all__ = [
     "pareto_rows",
     "run_search",
     "suggest_arch",
+    "trial_figures",
     "write_results",
 ]
 
 SAMPLERS = ("nsga2", "tpe", "random", "guided")
 
 
+OBJECTIVES = ("latency", "ram", "flash")
+
+
 @dataclass(frozen=True)
 class DeviceObjective:
-    """One device's latency: an objective to minimise and/or a budget (constraint)."""
+    """One device: its latency table, its budgets (constraints), what the search minimises for it.
+
+    ``ram_kb`` and ``flash_kb`` bound the activation memory and the model size at the
+    precision of the device's table, in kB of 1024 bytes.
+    """
 
     name: str
     predictor: Predictor
     budget_ms: float | None = None
-    objective: bool = True
+    objectives: tuple[str, ...] = ("latency",)
+    ram_kb: float | None = None
+    flash_kb: float | None = None
+
+    def __post_init__(self) -> None:
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if bad:
+            raise ValueError(f"device {self.name!r}: objectives {bad} are not among {OBJECTIVES}")
+
+    @property
+    def precision(self) -> str:
+        return self.predictor.table.header.get("precision", "fp32")
+
+    def column(self, what: str) -> str:
+        """The trial-row column holding this device's latency, RAM or flash figure."""
+        return {"latency": f"latency_ms:{self.name}", "ram": f"ram_kb:{self.precision}",
+                "flash": f"flash_kb:{self.precision}"}[what]  # fmt: skip
+
+    @property
+    def budgets(self) -> dict[str, float]:
+        """Budgets set, by the row column they bound."""
+        limits = {"latency": self.budget_ms, "ram": self.ram_kb, "flash": self.flash_kb}
+        return {self.column(k): v for k, v in limits.items() if v is not None}
+
+    def excess(self, row: dict[str, Any]) -> float:
+        """The largest ``figure / budget - 1`` over its budgets (<= 0: all met; -1 without budgets)."""
+        return max((row[c] / b - 1 for c, b in self.budgets.items()), default=-1.0)
 
 
 @dataclass(frozen=True)
@@ -205,13 +244,34 @@ def _sampler(
         from edgenas.nas._guided import PredictorGuidedSampler, startup_trials
 
         return PredictorGuidedSampler(space, lambda a: {d.name: d.predictor.predict(a) for d in devices},
-                                      {d.name: d.budget_ms for d in devices}, n_startup=startup_trials(config.n_trials),
-                                      seed=seed)  # fmt: skip
+                                      lambda a: _feasible(trial_figures(space, a, devices), devices),
+                                      n_startup=startup_trials(config.n_trials), seed=seed)  # fmt: skip
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size(config), seed=seed)
     if config.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def trial_figures(space: Space, arch: Arch, devices: Sequence[DeviceObjective]) -> dict[str, float]:
+    """What a trial records besides accuracy: latency per device, size and activation memory per
+    precision (KB), MACs and params (all predicted, none measured)."""
+    fp = footprint(space.block_specs(arch))
+    return {**{f"latency_ms:{d.name}": d.predictor.predict(arch) for d in devices}, **fp.record(),
+            "params": fp.params, "flops": fp.macs}  # fmt: skip
+
+
+def _feasible(figures: dict[str, float], devices: Sequence[DeviceObjective]) -> bool:
+    budgeted = [d for d in devices if d.budgets]
+    return not budgeted or any(d.excess(figures) <= 0 for d in budgeted)
+
+
+def _objective_columns(devices: Sequence[DeviceObjective]) -> list[str]:
+    """The minimised columns, in order; a figure two devices share (same precision) once."""
+    out: list[str] = []
+    for d in devices:
+        out += [c for c in (d.column(o) for o in d.objectives) if c not in out]
+    return out
 
 
 def run_search(
@@ -234,7 +294,7 @@ def run_search(
     out.mkdir(parents=True, exist_ok=True)
     url = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     storage = make_storage(url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
-    objectives = [d for d in devices if d.objective]
+    objectives = _objective_columns(devices)
     directions = ["maximize"] + ["minimize"] * len(objectives)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for attempt in range(6):
@@ -253,8 +313,9 @@ def run_search(
             time.sleep(0.2 * (attempt + 1))
     if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise ValueError(f"study {config.study_name!r} in {url} has other objectives; use another study_name")
-    meta = {"space": space.name, "devices": names, "objectives": ["accuracy"] + [d.name for d in objectives],
-            "budgets_ms": {d.name: d.budget_ms for d in devices}}  # fmt: skip
+    meta = {"space": space.name, "devices": names, "objectives": ["accuracy", *objectives],
+            "budgets_ms": {d.name: d.budget_ms for d in devices},
+            "budgets": {d.name: d.budgets for d in devices}}  # fmt: skip
     for k, v in meta.items():
         stored = study.user_attrs.get(k)
         if stored is None:
@@ -269,35 +330,40 @@ def run_search(
     def objective(trial: optuna.Trial) -> list[float]:
         arch = suggest_arch(trial, space)
         trial.set_user_attr("arch", str(arch))
-        latencies = {d.name: d.predictor.predict(arch) for d in devices}
-        for name, ms in latencies.items():
-            trial.set_user_attr(f"latency_ms:{name}", ms)
-        excess = [latencies[d.name] / d.budget_ms - 1 if d.budget_ms else -1.0 for d in devices]
-        if any(d.budget_ms for d in devices):  # feasible when <= 0: within some device's budget
-            trial.set_constraint("latency_budget", min(excess))
-        prof = profile_arch(space, arch)
-        trial.set_user_attr("params", prof.params)
-        trial.set_user_attr("flops", prof.flops)
+        figures = trial_figures(space, arch, devices)
+        for key, value in figures.items():
+            trial.set_user_attr(key, value)
+        budgeted = [d for d in devices if d.budgets]
+        if budgeted:  # feasible when <= 0: within all budgets of some device
+            trial.set_constraint("budget", min(d.excess(figures) for d in budgeted))
         # Another worker (or an earlier run) may have evaluated this arch already.
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("arch") == str(arch)]  # fmt: skip
         acc = done[0].values[0] if done else evaluate(arch)
         trial.set_user_attr("accuracy", acc)
-        return [acc] + [latencies[d.name] for d in objectives]
+        return [acc] + [figures[c] for c in objectives]
 
     def complete() -> int:
         return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     remaining = config.n_trials - complete()
     if remaining > 0:
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=config.timeout,
-            callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,))],
-            show_progress_bar=progress,
-            catch=(),
-        )
+        # edgenas's bar, not Optuna's: in a log file it is one line, not a frame per trial
+        with progress_bar(total=remaining, desc=f"search {config.study_name}", unit="trial",
+                          disable=not progress) as bar:  # fmt: skip
+
+            def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+                bar.update(1)
+                if trial.state == TrialState.COMPLETE:
+                    bar.set_postfix(accuracy=f"{trial.user_attrs.get('accuracy', float('nan')):.4f}")
+
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=config.timeout,
+                callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)), advance],
+                catch=(),
+            )
     write_results(study, out)
     history = getattr(study.sampler, "history", None)
     if history:  # the guided sampler's accuracy predictor: its cross-validated error as trials accrue
@@ -312,20 +378,24 @@ def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
 def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(all complete trials, the feasible non-dominated ones) as flat rows."""
     devices = study.user_attrs.get("devices", [])
-    objectives = study.user_attrs.get("objectives", ["accuracy"])
-    budgets = study.user_attrs.get("budgets_ms", {})
+    # objectives as row columns (a study of an earlier version stored device names: latencies)
+    objectives = [o if ":" in o else f"latency_ms:{o}" for o in study.user_attrs.get("objectives", ["accuracy"])[1:]]
+    budgets = study.user_attrs.get("budgets") or {
+        d: ({f"latency_ms:{d}": b} if b is not None else {}) for d, b in study.user_attrs.get("budgets_ms", {}).items()
+    }
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         row = {"trial": t.number, "arch": t.user_attrs["arch"], "accuracy": t.values[0]}
+        row.update({f"latency_ms:{d}": t.user_attrs[f"latency_ms:{d}"] for d in devices})
+        row.update({k: v for k, v in t.user_attrs.items() if k.startswith(("ram_kb:", "flash_kb:"))})
         for d in devices:
-            row[f"latency_ms:{d}"] = t.user_attrs[f"latency_ms:{d}"]
-            row[f"within_budget:{d}"] = budgets.get(d) is None or row[f"latency_ms:{d}"] <= budgets[d]
+            row[f"within_budget:{d}"] = all(row[c] <= b for c, b in budgets.get(d, {}).items())
         row.update(params=t.user_attrs["params"], flops=t.user_attrs["flops"],
                    feasible=all(c <= 0 for c in t.constraints.values()))  # fmt: skip
         rows.append(row)
     feasible = [r for r in rows if r["feasible"]]
-    # minimise: -accuracy and each objective latency
-    keys = [lambda r: -r["accuracy"]] + [lambda r, d=d: r[f"latency_ms:{d}"] for d in objectives[1:]]
+    # minimise: -accuracy and each objective
+    keys = [lambda r: -r["accuracy"]] + [lambda r, c=c: r[c] for c in objectives]
     points = np.array([[k(r) for k in keys] for r in feasible]).reshape(len(feasible), len(keys))
     front, seen = [], set()
     for i, r in enumerate(feasible):
@@ -340,7 +410,7 @@ def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[st
 
 
 def device_front(rows: Sequence[dict[str, Any]], device: str) -> list[dict[str, Any]]:
-    """One device's own front: the trials within its budget that no other such trial beats on
+    """One device's own front: the trials within its budgets that no other such trial beats on
     both accuracy and that device's latency, fastest first (an arch sampled twice appears once)."""
     lat = f"latency_ms:{device}"
     ok = [r for r in rows if r.get(f"within_budget:{device}", r.get("feasible", True))]
@@ -372,7 +442,7 @@ def write_results(study: optuna.Study, out_dir: str | os.PathLike) -> dict[str, 
             out / "pareto.json",
             {"study": study.study_name, "devices": study.user_attrs.get("devices"),
              "objectives": study.user_attrs.get("objectives"), "budgets_ms": study.user_attrs.get("budgets_ms"),
-             "n_trials": len(rows), "pareto": front,
+             "budgets": study.user_attrs.get("budgets"), "n_trials": len(rows), "pareto": front,
              "per_device": {d: device_front(rows, d) for d in study.user_attrs.get("devices", [])}},
         ),  # fmt: skip
     }

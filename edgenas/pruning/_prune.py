@@ -10,6 +10,7 @@ output layer is never pruned, and channel counts are rounded to a multiple of
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,10 @@ class PruneConfig:
     divisor: int = 8
     tolerance: float = 0.01  # stop when accuracy falls more than this below the start
     latency_target_ms: float | None = None  # stop once the measured latency is at or below
+    # stop once the predicted activation memory / model size (kB of 1024 bytes, at the device's
+    # precision) is at or below; with several targets, once all of them are met
+    ram_target_kb: float | None = None
+    flash_target_kb: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.step <= 0.5:
@@ -37,6 +42,22 @@ class PruneConfig:
             raise ValueError(f"prune.divisor must be >= 1, got {self.divisor}")
         if self.tolerance < 0:
             raise ValueError(f"prune.tolerance must be >= 0, got {self.tolerance}")
+        for key in ("latency_target_ms", "ram_target_kb", "flash_target_kb"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ValueError(f"prune.{key} must be > 0, got {value}")
+
+    @property
+    def targets(self) -> dict[str, float]:
+        """The targets set, by the figure they bound (``latency_ms``, ``ram_kb``, ``flash_kb``)."""
+        limits = {"latency_ms": self.latency_target_ms, "ram_kb": self.ram_target_kb,
+                  "flash_kb": self.flash_target_kb}  # fmt: skip
+        return {k: v for k, v in limits.items() if v is not None}
+
+    def met(self, step: PruneStep) -> bool:
+        """Whether ``step`` meets every target set (False without targets: prune to the end)."""
+        figures = dataclasses.asdict(step)
+        return bool(self.targets) and all(figures[k] is not None and figures[k] <= v for k, v in self.targets.items())
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,8 @@ class PruneStep:
     accuracy: float
     latency_ms: float | None
     kept: bool
+    ram_kb: float | None = None  # predicted, at the device's precision
+    flash_kb: float | None = None
 
 
 def channel_counts(model: nn.Module) -> list[int]:
@@ -67,21 +90,27 @@ def progressive_prune(
     finetune: Callable[[nn.Module], None],
     evaluate: Callable[[nn.Module], float],
     latency: Callable[[nn.Module], float] | None = None,
+    memory: Callable[[nn.Module], tuple[float, float]] | None = None,
     on_step: Callable[[PruneStep, nn.Module], None] | None = None,
 ) -> tuple[nn.Module, list[PruneStep]]:
     """Prune ``model`` step by step; return the last model within tolerance and the steps taken.
 
     After each step the model is finetuned (``finetune``), evaluated (``evaluate``, accuracy)
-    and, if given, timed (``latency``, ms). A step whose accuracy falls more than
-    ``tolerance`` below the unpruned model's is undone and pruning stops; so does reaching
-    ``latency_target_ms``.
+    and, if given, timed (``latency``, ms) and sized (``memory``: predicted activation
+    memory and model size, kB). A step whose accuracy falls more than ``tolerance`` below
+    the unpruned model's is undone and pruning stops; so does meeting every target of
+    ``config`` (latency, RAM, flash).
     """
     model = copy.deepcopy(model).eval()
+
+    def record(i: int, acc: float, kept: bool) -> PruneStep:
+        ram, flash = memory(model) if memory else (None, None)
+        return PruneStep(i, sum(p.numel() for p in model.parameters()), acc, latency(model) if latency else None,
+                         kept, ram, flash)  # fmt: skip
+
     base_acc = evaluate(model)
-    base_lat = latency(model) if latency else None
-    steps = [PruneStep(0, sum(p.numel() for p in model.parameters()), base_acc, base_lat, True)]
-    if config.max_steps == 0 or (config.latency_target_ms and base_lat is not None and
-                                 base_lat <= config.latency_target_ms):  # fmt: skip
+    steps = [record(0, base_acc, True)]
+    if config.max_steps == 0 or config.met(steps[0]):
         return model, steps
     pruner = tp.pruner.MetaPruner(
         model,
@@ -98,15 +127,13 @@ def progressive_prune(
         finetune(model)
         model.eval()
         acc = evaluate(model)
-        lat = latency(model) if latency else None
-        kept = acc >= base_acc - config.tolerance
-        step = PruneStep(i, sum(p.numel() for p in model.parameters()), acc, lat, kept)
+        step = record(i, acc, acc >= base_acc - config.tolerance)
         steps.append(step)
         if on_step:
             on_step(step, model)
-        if not kept:
+        if not step.kept:
             break
         best = copy.deepcopy(model)
-        if config.latency_target_ms is not None and lat is not None and lat <= config.latency_target_ms:
+        if config.met(step):
             break
     return best.eval(), steps

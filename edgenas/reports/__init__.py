@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgenas.reports._data import (
     RunFiles,
     block_breakdown_data,
+    candidates_data,
     lut_validation_data,
     measurement_info,
     pareto_data,
@@ -19,6 +20,7 @@ from edgenas.reports._report import write_report
 __all__ = [
     "RunFiles",
     "block_breakdown_data",
+    "candidates_data",
     "lut_validation_data",
     "measurement_info",
     "pareto_data",

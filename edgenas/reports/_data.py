@@ -21,6 +21,7 @@ from edgenas.metrics import hypervolume
 __all__ = [
     "RunFiles",
     "block_breakdown_data",
+    "candidates_data",
     "lut_validation_data",
     "measurement_info",
     "pareto_data",
@@ -77,6 +78,15 @@ class RunFiles:
         path = self.run / "supernet_training.json"
         return read_json(path) if path.exists() else None
 
+    def precision(self, device: str) -> str:
+        """The precision of ``device``'s table (what its RAM and flash budgets bound)."""
+        return next(d.get("precision", "fp32") for d in self.config["devices"] if d["name"] == device)
+
+    def budgets(self, device: str) -> dict[str, float]:
+        """``device``'s budgets as set: ``budget_ms``, ``ram_kb``, ``flash_kb``."""
+        d = next(x for x in self.config["devices"] if x["name"] == device)
+        return {k: d[k] for k in ("budget_ms", "ram_kb", "flash_kb") if d.get(k) is not None}
+
     def card(self, device: str) -> dict | None:
         path = self.run / "finalize" / device / "model_card.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -108,7 +118,7 @@ def training_budget_text(run: RunFiles) -> str:
 
 def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
     """Accuracy vs latency on ``device``: all trials, the front, references, the finalized model."""
-    key = f"latency_ms:{device}"
+    key, p = f"latency_ms:{device}", run.precision(device)
     rows = []
     trials = run.trials()
     front = {r["arch"] for r in run.front(device)}
@@ -116,6 +126,7 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
         within = r.get(f"within_budget:{device}", r.get("feasible", True))
         kind = "pareto front" if r["arch"] in front else ("trial" if within else "trial (over budget)")
         rows.append({"kind": kind, "arch": r["arch"], "accuracy": r["accuracy"], "latency_ms": r[key],
+                     "ram_kb": r.get(f"ram_kb:{p}"), "flash_kb": r.get(f"flash_kb:{p}"),
                      "latency_source": "predicted", "accuracy_source": "supernet, val"})  # fmt: skip
     for r in run.references():
         rows.append({"kind": "MobileNetV3 reference", "arch": r["arch"], "accuracy": r["accuracy"],
@@ -129,6 +140,25 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
                      "latency_ms": final["latency_ms"], "latency_source": "measured",
                      "accuracy_source": f"{card['chosen_precision']} model, test"})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def candidates_data(run: RunFiles, device: str) -> pd.DataFrame:
+    """``device``'s front as candidates side by side: accuracy, latency, RAM and flash at fp32 and int8.
+
+    RAM is the predicted peak activation memory at batch 1, flash the predicted model file
+    (kB of 1024 bytes); latency is the device table's prediction at its own precision.
+    """
+    cols = ["arch", "val_accuracy_pct", "latency_ms", "ram_kb_fp32", "ram_kb_int8", "flash_kb_fp32",
+            "flash_kb_int8", "params", "mmacs"]  # fmt: skip
+    rows = []
+    for r in run.front(device):
+        if "ram_kb:fp32" not in r:  # a search of an earlier version recorded latency only
+            return pd.DataFrame(columns=cols)
+        rows.append({"arch": r["arch"], "val_accuracy_pct": r["accuracy"] * 100,
+                     "latency_ms": r[f"latency_ms:{device}"],
+                     **{f"{k}_{p}": r[f"{k}:{p}"] for k in ("ram_kb", "flash_kb") for p in ("fp32", "int8")},
+                     "params": r["params"], "mmacs": r["flops"] / 1e6})  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def search_convergence_data(run: RunFiles) -> pd.DataFrame:
@@ -189,8 +219,9 @@ def stage_table_data(run: RunFiles, device: str) -> pd.DataFrame:
     if not card:
         return pd.DataFrame()
     cols = ["stage", "precision", "size_mb", "latency_ms", "peak_memory_mb", "test_accuracy", "size_vs_teacher_pct",
-            "speedup_vs_teacher", "memory_vs_teacher_pct"]  # fmt: skip
-    return pd.DataFrame(card["stages"])[cols]
+            "speedup_vs_teacher", "memory_vs_teacher_pct", "size_kb", "predicted_size_kb", "activation_kb",
+            "predicted_activation_kb"]  # fmt: skip
+    return pd.DataFrame(card["stages"]).reindex(columns=cols)  # older cards: no size and RAM predictions
 
 
 def lut_validation_data(run: RunFiles) -> pd.DataFrame:

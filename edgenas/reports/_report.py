@@ -20,6 +20,7 @@ from edgenas.io import atomic_write_text
 from edgenas.reports._data import (
     RunFiles,
     block_breakdown_data,
+    candidates_data,
     lut_validation_data,
     measurement_info,
     pareto_data,
@@ -41,14 +42,19 @@ _STYLE = {
 }
 
 
-def pareto_figure(data: pd.DataFrame, device: str, budget: float | None) -> go.Figure:
+def pareto_figure(data: pd.DataFrame, device: str, budget: float | None, memory: str = "") -> go.Figure:
+    """Accuracy vs latency; ``memory`` names the RAM/flash budgets the over-budget trials may exceed."""
     fig = go.Figure()
     for kind, style in _STYLE.items():
         part = data[data["kind"] == kind] if len(data) else data
         if not len(part):
             continue
         text = part.get("name", part["arch"]).fillna(part["arch"]) if "name" in part else part["arch"]
-        fig.add_trace(go.Scatter(x=part["latency_ms"], y=part["accuracy"], mode="markers", name=kind, marker=style,
+        if "ram_kb" in part and part["ram_kb"].notna().any():
+            text = text + "<br>RAM " + part["ram_kb"].map("{:.1f}".format) + " kB, flash " + \
+                part["flash_kb"].map("{:.1f}".format) + " kB"
+        name = f"{kind}: latency{memory}" if kind == "trial (over budget)" and memory else kind
+        fig.add_trace(go.Scatter(x=part["latency_ms"], y=part["accuracy"], mode="markers", name=name, marker=style,
                                  text=text,
                                  hovertemplate="%{text}<br>%{x:.3f} ms, %{y:.4f}<extra></extra>"))  # fmt: skip
     front = data[data["kind"] == "pareto front"].sort_values("latency_ms") if len(data) else data
@@ -138,7 +144,7 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
     run = RunFiles(run_dir)
     out = Path(run_dir) / "report"
     (out / "data").mkdir(parents=True, exist_ok=True)
-    budgets = {d["name"]: d.get("budget_ms") for d in run.config["devices"]}
+    budgets = {d: run.budgets(d) for d in run.devices}
     sections, figures, pngs, png_errors = [], [], [], []
 
     def add(fig: go.Figure, name: str, data: pd.DataFrame) -> None:
@@ -161,8 +167,19 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
     for device in run.devices:
         sections.append(f"<h2>Device <code>{html.escape(device)}</code></h2>")
         d = pareto_data(run, device)
-        add(pareto_figure(d, device, budgets.get(device)), f"pareto_{device}", d)
+        b = budgets[device]
+        memory = "".join(f" or {k.split('_')[0].upper()} {b[k]:g} kB" for k in ("ram_kb", "flash_kb") if k in b)
+        add(pareto_figure(d, device, b.get("budget_ms"), memory), f"pareto_{device}", d)
         sections.append(f"<div id='fig-pareto_{device}' class='fig'></div>")
+        cand = candidates_data(run, device)
+        cand.to_csv(out / "data" / f"candidates_{device}.csv", index=False)
+        if len(cand):
+            p = html.escape(run.precision(device))
+            sections.append(f"<h3>Candidates: the front of <code>{html.escape(device)}</code></h3><p>Accuracy "
+                            "(supernet, validation), latency (the device's table, its precision " + p + "), "
+                            "peak activation memory (RAM) and model file (flash) predicted at fp32 and int8, kB of "
+                            "1024 bytes." + (" Budgets: " + ", ".join(f"{k} {v:g}" for k, v in b.items()) + "."
+                                               if b else "") + "</p>" + _table_html(cand))  # fmt: skip
         d = predicted_vs_measured_data(run, device)
         add(predicted_vs_measured_figure(d, device), f"predicted_vs_measured_{device}", d)
         sections.append(f"<div id='fig-predicted_vs_measured_{device}' class='fig'></div>")

@@ -9,6 +9,14 @@ from __future__ import annotations
 from edgenas.search_spaces._arch import Arch, BlockChoice
 from edgenas.search_spaces._blocks import SubNet, build_block, build_subnet, current_specs
 from edgenas.search_spaces._builtin import SPACES, get_space, reference_archs
+from edgenas.search_spaces._footprint import (
+    KB,
+    Footprint,
+    footprint,
+    model_bytes,
+    net_footprint,
+    peak_activation_bytes,
+)
 from edgenas.search_spaces._profile import ArchProfile, profile_arch
 from edgenas.search_spaces._space import BlockSpec, Space, StageSpec, make_divisible, spec_macs, spec_params
 from edgenas.search_spaces._supernet import Supernet
@@ -18,16 +26,22 @@ __all__ = [
     "Arch",
     "ArchProfile",
     "BlockChoice",
+    "KB",
     "BlockSpec",
     "Space",
     "StageSpec",
     "SubNet",
     "Supernet",
+    "Footprint",
     "build_block",
     "build_subnet",
     "current_specs",
+    "footprint",
     "get_space",
     "make_divisible",
+    "model_bytes",
+    "net_footprint",
+    "peak_activation_bytes",
     "profile_arch",
     "reference_archs",
     "spec_macs",

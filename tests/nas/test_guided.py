@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+import pytest
 
 from edgenas.latency_tables import LatencyTable, Predictor
-from edgenas.nas import DeviceObjective, SearchConfig, run_search
+from edgenas.nas import DeviceObjective, SearchConfig, pareto_rows, run_search, trial_figures
 from edgenas.nas._guided import arch_features, arch_params, startup_trials
 from edgenas.search_spaces import SPACES, profile_arch
 
@@ -55,3 +56,37 @@ def test_guided_search_screens_by_budget_and_learns(tiny_table, tmp_path):
     study = run_search(space, accuracy, [device], SearchConfig(sampler="guided", n_trials=34, seed=1), tmp_path,
                        progress=False)  # fmt: skip
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 34
+
+
+@pytest.mark.parametrize("sampler", ["random", "guided", "nsga2"])
+def test_memory_and_size_budgets_remove_exactly_the_trials_over_them(tiny_table, tmp_path, sampler):
+    """RAM and flash budgets (at the precision of the device's table, fp32 here) join latency in one
+    constraint: a trial is feasible exactly when every figure is within its budget."""
+    space = SPACES["tiny"]
+    predictor = Predictor(LatencyTable.load(tiny_table), space)
+    figures = [trial_figures(space, space.sample(np.random.default_rng(i)), []) for i in range(60)]
+    ram = float(np.median([f["ram_kb:fp32"] for f in figures]))
+    flash = float(np.quantile([f["flash_kb:fp32"] for f in figures], 0.7))
+    device = DeviceObjective("cpu", predictor, objectives=("latency", "ram"), ram_kb=ram, flash_kb=flash)
+
+    def accuracy(arch) -> float:
+        return float(np.log(profile_arch(space, arch).params) / 20)
+
+    study = run_search(space, accuracy, [device], SearchConfig(sampler=sampler, n_trials=24, seed=2), tmp_path,
+                       progress=False)  # fmt: skip
+    assert len(study.directions) == 3  # accuracy, latency, activation memory
+    rows, front = pareto_rows(study)
+    within = [r["ram_kb:fp32"] <= ram and r["flash_kb:fp32"] <= flash for r in rows]
+    assert [r["feasible"] for r in rows] == within == [r["within_budget:cpu"] for r in rows]
+    assert 0 < sum(within) < len(rows) or sampler == "guided"
+    assert front and all(r["feasible"] for r in front)
+    for r in rows:  # every trial records size and memory at both precisions
+        assert r["flash_kb:int8"] < r["flash_kb:fp32"] and r["ram_kb:int8"] < r["ram_kb:fp32"]
+    if sampler == "guided":  # after its random start, it proposes only archs within the budgets
+        assert all(within[startup_trials(24):])
+
+
+def test_objectives_name_known_figures(tiny_table):
+    predictor = Predictor(LatencyTable.load(tiny_table), SPACES["tiny"])
+    with pytest.raises(ValueError, match="objectives \\['sram'\\] are not among"):
+        DeviceObjective("cpu", predictor, objectives=("sram",))

@@ -51,3 +51,33 @@ def test_pruning_stops_at_tolerance_and_keeps_the_last_good_model():
 def test_bad_prune_config():
     with pytest.raises(ValueError, match="step \\* max_steps < 1"):
         PruneConfig(step=0.3, max_steps=4)
+    with pytest.raises(ValueError, match="prune.ram_target_kb must be > 0, got 0"):
+        PruneConfig(ram_target_kb=0)
+
+
+def test_pruning_stops_once_the_memory_and_size_targets_are_met():
+    from edgenas.search_spaces import net_footprint
+
+    space = SPACES["small"]
+    net = build_subnet(space, space.parse("r28|k3e4-k5e6se|k7e3se|k3e4|k5e6se-k3e3")).eval()
+
+    def memory(m):  # predicted activation memory and size of the int8 export, kB
+        fp = net_footprint(m)
+        return fp.activation_bytes["int8"] / 1024, fp.size_bytes["int8"] / 1024
+
+    # the figures of each step without targets, then a size target between steps 1 and 2
+    _, free = progressive_prune(net, torch.zeros(1, 1, 28, 28), PruneConfig(step=0.1, max_steps=4, tolerance=1.0),
+                                finetune=lambda m: None, evaluate=lambda m: 0.5, memory=memory)  # fmt: skip
+    flash = [s.flash_kb for s in free]
+    assert flash == sorted(flash, reverse=True) and flash[2] < flash[1]
+    ram0 = free[0].ram_kb  # a memory target met from the start
+    target = (flash[1] + flash[2]) / 2
+    config = PruneConfig(step=0.1, max_steps=4, tolerance=1.0, ram_target_kb=ram0, flash_target_kb=target)
+    pruned, steps = progressive_prune(net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None,
+                                      evaluate=lambda m: 0.5, memory=memory)  # fmt: skip
+    assert [s.flash_kb for s in steps] == flash[:3]  # stopped at step 2, the first within both targets
+    assert memory(pruned) == (steps[-1].ram_kb, steps[-1].flash_kb)
+    # without a memory function the targets cannot be met: pruning runs to the end
+    _, blind = progressive_prune(net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None,
+                                 evaluate=lambda m: 0.5)  # fmt: skip
+    assert len(blind) == 5

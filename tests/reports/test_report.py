@@ -115,7 +115,7 @@ def test_report_pngs_are_written_or_the_reason_is_said(finished_run, monkeypatch
     write_report(finished_run)
     names = sorted(p.stem for p in (finished_run / "report" / "data").glob("*.csv"))
     pngs = {p.stem: p.read_bytes()[:8] for p in (finished_run / "report" / "png").glob("*.png")}
-    figures = [n for n in names if not n.startswith(("stages_", "lut_validation"))]  # tables have no figure
+    figures = [n for n in names if not n.startswith(("stages_", "candidates_", "lut_validation"))]  # tables
     assert figures and all(pngs.get(n) == b"\x89PNG\r\n\x1a\n" for n in figures), (figures, sorted(pngs))
 
     def no_browser(*args, **kwargs):
