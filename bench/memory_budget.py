@@ -125,7 +125,8 @@ def markdown(result: dict) -> str:
              "| flash kB predicted / file | within the memory budget |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in result["searches"].items():
         w, d = r["winner"], r["deployed"]
-        bad = ", ".join(k.split("_")[0].upper() for k in r["violates_memory_budget"]) or "yes"
+        over = {"ram_kb:int8": "RAM", "flash_kb:int8": "flash"}
+        bad = ", ".join(over[k] for k in r["violates_memory_budget"]) or "yes"
         lines.append(f"| {name} | {md_code(w['arch'])} | {w['accuracy'] * 100:.2f} % "
                      f"| {w['latency_ms:' + DEVICE]:.3f} / {d['latency_ms']:.3f} "
                      f"| {w['ram_kb:int8']:.1f} / {d['activation_kb']:.1f} | {w['flash_kb:int8']:.1f} / "
