@@ -1,7 +1,8 @@
 """From the full-Fashion-MNIST supernet to a deployed model at <= 1/3 of the largest subnet's latency.
 
 Takes the supernet of ``bench/supernet.py`` and an fp32 table of this CPU (the one
-``bench/ranking.py`` builds, or built here), searches it (NSGA-II, ``--trials``) with a
+``bench/ranking.py`` builds, or built here), searches it (the default sampler and
+evaluation, ``--trials``) with a
 budget of ``--share`` x the largest subnet's predicted latency, and finalizes the most
 accurate arch within it on the full training split: distillation from the largest subnet,
 progressive pruning, QAT, fp32 / int8 exports, every stage timed in one interleaved batch
@@ -59,9 +60,10 @@ def main() -> None:
     log(f"budget {budget:.3f} ms ({args.share:.2f} x the largest's predicted latency)")
 
     accel = Accelerator.create(args.device)
-    evaluator = SubnetEvaluator(supernet, splits, calib_batches=8, seed=0, accel=accel)
+    config = SearchConfig(n_trials=args.trials, device=args.device)
+    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, images=config.val_images, seed=0,
+                                accel=accel)  # fmt: skip
     device = DeviceObjective("cpu-fp32", predictor, budget)
-    config = SearchConfig(n_trials=args.trials, population_size=max(10, args.trials // 6), device=args.device)
     study = run_search(space, evaluator, [device], config, work / "search", progress=False)
     rows, _ = pareto_rows(study)
     front = device_front(rows, device.name)
@@ -86,14 +88,17 @@ def main() -> None:
     atomic_write_json(out / "deploy.json", results)
     md = [f"# Deployed from the full-Fashion-MNIST supernet: `{md_code(arch)[1:-1]}`", "",
           f"`python bench/deploy.py`: budget {budget:.3f} ms predicted ({args.share:.2f} x the largest subnet), "
-          f"NSGA-II {len(rows)} trials, finalize on {splits.describe()['train']:,} images ({args.distill_epochs} "
-          f"distillation epochs from the largest subnet, pruning steps of 10 %, {args.qat_epochs} QAT epochs); "
+          f"{config.sampler} sampler, {len(rows)} trials, finalize on {splits.describe()['train']:,} images "
+          f"({args.distill_epochs} distillation epochs from the largest subnet, pruning steps of 10 %, "
+          f"{args.qat_epochs} QAT epochs); "
           "every stage timed in one interleaved batch on this CPU (1 thread, batch 1), test accuracy on the "
           "official 10,000 images (int8 rows in ONNX Runtime).", "",
-          "| stage | precision | size (MB) | latency (ms) | vs largest | test accuracy |", "|---|---|---|---|---|---|"]
+          "| stage | precision | size (MB) | latency (ms) | vs largest | test accuracy | RAM kB (predicted) |",
+          "|---|---|---|---|---|---|---|"]  # fmt: skip
     for s in card["stages"]:
         md.append(f"| {s['stage']} | {s['precision']} | {s['size_mb']:.3f} | {s['latency_ms']:.3f} | "
-                  f"{s['latency_ms'] / largest_ms:.2f}x | {s['test_accuracy'] * 100:.2f} % |")  # fmt: skip
+                  f"{s['latency_ms'] / largest_ms:.2f}x | {s['test_accuracy'] * 100:.2f} % | "
+                  f"{s['activation_kb']:.1f} ({s['predicted_activation_kb']:.1f}) |")  # fmt: skip
     md += ["", "Target (<= 1/3 of the largest's measured latency and >= 91 % test): " + ", ".join(
         f"{k} {'met' if v['met'] else 'not met'} ({v['latency_vs_largest']:.2f}x, {v['test_accuracy'] * 100:.2f} %)"
         for k, v in verdicts.items()) + "."]  # fmt: skip

@@ -168,7 +168,8 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
         sections.append(f"<h2>Device <code>{html.escape(device)}</code></h2>")
         d = pareto_data(run, device)
         b = budgets[device]
-        memory = "".join(f" or {k.split('_')[0].upper()} {b[k]:g} kB" for k in ("ram_kb", "flash_kb") if k in b)
+        labels = {"ram_kb": "RAM", "flash_kb": "flash"}
+        memory = "".join(f" or {label} {b[k]:g} kB" for k, label in labels.items() if k in b)
         add(pareto_figure(d, device, b.get("budget_ms"), memory), f"pareto_{device}", d)
         sections.append(f"<div id='fig-pareto_{device}' class='fig'></div>")
         cand = candidates_data(run, device)
