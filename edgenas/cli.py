@@ -328,8 +328,8 @@ def _agent(args: argparse.Namespace) -> None:
     if not token:
         raise _Fail(f"the agent needs a token: --token T or ${TOKEN_ENV}")
     serve_agent(host=args.host, port=args.port, token=token, providers=args.providers.split(","),
-                threads=args.threads, max_bytes=args.max_mb * 1024 * 1024,
-                max_connections=args.max_connections)  # fmt: skip
+                threads=args.threads, runtime=args.runtime, ov_device=args.ov_device.upper(),
+                max_bytes=args.max_mb * 1024 * 1024, max_connections=args.max_connections)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- parser
@@ -353,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--space", required=True, help="built-in space (mbv3, small, tiny) or a YAML space file")
     b.add_argument("--device", default="local-cpu",
-                   help="'local-cpu' (default), 'local' with --providers, or agent://HOST:PORT")  # fmt: skip
+                   help="'local-cpu' (default: ONNX Runtime, CPU), 'local' with --providers, 'openvino' or "
+                   "'openvino:CPU|GPU|NPU' (OpenVINO in this process; pip install 'edgenas[openvino]'), or "
+                   "agent://HOST:PORT")  # fmt: skip
     b.add_argument("--token", help="agent token (default: $EDGENAS_AGENT_TOKEN)")
     b.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="block precision (default fp32)")
     b.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
@@ -512,15 +514,19 @@ def build_parser() -> argparse.ArgumentParser:
     ag = sub.add_parser(
         "agent",
         help="serve latency measurements on this device over HTTP",
-        description="Run on the target device (needs only onnxruntime and numpy). Receives ONNX models, times "
+        description="Run on the target device (needs only numpy and the runtime: onnxruntime, or openvino with "
+        "--runtime openvino). Receives ONNX models, times "
         "them with the latency-table protocol and returns the timings and the device fingerprint. Every request "
         "needs the token. Binds 127.0.0.1 unless --host says otherwise.",
     )
     ag.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ag.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
     ag.add_argument("--token", help="shared secret, >= 8 characters (default: $EDGENAS_AGENT_TOKEN)")
-    ag.add_argument("--providers", default="cpu", help="execution providers, comma-separated (default cpu)")
-    ag.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    ag.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                    help="what runs the models (default onnxruntime)")  # fmt: skip
+    ag.add_argument("--providers", default="cpu", help="ONNX Runtime's execution providers, comma-separated (cpu)")
+    ag.add_argument("--ov-device", default="CPU", help="OpenVINO device: CPU (default), GPU, NPU")
+    ag.add_argument("--threads", type=_positive, default=1, help="inference threads (default 1)")
     ag.add_argument("--max-mb", type=_positive, default=256, help="request size limit in MB (default 256)")
     ag.add_argument("--max-connections", type=_positive, default=8,
                     help="connections served at once; more get a 503 (default 8)")  # fmt: skip

@@ -24,7 +24,7 @@ from edgenas.accelerator import Accelerator
 from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.io import atomic_write_json, atomic_write_text, json_digest, read_json
-from edgenas.latency_tables import PROVIDER_ALIASES, LatencyTable, Predictor, TableMismatchError, make_backend
+from edgenas.latency_tables import LatencyTable, Predictor, TableMismatchError, expected_providers, make_backend
 from edgenas.nas import (
     DeviceObjective,
     SubnetEvaluator,
@@ -113,7 +113,7 @@ def devices(config: Config, space: Space) -> list[DeviceObjective]:
         table = LatencyTable.load(lut)
         # a table measured some other way (device, precision, threads, providers, space) would
         # steer the search with another device's costs
-        providers = [PROVIDER_ALIASES.get(p.lower(), p) for p in d.providers]
+        providers = expected_providers(d.device, d.providers)
         table.check({"device": d.device, "precision": d.precision, "threads": d.threads, "providers": providers,
                      "space": space.name}, f"devices[{d.name}].lut {str(lut)!r}")  # fmt: skip
         if table.calibration is None:
@@ -197,7 +197,8 @@ def finalize(
         backend = make_backend(h["device"], threads=h["threads"], providers=h["providers"])
         # finalize compares its measurements with the table's predictions: the same machine and runtime
         fp = backend.fingerprint()
-        d.predictor.table.check({k: fp[k] for k in ("cpu", "onnxruntime", "threads", "providers")},
+        keys = ("cpu", "runtime", "onnxruntime", "threads", "providers")
+        d.predictor.table.check({k: fp[k] for k in keys if k in fp},
                                 f"devices[{d.name}].lut vs the device finalize measures on")  # fmt: skip
         cards[d.name] = finalize_arch(
             arch, space=space, supernet=supernet, splits=splits, backend=backend,

@@ -1,6 +1,6 @@
 """Latency tables: per-device block timings, prediction, and validation against whole networks.
 
-The timing side (``_protocol``, ``_backend``, ``_table``) needs only numpy and onnxruntime,
+The timing side (``_runtimes``, ``_protocol``, ``_backend``, ``_table``) needs only numpy and the runtime,
 so it runs on a device with nothing else installed. The building side exports models with
 torch; its names are imported on first use (PEP 562), so ``import edgenas.latency_tables``
 does not import torch.
@@ -11,9 +11,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from edgenas.latency_tables._backend import PROVIDER_ALIASES, LocalBackend, MeasurementBackend, cpu_name, make_backend
+from edgenas.latency_tables._backend import (
+    PROVIDER_ALIASES,
+    LocalBackend,
+    MeasurementBackend,
+    expected_providers,
+    make_backend,
+    make_runtime,
+)
 from edgenas.latency_tables._memory import session_peak_memory_mb
 from edgenas.latency_tables._protocol import Protocol, Timing, time_models
+from edgenas.latency_tables._runtimes import RUNTIMES, OnnxRuntime, OpenVino, Runtime, cpu_name
 from edgenas.latency_tables._table import LatencyTable, TableMismatchError
 
 _LAZY = {
@@ -35,14 +43,20 @@ _LAZY = {
 
 __all__ = [
     "PROVIDER_ALIASES",
+    "RUNTIMES",
     "LatencyTable",
     "LocalBackend",
     "MeasurementBackend",
+    "OnnxRuntime",
+    "OpenVino",
     "Protocol",
+    "Runtime",
     "TableMismatchError",
     "Timing",
     "cpu_name",
+    "expected_providers",
     "make_backend",
+    "make_runtime",
     "session_peak_memory_mb",
     "time_models",
     *_LAZY,

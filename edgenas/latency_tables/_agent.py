@@ -31,8 +31,9 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from edgenas.latency_tables._backend import MeasurementBackend, device_fingerprint, resolve_providers
+from edgenas.latency_tables._backend import MeasurementBackend, make_runtime
 from edgenas.latency_tables._protocol import Protocol, Timing, time_models
+from edgenas.latency_tables._runtimes import RUNTIMES
 
 __all__ = ["AgentBackend", "AgentError", "make_agent_server", "serve_agent"]
 
@@ -53,18 +54,24 @@ def make_agent_server(
     token: str,
     providers: Sequence[str] = ("cpu",),
     threads: int = 1,
+    runtime: str = "onnxruntime",
+    ov_device: str = "CPU",
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     request_timeout: float = 600.0,
 ) -> ThreadingHTTPServer:
-    """An HTTP server ready to ``serve_forever()``; ``server.server_address`` has the bound port."""
-    import onnxruntime as ort
+    """An HTTP server ready to ``serve_forever()``; ``server.server_address`` has the bound port.
 
+    ``runtime``: ``onnxruntime`` (with ``providers``) or ``openvino`` (on ``ov_device``).
+    """
     if not token or len(token) < 8:
         raise ValueError("the agent token must be at least 8 characters")
     if max_connections < 1:
         raise ValueError(f"the agent needs max_connections >= 1, got {max_connections}")
-    chosen = resolve_providers(providers, ort.get_available_providers())
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; allowed: {RUNTIMES}")
+    device = f"openvino:{ov_device}" if runtime == "openvino" else "local"
+    chosen = make_runtime(device, threads=threads, providers=providers)
     lock = threading.Lock()
     expected = f"Bearer {token}".encode()
 
@@ -111,7 +118,7 @@ def make_agent_server(
             if self.path != "/fingerprint":
                 self._send(404, {"error": f"unknown path {self.path!r}; GET /fingerprint, POST /measure"})
                 return
-            self._send(200, device_fingerprint(chosen, threads))
+            self._send(200, chosen.fingerprint())
 
         def do_POST(self) -> None:  # noqa: N802
             if not self._authorised():
@@ -140,8 +147,7 @@ def make_agent_server(
                 return
             try:
                 with lock:  # one measurement at a time: concurrent timings would disturb each other
-                    timings, ref, noop = time_models(models, reference, providers=chosen, threads=threads,
-                                                     protocol=protocol)  # fmt: skip
+                    timings, ref, noop = time_models(models, reference, runtime=chosen, protocol=protocol)
             except Exception as exc:  # ONNX Runtime could not load or run a model
                 self._send(422, {"error": f"could not run a model: {exc}"})
                 return
@@ -183,8 +189,11 @@ def serve_agent(**kwargs: Any) -> None:
     """Run the agent until interrupted (see :func:`make_agent_server` for the arguments)."""
     server = make_agent_server(**kwargs)
     host, port = server.server_address[:2]
-    print(f"edgenas agent listening on http://{host}:{port} (providers {kwargs.get('providers')}, "
-          f"threads {kwargs.get('threads', 1)})", flush=True)  # fmt: skip
+    runtime = kwargs.get("runtime", "onnxruntime")
+    ov, ort = kwargs.get("ov_device", "CPU"), kwargs.get("providers")
+    where = f"device {ov}" if runtime == "openvino" else f"providers {ort}"
+    print(f"edgenas agent listening on http://{host}:{port} ({runtime}, {where}, threads {kwargs.get('threads', 1)})",
+          flush=True)  # fmt: skip
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,20 +1,31 @@
-"""Measurement backends: where timings come from. Needs only numpy and onnxruntime.
+"""Measurement backends: where timings come from. Needs only numpy and the runtimes.
 
-A backend is "an ONNX Runtime session with a set of execution providers, somewhere". The
-in-process one lives here; the remote device agent implements the same contract.
+A backend is "a runtime (:mod:`._runtimes`: ONNX Runtime with a set of execution
+providers, or OpenVINO on a device), somewhere". The in-process one lives here; the remote
+device agent implements the same contract.
 """
 
 from __future__ import annotations
 
-import os
-import platform
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 from edgenas.latency_tables._protocol import Protocol, Timing, time_models
+from edgenas.latency_tables._runtimes import OnnxRuntime, OpenVino, Runtime, openvino_device
 
-__all__ = ["LocalBackend", "MeasurementBackend", "PROVIDER_ALIASES", "cpu_name", "make_backend", "resolve_providers"]
+__all__ = [
+    "DEVICES",
+    "PROVIDER_ALIASES",
+    "LocalBackend",
+    "MeasurementBackend",
+    "expected_providers",
+    "make_backend",
+    "make_runtime",
+    "resolve_providers",
+]
+
+DEVICES = "'local-cpu', 'local' (with providers), 'openvino[:CPU|GPU|NPU]', 'agent://HOST:PORT'"
 
 # Short names accepted on the command line for ONNX Runtime execution providers.
 PROVIDER_ALIASES = {
@@ -64,54 +75,47 @@ def resolve_providers(names: Sequence[str], available: Sequence[str]) -> list[st
     return out
 
 
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it (the platform's processor string elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_fingerprint(providers: Sequence[str], threads: int) -> dict[str, Any]:
-    import onnxruntime as ort
-
-    return {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "os": f"{platform.system()} {platform.release()}",
-        "onnxruntime": ort.__version__,
-        "available_providers": list(ort.get_available_providers()),
-        "providers": list(providers),
-        "threads": threads,
-    }
-
-
 class LocalBackend(MeasurementBackend):
-    """ONNX Runtime in this process."""
+    """A runtime in this process: ONNX Runtime with ``providers`` (default), or ``runtime`` (e.g. OpenVINO)."""
 
-    def __init__(self, *, providers: Sequence[str] = ("cpu",), threads: int = 1):
+    def __init__(self, *, providers: Sequence[str] = ("cpu",), threads: int = 1, runtime: Runtime | None = None):
         import onnxruntime as ort
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self.providers = resolve_providers(providers, ort.get_available_providers())
-        self.threads = threads
+        self.runtime = runtime or OnnxRuntime(resolve_providers(providers, ort.get_available_providers()), threads)
+        self.providers, self.threads = self.runtime.providers, self.runtime.threads
 
     def fingerprint(self) -> dict[str, Any]:
-        return device_fingerprint(self.providers, self.threads)
+        return self.runtime.fingerprint()
 
     def measure(
         self, models: Sequence[bytes], reference: bytes, protocol: Protocol
     ) -> tuple[list[Timing], Timing, Timing]:
         try:
-            return time_models(models, reference, providers=self.providers, threads=self.threads, protocol=protocol)
-        except Exception as exc:  # ONNX Runtime raises its own exception types
-            raise RuntimeError(f"ONNX Runtime could not run a model: {exc}") from exc
+            return time_models(models, reference, runtime=self.runtime, protocol=protocol)
+        except Exception as exc:  # the runtimes raise their own exception types
+            raise RuntimeError(f"{self.runtime.name} could not run a model: {exc}") from exc
+
+
+def make_runtime(device: str, *, threads: int = 1, providers: Sequence[str] = ("cpu",)) -> Runtime:
+    """The in-process runtime of a device string: ``local-cpu``, ``local`` (with ``providers``),
+    ``openvino`` or ``openvino:CPU|GPU|NPU``."""
+    import onnxruntime as ort
+
+    if device in ("local-cpu", "local"):
+        chosen = providers if device == "local" else ("cpu",)
+        return OnnxRuntime(resolve_providers(chosen, ort.get_available_providers()), threads)
+    if device == "openvino" or device.startswith("openvino:"):
+        return OpenVino(openvino_device(device), threads)
+    raise ValueError(f"unknown device {device!r}; allowed: {DEVICES}")
+
+
+def expected_providers(device: str, providers: Sequence[str]) -> list[str]:
+    """What a table measured on ``device`` records as its providers (for checking a table against a config)."""
+    if device == "openvino" or device.startswith("openvino:"):
+        return [openvino_device(device)]
+    return [PROVIDER_ALIASES.get(p.lower(), p) for p in (providers if device == "local" else ("cpu",))]
 
 
 def make_backend(
@@ -120,13 +124,12 @@ def make_backend(
     """A backend from a device name.
 
     ``local-cpu`` (or ``local`` with ``providers``) runs ONNX Runtime in this process;
+    ``openvino`` / ``openvino:CPU|GPU|NPU`` runs OpenVINO in this process;
     ``agent://HOST:PORT`` measures on an ``edgenas agent`` (token from ``token`` or the
-    EDGENAS_AGENT_TOKEN environment variable; threads and providers are the agent's).
+    EDGENAS_AGENT_TOKEN environment variable; runtime, threads and providers are the agent's).
     """
-    if device in ("local-cpu", "local"):
-        return LocalBackend(providers=providers if device == "local" else ("cpu",), threads=threads)
     if device.startswith("agent://"):
         from edgenas.latency_tables._agent import AgentBackend
 
         return AgentBackend(device, token=token)
-    raise ValueError(f"unknown device {device!r}; allowed: 'local-cpu', 'local' (with --providers), 'agent://HOST:PORT'")
+    return LocalBackend(runtime=make_runtime(device, threads=threads, providers=providers), threads=threads)

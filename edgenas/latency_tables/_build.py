@@ -52,6 +52,8 @@ def table_header(space: Space, backend: MeasurementBackend, device: str, precisi
         "precision": precision,
         "threads": fp["threads"],
         "providers": fp["providers"],
+        # an agent of an earlier version ran ONNX Runtime and did not say so
+        "runtime": fp.get("runtime", f"onnxruntime {fp['onnxruntime']}"),
         "onnxruntime": fp["onnxruntime"],
         "cpu": fp["cpu"],
         "opset": OPSET,

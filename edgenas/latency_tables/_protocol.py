@@ -1,4 +1,4 @@
-"""The timing protocol for noisy, drifting machines. Needs only numpy and onnxruntime.
+"""The timing protocol for noisy, drifting machines. Needs only numpy and the runtime that runs the models.
 
 One call times a batch of ONNX models together with a fixed reference model:
 
@@ -14,8 +14,9 @@ One call times a batch of ONNX models together with a fixed reference model:
    reference the median over rounds of (model / reference) in the same round, so a slow
    minute of the machine cancels out.
 
-The fixed cost of one ONNX Runtime call is measured with a model that does nothing
-(an Identity on one float) in every batch, like the reference.
+The fixed cost of one runtime call is measured with a model that does nothing (an
+Identity on one float) in every batch, like the reference. The models run through a
+:class:`~edgenas.latency_tables.Runtime` (ONNX Runtime unless another is given).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Protocol", "Timing", "make_session", "noop_model", "time_models"]
+from edgenas.latency_tables._runtimes import OnnxRuntime, Runtime
+
+__all__ = ["Protocol", "Timing", "noop_model", "time_models"]
 
 
 @dataclass(frozen=True)
@@ -78,26 +81,6 @@ def noop_model() -> bytes:
 
 
 
-def make_session(model: bytes, providers: Sequence[str], threads: int):
-    """An ONNX Runtime session with the given execution providers and intra-op threads."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(model, so, providers=list(providers))
-
-
-def _feed(session) -> dict[str, np.ndarray]:
-    inp = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in inp.shape]
-    dtype = np.float32 if "float" in inp.type else np.int64
-    return {inp.name: np.random.default_rng(0).standard_normal(shape).astype(dtype)}
-
-
 def time_models(
     models: Sequence[bytes],
     reference: bytes,
@@ -106,38 +89,39 @@ def time_models(
     threads: int = 1,
     protocol: Protocol = Protocol(),
     seed: int = 0,
+    runtime: Runtime | None = None,
 ) -> tuple[list[Timing], Timing, Timing]:
     """Time ``models`` interleaved with ``reference`` and a no-op model.
 
+    ``runtime`` runs them (default: ONNX Runtime with ``providers`` and ``threads``).
     Returns (timings of ``models`` in order, timing of the reference, timing of the no-op).
-    Raises whatever ONNX Runtime raises for a model it cannot load or run.
+    Raises whatever the runtime raises for a model it cannot load or run.
     """
-    all_models = [reference, noop_model(), *models]
-    sessions = [make_session(m, providers, threads) for m in all_models]
-    feeds = [_feed(s) for s in sessions]
+    runtime = runtime or OnnxRuntime(providers, threads)
+    runners = [runtime.load(m) for m in (reference, noop_model(), *models)]
     perf = time.perf_counter_ns
 
     runs_per_turn = []
-    for s, f in zip(sessions, feeds):
+    for run in runners:
         samples = []
         for _ in range(protocol.warmup):
             t0 = perf()
-            s.run(None, f)
+            run()
             samples.append(perf() - t0)
         est_ms = float(np.median(samples)) / 1e6
         runs_per_turn.append(int(np.clip(round(protocol.turn_ms / max(est_ms, 1e-3)), 1, protocol.max_runs_per_turn)))
 
     rng = np.random.default_rng(seed)
-    n = len(sessions)
+    n = len(runners)
     per_round = np.zeros((protocol.rounds, n))
     everything: list[list[float]] = [[] for _ in range(n)]
     for r in range(protocol.rounds):
         for i in rng.permutation(n):
-            s, f = sessions[i], feeds[i]
+            run = runners[i]
             samples = np.empty(runs_per_turn[i])
             for j in range(runs_per_turn[i]):
                 t0 = perf()
-                s.run(None, f)
+                run()
                 samples[j] = perf() - t0
             samples /= 1e6
             everything[i].extend(samples.tolist())

@@ -19,7 +19,8 @@ __all__ = ["FORMAT", "LatencyTable", "TableMismatchError"]
 
 FORMAT = "edgenas-latency-table/1"
 # Header keys that decide whether a table can serve a request or a resumed build.
-MATCH_KEYS = ("device", "precision", "threads", "providers", "onnxruntime", "opset", "batch", "space", "cpu")
+MATCH_KEYS = ("device", "precision", "threads", "providers", "runtime", "onnxruntime", "opset", "batch", "space",
+              "cpu")  # fmt: skip
 
 
 class TableMismatchError(ValueError):
@@ -60,6 +61,9 @@ class LatencyTable:
         data = read_json(path, "latency table")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"{str(path)!r} is not an edgenas latency table (expected format {FORMAT!r})")
+        if isinstance(data.get("header"), dict) and "runtime" not in data["header"] and "onnxruntime" in data["header"]:
+            # tables of earlier versions: ONNX Runtime measured every one of them
+            data["header"]["runtime"] = f"onnxruntime {data['header']['onnxruntime']}"
         _check_fields(data, str(path))
         table = cls(
             header=data["header"],

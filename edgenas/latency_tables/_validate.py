@@ -27,7 +27,7 @@ from edgenas.latency_tables._build import restrict_space
 from edgenas.latency_tables._models import arch_model, reference_model
 from edgenas.latency_tables._predict import Predictor, fit_calibration
 from edgenas.latency_tables._protocol import Protocol
-from edgenas.latency_tables._table import MATCH_KEYS, LatencyTable
+from edgenas.latency_tables._table import LatencyTable
 from edgenas.progress import progress as progress_bar
 from edgenas.search_spaces import Arch
 
@@ -84,7 +84,7 @@ def validate_table(
     path = Path(path)
     table = LatencyTable.load(path)
     fp = backend.fingerprint()
-    table.check({k: fp[k] for k in ("threads", "providers", "onnxruntime", "cpu") if k in MATCH_KEYS},
+    table.check({k: fp[k] for k in ("threads", "providers", "runtime", "onnxruntime", "cpu") if k in fp},
                 f"latency table {str(path)!r} vs this device")  # fmt: skip
     precision = table.header["precision"]
     protocol = Protocol(**table.header["protocol"])

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from edgenas.latency_tables import AgentBackend, LatencyTable, LocalBackend, Protocol
+from edgenas.latency_tables import AgentBackend, LatencyTable, LocalBackend, Protocol, make_backend
 from edgenas.latency_tables._agent import AgentError
 from edgenas.latency_tables._models import block_model, reference_model
 from edgenas.search_spaces import BlockSpec
@@ -50,9 +50,34 @@ def agent():
     proc.wait(timeout=10)
 
 
-@pytest.fixture(params=["local", "agent"])
-def backend(request, agent):
-    return LocalBackend(threads=1) if request.param == "local" else AgentBackend(agent, token=TOKEN)
+@pytest.fixture(scope="module")
+def openvino_agent():
+    port = _free_port()
+    proc = _start_agent(port, "--runtime", "openvino", "--ov-device", "cpu")
+    yield f"agent://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# every backend present: ONNX Runtime and OpenVINO, each in process and through the agent
+@pytest.fixture(params=["local", "agent", "openvino", "agent-openvino"])
+def backend(request):
+    if "openvino" in request.param and not _openvino():
+        pytest.skip("OpenVINO is not installed (pip install 'edgenas[openvino]'); its backends are not tested")
+    if request.param == "local":
+        return LocalBackend(threads=1)
+    if request.param == "openvino":
+        return make_backend("openvino:CPU", threads=1)
+    agent = request.getfixturevalue("openvino_agent" if "openvino" in request.param else "agent")
+    return AgentBackend(agent, token=TOKEN)
 
 
 SMALL = BlockSpec("ir", 16, 16, 16, 3, 1, 48, False, "relu6")
@@ -61,11 +86,15 @@ BIG = BlockSpec("ir", 16, 16, 64, 7, 1, 96, True, "relu6")
 
 def test_backend_contract(backend):
     fp = backend.fingerprint()
-    assert {"cpu", "onnxruntime", "providers", "threads", "available_providers"} <= set(fp)
-    timings, ref, noop = backend.measure([block_model(SMALL, "fp32"), block_model(BIG, "fp32")],
-                                         reference_model("fp32"), Protocol(rounds=5))  # fmt: skip
-    assert len(timings) == 2 and ref.rel == 1.0
-    assert 0 < noop.ms < timings[0].ms < timings[1].ms
+    assert {"cpu", "runtime", "onnxruntime", "providers", "threads"} <= set(fp)
+    assert fp["runtime"].split()[0] in ("onnxruntime", "openvino") and fp["threads"] == 1
+    for precision in ("fp32", "int8"):
+        timings, ref, noop = backend.measure([block_model(SMALL, precision), block_model(BIG, precision)],
+                                             reference_model(precision), Protocol(rounds=5))  # fmt: skip
+        assert len(timings) == 2 and ref.rel == 1.0
+        assert 0 < noop.ms < timings[0].ms < timings[1].ms, precision
+    with pytest.raises(RuntimeError, match="could not run a model"):
+        backend.measure([b"not an onnx model"], reference_model("fp32"), Protocol(rounds=3))
 
 
 def test_agent_matches_in_process_within_noise(agent):

@@ -1,0 +1,182 @@
+"""Runtimes that run an ONNX model: ONNX Runtime, and OpenVINO where installed. numpy and the runtime only.
+
+A :class:`Runtime` loads an ONNX model (bytes) into a ready-to-call runner with a fixed
+random input; the timing protocol (:func:`edgenas.latency_tables.time_models`) only calls
+runners, so every runtime is timed the same way, and a table's header names the runtime
+and version it was measured with (``runtime``). Block costs, and so the best arch, differ
+between runtimes on the same chip: each runtime gets its own tables.
+
+- ``onnxruntime``: a session with execution providers (CPU, CUDA, QNN, ...), sequential,
+  all graph optimizations, ``threads`` intra-op threads.
+- ``openvino``: a model compiled for an OpenVINO device (``CPU``, ``GPU``, ``NPU``) with
+  the latency hint, one stream, ``threads`` inference threads, and float32 inference for
+  float models (OpenVINO would otherwise run them in bfloat16 on CPUs that have it); QDQ
+  int8 models run in int8. Optional: ``pip install 'edgenas[openvino]'``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OnnxRuntime", "OpenVino", "RUNTIMES", "Runtime", "cpu_name", "openvino_device"]
+
+RUNTIMES = ("onnxruntime", "openvino")
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU")
+OPENVINO_MISSING = "OpenVINO is not installed: pip install 'edgenas[openvino]' (or pip install openvino)"
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (the platform's processor string elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _input(shape: Sequence[Any], dtype: type = np.float32) -> np.ndarray:
+    dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]  # a dynamic batch is timed at 1
+    return np.random.default_rng(0).standard_normal(dims).astype(dtype)
+
+
+class Runtime(ABC):
+    """Loads ONNX models into runners; says what it is (:meth:`fingerprint`)."""
+
+    name: str
+    threads: int
+
+    @abstractmethod
+    def load(self, model: bytes) -> Callable[[], Any]:
+        """A runner: one inference of ``model`` on a fixed random input per call."""
+
+    @abstractmethod
+    def version(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def providers(self) -> list[str]:
+        """Where it runs: ONNX Runtime's execution providers, or the OpenVINO device."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The device and session settings; every table header keeps it (``runtime`` is checked)."""
+        import onnxruntime as ort
+
+        return {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "machine": platform.machine(),
+            "os": f"{platform.system()} {platform.release()}",
+            "runtime": f"{self.name} {self.version()}",
+            # the int8 models are quantized by ONNX Runtime's quantizer whatever runs them
+            "onnxruntime": ort.__version__,
+            "providers": self.providers,
+            "threads": self.threads,
+            **self._extra(),
+        }
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+
+    def __init__(self, providers: Sequence[str], threads: int = 1):
+        self._providers, self.threads = list(providers), threads
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._providers)
+
+    def version(self) -> str:
+        import onnxruntime as ort
+
+        return ort.__version__
+
+    def _extra(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"available_providers": list(ort.get_available_providers())}
+
+    def session(self, model: bytes):
+        """An ONNX Runtime session with these execution providers and intra-op threads."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        return ort.InferenceSession(model, so, providers=self._providers)
+
+    def load(self, model: bytes) -> Callable[[], Any]:
+        session = self.session(model)
+        inp = session.get_inputs()[0]
+        feed = {inp.name: _input(inp.shape, np.float32 if "float" in inp.type else np.int64)}
+        return lambda: session.run(None, feed)
+
+
+def openvino_device(device: str) -> str:
+    """The OpenVINO device of a device string: ``openvino`` (CPU) or ``openvino:CPU|GPU|NPU``."""
+    _, _, name = device.partition(":")
+    name = (name or "CPU").upper()
+    if name.split(".")[0] not in OPENVINO_DEVICES:
+        allowed = ", ".join("openvino:" + d for d in OPENVINO_DEVICES)
+        raise ValueError(f"unknown OpenVINO device {name!r} in {device!r}; allowed: {allowed} (GPU.1: a second GPU)")
+    return name
+
+
+class OpenVino(Runtime):
+    name = "openvino"
+
+    def __init__(self, device: str = "CPU", threads: int = 1):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RuntimeError(OPENVINO_MISSING) from None
+        self.core = ov.Core()
+        if device not in self.core.available_devices:
+            raise ValueError(f"OpenVINO device {device!r} is not available here; available: "
+                             f"{self.core.available_devices}")  # fmt: skip
+        self.device, self.threads = device, threads
+
+    @property
+    def providers(self) -> list[str]:
+        return [self.device]
+
+    def version(self) -> str:
+        import openvino as ov
+
+        return ov.__version__.split("-")[0]
+
+    def _extra(self) -> dict[str, Any]:
+        return {"device_name": self.core.get_property(self.device, "FULL_DEVICE_NAME"),
+                "available_devices": list(self.core.available_devices)}  # fmt: skip
+
+    def compile(self, model: bytes):
+        """The model compiled for this device: latency hint, one stream, float32 for float models."""
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if self.device == "CPU":
+            config.update(INFERENCE_NUM_THREADS=self.threads, INFERENCE_PRECISION_HINT="f32")
+        return self.core.compile_model(self.core.read_model(io.BytesIO(model)), self.device, config)
+
+    def load(self, model: bytes) -> Callable[[], Any]:
+        import openvino as ov
+
+        compiled = self.compile(model)
+        request = compiled.create_infer_request()
+        inp = compiled.inputs[0]
+        shape = [d.get_length() if d.is_static else 1 for d in inp.get_partial_shape()]
+        request.set_input_tensor(ov.Tensor(_input(shape)))
+        return request.infer
