@@ -7,6 +7,7 @@ predictor's speed. Results go to ``bench/results/lut_accuracy.{json,md}``.
 
     python bench/lut_accuracy.py                      # mbv3 @160 and small @28, fp32 and int8
     python bench/lut_accuracy.py --cases mbv3:224 --precisions fp32 --n 80
+    python bench/lut_accuracy.py --device openvino:CPU   # the same with OpenVINO: lut_accuracy_openvino.*
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.io import atomic_write_json, atomic_write_text
-from edgenas.latency_tables import LatencyTable, LocalBackend, Predictor, build_table, validate_table
+from edgenas.latency_tables import LatencyTable, Predictor, build_table, make_backend, validate_table
 from edgenas.search_spaces import get_space
 
 
@@ -43,20 +44,23 @@ def main() -> None:
     p.add_argument("--precisions", default="fp32,int8")
     p.add_argument("--n", type=int, default=80, help="validation subnets (half held out)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="local-cpu", help="local-cpu (ONNX Runtime) or openvino[:CPU|GPU|NPU]")
     p.add_argument("--workdir", default="runs/bench_lut", help="where tables are kept (resumable)")
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
 
     work, out = Path(args.workdir), Path(args.out)
-    backend = LocalBackend(threads=args.threads)
+    backend = make_backend(args.device, threads=args.threads)
+    tag = "" if args.device == "local-cpu" else "_" + args.device.replace(":", "_").lower()
     results = []
     for case in args.cases.split(","):
         space_name, res = case.split(":")
         space = get_space(space_name)
         for precision in args.precisions.split(","):
-            path = work / f"{space_name}_r{res}_{precision}_t{args.threads}.json"
+            path = work / f"{space_name}_r{res}_{precision}_t{args.threads}{tag}.json"
             started = time.time()
-            table = build_table(space, backend, path, precision=precision, resolutions=[int(res)])
+            table = build_table(space, backend, path, device=args.device, precision=precision,
+                                resolutions=[int(res)])  # fmt: skip
             build_wall = time.time() - started
             report = validate_table(path, backend, n=args.n, resolutions=[int(res)])
             speed = predictor_speed(path, int(res))
@@ -70,7 +74,8 @@ def main() -> None:
                 "calibration": report["calibration"], "heldout": report["heldout"],
                 "heldout_uncalibrated": report["heldout_uncalibrated"], "heldout_raw_ms": report["heldout_raw_ms"],
                 "validate_seconds": report["seconds"], "predictions_per_second": speed,
-                "cpu": table.header["cpu"], "onnxruntime": table.header["onnxruntime"],
+                "cpu": table.header["cpu"], "runtime": table.header["runtime"], "device": args.device,
+                "onnxruntime": table.header["onnxruntime"],
             }  # fmt: skip
             results.append(row)
             m = row["heldout"]
@@ -82,7 +87,7 @@ def main() -> None:
             )
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "lut_accuracy.json", results)
+    atomic_write_json(out / f"lut_accuracy{tag}.json", results)
     lines = [
         "| space @ res | precision | held-out | within ±5 % | within ±10 % | MAPE | Kendall τ | uncalibrated MAPE "
         "| raw-ms MAPE | latency range (ms) | entries | build (s) | predictions/s |",
@@ -98,9 +103,10 @@ def main() -> None:
             f"| {r['predictions_per_second']:,.0f} |"
         )
     table_md = "\n".join(lines) + "\n"
-    atomic_write_text(out / "lut_accuracy.md", table_md)
+    atomic_write_text(out / f"lut_accuracy{tag}.md", f"{results[0]['runtime']} on {results[0]['cpu']}, "
+                      f"{args.threads} thread(s), `python bench/lut_accuracy.py --device {args.device}`\n\n" + table_md)
     print(table_md)
-    print(json.dumps({"cpu": results[0]["cpu"], "onnxruntime": results[0]["onnxruntime"]}))
+    print(json.dumps({"cpu": results[0]["cpu"], "runtime": results[0]["runtime"]}))
 
 
 if __name__ == "__main__":

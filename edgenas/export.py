@@ -35,6 +35,7 @@ __all__ = [
     "export_quantized",
     "fold_constant_quantization",
     "quantize_int8",
+    "save_openvino_ir",
     "unshare_initializers",
     "with_metadata",
 ]
@@ -330,3 +331,30 @@ def activation_peak(data: bytes) -> int:
         for buf in [b for b in live if last[b] <= i]:
             del live[buf]
     return peak
+
+
+def save_openvino_ir(data: bytes, path: str | os.PathLike) -> Path:
+    """Convert an ONNX model to OpenVINO IR: ``path`` (``.xml``) and its ``.bin``, metadata kept.
+
+    The edgenas metadata (``metadata_props["edgenas"]``) goes into the IR's ``rt_info``
+    under the same key. Float weights stay float32 (no fp16 compression: the model was
+    measured and checked as it is). Both files are written under temporary names and
+    renamed, the ``.bin`` first, so a reader never finds an ``.xml`` without its weights.
+    """
+    try:
+        import openvino as ov
+    except ImportError:
+        raise RuntimeError("OpenVINO is not installed: pip install 'edgenas[openvino]'") from None
+    xml = Path(path)
+    if xml.suffix != ".xml":
+        raise ValueError(f"an OpenVINO IR path ends in .xml, got {str(xml)!r}")
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    model = ov.Core().read_model(io.BytesIO(data))
+    meta = next((p.value for p in onnx.load_from_string(data).metadata_props if p.key == "edgenas"), None)
+    if meta is not None:
+        model.set_rt_info(meta, ["edgenas"])
+    with tempfile.TemporaryDirectory(dir=xml.parent) as tmp:
+        ov.save_model(model, os.path.join(tmp, "model.xml"), compress_to_fp16=False)
+        os.replace(os.path.join(tmp, "model.bin"), xml.with_suffix(".bin"))
+        os.replace(os.path.join(tmp, "model.xml"), xml)
+    return xml

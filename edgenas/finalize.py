@@ -39,7 +39,7 @@ from edgenas.accelerator import Accelerator, check_device
 from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import FitConfig, fit
 from edgenas.errors import ExportCheckError
-from edgenas.export import activation_peak, export_onnx, with_metadata
+from edgenas.export import activation_peak, export_onnx, save_openvino_ir, with_metadata
 from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_digest
 from edgenas.latency_tables import MeasurementBackend, Predictor, Protocol, reference_model, session_peak_memory_mb
 from edgenas.nas import SubnetEvaluator, accuracy
@@ -127,11 +127,22 @@ def onnx_accuracy(model: bytes, data: ImageData, splits: Splits, *, resolution: 
     so.log_severity_level = 3
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
+    return _accuracy(lambda x: sess.run(None, {name: x})[0], data, splits, resolution=resolution, channels=channels)
+
+
+def ir_accuracy(path: Path, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:
+    """Top-1 of an OpenVINO IR (batch 1) run by OpenVINO on its CPU on ``data``."""
+    from edgenas.predict import Model
+
+    return _accuracy(Model(str(path), {}).forward, data, splits, resolution=resolution, channels=channels)
+
+
+def _accuracy(run, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:  # noqa: ANN001
     correct = 0
     for x, y in batches(data, batch_size=256, resolution=resolution, channels=channels, mean=splits.mean,
                         std=splits.std):  # fmt: skip
         xs = x.numpy()
-        pred = [int(sess.run(None, {name: xs[i : i + 1]})[0].argmax()) for i in range(len(xs))]
+        pred = [int(np.asarray(run(xs[i : i + 1])).argmax()) for i in range(len(xs))]
         correct += int((np.array(pred) == y.numpy()).sum())
     return correct / len(data.labels)
 
@@ -448,6 +459,15 @@ def finalize_arch(
     fp32, int8 = by["pruned"], by["qat_int8"]
     failed = [p for p, check in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not checks[check]["ok"]]
     chosen, why = _choose_precision(fp32["latency_ms"], int8["latency_ms"], failed, config.accept_failed_checks)
+    stage = {"int8": "qat_int8", "fp32": "pruned"}.get(chosen)
+    runtime = backend.fingerprint().get("runtime", "onnxruntime")
+    deployed = {"runtime": runtime, "device": backend.fingerprint().get("providers"), "precision": chosen,
+                "file": f"{stage}.onnx" if stage else None,
+                "test_accuracy": by[stage]["test_accuracy"] if stage else None}  # fmt: skip
+    if stage and runtime.startswith("openvino"):  # the model in the form its device runs: OpenVINO IR
+        xml = save_openvino_ir(models[stage], out / f"{stage}.xml")
+        deployed.update(file=xml.name, test_accuracy=ir_accuracy(xml, splits.test, splits, resolution=res,
+                                                                 channels=chans))  # fmt: skip
     card = {
         "arch": str(arch),
         "space": space.name,
@@ -456,7 +476,8 @@ def finalize_arch(
         "compute": accel.describe(),
         "teacher": teacher_source,
         "chosen_precision": chosen,
-        "chosen_model": f"{'qat_int8' if chosen == 'int8' else 'pruned'}.onnx" if chosen else None,
+        "chosen_model": f"{stage}.onnx" if chosen else None,
+        "deployed": deployed,
         "why": why,
         "failed_checks": failed,
         **_prediction(predictor, arch, searched, pruned),
@@ -556,6 +577,10 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
         f"onnxruntime {card['versions']['onnxruntime']}, {card['device_fingerprint'].get('threads')} thread(s))",
         f"- deploy: **{card['chosen_model'] or 'nothing'}** ({card['chosen_precision'] or '-'}): {card['why']}",
     ]
+    dep = card.get("deployed") or {}
+    if dep.get("file"):
+        lines.append(f"- deployed file: `{dep['file']}` for {dep['runtime']} on {', '.join(dep['device'] or [])}, "
+                     f"{dep['precision']}, test accuracy {dep['test_accuracy'] * 100:.2f} % as that runtime runs it")
     lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
     if card.get("predicted_ms") is not None:
         vs = ", ".join(f"`{k}` {v:.3f} ms" for k, v in card["predicted_stage_ms"].items())

@@ -1,4 +1,6 @@
-"""Run an exported model with ONNX Runtime alone: ``edgenas predict MODEL TARGET``.
+"""Run an exported model with its runtime alone: ``edgenas predict MODEL TARGET``.
+
+MODEL: an ONNX file (run by ONNX Runtime) or an OpenVINO IR ``.xml`` (run by OpenVINO).
 
 The model carries its preprocessing, classes and the data it was scored on
 (:mod:`edgenas.preprocess`), so nothing else is needed and torch is never imported. TARGET:
@@ -26,19 +28,33 @@ __all__ = ["Model", "accuracy_on", "predict_images", "read_images"]
 
 @dataclass
 class Model:
-    """An ONNX Runtime session and the metadata the model carries."""
+    """A model ready to run (ONNX Runtime for ``.onnx``, OpenVINO on its CPU for ``.xml``) and its metadata.
+
+    ``forward(x)``: logits of an already preprocessed float32 batch of one; :meth:`logits`
+    preprocesses uint8 images as the metadata says.
+    """
 
     path: str
     meta: dict
 
     def __post_init__(self) -> None:
+        if self.path.endswith(".xml"):
+            import openvino as ov
+
+            core = ov.Core()
+            compiled = core.compile_model(core.read_model(self.path), "CPU",
+                                          {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"})  # fmt: skip
+            request = compiled.create_infer_request()
+            self.forward = lambda x: request.infer({0: x})[compiled.outputs[0]]
+            return
         import onnxruntime as ort
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
         so.log_severity_level = 3
-        self.session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        self.forward = lambda x: session.run(None, {name: x})[0]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
@@ -54,7 +70,7 @@ class Model:
         """uint8 images (N, C, H, W) -> logits (N, classes), one image per run (the export's batch is 1)."""
         i = self.meta["input"]
         x = to_input(images, i["resolution"], i["channels"], i["mean"], i["std"])
-        return np.concatenate([self.session.run(None, {self.input_name: x[k : k + 1]})[0] for k in range(len(x))])
+        return np.concatenate([np.asarray(self.forward(x[k : k + 1])) for k in range(len(x))])
 
 
 def read_images(paths: list[Path], channels: int) -> np.ndarray:

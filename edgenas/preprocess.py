@@ -86,11 +86,18 @@ def preprocessing_metadata(
 
 
 def read_metadata(model_path: str) -> dict:
-    """The edgenas metadata of an ONNX model file (ValueError if it has none)."""
-    import onnx
+    """The edgenas metadata of an ONNX model file, or of an OpenVINO IR (``.xml``) (ValueError if it has none)."""
+    if model_path.endswith(".xml"):
+        import openvino as ov
 
-    props = {p.key: p.value for p in onnx.load(model_path, load_external_data=False).metadata_props}
-    if METADATA_KEY not in props:
+        model = ov.Core().read_model(model_path)
+        text = model.get_rt_info([METADATA_KEY]).astype(str) if model.has_rt_info([METADATA_KEY]) else None
+    else:
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(model_path, load_external_data=False).metadata_props}
+        text = props.get(METADATA_KEY)
+    if text is None:
         raise ValueError(f"{model_path!r} carries no edgenas metadata (export it with finalize); "
                          "its input size, normalisation and classes are unknown")  # fmt: skip
-    return json.loads(props[METADATA_KEY])
+    return json.loads(text)

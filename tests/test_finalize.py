@@ -210,3 +210,33 @@ def test_the_card_predicts_each_export_of_the_tables_precision_from_its_own_bloc
     assert stages["pruned"] == pytest.approx(Predictor(table).predict_specs(current_specs(pruned)))
     assert stages["pruned"] != pytest.approx(arch_ms, rel=1e-6)
     assert _prediction(Predictor(int8), arch, net, pruned)["predicted_stage_ms"]["qat_int8"] == stages["pruned"]
+
+
+def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgenas[openvino]')")
+    from edgenas import pipeline
+    from edgenas.config import load_config
+    from edgenas.finalize import FinalizeConfig, finalize_arch
+    from edgenas.latency_tables import make_backend
+    from edgenas.nas import load_supernet
+    from edgenas.preprocess import read_metadata
+    from edgenas.pruning import PruneConfig
+
+    config = load_config(tiny_run)
+    splits = pipeline.splits_for(config)
+    space = pipeline.space_for(config, splits)
+    supernet = load_supernet(space, config.supernet_path)
+    card = finalize_arch(space.parse("r16|k3e2|k3e3se"), space=space, supernet=supernet, splits=splits,
+                         backend=make_backend("openvino:CPU"), out_dir=tmp_path / "ov",
+                         config=FinalizeConfig(distill_epochs=1, qat_epochs=1, measure_rounds=3,
+                                               prune=PruneConfig(max_steps=0), accept_failed_checks=True),
+                         progress=False)  # fmt: skip
+    dep = card["deployed"]
+    assert dep["runtime"].startswith("openvino ") and dep["device"] == ["CPU"]
+    assert dep["file"] == ("qat_int8.xml" if card["chosen_precision"] == "int8" else "pruned.xml")
+    xml = tmp_path / "ov" / dep["file"]
+    assert xml.exists() and xml.with_suffix(".bin").exists() and read_metadata(str(xml))["arch"] == card["arch"]
+    by = {s["stage"]: s for s in card["stages"]}
+    onnx_acc = by[dep["file"].removesuffix(".xml")]["test_accuracy"]
+    assert abs(dep["test_accuracy"] - onnx_acc) <= 0.02
+    assert "deployed file: `" in (tmp_path / "ov" / "model_card.md").read_text()

@@ -85,3 +85,20 @@ def test_a_model_without_metadata_is_one_line(tmp_path, tiny):
     export_onnx(net, net.input_shape, tmp_path / "bare.onnx")
     r = _predict(str(tmp_path / "bare.onnx"), "digits")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "carries no edgenas metadata" in r.stderr
+
+
+def test_an_openvino_ir_carries_its_metadata_and_predict_runs_it_without_torch(finalized, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgenas[openvino]')")
+    from edgenas.export import save_openvino_ir
+
+    out, card = finalized
+    by = {s["stage"]: s for s in card["stages"]}
+    for name in ("pruned", "qat_int8"):
+        xml = save_openvino_ir((out / f"{name}.onnx").read_bytes(), tmp_path / f"{name}.xml")
+        assert xml.with_suffix(".bin").exists()
+        assert read_metadata(str(xml)) == read_metadata(str(out / f"{name}.onnx"))
+        r = _predict(str(xml), "digits")
+        assert r.returncode == 0, r.stderr
+        acc = float(r.stdout.split("accuracy")[1].split("%")[0]) / 100
+        # fp32: the same arithmetic; int8: OpenVINO's integer kernels round some near-ties differently
+        assert abs(acc - by[name]["test_accuracy"]) <= (0.001 if name == "pruned" else 0.02), (name, acc)
