@@ -1,15 +1,18 @@
-"""One search, two devices: e.g. fp32 and int8 (or 1 and 2 threads) of ONNX Runtime on this CPU.
+"""One search, two devices: two runtimes (ONNX Runtime and OpenVINO), precisions or thread counts on this CPU.
 
-Reuses the supernet and fp32 table of ``bench/search.py`` (same ``--workdir``), builds and
-validates the int8 table, runs one NSGA-II search with accuracy and both latencies as
-objectives and a budget per device, then reports each device's own front and its winner
-(the most accurate arch within that device's budget) at several budget levels: at level q
-each device's budget is the q-quantile of its own predicted latencies over 2,000 random
-archs, so both devices are asked for "equally fast" models on their own scale. The search's
-budgets are the loosest level. Results go to ``bench/results/multi_device.{json,md,png}``.
+Takes the supernet of ``bench/supernet.py``, builds and validates a table per device (one
+device: ``RUNTIME:PRECISION:THREADS``, runtime ``ort`` or ``openvino``; precision ``best``
+builds both and keeps the one whose median predicted latency over 2,000 random archs is
+lower), runs one search (the default sampler, ``--trials``) with accuracy and both
+latencies as objectives and a budget per device, then reports each device's own front and
+its winner (the most accurate arch within that device's budget) at several budget levels:
+at level q each device's budget is the q-quantile of its own predicted latencies over 2,000
+random archs, so both devices are asked for "equally fast" models on their own scale. The
+search's budgets are the loosest level. Results go to
+``bench/results/multi_device_<devices>.{json,md,png}``.
 
-    python bench/multi_device.py                        # fp32 vs int8, 1 thread
-    python bench/multi_device.py --devices fp32:1,fp32:2 # 1 vs 2 threads
+    python bench/multi_device.py                                  # ONNX Runtime fp32 vs OpenVINO (best precision)
+    python bench/multi_device.py --devices ort:fp32:1,ort:int8:1   # fp32 vs int8 of ONNX Runtime
 """
 
 from __future__ import annotations
@@ -18,21 +21,26 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _setup import bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
+from _setup import LUT_FP32, add_supernet_args, md_code, supernet_bench  # noqa: I001 (bench/ is the script's folder)
 from scipy.stats import kendalltau
 
 from edgenas.io import atomic_write_json, atomic_write_text
-from edgenas.latency_tables import LatencyTable, LocalBackend, Predictor, build_table, validate_table
-from edgenas.nas import (
-    DeviceObjective,
-    SearchConfig,
-    SubnetEvaluator,
-    device_front,
-    load_supernet,
-    pareto_rows,
-    run_search,
-    set_threads,
-)
+from edgenas.latency_tables import LatencyTable, Predictor, build_table, make_backend, validate_table
+from edgenas.nas import DeviceObjective, SearchConfig, SubnetEvaluator, device_front, pareto_rows, run_search
+
+# tables other benches build on this CPU, reused where a device matches
+KNOWN = {("ort", "fp32", 1): LUT_FP32, ("ort", "int8", 1): "runs/bench_deployed/lut_int8.json"}
+
+
+def device_table(space, work: Path, runtime: str, precision: str, threads: int) -> Path:
+    """The validated table of one device, built where missing."""
+    device = "local-cpu" if runtime == "ort" else "openvino:CPU"
+    path = Path(KNOWN.get((runtime, precision, threads), work / f"lut_{runtime}_{precision}_{threads}t.json"))
+    backend = make_backend(device, threads=threads)
+    build_table(space, backend, path, device=device, precision=precision, progress=False)
+    if LatencyTable.load(path).validation is None:
+        validate_table(path, backend, n=40, progress=False)
+    return path
 
 
 def figure(rows: list[dict], fronts: dict, level: dict, names: list[str]):
@@ -66,53 +74,43 @@ def figure(rows: list[dict], fronts: dict, level: dict, names: list[str]):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", default="runs/bench_search")
     p.add_argument("--trials", type=int, default=120)
-    p.add_argument("--train-limit", type=int, default=8000)
-    p.add_argument("--resolutions", default="24,28")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--devices", default="fp32:1,int8:1",
+    p.add_argument("--devices", default="ort:fp32:1,openvino:best:1",
                    help="the two devices as precision:threads of ONNX Runtime on this CPU")
     p.add_argument("--quantiles", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                    help="budget levels: each device's budget is this quantile of its predicted latencies over "
                    "2,000 random archs")  # fmt: skip
-    p.add_argument("--out", default="bench/results")
+    add_supernet_args(p, workdir="runs/bench_multi")
     args = p.parse_args()
 
     work = Path(args.workdir)
-    set_threads(args.threads)
-    space = bench_space(args.resolutions)
-    splits = bench_splits(args.train_limit)
-    tables = {}
-    for spec in args.devices.split(","):
-        precision, threads = spec.split(":")
-        name = f"cpu-{precision}-{threads}t"
-        backend = LocalBackend(threads=int(threads))
-        path = work / ("lut_small_fp32.json" if spec == "fp32:1" else f"lut_small_{precision}_{threads}t.json")
-        if spec == "int8:1" and (work / "lut_small_int8.json").exists():
-            path = work / "lut_small_int8.json"
-        build_table(space, backend, path, precision=precision, progress=False)
-        if LatencyTable.load(path).validation is None:
-            validate_table(path, backend, n=40, progress=False)
-        tables[name] = path
-    names = list(tables)
-    predictors = {k: Predictor(LatencyTable.load(v), space) for k, v in tables.items()}
+    space, splits, supernet = supernet_bench(args)
     rng = np.random.default_rng(0)
     sample = [space.sample(rng) for _ in range(2000)]
+    tables, picked = {}, {}
+    for spec in args.devices.split(","):
+        runtime, precision, threads = spec.split(":")
+        options = ("fp32", "int8") if precision == "best" else (precision,)
+        paths = {p: device_table(space, work, runtime, p, int(threads)) for p in options}
+        medians = {p: float(np.median([Predictor(LatencyTable.load(path), space).predict(a) for a in sample]))
+                   for p, path in paths.items()}  # fmt: skip
+        precision = min(medians, key=medians.get)
+        picked[spec] = {"medians_ms": medians, "picked": precision}
+        tables[f"{'onnxruntime' if runtime == 'ort' else 'openvino'}-{precision}-{threads}t"] = paths[precision]
+    names = list(tables)
+    predictors = {k: Predictor(LatencyTable.load(v), space) for k, v in tables.items()}
     predicted = {k: np.array([pr.predict(a) for a in sample]) for k, pr in predictors.items()}
     tau = kendalltau(predicted[names[0]], predicted[names[1]])[0]
     quantiles = sorted(float(q) for q in args.quantiles.split(","))
     levels = [{"quantile": q, "budgets_ms": {k: float(np.quantile(v, q)) for k, v in predicted.items()}}
               for q in quantiles]  # fmt: skip
 
-    supernet = load_supernet(space, work / "supernet.pt")
-    evaluator = SubnetEvaluator(supernet, splits, calib_batches=8)
+    evaluator = SubnetEvaluator(supernet, splits, seed=0)  # the search's default evaluation
     # the search's budgets: the loosest level (a trial is feasible when it meets either device's)
     devices = [DeviceObjective(k, predictors[k], levels[-1]["budgets_ms"][k]) for k in tables]
     storage = f"sqlite:///{(work / 'studies.db').resolve()}"
     tag = f"{'-'.join(names)}-q{quantiles[-1]:g}-n{args.trials}"
-    config = SearchConfig(sampler="nsga2", n_trials=args.trials, population_size=16, storage=storage,
-                          study_name=f"per-device-{tag}")  # fmt: skip
+    config = SearchConfig(n_trials=args.trials, storage=storage, study_name=f"per-device-{tag}")
     study = run_search(space, evaluator, devices, config, work / f"search_per_device_{tag}", progress=False)
     rows, _ = pareto_rows(study)
     fronts = {k: device_front(rows, k) for k in names}
@@ -124,11 +122,21 @@ def main() -> None:
         archs = {(w or {}).get("arch") for w in level["winners"].values()}
         level["winners_differ"] = None not in archs and len(archs) > 1
 
-    result = {"kendall_tau_between_tables_over_2000_random_archs": tau, "trials": len(rows),
+    result = {"kendall_tau_between_tables_over_2000_random_archs": tau, "trials": len(rows), "precision": picked,
+              "runtimes": {k: LatencyTable.load(v).header["runtime"] for k, v in tables.items()},
               "table_validation": {k: LatencyTable.load(v).validation["heldout"] for k, v in tables.items()},
               "fronts": fronts, "levels": levels}  # fmt: skip
     differ = [lv for lv in levels if lv["winners_differ"]]
-    md = [f"{len(rows)} trials; Kendall tau between the two tables' predictions over 2,000 random archs: {tau:.3f}. "
+    intro = [f"{k}: {result['runtimes'][k]}, held-out within ±10 % "
+             f"{result['table_validation'][k]['within_10pct']:.0%}, Kendall τ "
+             f"{result['table_validation'][k]['kendall_tau']:.3f}" for k in names]  # fmt: skip
+    for spec, v in picked.items():
+        if len(v["medians_ms"]) > 1:
+            medians = ", ".join(f"{p} {m:.3f} ms" for p, m in v["medians_ms"].items())
+            intro.append(f"precision `best` for {spec}: median predicted latency {medians} -> {v['picked']}")
+    cpu = LatencyTable.load(tables[names[0]]).header["cpu"]
+    md = [f"`python bench/multi_device.py --devices {args.devices}` on {cpu}: " + "; ".join(intro) + ".", "",
+          f"{len(rows)} trials; Kendall tau between the two tables' predictions over 2,000 random archs: {tau:.3f}. "
           f"Front sizes (all trials within the loosest budget): "
           f"{', '.join(f'{k} {len(f)}' for k, f in fronts.items())}.", "",
           f"| budget level | {names[0]} budget (ms) | {names[0]} winner | val acc | {names[1]} budget (ms) | "
@@ -153,7 +161,7 @@ def main() -> None:
         md.append(f"- q = {lv['quantile']:g}: " + "; ".join(notes) + ".")
     result["winners_differ_levels"] = [lv["quantile"] for lv in differ]
     out = Path(args.out)
-    stem = "multi_device" if args.devices == "fp32:1,int8:1" else f"multi_device_{'_'.join(names)}"
+    stem = f"multi_device_{'_'.join(names)}"
     atomic_write_json(out / f"{stem}.json", result)
     atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     def gap(lv: dict) -> float:  # how much the two winners' accuracies differ
