@@ -124,7 +124,7 @@ def _lut_show(args: argparse.Namespace) -> None:
         f"space       {h['space']}  (measured: resolutions {h['coverage']['resolutions']}, "
         f"widths {h['coverage']['widths']})",
         f"device      {h['device']}: {h['cpu']}, {h['fingerprint']['os']}",
-        f"runtime     onnxruntime {h['onnxruntime']}, providers {h['providers']}, threads {h['threads']}, "
+        f"runtime     {h['runtime']}, providers {h['providers']}, threads {h['threads']}, "
         f"opset {h['opset']}, batch {h['batch']}",
         f"precision   {h['precision']}",
         f"entries     {len(table.entries)}  (spread median {np.median(spreads) * 100:.1f} %, "

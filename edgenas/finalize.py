@@ -574,7 +574,8 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
         f"# Model card: `{card['arch']}`",
         "",
         f"- space `{card['space']}`, device `{card['device']}` ({card['device_fingerprint'].get('cpu', '')}, "
-        f"onnxruntime {card['versions']['onnxruntime']}, {card['device_fingerprint'].get('threads')} thread(s))",
+        f"{card['device_fingerprint'].get('runtime', 'onnxruntime ' + card['versions']['onnxruntime'])}, "
+        f"{card['device_fingerprint'].get('threads')} thread(s))",
         f"- deploy: **{card['chosen_model'] or 'nothing'}** ({card['chosen_precision'] or '-'}): {card['why']}",
     ]
     dep = card.get("deployed") or {}

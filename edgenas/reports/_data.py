@@ -248,7 +248,7 @@ def measurement_info(run: RunFiles) -> list[dict[str, Any]]:
         h = t.header
         out.append({"device": device, "backend": h["device"], "cpu": h["cpu"], "os": h["fingerprint"]["os"],
                     "providers": ", ".join(h["providers"]), "threads": h["threads"], "precision": h["precision"],
-                    "onnxruntime": h["onnxruntime"], "opset": h["opset"], "batch": h["batch"],
+                    "runtime": h["runtime"], "onnxruntime": h["onnxruntime"], "opset": h["opset"], "batch": h["batch"],
                     "protocol": h["protocol"], "reference_ms": h["reference_ms"],
                     "per_call_overhead_us": h["noop_ms"] * 1000, "build_seconds": h["build_seconds"],
                     "drift": h.get("drift")})  # fmt: skip
