@@ -46,7 +46,10 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 
 
-def _fp32_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int, constant_folding: bool = True) -> bytes:
+def _fp32_bytes(
+    model: nn.Module, input_shape: tuple[int, ...], opset: int, constant_folding: bool = True,
+    dynamic_batch: bool = False,
+) -> bytes:  # fmt: skip
     buf = io.BytesIO()
     was_training = model.training
     model.eval()
@@ -62,6 +65,7 @@ def _fp32_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int, cons
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 do_constant_folding=constant_folding,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
             )
     finally:
         model.train(was_training)
@@ -138,15 +142,18 @@ def export_onnx(
     precision: str = "fp32",
     calibration: np.ndarray | None = None,
     opset: int = OPSET,
+    dynamic_batch: bool = False,
 ) -> bytes:
-    """Export ``model`` for a fixed input shape; returns the ONNX bytes, also written to ``path``.
+    """Export ``model`` for an input shape; returns the ONNX bytes, also written to ``path``.
 
     int8 calibrates on ``calibration`` (N, C, H, W); without it, on 8 standard-normal
-    inputs, which is right for latency but not for accuracy.
+    inputs, which is right for latency but not for accuracy. ``dynamic_batch``: the batch
+    dimension is symbolic (``batch``); ONNX Runtime runs batch 1 of it exactly as fast as the
+    fixed shape, OpenVINO 1.2x (fp32) to 1.5x (int8) slower (measured on this project's nets).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    data = _fp32_bytes(model, tuple(input_shape), opset)
+    data = _fp32_bytes(model, tuple(input_shape), opset, dynamic_batch=dynamic_batch)
     if precision == "int8":
         if calibration is None:
             calibration = np.random.default_rng(0).standard_normal((8, *input_shape[1:]), dtype=np.float32)
@@ -158,7 +165,12 @@ def export_onnx(
 
 
 def export_quantized(
-    model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike | None = None, *, opset: int = OPSET
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | os.PathLike | None = None,
+    *,
+    opset: int = OPSET,
+    dynamic_batch: bool = False,
 ) -> bytes:
     """Export a model that quantizes itself (fake-quant ops on constant weights) as a QDQ model.
 
@@ -166,7 +178,8 @@ def export_quantized(
     constant folding is off (it would fold each weight's fake-quant back into float);
     :func:`fold_constant_quantization` then stores the weights as int8.
     """
-    data = compact_names(fold_constant_quantization(_fp32_bytes(model, tuple(input_shape), opset, False)))
+    data = _fp32_bytes(model, tuple(input_shape), opset, False, dynamic_batch)
+    data = compact_names(fold_constant_quantization(data))
     if path is not None:
         atomic_write_bytes(path, data)
     return data

@@ -67,17 +67,18 @@ def to_input(images: np.ndarray, resolution: int, channels: int, mean: float, st
 
 def preprocessing_metadata(
     *, resolution: int, channels: int, mean: float, std: float, classes: list[str], arch: str, space: str,
-    data: dict,
+    data: dict, batch: int | str = 1,
 ) -> dict[str, str]:
     """ONNX ``metadata_props`` for a deployable model: everything needed to feed it and read its output.
 
     ``data``: the data set and split settings it was scored on (name, root, seed, val_fraction,
-    test_fraction), so that ``edgenas predict`` can rebuild the same test split.
+    test_fraction), so that ``edgenas predict`` can rebuild the same test split. ``batch``: 1,
+    or ``"dynamic"`` for a symbolic batch dimension.
     """
     from edgenas import __version__
 
     info = {
-        "input": {"layout": "NCHW", "batch": 1, "resolution": resolution, "channels": channels,
+        "input": {"layout": "NCHW", "batch": batch, "resolution": resolution, "channels": channels,
                   "pixels": "uint8 / 255", "channel_map": "gray <-> RGB (ITU-R 601 luma)",
                   "resize": "bilinear, antialiased when shrinking", "mean": mean, "std": std},
         "classes": list(classes), "arch": arch, "space": space, "data": data, "edgenas": __version__,

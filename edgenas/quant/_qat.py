@@ -260,12 +260,14 @@ def frozen_for_export(model: QuantNet):
                 m._buffers.pop(n, None)
 
 
-def export_qat(model: QuantNet, input_shape: tuple[int, ...], path: str | os.PathLike | None = None) -> bytes:
+def export_qat(
+    model: QuantNet, input_shape: tuple[int, ...], path: str | os.PathLike | None = None, *, dynamic_batch: bool = False
+) -> bytes:
     """The int8 QDQ ONNX model of a QAT model: its fake-quant, weights stored as int8."""
     from edgenas.export import export_quantized
 
     with frozen_for_export(model):
-        return export_quantized(model, input_shape, path)
+        return export_quantized(model, input_shape, path, dynamic_batch=dynamic_batch)
 
 
 def prepare_qat(net: SubNet) -> QuantNet:
