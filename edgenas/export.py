@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from edgenas.io import atomic_write_bytes
+from edgenas.preprocess import METADATA_KEY
 
 __all__ = [
     "OPSET",
@@ -363,9 +364,9 @@ def save_openvino_ir(data: bytes, path: str | os.PathLike) -> Path:
         raise ValueError(f"an OpenVINO IR path ends in .xml, got {str(xml)!r}")
     xml.parent.mkdir(parents=True, exist_ok=True)
     model = ov.Core().read_model(io.BytesIO(data))
-    meta = next((p.value for p in onnx.load_from_string(data).metadata_props if p.key == "edgenas"), None)
+    meta = next((p.value for p in onnx.load_from_string(data).metadata_props if p.key == METADATA_KEY), None)
     if meta is not None:
-        model.set_rt_info(meta, ["edgenas"])
+        model.set_rt_info(meta, [METADATA_KEY])
     with tempfile.TemporaryDirectory(dir=xml.parent) as tmp:
         ov.save_model(model, os.path.join(tmp, "model.xml"), compress_to_fp16=False)
         os.replace(os.path.join(tmp, "model.bin"), xml.with_suffix(".bin"))

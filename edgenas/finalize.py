@@ -41,7 +41,14 @@ from edgenas.distill import FitConfig, fit
 from edgenas.errors import ExportCheckError
 from edgenas.export import activation_peak, export_onnx, save_openvino_ir, with_metadata
 from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_digest
-from edgenas.latency_tables import MeasurementBackend, Predictor, Protocol, reference_model, session_peak_memory_mb
+from edgenas.latency_tables import (
+    MeasurementBackend,
+    OnnxRuntime,
+    Predictor,
+    Protocol,
+    reference_model,
+    session_peak_memory_mb,
+)
 from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.preprocess import preprocessing_metadata
 from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
@@ -120,12 +127,13 @@ def _fit_config(
                      augment=augment, seed=config.seed, max_steps_per_epoch=config.max_steps_per_epoch)  # fmt: skip
 
 
+def _cpu_session(model: bytes):
+    return OnnxRuntime(["CPUExecutionProvider"]).session(model)
+
+
 def onnx_accuracy(model: bytes, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:
     """Top-1 of an ONNX model (batch 1) run by ONNX Runtime on ``data``."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    sess = _cpu_session(model)
     name = sess.get_inputs()[0].name
     return _accuracy(lambda x: sess.run(None, {name: x})[0], data, splits, resolution=resolution, channels=channels)
 
@@ -235,9 +243,7 @@ def _archive_kind(path: Path) -> str | None:
 
 def _agreement(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """(top-1 agreement, max abs difference) of ONNX Runtime vs torch on ``x``."""
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    sess = _cpu_session(model_bytes)
     name = sess.get_inputs()[0].name
     onnx_out = np.concatenate([sess.run(None, {name: x[i : i + 1].numpy()})[0] for i in range(len(x))])
     with torch.no_grad():
@@ -278,6 +284,10 @@ def finalize_arch(
     chans = space.in_chs
     res = arch.resolution
     timings: dict[str, float] = {}
+    fingerprint = backend.fingerprint()  # once: an agent's is a request
+    runtime = fingerprint.get("runtime", "onnxruntime")
+    openvino = runtime.startswith("openvino")
+    precision = predictor.table.header.get("precision", "fp32") if predictor else "fp32"
 
     def val_acc(m: nn.Module) -> float:
         return accuracy(m, splits.val, splits, resolution=res, channels=chans)
@@ -308,10 +318,9 @@ def finalize_arch(
     records["pruned"] = _record({
         "after": records["distilled"]["key"], "prune": c["prune"], "prune_finetune_epochs": c["prune_finetune_epochs"],
         # the device's timings steer pruning only when there is a latency target
-        "device": (device, backend.fingerprint()) if config.prune.latency_target_ms else None,
+        "device": (device, fingerprint) if config.prune.latency_target_ms else None,
         # and the table's precision, the memory and size targets
-        "precision": predictor.table.header.get("precision") if predictor and (config.prune.ram_target_kb or
-                                                                               config.prune.flash_target_kb) else None,
+        "precision": precision if config.prune.ram_target_kb or config.prune.flash_target_kb else None,
     })  # fmt: skip
     records["qat"] = _record({"after": records["pruned"]["key"],
                               **{k: c[k] for k in ("qat_epochs", "qat_lr", "qat_alpha", "calib_batches")}})  # fmt: skip
@@ -340,7 +349,6 @@ def finalize_arch(
     distilled = step("distilled", distill)
     input_shape = (1, chans, res, res)
     prune_log: list[dict] = []
-    precision = predictor.table.header.get("precision", "fp32") if predictor else "fp32"
 
     def memory(m: nn.Module) -> tuple[float, float]:  # predicted, at the device's precision: RAM, flash
         fp = net_footprint(m)
@@ -401,7 +409,7 @@ def finalize_arch(
     test_x = next(batches(splits.test, batch_size=200, resolution=res, channels=chans, mean=splits.mean,
                           std=splits.std))[0]  # fmt: skip
     # a symbolic batch by default: free in ONNX Runtime, 1.2-1.5x slower at batch 1 in OpenVINO (export_onnx)
-    dynamic = not backend.fingerprint().get("runtime", "onnxruntime").startswith("openvino")
+    dynamic = not openvino
     kw = {"dynamic_batch": dynamic}
     models: dict[str, bytes] = {
         "teacher": export_onnx(teacher, (1, chans, teacher_resolution, teacher_resolution), **kw),
@@ -464,11 +472,10 @@ def finalize_arch(
     failed = [p for p, check in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not checks[check]["ok"]]
     chosen, why = _choose_precision(fp32["latency_ms"], int8["latency_ms"], failed, config.accept_failed_checks)
     stage = {"int8": "qat_int8", "fp32": "pruned"}.get(chosen)
-    runtime = backend.fingerprint().get("runtime", "onnxruntime")
-    deployed = {"runtime": runtime, "device": backend.fingerprint().get("providers"), "precision": chosen,
+    deployed = {"runtime": runtime, "device": fingerprint.get("providers"), "precision": chosen,
                 "file": f"{stage}.onnx" if stage else None,
                 "test_accuracy": by[stage]["test_accuracy"] if stage else None}  # fmt: skip
-    if stage and runtime.startswith("openvino"):  # the model in the form its device runs: OpenVINO IR
+    if stage and openvino:  # the model in the form its device runs: OpenVINO IR
         xml = save_openvino_ir(models[stage], out / f"{stage}.xml")
         deployed.update(file=xml.name, test_accuracy=ir_accuracy(xml, splits.test, splits, resolution=res,
                                                                  channels=chans))  # fmt: skip
@@ -476,7 +483,7 @@ def finalize_arch(
         "arch": str(arch),
         "space": space.name,
         "device": device,
-        "device_fingerprint": backend.fingerprint(),
+        "device_fingerprint": fingerprint,
         "compute": accel.describe(),
         "teacher": teacher_source,
         "chosen_precision": chosen,

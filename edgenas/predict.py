@@ -38,21 +38,15 @@ class Model:
     meta: dict
 
     def __post_init__(self) -> None:
-        if self.path.endswith(".xml"):
-            import openvino as ov
+        # the sessions the latency tables time with, on the CPU with one thread
+        from edgenas.latency_tables._runtimes import OnnxRuntime, OpenVino
 
-            core = ov.Core()
-            compiled = core.compile_model(core.read_model(self.path), "CPU",
-                                          {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"})  # fmt: skip
+        if self.path.endswith(".xml"):
+            compiled = OpenVino("CPU").compile(self.path)
             request = compiled.create_infer_request()
             self.forward = lambda x: request.infer({0: x})[compiled.outputs[0]]
             return
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.log_severity_level = 3
-        session = ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
+        session = OnnxRuntime(["CPUExecutionProvider"]).session(self.path)
         name = session.get_inputs()[0].name
         self.forward = lambda x: session.run(None, {name: x})[0]
 

@@ -79,11 +79,9 @@ class LocalBackend(MeasurementBackend):
     """A runtime in this process: ONNX Runtime with ``providers`` (default), or ``runtime`` (e.g. OpenVINO)."""
 
     def __init__(self, *, providers: Sequence[str] = ("cpu",), threads: int = 1, runtime: Runtime | None = None):
-        import onnxruntime as ort
-
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self.runtime = runtime or OnnxRuntime(resolve_providers(providers, ort.get_available_providers()), threads)
+        self.runtime = runtime or make_runtime("local", threads=threads, providers=providers)
         self.providers, self.threads = self.runtime.providers, self.runtime.threads
 
     def fingerprint(self) -> dict[str, Any]:
@@ -106,14 +104,18 @@ def make_runtime(device: str, *, threads: int = 1, providers: Sequence[str] = ("
     if device in ("local-cpu", "local"):
         chosen = providers if device == "local" else ("cpu",)
         return OnnxRuntime(resolve_providers(chosen, ort.get_available_providers()), threads)
-    if device == "openvino" or device.startswith("openvino:"):
+    if _is_openvino(device):
         return OpenVino(openvino_device(device), threads)
     raise ValueError(f"unknown device {device!r}; allowed: {DEVICES}")
 
 
+def _is_openvino(device: str) -> bool:
+    return device == "openvino" or device.startswith("openvino:")
+
+
 def expected_providers(device: str, providers: Sequence[str]) -> list[str]:
     """What a table measured on ``device`` records as its providers (for checking a table against a config)."""
-    if device == "openvino" or device.startswith("openvino:"):
+    if _is_openvino(device):
         return [openvino_device(device)]
     return [PROVIDER_ALIASES.get(p.lower(), p) for p in (providers if device == "local" else ("cpu",))]
 

@@ -108,8 +108,8 @@ class OnnxRuntime(Runtime):
 
         return {"available_providers": list(ort.get_available_providers())}
 
-    def session(self, model: bytes):
-        """An ONNX Runtime session with these execution providers and intra-op threads."""
+    def session(self, model: bytes | str):
+        """An ONNX Runtime session (of ONNX bytes or a file) with these execution providers and intra-op threads."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -164,12 +164,14 @@ class OpenVino(Runtime):
         return {"device_name": self.core.get_property(self.device, "FULL_DEVICE_NAME"),
                 "available_devices": list(self.core.available_devices)}  # fmt: skip
 
-    def compile(self, model: bytes):
-        """The model compiled for this device: latency hint, one stream, float32 for float models."""
+    def compile(self, model: bytes | str):
+        """The model (ONNX bytes, or the path of an ONNX file or IR ``.xml``) compiled for this device:
+        latency hint, one stream, float32 for float models."""
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
         if self.device == "CPU":
             config.update(INFERENCE_NUM_THREADS=self.threads, INFERENCE_PRECISION_HINT="f32")
-        return self.core.compile_model(self.core.read_model(io.BytesIO(model)), self.device, config)
+        source = model if isinstance(model, str) else io.BytesIO(model)
+        return self.core.compile_model(self.core.read_model(source), self.device, config)
 
     def load(self, model: bytes) -> Callable[[], Any]:
         import openvino as ov

@@ -88,7 +88,8 @@ def _crossover(a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
 
 class PredictorGuidedSampler(optuna.samplers.BaseSampler):
     """See the module docstring. ``latency(arch) -> {device: ms}`` comes from the tables, ``feasible(arch)``
-    says whether an arch meets all budgets of some device."""
+    says whether an arch meets all budgets of some device; both are asked again for the same arch, so the
+    caller caches them (``run_search`` does)."""
 
     def __init__(self, space: Space, latency, feasible, *, n_startup: int = 8,
                  pool: int = 512, mutation_rate: float = 0.15, seed: int | None = None):  # fmt: skip
@@ -97,8 +98,6 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
         self.rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._space = IntersectionSearchSpace()
-        self._ms: dict[str, dict[str, float]] = {}  # arch -> latency per device (the tables never change)
-        self._ok: dict[str, bool] = {}  # arch -> within some device's budgets
         self._alpha: float | None = None  # the predictor's regularisation, chosen by cross-validation
         self.history: list[dict[str, float]] = []  # the predictor's cross-validated error, every 5th fit
 
@@ -122,12 +121,6 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
         params = arch_params(arch, self.space, self.rng)
         return {k: v for k, v in params.items() if k in search_space}
 
-    def _feasible(self, arch: Arch) -> bool:
-        key = str(arch)
-        if key not in self._ok:
-            self._ok[key] = bool(self.feasible(arch))
-        return self._ok[key]
-
     def _propose(self, done: Sequence[FrozenTrial]) -> Arch | None:
         archs = [self.space.parse(t.user_attrs["arch"]) for t in done]
         acc = np.array([t.values[0] for t in done])
@@ -143,8 +136,8 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
             key = str(child)
             if key in seen or key in candidates:
                 continue
-            if self._feasible(child):
-                candidates[key] = (child, min(self._latency(child).values()))
+            if self.feasible(child):
+                candidates[key] = (child, min(self.latency(child).values()))
         if not candidates:
             return None
         cand = list(candidates.values())
@@ -156,16 +149,10 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
 
     def _front(self, archs: list[Arch], acc: np.ndarray) -> list[Arch]:
         """The feasible archs no other feasible arch beats on both accuracy and (fastest device's) latency."""
-        ok = [i for i in range(len(archs)) if self._feasible(archs[i])]
-        fast = {i: min(self._latency(archs[i]).values()) for i in ok}
+        ok = [i for i in range(len(archs)) if self.feasible(archs[i])]
+        fast = {i: min(self.latency(archs[i]).values()) for i in ok}
         return [archs[i] for i in ok if not any(acc[j] >= acc[i] and fast[j] <= fast[i] and
                                                  (acc[j] > acc[i] or fast[j] < fast[i]) for j in ok)]  # fmt: skip
-
-    def _latency(self, arch: Arch) -> dict[str, float]:
-        key = str(arch)
-        if key not in self._ms:
-            self._ms[key] = self.latency(arch)
-        return self._ms[key]
 
     def _fit(self, x: np.ndarray, y: np.ndarray):
         """Ridge regression; its regularisation (and its cross-validated error) re-chosen every 5th fit."""

@@ -25,6 +25,7 @@ worker marks failed and re-runs. Finished trials are never redone.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import random
@@ -243,8 +244,12 @@ def _sampler(
     if config.sampler == "guided":
         from edgenas.nas._guided import PredictorGuidedSampler, startup_trials
 
-        return PredictorGuidedSampler(space, lambda a: {d.name: d.predictor.predict(a) for d in devices},
-                                      lambda a: _feasible(trial_figures(space, a, devices), devices),
+        @functools.cache  # the sampler asks for an arch's latency and feasibility: predict once
+        def figures(arch: Arch) -> dict[str, float]:
+            return trial_figures(space, arch, devices)
+
+        return PredictorGuidedSampler(space, lambda a: {d.name: figures(a)[f"latency_ms:{d.name}"] for d in devices},
+                                      lambda a: _feasible(figures(a), devices),
                                       n_startup=startup_trials(config.n_trials), seed=seed)  # fmt: skip
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size(config), seed=seed)
@@ -261,9 +266,15 @@ def trial_figures(space: Space, arch: Arch, devices: Sequence[DeviceObjective]) 
             "params": fp.params, "flops": fp.macs}  # fmt: skip
 
 
+def _excess(figures: dict[str, float], devices: Sequence[DeviceObjective]) -> float | None:
+    """The trial's constraint: the smallest excess over the devices with budgets (<= 0: within all budgets
+    of some device); None when no device has a budget."""
+    return min((d.excess(figures) for d in devices if d.budgets), default=None)
+
+
 def _feasible(figures: dict[str, float], devices: Sequence[DeviceObjective]) -> bool:
-    budgeted = [d for d in devices if d.budgets]
-    return not budgeted or any(d.excess(figures) <= 0 for d in budgeted)
+    excess = _excess(figures, devices)
+    return excess is None or excess <= 0
 
 
 def _objective_columns(devices: Sequence[DeviceObjective]) -> list[str]:
@@ -333,9 +344,9 @@ def run_search(
         figures = trial_figures(space, arch, devices)
         for key, value in figures.items():
             trial.set_user_attr(key, value)
-        budgeted = [d for d in devices if d.budgets]
-        if budgeted:  # feasible when <= 0: within all budgets of some device
-            trial.set_constraint("budget", min(d.excess(figures) for d in budgeted))
+        excess = _excess(figures, devices)
+        if excess is not None:
+            trial.set_constraint("budget", excess)
         # Another worker (or an earlier run) may have evaluated this arch already.
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.user_attrs.get("arch") == str(arch)]  # fmt: skip
