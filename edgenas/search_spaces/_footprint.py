@@ -83,7 +83,6 @@ def _se(chs: int) -> _Graph:
     return _Graph(((r * chs, r), (chs * r, chs)), 5, ("ReduceMean", "Conv", "Relu", "Conv", "HardSigmoid", "Mul"))
 
 
-@lru_cache(maxsize=65536)
 def _block_graph(spec: BlockSpec) -> _Graph:
     if spec.kind == "conv":
         return _conv(spec.in_chs, spec.out_chs, spec.kernel, 1, spec.act)
@@ -107,27 +106,39 @@ def model_bytes(specs: Sequence[BlockSpec], precision: str, layers: Sequence[tup
     the net has them from elsewhere (:func:`net_footprint`: a pruned net's SE reductions).
     """
     _check(precision)
-    g = sum((_block_graph(s) for s in specs), _Graph())
-    if layers is not None:
-        if len(layers) != len(g.layers):
-            raise ValueError(f"{len(layers)} layers given for blocks that have {len(g.layers)}")
-        g = _Graph(tuple(layers), g.q_points, g.nodes)
-    nodes, n_layers = list(g.nodes), len(g.layers)
+    blocks = [_block_records(s) for s in specs]  # cached per block: an arch costs a sum, not a walk of its nodes
+    own = [layer for b in blocks for layer in b[0]]
+    if layers is not None and len(layers) != len(own):
+        raise ValueError(f"{len(layers)} layers given for blocks that have {len(own)}")
+    layers = own if layers is None else layers
+    q_points, node_bytes, node_names, n_nodes = (sum(t) for t in zip(*(b[1:] for b in blocks)))
+    n_layers = len(layers)
     if precision == "fp32":  # per layer: weight, bias
-        data = sum(4 * w + 4 * c for w, c in g.layers)
+        data = sum(4 * w + 4 * c for w, c in layers)
         inits = 2 * n_layers
         records = (_WEIGHT_BYTES + _VECTOR_BYTES) * n_layers
     else:  # per layer: weight, scale, zero point, bias; per quantize point: scale, zero point
-        q_points = g.q_points + 1  # the model's input is quantized too
-        data = sum(w + 9 * c for w, c in g.layers) + 5 * q_points
+        q_points += 1  # the model's input is quantized too
+        data = sum(w + 9 * c for w, c in layers) + 5 * q_points
         inits = 4 * n_layers + 2 * q_points
-        nodes += ["DequantizeLinear"] * (n_layers + q_points) + ["QuantizeLinear"] * q_points
         records = (_WEIGHT_BYTES + 3 * _VECTOR_BYTES + _AXIS_BYTES) * n_layers + 2 * _SCALAR_BYTES * q_points
+        # a DequantizeLinear per weight and per quantize point, a QuantizeLinear per quantize point
+        dq, q = n_layers + q_points, q_points
+        node_bytes += _NODE_BYTES["DequantizeLinear"] * dq + _NODE_BYTES["QuantizeLinear"] * q
+        node_names += _NODE_NAMES["DequantizeLinear"] * dq + _NODE_NAMES["QuantizeLinear"] * q
+        n_nodes += dq + q
     # every tensor gets a short name t0, t1, ...: initializers, then each node's output
-    refs = sum(_NODE_NAMES[n] for n in nodes) + inits
-    names = inits + len(nodes)
-    records += sum(_NODE_BYTES[n] for n in nodes)
-    return round(data + records + refs * (3 + _mean_digits(names)) + _FILE_BYTES)
+    refs = node_names + inits
+    names = inits + n_nodes
+    return round(data + records + node_bytes + refs * (3 + _mean_digits(names)) + _FILE_BYTES)
+
+
+@lru_cache(maxsize=65536)
+def _block_records(spec: BlockSpec) -> tuple[tuple[tuple[int, int], ...], int, int, int, int]:
+    """A block's (layers, quantize points, record bytes, tensor names referenced and count of its compute nodes)."""
+    g = _block_graph(spec)
+    return (g.layers, g.q_points, sum(_NODE_BYTES[n] for n in g.nodes), sum(_NODE_NAMES[n] for n in g.nodes),
+            len(g.nodes))  # fmt: skip
 
 
 def _mean_digits(n: int) -> float:
