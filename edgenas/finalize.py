@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,83 @@ def _agreement(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor) -> t
     return float((onnx_out.argmax(1) == torch_out.argmax(1)).mean()), float(np.abs(onnx_out - torch_out).max())
 
 
+@dataclass
+class _Run:
+    """One finalize run: what every step reads (fixed before the first) and what the steps made.
+
+    A step is a function of this state; it reads the fields it needs and fills its own.
+    """
+
+    arch: Arch
+    space: Space
+    splits: Splits
+    backend: MeasurementBackend
+    out: Path
+    config: FinalizeConfig
+    predictor: Predictor | None
+    device: str
+    augment: tuple[str, ...]
+    data: dict[str, Any] | None
+    progress: bool
+    accel: Accelerator
+    evaluator: SubnetEvaluator
+    fingerprint: dict[str, Any]
+    supernet_digest: str
+    teacher: nn.Module
+    teacher_resolution: int
+    teacher_source: str
+    models: dict[str, nn.Module] = field(default_factory=dict)  # searched, distilled, pruned, qat
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # what made each of them
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    prune_log: list[dict] = field(default_factory=list)
+    exports: dict[str, bytes] = field(default_factory=dict)  # stage -> ONNX file
+    predicted: dict[str, dict[str, float | None]] = field(default_factory=dict)  # stage -> size/RAM predictions
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    reference_ms: float | None = None
+
+    @property
+    def res(self) -> int:
+        return self.arch.resolution
+
+    @property
+    def chans(self) -> int:
+        return self.space.in_chs
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.chans, self.res, self.res)
+
+    @property
+    def precision(self) -> str:
+        """The table's precision: what the memory and size targets of pruning bound."""
+        return self.predictor.table.header.get("precision", "fp32") if self.predictor else "fp32"
+
+    @property
+    def runtime(self) -> str:
+        return self.fingerprint.get("runtime", "onnxruntime")
+
+    @property
+    def openvino(self) -> bool:
+        return self.runtime.startswith("openvino")
+
+    def val_acc(self, m: nn.Module) -> float:
+        return accuracy(m, self.splits.val, self.splits, resolution=self.res, channels=self.chans)
+
+    def fit_config(self, epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
+        return _fit_config(self.config, epochs, lr, alpha, self.augment)
+
+    def distillation(self, **changes: Any) -> dict[str, Any]:
+        """The keyword arguments of :func:`fit` that distil from the teacher (``changes`` override)."""
+        kd = dict(teacher=self.teacher, teacher_resolution=self.teacher_resolution, resolution=self.res,
+                  channels=self.chans, progress=self.progress, accel=self.accel)  # fmt: skip
+        return {**kd, **changes}
+
+    def settings(self, *names: str) -> dict[str, Any]:
+        c = dataclasses.asdict(self.config)
+        return {k: c[k] for k in names}
+
+
 def finalize_arch(
     arch: Arch,
     *,
@@ -275,238 +353,291 @@ def finalize_arch(
     the data set and split settings (name, root, seed, val_fraction, test_fraction) written
     into every exported model, so ``edgenas predict`` can rebuild the test split.
     """
+    run = _start(arch, space, supernet, splits, backend, Path(out_dir), config, predictor, device, teacher,
+                 teacher_resolution, augment, data, progress)  # fmt: skip
+    for name, inputs, make in _MODEL_STEPS:  # each saved with its record; reused when the record matches
+        run.models[name] = _model_step(run, name, inputs(run), make)
+    _export(run)
+    _check(run)
+    _measure(run)
+    card = _card(run)
+    write_model_card(card, run.out)
+    if card["failed_checks"] and not config.accept_failed_checks:
+        raise ExportCheckError(f"finalize {run.out}: the {' and '.join(card['failed_checks'])} export failed its "
+                               f"check against torch ({card['why']}); set finalize.accept_failed_checks: true to "
+                               "deploy anyway")  # fmt: skip
+    return card
+
+
+def _start(arch: Arch, space: Space, supernet: Supernet, splits: Splits, backend: MeasurementBackend, out: Path,
+           config: FinalizeConfig, predictor: Predictor | None, device: str, teacher: nn.Module | None,
+           teacher_resolution: int | None, augment: tuple[str, ...], data: dict[str, Any] | None,
+           progress: bool) -> _Run:  # fmt: skip
+    """The run's fixed state: the evaluator, the device's fingerprint (once: an agent's is a request), the teacher."""
     space.validate(arch)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     accel = Accelerator.create(config.device)
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed, accel=accel)
-    chans = space.in_chs
-    res = arch.resolution
-    timings: dict[str, float] = {}
-    fingerprint = backend.fingerprint()  # once: an agent's is a request
-    runtime = fingerprint.get("runtime", "onnxruntime")
-    openvino = runtime.startswith("openvino")
-    precision = predictor.table.header.get("precision", "fp32") if predictor else "fp32"
-
-    def val_acc(m: nn.Module) -> float:
-        return accuracy(m, splits.val, splits, resolution=res, channels=chans)
-
-    def fit_config(epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
-        return _fit_config(config, epochs, lr, alpha, augment)
-
-    teacher_source = "user model (Python API)" if teacher is not None else "largest subnet"
+    source = "user model (Python API)" if teacher is not None else "largest subnet"
     if teacher is None and config.teacher:
-        teacher_resolution = config.teacher_resolution or res
-        teacher = load_teacher(config.teacher, (1, chans, teacher_resolution, teacher_resolution), splits.num_classes)
-        teacher_source = str(config.teacher)
+        teacher_resolution = config.teacher_resolution or arch.resolution
+        shape = (1, space.in_chs, teacher_resolution, teacher_resolution)
+        teacher, source = load_teacher(config.teacher, shape, splits.num_classes), str(config.teacher)
     if teacher is None:
         largest = space.largest()
         teacher, teacher_resolution = evaluator.subnet(largest).cpu(), largest.resolution
-    teacher_resolution = teacher_resolution or res
-    c = dataclasses.asdict(config)
-    finetune = {k: c[k] for k in ("batch_size", "temperature", "label_smoothing", "max_steps_per_epoch", "seed")}
-    records: dict[str, dict[str, Any]] = {}
-    records["searched"] = _record({
-        "arch": str(arch), "space": space.name, "space_spec": repr(space), "supernet": weights_digest(supernet),
-        "data": splits.describe(), "data_norm": [np.asarray(splits.mean).tolist(), np.asarray(splits.std).tolist()],
-        "calib_batches": config.calib_batches, "seed": config.seed})  # fmt: skip
-    records["distilled"] = _record({
-        "after": records["searched"]["key"], "teacher": teacher_source, "teacher_weights": weights_digest(teacher),
-        "teacher_resolution": teacher_resolution, "augment": list(augment), **finetune,
-        **{k: c[k] for k in ("distill_epochs", "lr", "alpha_start", "alpha_end")}})  # fmt: skip
-    records["pruned"] = _record({
-        "after": records["distilled"]["key"], "prune": c["prune"], "prune_finetune_epochs": c["prune_finetune_epochs"],
-        # the device's timings steer pruning only when there is a latency target
-        "device": (device, fingerprint) if config.prune.latency_target_ms else None,
-        # and the table's precision, the memory and size targets
-        "precision": precision if config.prune.ram_target_kb or config.prune.flash_target_kb else None,
-    })  # fmt: skip
-    records["qat"] = _record({"after": records["pruned"]["key"],
-                              **{k: c[k] for k in ("qat_epochs", "qat_lr", "qat_alpha", "calib_batches")}})  # fmt: skip
-    kd = dict(teacher=teacher, teacher_resolution=teacher_resolution, resolution=res, channels=chans,
-              progress=progress, accel=accel)  # fmt: skip
+    return _Run(arch=arch, space=space, splits=splits, backend=backend, out=out, config=config, predictor=predictor,
+                device=device, augment=augment, data=data, progress=progress, accel=accel, evaluator=evaluator,
+                fingerprint=backend.fingerprint(), supernet_digest=weights_digest(supernet), teacher=teacher,
+                teacher_resolution=teacher_resolution or arch.resolution, teacher_source=source)  # fmt: skip
 
-    def step(name: str, make) -> nn.Module:
-        path = out / f"{name}.pt"
-        if _reusable(path, records[name]):
-            return _load(path)
-        start = time.time()
-        model = make()
-        timings[name] = time.time() - start
-        _save(model, path)
-        atomic_write_json(path.with_suffix(".json"), records[name])
-        return model
 
-    searched = step("searched", lambda: evaluator.subnet(arch).cpu())
+def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_Run], nn.Module]) -> nn.Module:
+    """``name``'s model: reused from ``name.pt`` when its record says the same inputs made it, else made."""
+    previous = list(run.records.values())[-1:]
+    run.records[name] = _record({"after": previous[0]["key"], **inputs} if previous else inputs)
+    path = run.out / f"{name}.pt"
+    if _reusable(path, run.records[name]):
+        return _load(path)
+    start = time.time()
+    model = make(run)
+    run.step_seconds[name] = time.time() - start
+    _save(model, path)
+    atomic_write_json(path.with_suffix(".json"), run.records[name])
+    return model
 
-    def distill() -> nn.Module:
-        m = copy.deepcopy(searched)
-        fit(m, splits, fit_config(config.distill_epochs, config.lr, (config.alpha_start, config.alpha_end)),
-            desc="distill", **kd)  # fmt: skip
-        return m
 
-    distilled = step("distilled", distill)
-    input_shape = (1, chans, res, res)
-    prune_log: list[dict] = []
+# ---- the model steps: what each one's record holds, and how it makes its model
 
-    def memory(m: nn.Module) -> tuple[float, float]:  # predicted, at the device's precision: RAM, flash
+
+def _extract_inputs(run: _Run) -> dict[str, Any]:
+    s = run.splits
+    return {"arch": str(run.arch), "space": run.space.name, "space_spec": repr(run.space),
+            "supernet": run.supernet_digest, "data": s.describe(),
+            "data_norm": [np.asarray(s.mean).tolist(), np.asarray(s.std).tolist()],
+            "calib_batches": run.config.calib_batches, "seed": run.config.seed}  # fmt: skip
+
+
+def _extract(run: _Run) -> nn.Module:
+    """The arch with its supernet weights, BatchNorm recalibrated."""
+    return run.evaluator.subnet(run.arch).cpu()
+
+
+def _distill_inputs(run: _Run) -> dict[str, Any]:
+    return {"teacher": run.teacher_source, "teacher_weights": weights_digest(run.teacher),
+            "teacher_resolution": run.teacher_resolution, "augment": list(run.augment), **_finetune_settings(run),
+            **run.settings("distill_epochs", "lr", "alpha_start", "alpha_end")}  # fmt: skip
+
+
+def _finetune_settings(run: _Run) -> dict[str, Any]:
+    return run.settings("batch_size", "temperature", "label_smoothing", "max_steps_per_epoch", "seed")
+
+
+def _distill(run: _Run) -> nn.Module:
+    """Finetune with knowledge distillation from the teacher, alpha decaying."""
+    c = run.config
+    m = copy.deepcopy(run.models["searched"])
+    fit(m, run.splits, run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end)), desc="distill",
+        **run.distillation())  # fmt: skip
+    return m
+
+
+def _prune_inputs(run: _Run) -> dict[str, Any]:
+    p = run.config.prune
+    return {"prune": dataclasses.asdict(p), **run.settings("prune_finetune_epochs"),
+            # the device's timings steer pruning only when there is a latency target
+            "device": (run.device, run.fingerprint) if p.latency_target_ms else None,
+            # and the table's precision, the memory and size targets
+            "precision": run.precision if p.ram_target_kb or p.flash_target_kb else None}  # fmt: skip
+
+
+def _prune(run: _Run) -> nn.Module:
+    """Progressive structured pruning with a short distillation finetune after each step."""
+    c, quick, ref = run.config, Protocol(rounds=5), reference_model("fp32")
+
+    def latency(m: nn.Module) -> float:
+        return run.backend.measure([export_onnx(m, run.input_shape)], ref, quick)[0][0].ms
+
+    def memory(m: nn.Module) -> tuple[float, float]:  # predicted at the table's precision: RAM, flash
         fp = net_footprint(m)
-        return fp.activation_bytes[precision] / KB, fp.size_bytes[precision] / KB
+        return fp.activation_bytes[run.precision] / KB, fp.size_bytes[run.precision] / KB
 
-    def prune() -> nn.Module:
-        quick = Protocol(rounds=5)
-        ref = reference_model("fp32")
+    ft = run.fit_config(c.prune_finetune_epochs, c.lr, (c.alpha_end, c.alpha_end))
+    model, steps = progressive_prune(
+        run.models["distilled"], torch.zeros(run.input_shape), c.prune,
+        finetune=lambda m: fit(m, run.splits, ft, desc="prune-finetune", **run.distillation()),
+        evaluate=run.val_acc, latency=latency if c.prune.latency_target_ms else None, memory=memory,
+    )  # fmt: skip
+    run.prune_log = [dataclasses.asdict(s) for s in steps]
+    atomic_write_json(run.out / "prune_steps.json", run.prune_log)
+    return model
 
-        def latency(m: nn.Module) -> float:
-            timing = backend.measure([export_onnx(m, input_shape)], ref, quick)[0][0]
-            return timing.ms
 
-        ft = fit_config(config.prune_finetune_epochs, config.lr, (config.alpha_end, config.alpha_end))
-        model, steps = progressive_prune(
-            distilled, torch.zeros(input_shape), config.prune,
-            finetune=lambda m: fit(m, splits, ft, desc="prune-finetune", **kd),
-            evaluate=val_acc, latency=latency if config.prune.latency_target_ms else None, memory=memory,
-        )  # fmt: skip
-        prune_log.extend(dataclasses.asdict(s) for s in steps)
-        atomic_write_json(out / "prune_steps.json", prune_log)
-        return model
+def _qat_inputs(run: _Run) -> dict[str, Any]:
+    return run.settings("qat_epochs", "qat_lr", "qat_alpha", "calib_batches")
 
-    pruned = step("pruned", prune)
 
-    def qat() -> nn.Module:
-        q = prepare_qat(pruned)
-        rng = np.random.default_rng(config.seed)
-        calib = batches(splits.train, batch_size=config.batch_size, resolution=res, channels=chans, mean=splits.mean,
-                        std=splits.std, shuffle=True, rng=rng, limit=config.calib_batches)  # fmt: skip
-        calibrate_qat(q, (x for x, _ in calib))
-        # Keep the epoch (0: calibrated, not yet finetuned) with the best validation accuracy:
-        # a finetune of a model this close to converged can lose a little, and then it must
-        # not be the one exported.
-        best = {"epoch": 0, "val_accuracy": val_acc(q), "state": copy.deepcopy(q.state_dict())}
-        log = [{"epoch": 0, "val_accuracy": best["val_accuracy"]}]
+def _qat(run: _Run) -> nn.Module:
+    """Quantization-aware finetuning distilled from the pruned model's own fp32 outputs; the best epoch is kept.
 
-        def keep_best(epoch: int, m: nn.Module) -> dict:
-            acc = val_acc(m)
-            log.append({"epoch": epoch, "val_accuracy": acc})
-            if acc > best["val_accuracy"]:
-                best.update(epoch=epoch, val_accuracy=acc, state=copy.deepcopy(m.state_dict()))
-            return {"val_accuracy": acc}
+    A finetune of a model this close to converged can lose a little: the epoch (0:
+    calibrated, not yet finetuned) with the best validation accuracy is the one exported.
+    """
+    c, s, pruned = run.config, run.splits, run.models["pruned"]
+    q = prepare_qat(pruned)
+    calib = batches(s.train, batch_size=c.batch_size, resolution=run.res, channels=run.chans, mean=s.mean,
+                    std=s.std, shuffle=True, rng=np.random.default_rng(c.seed), limit=c.calib_batches)  # fmt: skip
+    calibrate_qat(q, (x for x, _ in calib))
+    best = {"epoch": 0, "val_accuracy": run.val_acc(q), "state": copy.deepcopy(q.state_dict())}
+    log = [{"epoch": 0, "val_accuracy": best["val_accuracy"]}]
 
-        # fake quantisation wants fp32: no autocast in QAT
-        own = dict(kd, teacher=pruned.eval(), teacher_resolution=res, accel=accel.fp32())
-        fit(q, splits, fit_config(config.qat_epochs, config.qat_lr, (config.qat_alpha, config.qat_alpha)),
-            desc="qat", on_epoch=keep_best, **own)  # fmt: skip
-        q.load_state_dict(best["state"])
-        atomic_write_json(out / "qat_epochs.json", {"kept_epoch": best["epoch"], "epochs": log})
-        return q.eval()
+    def keep_best(epoch: int, m: nn.Module) -> dict:
+        acc = run.val_acc(m)
+        log.append({"epoch": epoch, "val_accuracy": acc})
+        if acc > best["val_accuracy"]:
+            best.update(epoch=epoch, val_accuracy=acc, state=copy.deepcopy(m.state_dict()))
+        return {"val_accuracy": acc}
 
-    qmodel = step("qat", qat)
+    # fake quantisation wants fp32: no autocast in QAT
+    own = run.distillation(teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
+    fit(q, s, run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha)), desc="qat", on_epoch=keep_best,
+        **own)  # fmt: skip
+    q.load_state_dict(best["state"])
+    atomic_write_json(run.out / "qat_epochs.json", {"kept_epoch": best["epoch"], "epochs": log})
+    return q.eval()
 
-    # ---- export and check
-    calib_x = next(batches(splits.train, batch_size=64, resolution=res, channels=chans, mean=splits.mean,
-                           std=splits.std, shuffle=True, rng=np.random.default_rng(config.seed)))[0]  # fmt: skip
-    test_x = next(batches(splits.test, batch_size=200, resolution=res, channels=chans, mean=splits.mean,
-                          std=splits.std))[0]  # fmt: skip
-    # a symbolic batch by default: free in ONNX Runtime, 1.2-1.5x slower at batch 1 in OpenVINO (export_onnx)
-    dynamic = not openvino
-    kw = {"dynamic_batch": dynamic}
-    models: dict[str, bytes] = {
-        "teacher": export_onnx(teacher, (1, chans, teacher_resolution, teacher_resolution), **kw),
-        "searched": export_onnx(searched, input_shape, **kw),
-        "distilled": export_onnx(distilled, input_shape, **kw),
-        "pruned": export_onnx(pruned, input_shape, **kw),
-        "qat_int8": export_qat(qmodel, input_shape, **kw),
-        "ptq_int8": export_onnx(pruned, input_shape, precision="int8", calibration=calib_x.numpy(), **kw),
+
+_MODEL_STEPS: tuple[tuple[str, Callable[[_Run], dict[str, Any]], Callable[[_Run], nn.Module]], ...] = (
+    ("searched", _extract_inputs, _extract),
+    ("distilled", _distill_inputs, _distill),
+    ("pruned", _prune_inputs, _prune),
+    ("qat", _qat_inputs, _qat),
+)
+
+
+# ---- export, check, measure, card
+
+
+def _export(run: _Run) -> None:
+    """Every stage as an ONNX file carrying its preprocessing, classes and arch (edgenas predict needs nothing else).
+
+    A symbolic batch by default: free in ONNX Runtime, 1.2-1.5x slower at batch 1 in
+    OpenVINO (:func:`export_onnx`), whose devices keep batch 1.
+    """
+    s, m, shape = run.splits, run.models, run.input_shape
+    kw = {"dynamic_batch": not run.openvino}
+    calib_x = next(batches(s.train, batch_size=64, resolution=run.res, channels=run.chans, mean=s.mean, std=s.std,
+                           shuffle=True, rng=np.random.default_rng(run.config.seed)))[0]  # fmt: skip
+    t = run.teacher_resolution
+    files = {
+        "teacher": export_onnx(run.teacher, (1, run.chans, t, t), **kw),
+        "searched": export_onnx(m["searched"], shape, **kw),
+        "distilled": export_onnx(m["distilled"], shape, **kw),
+        "pruned": export_onnx(m["pruned"], shape, **kw),
+        "qat_int8": export_qat(m["qat"], shape, **kw),
+        "ptq_int8": export_onnx(m["pruned"], shape, precision="int8", calibration=calib_x.numpy(), **kw),
     }
-    footprints = {"teacher": net_footprint(teacher) if isinstance(teacher, SubNet) else None,
-                  "searched": net_footprint(searched), "distilled": net_footprint(distilled),
-                  **dict.fromkeys(("pruned", "qat_int8", "ptq_int8"), net_footprint(pruned))}  # fmt: skip
-    predicted: dict[str, dict[str, float | None]] = {}
-    # every file carries what it takes to feed it and read it (edgenas predict uses nothing else)
-    for name in models:
-        r = teacher_resolution if name == "teacher" else res
-        meta = preprocessing_metadata(resolution=r, channels=chans, mean=splits.mean, std=splits.std,
-                                      classes=list(splits.train.classes),
-                                      arch=teacher_source if name == "teacher" else str(arch), space=space.name,
-                                      data=data or {"name": splits.train.name.removesuffix("-train")},
-                                      batch="dynamic" if dynamic else 1)  # fmt: skip
-        models[name] = with_metadata(models[name], meta)
-        atomic_write_bytes(out / f"{name}.onnx", models[name])
-        predicted[name] = _predicted_footprint(footprints[name], name, meta)
-    fp32_agree, fp32_diff = _agreement(models["pruned"], pruned, test_x)
-    int8_agree, int8_diff = _agreement(models["qat_int8"], qmodel, test_x)
-    checks = {
+    pruned = net_footprint(m["pruned"])
+    footprints = {"teacher": net_footprint(run.teacher) if isinstance(run.teacher, SubNet) else None,
+                  "searched": net_footprint(m["searched"]), "distilled": net_footprint(m["distilled"]),
+                  **dict.fromkeys(("pruned", "qat_int8", "ptq_int8"), pruned)}  # fmt: skip
+    for name, model in files.items():
+        teacher = name == "teacher"
+        meta = preprocessing_metadata(resolution=t if teacher else run.res, channels=run.chans, mean=s.mean,
+                                      std=s.std, classes=list(s.train.classes),
+                                      arch=run.teacher_source if teacher else str(run.arch), space=run.space.name,
+                                      data=run.data or {"name": s.train.name.removesuffix("-train")},
+                                      batch="dynamic" if kw["dynamic_batch"] else 1)  # fmt: skip
+        run.exports[name] = with_metadata(model, meta)
+        atomic_write_bytes(run.out / f"{name}.onnx", run.exports[name])
+        run.predicted[name] = _predicted_footprint(footprints[name], name, meta)
+
+
+def _check(run: _Run) -> None:
+    """The fp32 export against torch (max abs difference), the int8 one against fake quantization (top-1 agreement)."""
+    s = run.splits
+    test_x = next(batches(s.test, batch_size=200, resolution=run.res, channels=run.chans, mean=s.mean,
+                          std=s.std))[0]  # fmt: skip
+    fp32_agree, fp32_diff = _agreement(run.exports["pruned"], run.models["pruned"], test_x)
+    int8_agree, int8_diff = _agreement(run.exports["qat_int8"], run.models["qat"], test_x)
+    run.checks = {
         "fp32_vs_torch": {"top1_agreement": fp32_agree, "max_abs_diff": fp32_diff, "ok": fp32_diff < 1e-3},
         "int8_vs_fake_quant": {"top1_agreement": int8_agree, "max_abs_diff": int8_diff,
                                "ok": int8_agree >= INT8_AGREEMENT_MIN},
-    }
+    }  # fmt: skip
 
-    # ---- measure: latency in one interleaved batch, peak memory, test accuracy
-    names = list(models)
-    timing, ref, _ = backend.measure([models[n] for n in names], reference_model("fp32"),
-                                     Protocol(rounds=config.measure_rounds))  # fmt: skip
-    stage_rows = []
-    torch_models = {"teacher": teacher, "searched": searched, "distilled": distilled, "pruned": pruned}
+
+def _measure(run: _Run) -> None:
+    """Every stage's file timed on the device in one interleaved batch, its peak memory and test accuracy."""
+    s, names = run.splits, list(run.exports)
+    timing, ref, _ = run.backend.measure([run.exports[n] for n in names], reference_model("fp32"),
+                                         Protocol(rounds=run.config.measure_rounds))  # fmt: skip
+    run.reference_ms = ref.ms
+    in_torch = {"teacher": run.teacher, **{n: run.models[n] for n in ("searched", "distilled", "pruned")}}
     for n, t in zip(names, timing):
-        if n in torch_models:
-            r = teacher_resolution if n == "teacher" else res
-            acc = accuracy(torch_models[n], splits.test, splits, resolution=r, channels=chans)
+        model = run.exports[n]
+        if n in in_torch:
+            r = run.teacher_resolution if n == "teacher" else run.res
+            acc = accuracy(in_torch[n], s.test, s, resolution=r, channels=run.chans)
         else:
-            acc = onnx_accuracy(models[n], splits.test, splits, resolution=res, channels=chans)
-        stage_rows.append({
+            acc = onnx_accuracy(model, s.test, s, resolution=run.res, channels=run.chans)
+        run.stages.append({
             "stage": n, "precision": "int8" if n.endswith("int8") else "fp32",
-            "size_mb": len(models[n]) / 1e6, "latency_ms": t.ms, "latency_spread": t.spread,
-            "peak_memory_mb": session_peak_memory_mb(models[n], threads=1),
-            "test_accuracy": acc,
-            "size_kb": len(models[n]) / KB, "activation_kb": activation_peak(models[n]) / KB, **predicted[n],
+            "size_mb": len(model) / 1e6, "latency_ms": t.ms, "latency_spread": t.spread,
+            "peak_memory_mb": session_peak_memory_mb(model, threads=1), "test_accuracy": acc,
+            "size_kb": len(model) / KB, "activation_kb": activation_peak(model) / KB, **run.predicted[n],
         })  # fmt: skip
-    by = {r["stage"]: r for r in stage_rows}
-    t0 = by["teacher"]
-    for r in stage_rows:
+    t0 = run.stages[0]  # the teacher
+    for r in run.stages:
         r["size_vs_teacher_pct"] = (r["size_mb"] / t0["size_mb"] - 1) * 100
         r["speedup_vs_teacher"] = t0["latency_ms"] / r["latency_ms"]
         mem0 = t0["peak_memory_mb"]
         r["memory_vs_teacher_pct"] = (r["peak_memory_mb"] / mem0 - 1) * 100 if mem0 else None
-    fp32, int8 = by["pruned"], by["qat_int8"]
-    failed = [p for p, check in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not checks[check]["ok"]]
-    chosen, why = _choose_precision(fp32["latency_ms"], int8["latency_ms"], failed, config.accept_failed_checks)
+
+
+def _deploy(run: _Run) -> dict[str, Any]:
+    """The precision deployed, why, the failed checks, and the deployed file (an OpenVINO IR for OpenVINO)."""
+    by = {r["stage"]: r for r in run.stages}
+    failed = [p for p, c in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not run.checks[c]["ok"]]
+    chosen, why = _choose_precision(by["pruned"]["latency_ms"], by["qat_int8"]["latency_ms"], failed,
+                                    run.config.accept_failed_checks)  # fmt: skip
     stage = {"int8": "qat_int8", "fp32": "pruned"}.get(chosen)
-    deployed = {"runtime": runtime, "device": fingerprint.get("providers"), "precision": chosen,
+    deployed = {"runtime": run.runtime, "device": run.fingerprint.get("providers"), "precision": chosen,
                 "file": f"{stage}.onnx" if stage else None,
                 "test_accuracy": by[stage]["test_accuracy"] if stage else None}  # fmt: skip
-    if stage and openvino:  # the model in the form its device runs: OpenVINO IR
-        xml = save_openvino_ir(models[stage], out / f"{stage}.xml")
-        deployed.update(file=xml.name, test_accuracy=ir_accuracy(xml, splits.test, splits, resolution=res,
-                                                                 channels=chans))  # fmt: skip
-    card = {
-        "arch": str(arch),
-        "space": space.name,
-        "device": device,
-        "device_fingerprint": fingerprint,
-        "compute": accel.describe(),
-        "teacher": teacher_source,
-        "chosen_precision": chosen,
-        "chosen_model": f"{stage}.onnx" if chosen else None,
-        "deployed": deployed,
-        "why": why,
-        "failed_checks": failed,
-        **_prediction(predictor, arch, searched, pruned),
-        "measured_reference_ms": ref.ms,
-        "stages": stage_rows,
-        "checks": checks,
-        "prune_steps": prune_log or _read(out / "prune_steps.json"),
-        "qat_epochs": _read(out / "qat_epochs.json"),
-        "pruned_channels": channel_counts(pruned),
-        "config": dataclasses.asdict(config),
-        "step_seconds": timings,
+    if stage and run.openvino:  # the model in the form its device runs: OpenVINO IR
+        xml = save_openvino_ir(run.exports[stage], run.out / f"{stage}.xml")
+        acc = ir_accuracy(xml, run.splits.test, run.splits, resolution=run.res, channels=run.chans)
+        deployed.update(file=xml.name, test_accuracy=acc)
+    return {"chosen_precision": chosen, "chosen_model": f"{stage}.onnx" if stage else None, "deployed": deployed,
+            "why": why, "failed_checks": failed}
+
+
+def _card(run: _Run) -> dict[str, Any]:
+    """The model card: what was deployed and why, every stage's figures, the checks, what made each step."""
+    m = run.models
+    return {
+        "arch": str(run.arch),
+        "space": run.space.name,
+        "device": run.device,
+        "device_fingerprint": run.fingerprint,
+        "compute": run.accel.describe(),
+        "teacher": run.teacher_source,
+        **_deploy(run),
+        **_prediction(run.predictor, run.arch, m["searched"], m["pruned"]),
+        "measured_reference_ms": run.reference_ms,
+        "stages": run.stages,
+        "checks": run.checks,
+        "prune_steps": run.prune_log or _read(run.out / "prune_steps.json"),
+        "qat_epochs": _read(run.out / "qat_epochs.json"),
+        "searched_channels": channel_counts(m["searched"]),
+        "pruned_channels": channel_counts(m["pruned"]),
+        "config": dataclasses.asdict(run.config),
+        "step_seconds": run.step_seconds,
+        "steps": {name: r["key"] for name, r in run.records.items()},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
     }
-    write_model_card(card, out)
-    if failed and not config.accept_failed_checks:
-        raise ExportCheckError(f"finalize {out}: the {' and '.join(failed)} export failed its check against torch "
-                               f"({why}); set finalize.accept_failed_checks: true to deploy anyway")  # fmt: skip
-    return card
 
 
 def _choose_precision(fp32_ms: float, int8_ms: float, failed: list[str], accept: bool) -> tuple[str | None, str]:

@@ -1,0 +1,7 @@
+"""``python -m edgenas.cli``."""
+
+import sys
+
+from edgenas.cli import main
+
+sys.exit(main())
