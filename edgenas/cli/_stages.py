@@ -87,10 +87,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     rp = sub.add_parser(
         "report",
-        help="write the HTML report of a run directory",
-        description="Write RUN_DIR/report/report.html (plotly, self-contained), CSV and PNG.",
+        help="write the HTML report of a run directory, or compare runs",
+        description="One RUN_DIR: write RUN_DIR/report/report.html (self-contained: summary per device, fronts, "
+        "training, search convergence, table validation, compression, provenance) with every figure's data as "
+        "CSV and PNG. Several: one page comparing them (fronts overlaid, a summary row per run and device) in "
+        "--out.",
     )
-    rp.add_argument("run_dir", help="run directory")
+    rp.add_argument("run_dir", nargs="+", help="run directory (several: compare them)")
+    rp.add_argument("--out", default="edgenas-comparison",
+                    help="where a comparison of several runs goes (default ./edgenas-comparison)")  # fmt: skip
     rp.add_argument("--no-png", action="store_true", help="skip PNG export")
     rp.set_defaults(func=_report)
 
@@ -165,6 +170,10 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from edgenas.reports import write_report
+    from edgenas.reports import write_comparison, write_report
 
-    print(write_report(args.run_dir, png=not args.no_png))
+    runs = list(dict.fromkeys(args.run_dir))
+    if len(runs) == 1:
+        print(write_report(runs[0], png=not args.no_png))
+    else:
+        print(write_comparison(runs, args.out, png=not args.no_png))

@@ -1,4 +1,4 @@
-"""Reports: Pareto fronts, predicted vs measured latency, block breakdowns, stage tables (plotly HTML/PNG/CSV)."""
+"""Reports: a run's summary, fronts, evidence, compression and provenance; runs compared (plotly HTML/PNG/CSV)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from edgenas.reports._data import (
     measurement_info,
     pareto_data,
     predicted_vs_measured_data,
+    provenance_data,
+    pruning_data,
+    quantization_data,
     search_convergence_data,
     stage_table_data,
+    summary_data,
     training_budget_text,
     training_curve_data,
 )
-from edgenas.reports._report import write_report
+from edgenas.reports._report import write_comparison, write_report
 
 __all__ = [
     "RunFiles",
@@ -25,9 +29,14 @@ __all__ = [
     "measurement_info",
     "pareto_data",
     "predicted_vs_measured_data",
+    "provenance_data",
+    "pruning_data",
+    "quantization_data",
     "search_convergence_data",
     "stage_table_data",
+    "summary_data",
     "training_budget_text",
     "training_curve_data",
+    "write_comparison",
     "write_report",
 ]

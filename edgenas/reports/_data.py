@@ -25,6 +25,10 @@ __all__ = [
     "lut_validation_data",
     "measurement_info",
     "pareto_data",
+    "provenance_data",
+    "pruning_data",
+    "quantization_data",
+    "summary_data",
     "predicted_vs_measured_data",
     "search_convergence_data",
     "stage_table_data",
@@ -90,6 +94,17 @@ class RunFiles:
     def card(self, device: str) -> dict | None:
         path = self.run / "finalize" / device / "model_card.json"
         return json.loads(path.read_text()) if path.exists() else None
+
+    def searched_row(self, arch: str) -> dict | None:
+        """The search's trial of ``arch`` (supernet val accuracy, predicted latency), if the search scored it."""
+        trials = self.trials()
+        rows = trials[trials["arch"] == arch].to_dict("records") if len(trials) else []
+        return rows[0] if rows else None
+
+
+def deployed_stage(card: dict) -> str | None:
+    """The stage whose file finalize deployed: ``qat_int8``, ``pruned`` or None (no export passed its checks)."""
+    return {"int8": "qat_int8", "fp32": "pruned"}.get(card.get("chosen_precision"))
 
 
 def training_curve_data(run: RunFiles) -> pd.DataFrame:
@@ -253,3 +268,116 @@ def measurement_info(run: RunFiles) -> list[dict[str, Any]]:
                     "per_call_overhead_us": h["noop_ms"] * 1000, "build_seconds": h["build_seconds"],
                     "drift": h.get("drift")})  # fmt: skip
     return out
+
+
+def summary_data(run: RunFiles, device: str) -> dict[str, Any] | None:
+    """What ``device`` got: the deployed file and its figures, against the teacher and the nearest MobileNetV3.
+
+    The teacher comparison uses finalize's measurements (test split, one interleaved timing
+    batch). The MobileNetV3 comparison is the search's: the searched arch and the nearest
+    reference layout by predicted latency, both scored by the supernet on validation images
+    and by the device's table (stand-alone training is ``bench/references.py``'s).
+    """
+    card = run.card(device)
+    stage = deployed_stage(card) if card else None
+    if stage is None:
+        return None
+    by = {s["stage"]: s for s in card["stages"]}
+    final, teacher = by[stage], by["teacher"]
+    dep = card.get("deployed") or {"runtime": "onnxruntime", "file": card["chosen_model"]}
+    accuracy = dep.get("test_accuracy", final["test_accuracy"])
+    row = {"device": device, "arch": card["arch"], "file": dep["file"], "runtime": dep["runtime"],
+           "precision": card["chosen_precision"], "test_accuracy": accuracy, "latency_ms": final["latency_ms"],
+           "size_mb": final["size_mb"], "peak_memory_mb": final["peak_memory_mb"],
+           "activation_kb": final.get("activation_kb"), "teacher_accuracy": teacher["test_accuracy"],
+           "teacher_latency_ms": teacher["latency_ms"], "teacher_size_mb": teacher["size_mb"],
+           "accuracy_change_pts": (accuracy - teacher["test_accuracy"]) * 100,
+           "speedup_vs_teacher": teacher["latency_ms"] / final["latency_ms"],
+           "size_vs_teacher": final["size_mb"] / teacher["size_mb"]}  # fmt: skip
+    row.update(_nearest_reference(run, device, card["arch"]))
+    row["sentence"] = _summary_sentence(row)
+    return row
+
+
+def _nearest_reference(run: RunFiles, device: str, arch: str) -> dict[str, Any]:
+    searched, key = run.searched_row(arch), f"latency_ms:{device}"
+    refs = [r for r in run.references() if key in r]
+    if searched is None or not refs:
+        return {"reference": None}
+    ref = min(refs, key=lambda r: abs(r[key] - searched[key]))
+    return {"reference": ref["name"], "reference_val_accuracy": ref["accuracy"], "reference_predicted_ms": ref[key],
+            "searched_val_accuracy": searched["accuracy"], "searched_predicted_ms": searched[key]}  # fmt: skip
+
+
+def _summary_sentence(r: dict[str, Any]) -> str:
+    change = r["accuracy_change_pts"]
+    trade = (f"gives up {-change:.2f} pt of test accuracy" if change < 0 else f"gains {change:.2f} pt of test accuracy")
+    text = (f"{r['file']} ({r['precision']}, {r['runtime']}) runs in {r['latency_ms']:.3f} ms at "
+            f"{r['test_accuracy'] * 100:.2f} % test accuracy: against the teacher it {trade} for a "
+            f"{r['speedup_vs_teacher']:.1f}x speed-up and a file {1 / r['size_vs_teacher']:.1f}x smaller.")  # fmt: skip
+    if r["reference"]:
+        gain = (r["searched_val_accuracy"] - r["reference_val_accuracy"]) * 100
+        ratio = r["searched_predicted_ms"] / r["reference_predicted_ms"]
+        text += (f" Against {r['reference']}, the MobileNetV3 layout nearest in predicted latency, the searched "
+                 f"arch scores {gain:+.2f} pt on the supernet at {ratio:.2f}x its predicted latency.")  # fmt: skip
+    return text
+
+
+def pruning_data(run: RunFiles, device: str) -> pd.DataFrame:
+    """Output channels of every convolution before and after pruning (before: cards from this version on)."""
+    card = run.card(device)
+    if not card:
+        return pd.DataFrame(columns=["layer", "before", "after"])
+    after = card["pruned_channels"]
+    before = card.get("searched_channels") or [None] * len(after)
+    return pd.DataFrame({"layer": [f"conv {i}" for i in range(len(after))], "before": before, "after": after})
+
+
+def quantization_data(run: RunFiles, device: str) -> pd.DataFrame:
+    """The pruned fp32 model and its two int8 versions (QAT, ONNX Runtime's PTQ): accuracy, latency, size."""
+    card = run.card(device)
+    if not card:
+        return pd.DataFrame()
+    by = {s["stage"]: s for s in card["stages"]}
+    base = by["pruned"]
+    rows = []
+    for stage, method in (("pruned", "fp32 (pruned)"), ("qat_int8", "int8, QAT"), ("ptq_int8", "int8, PTQ")):
+        s = by[stage]
+        rows.append({"model": method, "file": f"{stage}.onnx", "test_accuracy": s["test_accuracy"],
+                     "accuracy_vs_fp32_pts": (s["test_accuracy"] - base["test_accuracy"]) * 100,
+                     "latency_ms": s["latency_ms"], "speedup_vs_fp32": base["latency_ms"] / s["latency_ms"],
+                     "size_mb": s["size_mb"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def provenance_data(run: RunFiles) -> pd.DataFrame:
+    """Where and how every figure was made, as (what, value) rows: run, seeds, software, each device."""
+    c = run.config
+    rows = [("run directory", str(run.run)), ("space", str(c.get("space"))),
+            ("data", f"{c['data']['name']} (split seed {c['data'].get('seed', 0)}, "
+                     f"validation {c['data'].get('val_fraction')}, test {c['data'].get('test_fraction')}, "
+                     f"training images limited to {c['data'].get('train_limit') or 'none'})"),
+            ("seeds", ", ".join(f"{k} {c[k]['seed']}" for k in ("train", "search", "finalize") if k in c)),
+            ("search", "{sampler} sampler, {n_trials} trials, {calib_batches} BatchNorm batches, {val_images} "
+                       "validation images per trial".format(**c["search"]))]  # fmt: skip
+    training = run.training()
+    if training:
+        comp = training["history"][-1].get("compute", {})
+        where = f"{comp.get('name', '?')} ({comp.get('device', '?')}, {comp.get('precision', '?')})"
+        rows.append(("supernet training", f"{where}, torch {comp.get('torch', '?')}"))
+    for d in measurement_info(run):
+        rows += [(f"{d['device']}: device", f"{d['cpu']}, {d['os']}"),
+                 (f"{d['device']}: runtime", f"{d['runtime']}, devices {d['providers']}, {d['threads']} thread(s), "
+                                             f"ONNX opset {d['opset']}"),
+                 (f"{d['device']}: table", f"{d['precision']}, batch {d['batch']}, reference model "
+                                           f"{d['reference_ms']:.3f} ms, per-call overhead "
+                                           f"{d['per_call_overhead_us']:.1f} us, built in {d['build_seconds']:.0f} s"),
+                 (f"{d['device']}: protocol", ", ".join(f"{k} {v}" for k, v in d["protocol"].items()))]  # fmt: skip
+    for device in run.devices:
+        card = run.card(device)
+        if card:
+            v = card.get("versions", {})
+            rows.append((f"{device}: finalize", f"on {card['compute'].get('name', '?')} "
+                                                f"({card['compute'].get('device', '?')}), "
+                         + ", ".join(f"{k} {x}" for k, x in v.items())))  # fmt: skip
+    return pd.DataFrame(rows, columns=["what", "value"])

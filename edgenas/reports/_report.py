@@ -1,8 +1,13 @@
 """Drawing the report: plotly figures from the data of ``_data``, one self-contained HTML file.
 
-The HTML inlines plotly's JavaScript once, so it opens offline. Each figure's data is also
-written as CSV (``report/data``), and as PNG (``report/png``) with kaleido, which draws with
-Chromium; where it cannot, the report says why (stderr and the page) and stays complete.
+The page reads top-down in the order a person asks: what each device got (summary), the
+accuracy-latency fronts, how good the evidence is (training, search convergence, latency
+table validation), the compression story per device, and provenance. It inlines plotly's
+JavaScript once, so it opens offline; tables sit in horizontally scrolling boxes and the
+figures resize, so nothing runs off the page at 1200 px or on a phone. Each figure's and
+table's data is also written as CSV (``report/data``), each figure as PNG (``report/png``)
+with kaleido, which draws with Chromium; where it cannot, the report says why (stderr and
+the page) and stays complete.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ import html
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from edgenas.io import atomic_write_text
 from edgenas.reports._data import (
@@ -25,13 +32,18 @@ from edgenas.reports._data import (
     measurement_info,
     pareto_data,
     predicted_vs_measured_data,
+    provenance_data,
+    pruning_data,
+    quantization_data,
     search_convergence_data,
     stage_table_data,
+    summary_data,
     training_budget_text,
     training_curve_data,
 )
 
-__all__ = ["pareto_figure", "predicted_vs_measured_figure", "write_report"]
+__all__ = ["comparison_figure", "fronts_figure", "people_table", "predicted_vs_measured_figure", "write_comparison",
+           "write_report"]
 
 _STYLE = {
     "trial": dict(color="#9aa5b1", size=6, symbol="circle"),
@@ -41,31 +53,63 @@ _STYLE = {
     "finalized": dict(color="#2ca02c", size=14, symbol="star"),
 }
 
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:0 auto;padding:16px 24px;max-width:1200px;box-sizing:border-box;
+line-height:1.45;color:#1d232a}
+h1{font-size:1.6em} h2{margin-top:2em;border-bottom:1px solid #ccd;padding-bottom:4px} h3{margin-top:1.5em}
+.fig{width:100%;min-height:300px} .scroll{overflow-x:auto;max-width:100%}
+.tbl{border-collapse:collapse;font-size:0.92em} .tbl td,.tbl th{padding:4px 10px;border-bottom:1px solid #ddd;
+text-align:right;white-space:nowrap} .tbl th{background:#f4f6f8}
+.tbl td:first-child,.tbl th:first-child{text-align:left}
+.tbl code{white-space:normal;word-break:break-all}
+.finding{font-size:1.08em;background:#f1f7ee;border-left:4px solid #2ca02c;padding:8px 14px}
+code{font-size:90%} details pre{overflow-x:auto;white-space:pre-wrap;word-break:break-all;font-size:0.85em}
+.note{color:#555;font-size:0.92em}
+@media (max-width:700px){body{padding:8px 10px} h1{font-size:1.3em} .tbl{font-size:0.82em}}
+"""
 
-def pareto_figure(data: pd.DataFrame, device: str, budget: float | None, memory: str = "") -> go.Figure:
-    """Accuracy vs latency; ``memory`` names the RAM/flash budgets the over-budget trials may exceed."""
-    fig = go.Figure()
+
+# ---------------------------------------------------------------------------------------- figures
+def fronts_figure(data: dict[str, pd.DataFrame], budgets: dict[str, dict[str, float]]) -> go.Figure:
+    """Accuracy vs latency, one panel per device on shared axes; over-budget trials labelled with every budget."""
+    devices = list(data)
+    fig = make_subplots(rows=1, cols=len(devices), shared_yaxes=True, subplot_titles=devices,
+                        horizontal_spacing=0.04)  # fmt: skip
+    for col, device in enumerate(devices, start=1):
+        for trace in _front_traces(data[device], budgets[device], first=col == 1):
+            fig.add_trace(trace, row=1, col=col)
+        if budgets[device].get("budget_ms"):
+            fig.add_vline(x=budgets[device]["budget_ms"], line_dash="dash", line_color="#d62728", row=1, col=col,
+                          annotation_text=f"budget {budgets[device]['budget_ms']:g} ms")  # fmt: skip
+    fig.update_xaxes(matches="x", title_text="latency (ms; search: predicted, finalized: measured)")
+    fig.update_yaxes(title_text="top-1 accuracy (search: val; finalized: test)", row=1, col=1)
+    fig.update_layout(title="Accuracy vs latency" + (" per device, on one scale" if len(devices) > 1 else
+                      f" on {devices[0]}"), height=500, template="plotly_white",
+                      legend=dict(orientation="h", y=-0.22))  # fmt: skip
+    return fig
+
+
+def _front_traces(data: pd.DataFrame, budget: dict[str, float], first: bool) -> list[go.Scatter]:
+    memory = "".join(f" or {label} {budget[k]:g} kB" for k, label in (("ram_kb", "RAM"), ("flash_kb", "flash"))
+                     if k in budget)  # fmt: skip
+    traces = []
     for kind, style in _STYLE.items():
         part = data[data["kind"] == kind] if len(data) else data
         if not len(part):
             continue
-        text = part.get("name", part["arch"]).fillna(part["arch"]) if "name" in part else part["arch"]
+        text = part["name"].fillna(part["arch"]) if "name" in part else part["arch"]
         if "ram_kb" in part and part["ram_kb"].notna().any():
             text = text + "<br>RAM " + part["ram_kb"].map("{:.1f}".format) + " kB, flash " + \
                 part["flash_kb"].map("{:.1f}".format) + " kB"
         name = f"{kind}: latency{memory}" if kind == "trial (over budget)" and memory else kind
-        fig.add_trace(go.Scatter(x=part["latency_ms"], y=part["accuracy"], mode="markers", name=name, marker=style,
-                                 text=text,
+        traces.append(go.Scatter(x=part["latency_ms"], y=part["accuracy"], mode="markers", name=name, marker=style,
+                                 text=text, legendgroup=kind, showlegend=first,
                                  hovertemplate="%{text}<br>%{x:.3f} ms, %{y:.4f}<extra></extra>"))  # fmt: skip
     front = data[data["kind"] == "pareto front"].sort_values("latency_ms") if len(data) else data
     if len(front):
-        fig.add_trace(go.Scatter(x=front["latency_ms"], y=front["accuracy"], mode="lines", line=dict(color="#1f77b4"),
-                                 showlegend=False, hoverinfo="skip"))  # fmt: skip
-    if budget:
-        fig.add_vline(x=budget, line_dash="dash", line_color="#d62728", annotation_text=f"budget {budget:g} ms")
-    fig.update_layout(title=f"Accuracy vs latency on {device}", xaxis_title="latency (ms; predicted, finalized: "
-                      "measured)", yaxis_title="top-1 accuracy (search: val; finalized: test)", height=480)  # fmt: skip
-    return fig
+        traces.append(go.Scatter(x=front["latency_ms"], y=front["accuracy"], mode="lines", showlegend=False,
+                                 line=dict(color="#1f77b4"), hoverinfo="skip"))  # fmt: skip
+    return traces
 
 
 def predicted_vs_measured_figure(data: pd.DataFrame, device: str) -> go.Figure:
@@ -81,7 +125,7 @@ def predicted_vs_measured_figure(data: pd.DataFrame, device: str) -> go.Figure:
                                      text=part["arch"], hovertemplate="%{text}<br>measured %{x:.3f} ms, predicted "
                                      "%{y:.3f} ms<extra></extra>"))  # fmt: skip
     fig.update_layout(title=f"Predicted vs measured latency on {device}", xaxis_title="measured (ms)",
-                      yaxis_title="predicted (ms)", height=480)  # fmt: skip
+                      yaxis_title="predicted (ms)", height=460, template="plotly_white")  # fmt: skip
     return fig
 
 
@@ -89,8 +133,19 @@ def breakdown_figure(data: pd.DataFrame, device: str) -> go.Figure:
     labels = [f"{b} {k}" for b, k in zip(data["block"], data["key"])] if len(data) else []
     fig = go.Figure(go.Bar(x=data["ms"] if len(data) else [], y=labels, orientation="h"))
     fig.update_layout(title=f"Per-block latency of the finalized arch on {device} (table entries)",
-                      xaxis_title="ms", yaxis=dict(autorange="reversed"), height=max(300, 24 * len(data) + 120),
-                      margin=dict(l=320))  # fmt: skip
+                      xaxis_title="ms", yaxis=dict(autorange="reversed", automargin=True),
+                      height=max(300, 24 * len(data) + 120), template="plotly_white")  # fmt: skip
+    return fig
+
+
+def pruning_figure(data: pd.DataFrame, device: str) -> go.Figure:
+    fig = go.Figure()
+    if data["before"].notna().any():
+        fig.add_trace(go.Bar(x=data["layer"], y=data["before"], name="before pruning", marker_color="#c5d3e0"))
+    fig.add_trace(go.Bar(x=data["layer"], y=data["after"], name="after pruning", marker_color="#1f77b4"))
+    fig.update_layout(title=f"Output channels per convolution on {device}", barmode="overlay", height=340,
+                      yaxis_title="channels", template="plotly_white",
+                      legend=dict(orientation="h", y=-0.3))  # fmt: skip
     return fig
 
 
@@ -112,16 +167,102 @@ def convergence_figure(data: pd.DataFrame) -> go.Figure:
                                  else "lines", yaxis="y2" if error else "y", line=dict(dash="dot") if error else None))
     fig.update_layout(title="Search convergence: hypervolume of each device's front after each trial",
                       xaxis_title="complete trials", yaxis_title="hypervolume (higher is better)",
-                      yaxis2=dict(title="accuracy predictor error (pts, 5-fold MAE)", overlaying="y", side="right",
-                                  rangemode="tozero"),
-                      template="plotly_white", height=380)  # fmt: skip
+                      yaxis2=dict(title="predictor error (pts)", overlaying="y", side="right", rangemode="tozero"),
+                      template="plotly_white", height=380, legend=dict(orientation="h", y=-0.25))  # fmt: skip
     return fig
 
 
-def _table_html(df: pd.DataFrame) -> str:
+# ---------------------------------------------------------------------------------------- tables for people
+def _pct(v: float) -> str:
+    return f"{v * 100:.2f} %"
+
+
+def _pts(v: float) -> str:
+    return f"{v:+.2f} pt"
+
+
+def _x(v: float) -> str:
+    return f"{v:.2f}x"
+
+
+def _num(digits: int) -> Callable[[float], str]:
+    return lambda v: f"{v:,.{digits}f}"
+
+
+def _code(v: str) -> str:
+    return f"<code>{html.escape(str(v))}</code>"
+
+
+_STAGES = [("stage", "stage", str), ("precision", "precision", str), ("test_accuracy", "test accuracy", _pct),
+           ("latency_ms", "latency (ms)", _num(3)), ("speedup_vs_teacher", "speed-up vs teacher", _x),
+           ("size_mb", "file (MB)", _num(3)), ("size_vs_teacher_pct", "file vs teacher", lambda v: f"{v:+.0f} %"),
+           ("peak_memory_mb", "session peak (MB)", _num(1)), ("size_kb", "flash kB", _num(1)),
+           ("predicted_size_kb", "flash kB predicted", _num(1)), ("activation_kb", "RAM kB", _num(1)),
+           ("predicted_activation_kb", "RAM kB predicted", _num(1))]  # fmt: skip
+_CANDIDATES = [("arch", "arch", _code), ("val_accuracy_pct", "val accuracy", lambda v: f"{v:.2f} %"),
+               ("latency_ms", "latency (ms)", _num(3)), ("ram_kb_fp32", "RAM kB fp32", _num(1)),
+               ("ram_kb_int8", "RAM kB int8", _num(1)), ("flash_kb_fp32", "flash kB fp32", _num(1)),
+               ("flash_kb_int8", "flash kB int8", _num(1)), ("params", "params", _num(0)),
+               ("mmacs", "MMACs", _num(2))]  # fmt: skip
+_QUANT = [("model", "model", str), ("file", "file", _code), ("test_accuracy", "test accuracy", _pct),
+          ("accuracy_vs_fp32_pts", "vs fp32", _pts), ("latency_ms", "latency (ms)", _num(3)),
+          ("speedup_vs_fp32", "speed-up vs fp32", _x), ("size_mb", "file (MB)", _num(3))]  # fmt: skip
+_VALIDATION = [("device", "device", str), ("precision", "precision", str), ("entries", "entries", _num(0)),
+               ("heldout", "held-out subnets", _num(0)), ("within_5pct", "within ±5 %", lambda v: f"{v * 100:.0f} %"),
+               ("within_10pct", "within ±10 %", lambda v: f"{v * 100:.0f} %"), ("mape_pct", "MAPE",
+               lambda v: f"{v:.1f} %"), ("kendall_tau", "Kendall tau", _num(3)),
+               ("calibration", "calibration", str)]  # fmt: skip
+_SUMMARY = [("device", "device", str), ("file", "deployed file", _code), ("runtime", "runtime", str),
+            ("precision", "precision", str), ("test_accuracy", "test accuracy", _pct),
+            ("latency_ms", "latency (ms)", _num(3)), ("size_mb", "file (MB)", _num(3)),
+            ("activation_kb", "RAM kB (activations)", _num(1)), ("peak_memory_mb", "session peak (MB)", _num(1)),
+            ("accuracy_change_pts", "accuracy vs teacher", _pts), ("speedup_vs_teacher", "speed-up vs teacher", _x),
+            ("size_vs_teacher", "file vs teacher", _x)]  # fmt: skip
+
+
+def people_table(df: pd.DataFrame, columns: list[tuple[str, str, Callable]]) -> str:
+    """``df`` as an HTML table with headers and units for people; missing values print as an en dash."""
     if df is None or not len(df):
-        return "<p><em>not available yet</em></p>"
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="tbl")
+        return "<p><em>not available in this run</em></p>"
+    cols = [(c, h, f) for c, h, f in columns if c in df.columns]
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, f in cols)
+    rows = []
+    for r in df.to_dict("records"):
+        cells = []
+        for c, _, f in cols:
+            v = r[c]
+            missing = v is None or (isinstance(v, float) and v != v)
+            cells.append("–" if missing else (f(v) if f in (_code,) else html.escape(f(v))))
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<div class='scroll'><table class='tbl'><tr>{head}</tr>{''.join(rows)}</table></div>"
+
+
+# ---------------------------------------------------------------------------------------- the page
+class _Page:
+    """Collects the figures of one page and writes each one's CSV and PNG beside it."""
+
+    def __init__(self, out: Path, png: bool):
+        self.out, self.png = out, png
+        self.figures: list[tuple[str, go.Figure]] = []
+        self.pngs: list[str] = []
+        self.png_errors: list[str] = []
+        (out / "data").mkdir(parents=True, exist_ok=True)
+
+    def figure(self, fig: go.Figure, name: str, data: pd.DataFrame) -> str:
+        data.to_csv(self.out / "data" / f"{name}.csv", index=False)
+        self.figures.append((name, fig))
+        if self.png and not self.png_errors:  # after one failure the others would fail the same way
+            error = _png(fig, self.out / "png" / f"{name}.png")
+            (self.png_errors.append(error) if error else self.pngs.append(name))
+        return f"<div id='fig-{html.escape(name)}' class='fig'></div>"
+
+    def table(self, df: pd.DataFrame, name: str, columns: list[tuple[str, str, Callable]]) -> str:
+        df.to_csv(self.out / "data" / f"{name}.csv", index=False)
+        return people_table(df, columns)
+
+    def scripts(self) -> str:
+        return "".join(f"(function(f){{Plotly.newPlot('fig-{n}', f.data, f.layout, {{responsive: true}});}})"
+                       f"({f.to_json()});" for n, f in self.figures)  # fmt: skip
 
 
 def _png(fig: go.Figure, path: Path) -> str | None:
@@ -132,104 +273,180 @@ def _png(fig: go.Figure, path: Path) -> str | None:
         return "kaleido is not installed (pip install kaleido)"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.write_image(str(path), width=1000, height=fig.layout.height or 480)
+        fig.write_image(str(path), width=1100, height=fig.layout.height or 480)
     except Exception as exc:  # kaleido raises its own types, e.g. when it finds no browser
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"{first} (kaleido draws with Chromium: apt-get install chromium)"
     return None
 
 
+def _summary_section(run: RunFiles, page: _Page) -> str:
+    rows = [s for s in (summary_data(run, d) for d in run.devices) if s]
+    missing = [d for d in run.devices if not run.card(d)]
+    parts = [f"<p class='finding'><b>{html.escape(s['device'])}</b>: {html.escape(s['sentence'])}</p>" for s in rows]
+    if missing:
+        parts.append(f"<p class='note'>Not finalized yet: {', '.join(map(_code, missing))} (run "
+                     "<code>edgenas finalize</code>).</p>")  # fmt: skip
+    table = page.table(pd.DataFrame(rows).drop(columns=["sentence"], errors="ignore"), "summary", _SUMMARY)
+    note = ("<p class='note'>Test accuracy of the deployed file as its runtime runs it; latency measured on the "
+            "device in one interleaved batch with the teacher (batch 1); RAM: the activations alive at once along "
+            "the file's graph; session peak: the runtime process's peak memory growth.</p>")  # fmt: skip
+    return "<h2>Summary</h2>" + "".join(parts) + (table + note if rows else "")
+
+
+def _fronts_section(run: RunFiles, page: _Page) -> str:
+    data = {d: pareto_data(run, d) for d in run.devices}
+    budgets = {d: run.budgets(d) for d in run.devices}
+    html_ = ["<h2>Accuracy vs latency</h2>"]
+    fig = fronts_figure(data, budgets)
+    html_.append(page.figure(fig, "fronts", pd.concat([df.assign(device=d) for d, df in data.items()])))
+    for device in run.devices:
+        b = budgets[device]
+        said = ", ".join(f"{k} {v:g}" for k, v in b.items())
+        html_.append(f"<details><summary>Candidates of {_code(device)}'s front ({len(run.front(device))} archs"
+                     f"{'; budgets ' + html.escape(said) if said else ''})</summary><p class='note'>Accuracy: the "
+                     "supernet on validation images; latency: the device's table at its precision "
+                     f"({html.escape(run.precision(device))}); RAM (peak activations) and flash (model file) "
+                     "predicted at fp32 and int8, kB of 1024 bytes.</p>"
+                     + page.table(candidates_data(run, device), f"candidates_{device}", _CANDIDATES)
+                     + "</details>")  # fmt: skip
+    return "".join(html_)
+
+
+def _evidence_section(run: RunFiles, page: _Page) -> str:
+    parts = ["<h2>How good the evidence is</h2>", f"<h3>Supernet training</h3><p>"
+             f"{html.escape(training_budget_text(run))}</p>"]  # fmt: skip
+    d = training_curve_data(run)
+    if len(d):
+        parts.append(page.figure(training_figure(d), "training", d))
+    d = search_convergence_data(run)
+    if len(d):
+        parts.append("<h3>Search convergence</h3>" + page.figure(convergence_figure(d), "search_convergence", d))
+    parts.append("<h3>Ranking fidelity</h3><p class='note'>Not measured in a run (it takes stand-alone training "
+                 "of many subnets): <code>bench/ranking.py</code> measures how the supernet's ranking agrees with "
+                 "stand-alone training (Kendall tau), and the README gives its figures.</p>")  # fmt: skip
+    parts.append("<h3>Latency tables: predicted vs measured</h3>"
+                 + page.table(lut_validation_data(run), "lut_validation", _VALIDATION))  # fmt: skip
+    for device in run.devices:
+        d = predicted_vs_measured_data(run, device)
+        parts.append(page.figure(predicted_vs_measured_figure(d, device), f"predicted_vs_measured_{device}", d))
+    return "".join(parts)
+
+
+def _compression_section(run: RunFiles, device: str, page: _Page) -> str:
+    card = run.card(device)
+    parts = [f"<h2>Compression on {_code(device)}</h2>"]
+    if not card:
+        return parts[0] + "<p><em>not finalized in this run</em></p>"
+    dep = card.get("deployed") or {}
+    parts.append(f"<p>Arch {_code(card['arch'])}; teacher: {html.escape(card.get('teacher', 'largest subnet'))}; "
+                 f"deployed: <b>{html.escape(str(dep.get('file') or card['chosen_model'] or 'nothing'))}</b> — "
+                 f"{html.escape(card['why'])}.</p>")  # fmt: skip
+    parts.append(page.table(stage_table_data(run, device), f"stages_{device}", _STAGES))
+    parts.append("<p class='note'>Every stage's file timed in one interleaved batch on the device (batch 1); "
+                 "flash: the file's bytes; RAM: the activations alive at once along its graph, beside the "
+                 "predictions from the blocks alone.</p>")  # fmt: skip
+    d = pruning_data(run, device)
+    steps = card.get("prune_steps") or []
+    kept = sum(1 for s in steps if s.get("kept")) - 1 if steps else 0
+    parts.append(f"<h3>Pruning</h3><p>{max(kept, 0)} of {max(len(steps) - 1, 0)} pruning steps kept (L1 "
+                 "structured, each finetuned with distillation and kept while validation accuracy stays within "
+                 "the tolerance).</p>" + page.figure(pruning_figure(d, device), f"pruning_{device}", d))  # fmt: skip
+    parts.append("<h3>Quantization: QAT vs PTQ</h3>"
+                 + page.table(quantization_data(run, device), f"quantization_{device}", _QUANT))  # fmt: skip
+    d = block_breakdown_data(run, device)
+    parts.append(page.figure(breakdown_figure(d, device), f"breakdown_{device}", d))
+    return "".join(parts)
+
+
+def _provenance_section(run: RunFiles, page: _Page) -> str:
+    rows = page.table(provenance_data(run), "provenance", [("what", "what", str), ("value", "value", str)])
+    raw = {"config": run.config, "tables": measurement_info(run),
+           "cards": {d: {k: v for k, v in (run.card(d) or {}).items() if k != "stages"} for d in run.devices}}
+    return ("<h2>Provenance</h2>" + rows + "<p class='note'>Latency: sessions of the device's runtime, batch 1, "
+            "timed in interleaved rounds beside a reference model; the protocol's quantile of all runs; table "
+            "predictions drift-corrected through the reference. Search accuracies: supernet weights with "
+            "recalibrated BatchNorm on validation images; finalized accuracies: the exported files on the test "
+            "split.</p><details><summary>Raw record (config, table headers, model cards)</summary><pre>"
+            + html.escape(json.dumps(raw, indent=1, default=str)) + "</pre></details>")  # fmt: skip
+
+
+def _html(title: str, intro: str, sections: list[str], page: _Page) -> str:
+    from plotly.offline import get_plotlyjs
+
+    if page.png_errors:
+        print(f"edgenas: report PNGs not written: {page.png_errors[0]}; the HTML and CSVs are complete "
+              "(--no-png skips PNGs)", file=sys.stderr, flush=True)  # fmt: skip
+    png_note = ("; PNG: <code>report/png</code>" if page.pngs and not page.png_errors else
+                f"; PNGs not written: {html.escape(page.png_errors[0])}" if page.png_errors else "")  # fmt: skip
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{_CSS}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head>
+<body><h1>{html.escape(title)}</h1><p>{intro} Figure and table data: <code>report/data/*.csv</code>{png_note}.</p>
+{''.join(sections)}
+<script type="text/javascript">{page.scripts()}</script>
+</body></html>
+"""
+
+
 def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
     """Write ``run_dir/report/report.html`` (plus data CSVs and PNGs); returns the HTML path."""
     run = RunFiles(run_dir)
-    out = Path(run_dir) / "report"
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    budgets = {d: run.budgets(d) for d in run.devices}
-    sections, figures, pngs, png_errors = [], [], [], []
+    page = _Page(Path(run_dir) / "report", png)
+    sections = [_summary_section(run, page), _fronts_section(run, page), _evidence_section(run, page),
+                *(_compression_section(run, d, page) for d in run.devices), _provenance_section(run, page)]  # fmt: skip
+    intro = (f"Run directory {_code(run_dir)}; space {_code(run.config.get('space'))}; data "
+             f"{_code(run.config['data']['name'])}; devices {', '.join(map(_code, run.devices))}.")  # fmt: skip
+    return atomic_write_text(page.out / "report.html", _html("edgenas report", intro, sections, page))
 
-    def add(fig: go.Figure, name: str, data: pd.DataFrame) -> None:
-        data.to_csv(out / "data" / f"{name}.csv", index=False)
-        figures.append((name, fig))
-        if png and not png_errors:  # after one failure the others would fail the same way
-            error = _png(fig, out / "png" / f"{name}.png")
-            (png_errors.append(error) if error else pngs.append(name))
 
-    sections.append(f"<h2>Supernet training</h2><p>{html.escape(training_budget_text(run))}</p>")
-    d = training_curve_data(run)
-    if len(d):
-        add(training_figure(d), "training", d)
-        sections.append("<div id='fig-training' class='fig'></div>")
-    d = search_convergence_data(run)
-    if len(d):
-        sections.append("<h2>Search</h2>")
-        add(convergence_figure(d), "search_convergence", d)
-        sections.append("<div id='fig-search_convergence' class='fig'></div>")
-    for device in run.devices:
-        sections.append(f"<h2>Device <code>{html.escape(device)}</code></h2>")
-        d = pareto_data(run, device)
-        b = budgets[device]
-        labels = {"ram_kb": "RAM", "flash_kb": "flash"}
-        memory = "".join(f" or {label} {b[k]:g} kB" for k, label in labels.items() if k in b)
-        add(pareto_figure(d, device, b.get("budget_ms"), memory), f"pareto_{device}", d)
-        sections.append(f"<div id='fig-pareto_{device}' class='fig'></div>")
-        cand = candidates_data(run, device)
-        cand.to_csv(out / "data" / f"candidates_{device}.csv", index=False)
-        if len(cand):
-            p = html.escape(run.precision(device))
-            sections.append(f"<h3>Candidates: the front of <code>{html.escape(device)}</code></h3><p>Accuracy "
-                            "(supernet, validation), latency (the device's table, its precision " + p + "), "
-                            "peak activation memory (RAM) and model file (flash) predicted at fp32 and int8, kB of "
-                            "1024 bytes." + (" Budgets: " + ", ".join(f"{k} {v:g}" for k, v in b.items()) + "."
-                                               if b else "") + "</p>" + _table_html(cand))  # fmt: skip
-        d = predicted_vs_measured_data(run, device)
-        add(predicted_vs_measured_figure(d, device), f"predicted_vs_measured_{device}", d)
-        sections.append(f"<div id='fig-predicted_vs_measured_{device}' class='fig'></div>")
-        d = block_breakdown_data(run, device)
-        add(breakdown_figure(d, device), f"breakdown_{device}", d)
-        sections.append(f"<div id='fig-breakdown_{device}' class='fig'></div>")
-        st = stage_table_data(run, device)
-        st.to_csv(out / "data" / f"stages_{device}.csv", index=False)
-        card = run.card(device)
-        sections.append("<h3>Finalize stage table</h3>")
-        if card:
-            arch, model, why = (html.escape(card[k] or "nothing") for k in ("arch", "chosen_model", "why"))
-            sections.append(f"<p>Arch <code>{arch}</code>; deployed: <b>{model}</b> — {why}.</p>")
-        sections.append(_table_html(st))
-    lv = lut_validation_data(run)
-    lv.to_csv(out / "data" / "lut_validation.csv", index=False)
-    sections.append("<h2>Latency tables: held-out validation</h2>" + _table_html(lv))
-    info = measurement_info(run)
-    sections.append("<h2>How every figure was measured</h2><pre>" + html.escape(json.dumps(info, indent=1)) + "</pre>"
-                    "<p>Latency: ONNX Runtime sessions, batch 1, timed in interleaved rounds beside a reference model; "
-                    "the 10th percentile of all runs; table predictions are drift-corrected through the reference. "
-                    "Peak memory: growth of the peak RSS of a fresh process that creates the session and runs it. "
-                    "Search accuracies: supernet weights with recalibrated BatchNorm on the validation split; "
-                    "finalized accuracies: the exported model on the test split.</p>")  # fmt: skip
+def comparison_figure(fronts: dict[str, dict[str, pd.DataFrame]]) -> go.Figure:
+    """Each device's front (and finalized model) of every run overlaid, one panel per device on shared axes."""
+    devices = list(dict.fromkeys(d for per_run in fronts.values() for d in per_run))
+    fig = make_subplots(rows=1, cols=len(devices), shared_yaxes=True, subplot_titles=devices,
+                        horizontal_spacing=0.04)  # fmt: skip
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    for i, (name, per_run) in enumerate(fronts.items()):
+        color = colors[i % len(colors)]
+        for col, device in enumerate(devices, start=1):
+            data = per_run.get(device)
+            if data is None or not len(data):
+                continue
+            front = data[data["kind"] == "pareto front"].sort_values("latency_ms")
+            final = data[data["kind"] == "finalized"]
+            fig.add_trace(go.Scatter(x=front["latency_ms"], y=front["accuracy"], mode="lines+markers", name=name,
+                                     legendgroup=name, showlegend=col == 1, line=dict(color=color), text=front["arch"],
+                                     hovertemplate=f"{html.escape(name)}<br>%{{text}}<br>%{{x:.3f}} ms, %{{y:.4f}}"
+                                     "<extra></extra>"), row=1, col=col)  # fmt: skip
+            if len(final):
+                fig.add_trace(go.Scatter(x=final["latency_ms"], y=final["accuracy"], mode="markers",
+                                         name=f"{name}: finalized", legendgroup=name, showlegend=False,
+                                         marker=dict(color=color, size=14, symbol="star"), text=final["arch"],
+                                         hovertemplate=f"{html.escape(name)} finalized<br>%{{text}}<br>%{{x:.3f}} "
+                                         "ms (measured), %{y:.4f} (test)<extra></extra>"), row=1, col=col)  # fmt: skip
+    fig.update_xaxes(matches="x", title_text="latency (ms; front: predicted, star: measured)")
+    fig.update_yaxes(title_text="top-1 accuracy (front: val; star: test)", row=1, col=1)
+    fig.update_layout(title="Fronts of the runs compared", height=500, template="plotly_white",
+                      legend=dict(orientation="h", y=-0.22))  # fmt: skip
+    return fig
 
-    if png_errors:
-        print(f"edgenas: report PNGs not written: {png_errors[0]}; the HTML and CSVs are complete "
-              "(--no-png skips PNGs)", file=sys.stderr, flush=True)  # fmt: skip
-    png_note = ("; PNG: <code>report/png</code>" if pngs and not png_errors else
-                f"; PNGs not written: {html.escape(png_errors[0])}" if png_errors else "")  # fmt: skip
 
-    from plotly.offline import get_plotlyjs
-
-    scripts = [
-        f"(function(f){{Plotly.newPlot('fig-{n}', f.data, f.layout, {{responsive: true}});}})({f.to_json()});"
-        for n, f in figures
-    ]
-    page = f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>edgenas report: {html.escape(str(run_dir))}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}} .fig{{min-height:300px}}
-.tbl{{border-collapse:collapse}} .tbl td,.tbl th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}
-code{{font-size:90%}}</style>
-<script type="text/javascript">{get_plotlyjs()}</script></head>
-<body><h1>edgenas report</h1><p>Run directory <code>{html.escape(str(run_dir))}</code>; space
-<code>{html.escape(str(run.config.get("space")))}</code>;
-data <code>{html.escape(str(run.config["data"]["name"]))}</code>.
-Figure data: <code>report/data/*.csv</code>{png_note}.</p>
-{''.join(sections)}
-<script type="text/javascript">{''.join(scripts)}</script>
-</body></html>
-"""
-    return atomic_write_text(out / "report.html", page)
+def write_comparison(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, *, png: bool = True) -> Path:
+    """One page comparing runs: their fronts overlaid per device, a summary row per run and device."""
+    runs = {str(d): RunFiles(d) for d in run_dirs}
+    if len(runs) < 2:
+        raise ValueError(f"a comparison needs two or more different run directories, got {list(runs)}")
+    page = _Page(Path(out_dir), png)
+    fronts = {name: {d: pareto_data(run, d) for d in run.devices} for name, run in runs.items()}
+    data = pd.concat([df.assign(run=name, device=d) for name, per in fronts.items() for d, df in per.items()])
+    rows = [{"run": name, **s} for name, run in runs.items() for s in (summary_data(run, d) for d in run.devices)
+            if s]  # fmt: skip
+    table = page.table(pd.DataFrame(rows).drop(columns=["sentence"], errors="ignore"), "summary",
+                       [("run", "run", _code), *_SUMMARY])  # fmt: skip
+    findings = "".join(f"<p class='finding'><b>{html.escape(r['run'])}</b>, {html.escape(r['device'])}: "
+                       f"{html.escape(r['sentence'])}</p>" for r in rows)  # fmt: skip
+    sections = ["<h2>Summary</h2>" + findings + table,
+                "<h2>Accuracy vs latency</h2>" + page.figure(comparison_figure(fronts), "fronts", data)]
+    intro = "Runs " + ", ".join(map(_code, runs)) + "; each run's own report: <code>RUN_DIR/report/report.html</code>."
+    return atomic_write_text(page.out / "report.html", _html("edgenas comparison", intro, sections, page))
