@@ -15,11 +15,19 @@ Target (issue "a search that beats random search"): against every reference, a s
 arch with >= +1 pt test accuracy at equal or lower measured latency, or >= 1.5x faster at
 equal or better accuracy.
 
+``--finalize``: the same models taken through finalize instead of stand-alone training,
+all with one recipe (supernet weights, ``--finalize-epochs`` of distillation from the
+largest subnet, one 10 % pruning step, one QAT epoch, on the same ``--train-limit``
+images; the precision deployed is the faster one measured). Each deployed file is scored on
+the test split; the seed-0 files are timed in one interleaved batch. Results:
+``references_finalized.{md,json,png}``.
+
 Resumable, also on another machine: the chosen models and each (arch, seed) result are kept
 with the results (``--out``) as they are made; the exports and the search stay in
 ``--workdir`` (re-exported from seed 0's weights if missing: seed 0 is trained again).
 
     python bench/references.py                 # 3 epochs on 15,000 images, 2 seeds
+    python bench/references.py --finalize      # finalized instead: 1 distillation epoch, 2 seeds
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ from _setup import LUT_FP32, add_supernet_args, bench_predictor, bench_splits, m
 
 from edgenas.distill import fit
 from edgenas.export import export_onnx
+from edgenas.finalize import FinalizeConfig, finalize_arch
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LocalBackend, Protocol, reference_model
 from edgenas.nas import DeviceObjective, SearchConfig, SubnetEvaluator, accuracy, pareto_rows, run_search
+from edgenas.pruning import PruneConfig
 from edgenas.search_spaces import build_subnet, reference_archs
 
 LAT = "latency_ms:cpu-fp32"
@@ -80,7 +90,59 @@ def compare(rows: list[dict]) -> list[dict]:
     return out
 
 
-def figure(rows: list[dict], front: list[dict]):
+def finalized(args: argparse.Namespace, models: dict[str, str], space, supernet, backend, work: Path,
+              out: Path) -> dict:  # fmt: skip
+    """Every model finalized with one recipe per seed: arch#seed -> deployed file and its test accuracy."""
+    path = out / f"references_finalized_e{args.finalize_epochs}_n{args.train_limit}.json"
+    done: dict = read_json(path) if path.exists() else {}
+    limited = bench_splits(args.train_limit)
+    for seed in range(args.seeds):
+        for name, arch_str in models.items():
+            key = f"{arch_str}#seed{seed}"
+            folder = work / "finalized" / f"{arch_str.replace('|', '_')}_s{seed}"
+            if key in done and (seed or (folder / done[key]["file"]).exists()):
+                continue
+            t0 = time.time()
+            config = FinalizeConfig(distill_epochs=args.finalize_epochs, prune=PruneConfig(step=0.1, max_steps=1),
+                                    qat_epochs=1, measure_rounds=5, seed=seed, accept_failed_checks=True)  # fmt: skip
+            card = finalize_arch(space.parse(arch_str), space=space, supernet=supernet, splits=limited,
+                                 backend=backend, out_dir=folder, config=config, progress=False)  # fmt: skip
+            dep = card["deployed"]
+            done[key] = {"file": dep["file"], "precision": dep["precision"], "test": dep["test_accuracy"],
+                         "seconds": time.time() - t0, "failed_checks": card["failed_checks"]}  # fmt: skip
+            atomic_write_json(path, done)
+            log(f"{name} seed {seed}: finalized, {dep['precision']} test {dep['test_accuracy']:.4f} "
+                f"({time.time() - t0:.0f} s)")  # fmt: skip
+    return done
+
+
+def standalone(args: argparse.Namespace, models: dict[str, str], space, splits, work: Path, out: Path) -> dict:
+    """Every model trained from scratch per seed: arch#seed -> its test accuracy (seed 0 exported)."""
+    path = out / f"references_standalone_e{args.epochs}_n{args.train_limit}.json"
+    done: dict = read_json(path) if path.exists() else {}
+    limited = bench_splits(args.train_limit)
+    for seed in range(args.seeds):
+        for name, arch_str in models.items():
+            key = f"{arch_str}#seed{seed}"
+            onnx_path = work / f"{arch_str.replace('|', '_')}.onnx"
+            if key in done and (seed or onnx_path.exists()):
+                continue
+            arch = space.parse(arch_str)
+            torch.manual_seed(seed)
+            net = build_subnet(space, arch)
+            t0 = time.time()
+            fit(net, limited, recipe_fit(args.epochs, seed), resolution=arch.resolution, channels=space.in_chs,
+                progress=False)  # fmt: skip
+            test = accuracy(net, splits.test, splits, resolution=arch.resolution, channels=space.in_chs)
+            if seed == 0:
+                export_onnx(net.eval(), net.input_shape, onnx_path)
+            done[key] = {"test": test, "seconds": time.time() - t0}
+            atomic_write_json(path, done)
+            log(f"{name} seed {seed}: test {test:.4f} ({time.time() - t0:.0f} s)")
+    return done
+
+
+def figure(rows: list[dict], front: list[dict], how: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -91,7 +153,7 @@ def figure(rows: list[dict], front: list[dict]):
         part = [r for r in rows if r["name"].startswith(kind)]
         fig.add_trace(go.Scatter(
             x=[r["measured_ms"] for r in part], y=[r["test_accuracy"] * 100 for r in part], mode="markers+text",
-            name=f"{kind} (stand-alone test accuracy, measured ms)", text=[r["name"] for r in part],
+            name=f"{kind} ({how} test accuracy, measured ms)", text=[r["name"] for r in part],
             textposition="top center", marker={"color": color, "size": 10},
             error_y={"type": "data", "array": [r["test_std"] * 100 for r in part]},
         ))  # fmt: skip
@@ -107,6 +169,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
     p.add_argument("--train-limit", type=int, default=15000, help="stand-alone training images")
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--finalize", action="store_true", help="finalize the models instead of training them alone")
+    p.add_argument("--finalize-epochs", type=int, default=1, help="distillation epochs of --finalize")
     p.add_argument("--calib-batches", type=int, default=8)
     p.add_argument("--val-images", type=int, default=None)
     p.add_argument("--lut", default=LUT_FP32, help="built and validated here if missing")
@@ -135,30 +199,14 @@ def main() -> None:
         atomic_write_json(chosen, models)
     log(f"{len(front)} archs on the front; {len(models) - len(refs)} picked against {len(refs)} references")
 
-    path = out / f"references_standalone_e{args.epochs}_n{args.train_limit}.json"
-    done: dict = read_json(path) if path.exists() else {}
-    limited = bench_splits(args.train_limit)
-    for seed in range(args.seeds):
-        for name, arch_str in models.items():
-            key = f"{arch_str}#seed{seed}"
-            onnx_path = work / f"{arch_str.replace('|', '_')}.onnx"
-            if key in done and (seed or onnx_path.exists()):
-                continue
-            arch = space.parse(arch_str)
-            torch.manual_seed(seed)
-            net = build_subnet(space, arch)
-            t0 = time.time()
-            fit(net, limited, recipe_fit(args.epochs, seed), resolution=arch.resolution, channels=space.in_chs,
-                progress=False)  # fmt: skip
-            test = accuracy(net, splits.test, splits, resolution=arch.resolution, channels=space.in_chs)
-            if seed == 0:
-                export_onnx(net.eval(), net.input_shape, onnx_path)
-            done[key] = {"test": test, "seconds": time.time() - t0}
-            atomic_write_json(path, done)
-            log(f"{name} seed {seed}: test {test:.4f} ({time.time() - t0:.0f} s)")
-
-    timings, ref, _ = backend.measure([(work / f"{a.replace('|', '_')}.onnx").read_bytes() for a in models.values()],
-                                      reference_model("fp32"), Protocol(rounds=30))  # fmt: skip
+    if args.finalize:
+        done = finalized(args, models, space, supernet, backend, work, out)
+        files = [work / "finalized" / f"{a.replace('|', '_')}_s0" / done[f"{a}#seed0"]["file"] for a in models.values()]
+    else:
+        done = standalone(args, models, space, splits, work, out)
+        files = [work / f"{a.replace('|', '_')}.onnx" for a in models.values()]
+    timings, ref, _ = backend.measure([f.read_bytes() for f in files], reference_model("fp32"),
+                                      Protocol(rounds=30))  # fmt: skip
     rows = []
     for (name, arch_str), t in zip(models.items(), timings):
         arch = space.parse(arch_str)
@@ -168,16 +216,32 @@ def main() -> None:
                      "predicted_ms": predictor.predict(arch), "supernet_val": evaluator(arch)})  # fmt: skip
     comparisons = compare(rows)
     beaten = sum(c["beaten"] for c in comparisons)
-    atomic_write_json(out / "references.json", {"settings": vars(args), "front": front, "models": rows,
-                                                 "comparisons": comparisons})  # fmt: skip
-    figure(rows, front).write_image(str(out / "references.png"), width=1000, height=600)
+    stem = "references_finalized" if args.finalize else "references"
+    atomic_write_json(out / f"{stem}.json", {"settings": vars(args), "front": front, "models": rows,
+                                             "comparisons": comparisons})  # fmt: skip
+    how = "finalized" if args.finalize else "stand-alone"
+    figure(rows, front, how).write_image(str(out / f"{stem}.png"), width=1000, height=600)
 
-    md = [f"# Searched archs vs MobileNetV3 ({args.seeds} seeds, {args.epochs} epochs on {args.train_limit:,} images)",
-          "", f"`python bench/references.py --sampler {args.sampler} --trials {args.trials} --epochs {args.epochs} "
+    if args.finalize:
+        precisions = sorted({done[f"{a}#seed0"]["precision"] for a in models.values()})
+        title = (f"# Searched archs vs MobileNetV3, finalized ({args.seeds} seeds, {args.finalize_epochs} "
+                 f"distillation epoch(s) on {args.train_limit:,} images)")  # fmt: skip
+        command = f"--finalize --finalize-epochs {args.finalize_epochs}"
+        recipe = ("references and picks finalized with one recipe (supernet weights, distillation from the largest "
+                  "subnet, one 10 % pruning step with a finetune epoch, one QAT epoch; the faster precision "
+                  f"measured is deployed: {', '.join(precisions)}), mean test accuracy of the deployed file over "
+                  "seeds; the seed-0 files timed end to end in one interleaved batch (ONNX Runtime, 1 thread, "
+                  "batch 1).")  # fmt: skip
+    else:
+        title = (f"# Searched archs vs MobileNetV3 ({args.seeds} seeds, {args.epochs} epochs on "
+                 f"{args.train_limit:,} images)")
+        command = f"--epochs {args.epochs}"
+        recipe = ("references and picks trained stand-alone with the library's recipe, mean test accuracy over "
+                  "seeds; latency measured end to end in one interleaved batch (ONNX Runtime fp32, 1 thread, "
+                  "batch 1).")  # fmt: skip
+    md = [title, "", f"`python bench/references.py --sampler {args.sampler} --trials {args.trials} {command} "
           f"--train-limit {args.train_limit} --seeds {args.seeds}`: picks from a {args.trials}-trial `{args.sampler}` "
-          "search's front (supernet validation accuracy, predicted latency), references and picks trained "
-          "stand-alone with the library's recipe, mean test accuracy over seeds; latency measured end to end in "
-          "one interleaved batch (ONNX Runtime fp32, 1 thread, batch 1).", "",
+          f"search's front (supernet validation accuracy, predicted latency), {recipe}", "",
           f"**Target (every reference beaten by >= +1 pt at <= latency or >= 1.5x faster at >= accuracy): "
           f"{beaten} of {len(comparisons)} references beaten.**", "",
           "| model | arch | test accuracy (mean ± std) | measured ms | predicted ms | supernet val |",
@@ -194,8 +258,8 @@ def main() -> None:
         md.append(f"| {c['reference']} | {c['ref_accuracy'] * 100:.2f} % | {c['ref_ms']:.3f} | "
                   f"{c['best_at_latency'] or '-'} | {gain} | {c['fastest_at_accuracy'] or '-'} | {speed} | "
                   f"{'yes' if c['beaten'] else 'no'} |")  # fmt: skip
-    md += ["", "![front and references](references.png)"]
-    atomic_write_text(out / "references.md", "\n".join(md) + "\n")
+    md += ["", f"![front and references]({stem}.png)"]
+    atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -10,7 +10,10 @@ one interleaved batch, measure its session's peak memory and its test accuracy -
 the faster precision for the device -> write a model card (JSON and Markdown) with the
 stage table.
 
-Every step writes its model to the output folder before the next starts, with a
+:func:`finalize_arch` reads as these steps: ``_extract``, ``_distill``, ``_prune``, ``_qat``
+(the model steps, ``_MODEL_STEPS``), then ``_export``, ``_check``, ``_measure`` and
+``_card``; each is a function of one ``_Run`` state, so another runtime's export is one
+more function. Every model step writes its model to the output folder before the next starts, with a
 ``<step>.json`` beside it that records what made it (the arch, the settings the step
 uses, the data, digests of the supernet and teacher weights, and the previous step's
 record). A killed run starts again at the first step whose file is missing or was made by

@@ -176,12 +176,14 @@ def candidates_data(run: RunFiles, device: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def search_convergence_data(run: RunFiles) -> pd.DataFrame:
+def search_convergence_data(run: RunFiles, slowest_ms: dict[str, float] | None = None) -> pd.DataFrame:
     """After each trial, the hypervolume of each device's front; the guided sampler's predictor error.
 
     Hypervolume of (1 - val accuracy, latency / (1.05 x the slowest trial's)) over the trials
     within the device's budget, reference point (1, 1): 0 is nothing found, 1 unreachable.
-    The predictor's error: its 5-fold cross-validated mean absolute error (accuracy points).
+    ``slowest_ms`` (device -> ms) replaces each device's slowest trial, so that runs compared
+    share one scale. The predictor's error: its 5-fold cross-validated mean absolute error
+    (accuracy points).
     """
     trials, rows = run.trials(), []
     if len(trials):
@@ -189,7 +191,8 @@ def search_convergence_data(run: RunFiles) -> pd.DataFrame:
         for device in run.devices:
             key = f"latency_ms:{device}"
             ok = trials.get(f"within_budget:{device}", pd.Series(True, index=trials.index)).astype(bool)
-            pts = np.column_stack([1.0 - trials["accuracy"], trials[key] / (1.05 * trials[key].max())])
+            scale = (slowest_ms or {}).get(device, trials[key].max())
+            pts = np.column_stack([1.0 - trials["accuracy"], trials[key] / (1.05 * scale)])
             for n in range(1, len(trials) + 1):
                 rows.append({"trials": n, "series": f"hypervolume ({device})",
                              "value": hypervolume(pts[:n][ok.to_numpy()[:n]])})  # fmt: skip

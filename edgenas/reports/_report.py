@@ -58,9 +58,9 @@ body{font-family:system-ui,sans-serif;margin:0 auto;padding:16px 24px;max-width:
 line-height:1.45;color:#1d232a}
 h1{font-size:1.6em} h2{margin-top:2em;border-bottom:1px solid #ccd;padding-bottom:4px} h3{margin-top:1.5em}
 .fig{width:100%;min-height:300px} .scroll{overflow-x:auto;max-width:100%}
-.tbl{border-collapse:collapse;font-size:0.92em} .tbl td,.tbl th{padding:4px 10px;border-bottom:1px solid #ddd;
-text-align:right;white-space:nowrap} .tbl th{background:#f4f6f8}
-.tbl td:first-child,.tbl th:first-child{text-align:left}
+.tbl{border-collapse:collapse;font-size:0.92em} .tbl td,.tbl th{padding:4px 8px;border-bottom:1px solid #ddd;
+text-align:right;white-space:nowrap} .tbl th{background:#f4f6f8;white-space:normal;vertical-align:bottom}
+.tbl td:first-child,.tbl th:first-child{text-align:left} .text td,.text th{text-align:left;white-space:normal}
 .tbl code{white-space:normal;word-break:break-all}
 .finding{font-size:1.08em;background:#f1f7ee;border-left:4px solid #2ca02c;padding:8px 14px}
 code{font-size:90%} details pre{overflow-x:auto;white-space:pre-wrap;word-break:break-all;font-size:0.85em}
@@ -73,8 +73,8 @@ code{font-size:90%} details pre{overflow-x:auto;white-space:pre-wrap;word-break:
 def fronts_figure(data: dict[str, pd.DataFrame], budgets: dict[str, dict[str, float]]) -> go.Figure:
     """Accuracy vs latency, one panel per device on shared axes; over-budget trials labelled with every budget."""
     devices = list(data)
-    fig = make_subplots(rows=1, cols=len(devices), shared_yaxes=True, subplot_titles=devices,
-                        horizontal_spacing=0.04)  # fmt: skip
+    fig = make_subplots(rows=1, cols=len(devices), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=devices if len(devices) > 1 else None)  # fmt: skip
     for col, device in enumerate(devices, start=1):
         for trace in _front_traces(data[device], budgets[device], first=col == 1):
             fig.add_trace(trace, row=1, col=col)
@@ -196,9 +196,8 @@ def _code(v: str) -> str:
 _STAGES = [("stage", "stage", str), ("precision", "precision", str), ("test_accuracy", "test accuracy", _pct),
            ("latency_ms", "latency (ms)", _num(3)), ("speedup_vs_teacher", "speed-up vs teacher", _x),
            ("size_mb", "file (MB)", _num(3)), ("size_vs_teacher_pct", "file vs teacher", lambda v: f"{v:+.0f} %"),
-           ("peak_memory_mb", "session peak (MB)", _num(1)), ("size_kb", "flash kB", _num(1)),
-           ("predicted_size_kb", "flash kB predicted", _num(1)), ("activation_kb", "RAM kB", _num(1)),
-           ("predicted_activation_kb", "RAM kB predicted", _num(1))]  # fmt: skip
+           ("peak_memory_mb", "session peak (MB)", _num(1)), ("flash", "flash kB (predicted)", str),
+           ("ram", "RAM kB (predicted)", str)]  # fmt: skip
 _CANDIDATES = [("arch", "arch", _code), ("val_accuracy_pct", "val accuracy", lambda v: f"{v:.2f} %"),
                ("latency_ms", "latency (ms)", _num(3)), ("ram_kb_fp32", "RAM kB fp32", _num(1)),
                ("ram_kb_int8", "RAM kB int8", _num(1)), ("flash_kb_fp32", "flash kB fp32", _num(1)),
@@ -220,21 +219,28 @@ _SUMMARY = [("device", "device", str), ("file", "deployed file", _code), ("runti
             ("size_vs_teacher", "file vs teacher", _x)]  # fmt: skip
 
 
-def people_table(df: pd.DataFrame, columns: list[tuple[str, str, Callable]]) -> str:
-    """``df`` as an HTML table with headers and units for people; missing values print as an en dash."""
+def _measured(measured: float | None, predicted: float | None) -> str:
+    """``1,234.5 (1,230.0)``: a measured figure with its prediction in brackets."""
+    def text(v: float | None) -> str:
+        return "–" if v is None or v != v else f"{v:,.1f}"
+
+    return text(measured) + ("" if predicted is None or predicted != predicted else f" ({text(predicted)})")
+
+
+def people_table(df: pd.DataFrame, columns: list[tuple[str, str, Callable]], *, text: bool = False) -> str:
+    """``df`` as an HTML table with headers and units for people; missing values print as an en dash.
+
+    ``text``: every column left-aligned and wrapping (a table of words, not of figures).
+    """
     if df is None or not len(df):
         return "<p><em>not available in this run</em></p>"
     cols = [(c, h, f) for c, h, f in columns if c in df.columns]
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h, f in cols)
     rows = []
     for r in df.to_dict("records"):
-        cells = []
-        for c, _, f in cols:
-            v = r[c]
-            missing = v is None or (isinstance(v, float) and v != v)
-            cells.append("–" if missing else (f(v) if f in (_code,) else html.escape(f(v))))
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f"<div class='scroll'><table class='tbl'><tr>{head}</tr>{''.join(rows)}</table></div>"
+        rows.append("<tr>" + "".join(f"<td>{_cell(r[c], f)}</td>" for c, _, f in cols) + "</tr>")
+    kind = "tbl text" if text else "tbl"
+    return f"<div class='scroll'><table class='{kind}'><tr>{head}</tr>{''.join(rows)}</table></div>"
 
 
 # ---------------------------------------------------------------------------------------- the page
@@ -256,9 +262,9 @@ class _Page:
             (self.png_errors.append(error) if error else self.pngs.append(name))
         return f"<div id='fig-{html.escape(name)}' class='fig'></div>"
 
-    def table(self, df: pd.DataFrame, name: str, columns: list[tuple[str, str, Callable]]) -> str:
+    def table(self, df: pd.DataFrame, name: str, columns: list[tuple[str, str, Callable]], text: bool = False) -> str:
         df.to_csv(self.out / "data" / f"{name}.csv", index=False)
-        return people_table(df, columns)
+        return people_table(df, columns, text=text)
 
     def scripts(self) -> str:
         return "".join(f"(function(f){{Plotly.newPlot('fig-{n}', f.data, f.layout, {{responsive: true}});}})"
@@ -287,11 +293,28 @@ def _summary_section(run: RunFiles, page: _Page) -> str:
     if missing:
         parts.append(f"<p class='note'>Not finalized yet: {', '.join(map(_code, missing))} (run "
                      "<code>edgenas finalize</code>).</p>")  # fmt: skip
-    table = page.table(pd.DataFrame(rows).drop(columns=["sentence"], errors="ignore"), "summary", _SUMMARY)
+    if not rows:
+        return "<h2>Summary</h2>" + "".join(parts)
+    data = pd.DataFrame(rows).drop(columns=["sentence"])
+    data.to_csv(page.out / "data" / "summary.csv", index=False)
     note = ("<p class='note'>Test accuracy of the deployed file as its runtime runs it; latency measured on the "
             "device in one interleaved batch with the teacher (batch 1); RAM: the activations alive at once along "
             "the file's graph; session peak: the runtime process's peak memory growth.</p>")  # fmt: skip
-    return "<h2>Summary</h2>" + "".join(parts) + (table + note if rows else "")
+    return "<h2>Summary</h2>" + "".join(parts) + transposed_table(data, "device", _SUMMARY[1:]) + note
+
+
+def transposed_table(df: pd.DataFrame, key: str, columns: list[tuple[str, str, Callable]]) -> str:
+    """One column per row of ``df`` (headed by its ``key``), one row per figure: narrow for a few devices."""
+    head = "<th></th>" + "".join(f"<th>{html.escape(str(k))}</th>" for k in df[key])
+    body = "".join(f"<tr><td>{html.escape(h)}</td>" + "".join(f"<td>{_cell(v, f)}</td>" for v in df[c]) + "</tr>"
+                   for c, h, f in columns if c in df.columns)  # fmt: skip
+    return f"<div class='scroll'><table class='tbl'><tr>{head}</tr>{body}</table></div>"
+
+
+def _cell(v: object, f: Callable) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "–"
+    return f(v) if f is _code else html.escape(f(v))
 
 
 def _fronts_section(run: RunFiles, page: _Page) -> str:
@@ -302,7 +325,8 @@ def _fronts_section(run: RunFiles, page: _Page) -> str:
     html_.append(page.figure(fig, "fronts", pd.concat([df.assign(device=d) for d, df in data.items()])))
     for device in run.devices:
         b = budgets[device]
-        said = ", ".join(f"{k} {v:g}" for k, v in b.items())
+        units = {"budget_ms": ("latency", "ms"), "ram_kb": ("RAM", "kB"), "flash_kb": ("flash", "kB")}
+        said = ", ".join(f"{units[k][0]} <= {v:g} {units[k][1]}" for k, v in b.items())
         html_.append(f"<details><summary>Candidates of {_code(device)}'s front ({len(run.front(device))} archs"
                      f"{'; budgets ' + html.escape(said) if said else ''})</summary><p class='note'>Accuracy: the "
                      "supernet on validation images; latency: the device's table at its precision "
@@ -342,7 +366,12 @@ def _compression_section(run: RunFiles, device: str, page: _Page) -> str:
     parts.append(f"<p>Arch {_code(card['arch'])}; teacher: {html.escape(card.get('teacher', 'largest subnet'))}; "
                  f"deployed: <b>{html.escape(str(dep.get('file') or card['chosen_model'] or 'nothing'))}</b> — "
                  f"{html.escape(card['why'])}.</p>")  # fmt: skip
-    parts.append(page.table(stage_table_data(run, device), f"stages_{device}", _STAGES))
+    stages = stage_table_data(run, device)
+    stages.to_csv(page.out / "data" / f"stages_{device}.csv", index=False)
+    shown = stages.assign(flash=[_measured(m, p) for m, p in zip(stages["size_kb"], stages["predicted_size_kb"])],
+                          ram=[_measured(m, p) for m, p in zip(stages["activation_kb"],
+                                                               stages["predicted_activation_kb"])])  # fmt: skip
+    parts.append(people_table(shown, _STAGES))
     parts.append("<p class='note'>Every stage's file timed in one interleaved batch on the device (batch 1); "
                  "flash: the file's bytes; RAM: the activations alive at once along its graph, beside the "
                  "predictions from the blocks alone.</p>")  # fmt: skip
@@ -360,7 +389,7 @@ def _compression_section(run: RunFiles, device: str, page: _Page) -> str:
 
 
 def _provenance_section(run: RunFiles, page: _Page) -> str:
-    rows = page.table(provenance_data(run), "provenance", [("what", "what", str), ("value", "value", str)])
+    rows = page.table(provenance_data(run), "provenance", [("what", "what", str), ("value", "value", str)], text=True)
     raw = {"config": run.config, "tables": measurement_info(run),
            "cards": {d: {k: v for k, v in (run.card(d) or {}).items() if k != "stages"} for d in run.devices}}
     return ("<h2>Provenance</h2>" + rows + "<p class='note'>Latency: sessions of the device's runtime, batch 1, "
@@ -432,6 +461,24 @@ def comparison_figure(fronts: dict[str, dict[str, pd.DataFrame]]) -> go.Figure:
     return fig
 
 
+def _compared_convergence(runs: dict[str, RunFiles], page: _Page) -> str:
+    """Hypervolume against trials of every run, on one latency scale per device (the slowest trial of all runs)."""
+    slowest: dict[str, float] = {}
+    for run in runs.values():
+        trials = run.trials()
+        for d in run.devices:
+            if len(trials):
+                slowest[d] = max(slowest.get(d, 0.0), float(trials[f"latency_ms:{d}"].max()))
+    data = pd.concat([search_convergence_data(run, slowest).assign(run=name) for name, run in runs.items()])
+    data = data[data["series"].str.startswith("hypervolume")]
+    if not len(data):
+        return "<p><em>no trials in these runs</em></p>"
+    data = data.assign(series=data["run"] + ": " + data["series"])
+    note = ("<p class='note'>Each device's latency is scaled by the slowest trial of all the runs compared, so "
+            "their hypervolumes share one scale.</p>")  # fmt: skip
+    return page.figure(convergence_figure(data), "search_convergence", data) + note
+
+
 def write_comparison(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLike, *, png: bool = True) -> Path:
     """One page comparing runs: their fronts overlaid per device, a summary row per run and device."""
     runs = {str(d): RunFiles(d) for d in run_dirs}
@@ -447,6 +494,7 @@ def write_comparison(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLi
     findings = "".join(f"<p class='finding'><b>{html.escape(r['run'])}</b>, {html.escape(r['device'])}: "
                        f"{html.escape(r['sentence'])}</p>" for r in rows)  # fmt: skip
     sections = ["<h2>Summary</h2>" + findings + table,
-                "<h2>Accuracy vs latency</h2>" + page.figure(comparison_figure(fronts), "fronts", data)]
+                "<h2>Accuracy vs latency</h2>" + page.figure(comparison_figure(fronts), "fronts", data),
+                "<h2>Search convergence</h2>" + _compared_convergence(runs, page)]
     intro = "Runs " + ", ".join(map(_code, runs)) + "; each run's own report: <code>RUN_DIR/report/report.html</code>."
     return atomic_write_text(page.out / "report.html", _html("edgenas comparison", intro, sections, page))

@@ -183,6 +183,9 @@ def test_runs_compared_on_one_page(finished_run, tmp_path):
     assert text.count("class='finding'") == 4  # two runs x two devices
     fronts = pd.read_csv(tmp_path / "cmp" / "data" / "fronts.csv")
     assert set(fronts["run"]) == {str(finished_run), str(other)} and set(fronts["device"]) == {"cpu", "cpu-b"}
+    hv = pd.read_csv(tmp_path / "cmp" / "data" / "search_convergence.csv")
+    mine, theirs = (hv[hv["run"] == r]["value"].to_numpy() for r in (str(finished_run), str(other)))
+    assert len(mine) == len(theirs) > 0 and (mine == theirs).all()  # a copy converges alike, on the shared scale
     summary = pd.read_csv(tmp_path / "cmp" / "data" / "summary.csv")
     assert len(summary) == 4 and summary["test_accuracy"].between(0, 1).all()
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", str(finished_run), str(other), "--out",
