@@ -14,6 +14,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 
 from tests._system import require_system
@@ -87,6 +88,7 @@ def test_a_killed_worker_does_not_stop_the_study(tiny_run, postgres_url, tmp_pat
                               stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 120
     running = []
+    engine = sqlalchemy.create_engine(postgres_url)
     while time.time() < deadline and not running:
         time.sleep(0.1)
         try:
@@ -94,7 +96,14 @@ def test_a_killed_worker_does_not_stop_the_study(tiny_run, postgres_url, tmp_pat
             done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
             running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if len(done) >= 2 else []
         except KeyError:  # study not created yet
-            pass
+            continue
+        # Optuna's stale check knows only trials that have a heartbeat: a worker killed while
+        # its sampler proposes (the trial created, its first heartbeat not yet written) leaves
+        # a trial no worker fails. Kill once the trial runs, heartbeat included.
+        with engine.connect() as db:
+            beating = {row[0] for row in db.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
+        running = [t for t in running if t._trial_id in beating]
+    engine.dispose()
     victim.send_signal(signal.SIGKILL)  # killed in the middle of a trial
     victim.wait()
     assert running
