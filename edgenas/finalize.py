@@ -123,14 +123,6 @@ class FinalizeConfig:
                 raise ValueError(f"finalize.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def _fit_config(
-    config: FinalizeConfig, epochs: int, lr: float, alpha: tuple[float, float], augment: tuple[str, ...]
-) -> FitConfig:
-    return FitConfig(epochs=epochs, batch_size=config.batch_size, lr=lr, temperature=config.temperature,
-                     alpha_start=alpha[0], alpha_end=alpha[1], label_smoothing=config.label_smoothing,
-                     augment=augment, seed=config.seed, max_steps_per_epoch=config.max_steps_per_epoch)  # fmt: skip
-
-
 def _cpu_session(model: bytes):
     return OnnxRuntime(["CPUExecutionProvider"]).session(model)
 
@@ -319,7 +311,10 @@ class _Run:
         return accuracy(m, self.splits.val, self.splits, resolution=self.res, channels=self.chans)
 
     def fit_config(self, epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
-        return _fit_config(self.config, epochs, lr, alpha, self.augment)
+        c = self.config
+        return FitConfig(epochs=epochs, batch_size=c.batch_size, lr=lr, temperature=c.temperature,
+                         alpha_start=alpha[0], alpha_end=alpha[1], label_smoothing=c.label_smoothing,
+                         augment=self.augment, seed=c.seed, max_steps_per_epoch=c.max_steps_per_epoch)  # fmt: skip
 
     def distillation(self, **changes: Any) -> dict[str, Any]:
         """The keyword arguments of :func:`fit` that distil from the teacher (``changes`` override)."""
@@ -328,8 +323,7 @@ class _Run:
         return {**kd, **changes}
 
     def settings(self, *names: str) -> dict[str, Any]:
-        c = dataclasses.asdict(self.config)
-        return {k: c[k] for k in names}
+        return {k: getattr(self.config, k) for k in names}
 
 
 def finalize_arch(
@@ -429,12 +423,9 @@ def _extract(run: _Run) -> nn.Module:
 
 def _distill_inputs(run: _Run) -> dict[str, Any]:
     return {"teacher": run.teacher_source, "teacher_weights": weights_digest(run.teacher),
-            "teacher_resolution": run.teacher_resolution, "augment": list(run.augment), **_finetune_settings(run),
-            **run.settings("distill_epochs", "lr", "alpha_start", "alpha_end")}  # fmt: skip
-
-
-def _finetune_settings(run: _Run) -> dict[str, Any]:
-    return run.settings("batch_size", "temperature", "label_smoothing", "max_steps_per_epoch", "seed")
+            "teacher_resolution": run.teacher_resolution, "augment": list(run.augment),
+            **run.settings("batch_size", "temperature", "label_smoothing", "max_steps_per_epoch", "seed",
+                           "distill_epochs", "lr", "alpha_start", "alpha_end")}  # fmt: skip
 
 
 def _distill(run: _Run) -> nn.Module:

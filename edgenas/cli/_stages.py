@@ -153,7 +153,7 @@ def _finalize(args: argparse.Namespace) -> None:
     cards = pipeline.finalize(config, archs=archs, progress=not args.quiet)
     for device, card in cards.items():
         by = {r["stage"]: r for r in card["stages"]}
-        final = by["qat_int8" if card["chosen_precision"] == "int8" else "pruned"]
+        final = by[card["chosen_model"].removesuffix(".onnx")]
         print(f"{device}: {card['arch']} -> {config.finalize_dir / device / card['chosen_model']} "
               f"({card['chosen_precision']}, {final['latency_ms']:.3f} ms measured, "
               f"test accuracy {final['test_accuracy'] * 100:.2f} %, {final['size_mb']:.2f} MB); "

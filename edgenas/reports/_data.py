@@ -47,14 +47,17 @@ class RunFiles:
             raise FileNotFoundError(f"{str(self.run)!r} is not an edgenas run directory (no config.resolved.yaml)")
         self.config: dict[str, Any] = yaml.safe_load(cfg.read_text())
         self.devices = [d["name"] for d in self.config["devices"]]
+        self._tables: dict[str, LatencyTable | None] = {}  # several figures read each table: load it once
 
     def lut_path(self, device: str) -> Path:
         d = next(x for x in self.config["devices"] if x["name"] == device)
         return Path(d["lut"]) if d.get("lut") else self.run / "luts" / f"{device}.json"
 
     def table(self, device: str) -> LatencyTable | None:
-        path = self.lut_path(device)
-        return LatencyTable.load(path) if path.exists() else None
+        if device not in self._tables:
+            path = self.lut_path(device)
+            self._tables[device] = LatencyTable.load(path) if path.exists() else None
+        return self._tables[device]
 
     def validation_rows(self, device: str) -> list[dict]:
         path = self.lut_path(device)
@@ -104,7 +107,7 @@ class RunFiles:
 
 def deployed_stage(card: dict) -> str | None:
     """The stage whose file finalize deployed: ``qat_int8``, ``pruned`` or None (no export passed its checks)."""
-    return {"int8": "qat_int8", "fp32": "pruned"}.get(card.get("chosen_precision"))
+    return card["chosen_model"].removesuffix(".onnx") if card.get("chosen_model") else None
 
 
 def training_curve_data(run: RunFiles) -> pd.DataFrame:
@@ -148,9 +151,9 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
                      "latency_ms": r[key], "latency_source": "predicted", "accuracy_source": "supernet, val",
                      "name": r["name"]})  # fmt: skip
     card = run.card(device)
-    if card and card["chosen_precision"]:  # None: no export passed its checks
-        by = {s["stage"]: s for s in card["stages"]}
-        final = by["qat_int8" if card["chosen_precision"] == "int8" else "pruned"]
+    stage = deployed_stage(card) if card else None  # None: no export passed its checks
+    if stage:
+        final = next(s for s in card["stages"] if s["stage"] == stage)
         rows.append({"kind": "finalized", "arch": card["arch"], "accuracy": final["test_accuracy"],
                      "latency_ms": final["latency_ms"], "latency_source": "measured",
                      "accuracy_source": f"{card['chosen_precision']} model, test"})  # fmt: skip

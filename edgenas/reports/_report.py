@@ -70,22 +70,28 @@ code{font-size:90%} details pre{overflow-x:auto;white-space:pre-wrap;word-break:
 
 
 # ---------------------------------------------------------------------------------------- figures
+def _device_panels(devices: list[str], title: str, x_title: str, y_title: str) -> go.Figure:
+    """One accuracy-latency panel per device, side by side on shared axes (titled when there are several)."""
+    fig = make_subplots(rows=1, cols=len(devices), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=devices if len(devices) > 1 else None)  # fmt: skip
+    fig.update_xaxes(matches="x", title_text=x_title)
+    fig.update_yaxes(title_text=y_title, row=1, col=1)
+    fig.update_layout(title=title, height=500, template="plotly_white", legend=dict(orientation="h", y=-0.22))
+    return fig
+
+
 def fronts_figure(data: dict[str, pd.DataFrame], budgets: dict[str, dict[str, float]]) -> go.Figure:
     """Accuracy vs latency, one panel per device on shared axes; over-budget trials labelled with every budget."""
     devices = list(data)
-    fig = make_subplots(rows=1, cols=len(devices), shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=devices if len(devices) > 1 else None)  # fmt: skip
+    title = "Accuracy vs latency" + (" per device, on one scale" if len(devices) > 1 else f" on {devices[0]}")
+    fig = _device_panels(devices, title, "latency (ms; search: predicted, finalized: measured)",
+                         "top-1 accuracy (search: val; finalized: test)")  # fmt: skip
     for col, device in enumerate(devices, start=1):
         for trace in _front_traces(data[device], budgets[device], first=col == 1):
             fig.add_trace(trace, row=1, col=col)
         if budgets[device].get("budget_ms"):
             fig.add_vline(x=budgets[device]["budget_ms"], line_dash="dash", line_color="#d62728", row=1, col=col,
                           annotation_text=f"budget {budgets[device]['budget_ms']:g} ms")  # fmt: skip
-    fig.update_xaxes(matches="x", title_text="latency (ms; search: predicted, finalized: measured)")
-    fig.update_yaxes(title_text="top-1 accuracy (search: val; finalized: test)", row=1, col=1)
-    fig.update_layout(title="Accuracy vs latency" + (" per device, on one scale" if len(devices) > 1 else
-                      f" on {devices[0]}"), height=500, template="plotly_white",
-                      legend=dict(orientation="h", y=-0.22))  # fmt: skip
     return fig
 
 
@@ -254,8 +260,11 @@ class _Page:
         self.png_errors: list[str] = []
         (out / "data").mkdir(parents=True, exist_ok=True)
 
-    def figure(self, fig: go.Figure, name: str, data: pd.DataFrame) -> str:
+    def csv(self, data: pd.DataFrame, name: str) -> None:
         data.to_csv(self.out / "data" / f"{name}.csv", index=False)
+
+    def figure(self, fig: go.Figure, name: str, data: pd.DataFrame) -> str:
+        self.csv(data, name)
         self.figures.append((name, fig))
         if self.png and not self.png_errors:  # after one failure the others would fail the same way
             error = _png(fig, self.out / "png" / f"{name}.png")
@@ -263,7 +272,7 @@ class _Page:
         return f"<div id='fig-{html.escape(name)}' class='fig'></div>"
 
     def table(self, df: pd.DataFrame, name: str, columns: list[tuple[str, str, Callable]], text: bool = False) -> str:
-        df.to_csv(self.out / "data" / f"{name}.csv", index=False)
+        self.csv(df, name)
         return people_table(df, columns, text=text)
 
     def scripts(self) -> str:
@@ -296,7 +305,7 @@ def _summary_section(run: RunFiles, page: _Page) -> str:
     if not rows:
         return "<h2>Summary</h2>" + "".join(parts)
     data = pd.DataFrame(rows).drop(columns=["sentence"])
-    data.to_csv(page.out / "data" / "summary.csv", index=False)
+    page.csv(data, "summary")
     note = ("<p class='note'>Test accuracy of the deployed file as its runtime runs it; latency measured on the "
             "device in one interleaved batch with the teacher (batch 1); RAM: the activations alive at once along "
             "the file's graph; session peak: the runtime process's peak memory growth.</p>")  # fmt: skip
@@ -367,7 +376,7 @@ def _compression_section(run: RunFiles, device: str, page: _Page) -> str:
                  f"deployed: <b>{html.escape(str(dep.get('file') or card['chosen_model'] or 'nothing'))}</b> — "
                  f"{html.escape(card['why'])}.</p>")  # fmt: skip
     stages = stage_table_data(run, device)
-    stages.to_csv(page.out / "data" / f"stages_{device}.csv", index=False)
+    page.csv(stages, f"stages_{device}")
     shown = stages.assign(flash=[_measured(m, p) for m, p in zip(stages["size_kb"], stages["predicted_size_kb"])],
                           ram=[_measured(m, p) for m, p in zip(stages["activation_kb"],
                                                                stages["predicted_activation_kb"])])  # fmt: skip
@@ -433,8 +442,9 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
 def comparison_figure(fronts: dict[str, dict[str, pd.DataFrame]]) -> go.Figure:
     """Each device's front (and finalized model) of every run overlaid, one panel per device on shared axes."""
     devices = list(dict.fromkeys(d for per_run in fronts.values() for d in per_run))
-    fig = make_subplots(rows=1, cols=len(devices), shared_yaxes=True, subplot_titles=devices,
-                        horizontal_spacing=0.04)  # fmt: skip
+    title = "Fronts of the runs compared" + (f" on {devices[0]}" if len(devices) == 1 else "")
+    fig = _device_panels(devices, title, "latency (ms; front: predicted, star: measured)",
+                         "top-1 accuracy (front: val; star: test)")  # fmt: skip
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     for i, (name, per_run) in enumerate(fronts.items()):
         color = colors[i % len(colors)]
@@ -454,10 +464,6 @@ def comparison_figure(fronts: dict[str, dict[str, pd.DataFrame]]) -> go.Figure:
                                          marker=dict(color=color, size=14, symbol="star"), text=final["arch"],
                                          hovertemplate=f"{html.escape(name)} finalized<br>%{{text}}<br>%{{x:.3f}} "
                                          "ms (measured), %{y:.4f} (test)<extra></extra>"), row=1, col=col)  # fmt: skip
-    fig.update_xaxes(matches="x", title_text="latency (ms; front: predicted, star: measured)")
-    fig.update_yaxes(title_text="top-1 accuracy (front: val; star: test)", row=1, col=1)
-    fig.update_layout(title="Fronts of the runs compared", height=500, template="plotly_white",
-                      legend=dict(orientation="h", y=-0.22))  # fmt: skip
     return fig
 
 
