@@ -78,35 +78,49 @@ def test_three_workers_share_a_postgres_study(tiny_run, postgres_url):
     assert len({t.number for t in trials}) == len(trials)
 
 
+def _running_with_heartbeat(engine, study: str, min_complete: int = 0) -> list[int]:
+    """The study's RUNNING trials that have a heartbeat, once it has ``min_complete`` complete trials."""
+    query = sqlalchemy.text(
+        "SELECT t.trial_id, t.state FROM trials t JOIN studies s ON s.study_id = t.study_id "
+        "LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+        "WHERE s.study_name = :study AND (t.state = 'COMPLETE' OR (t.state = 'RUNNING' AND h.trial_id IS NOT NULL))"
+    )
+    try:
+        with engine.connect() as db:
+            rows = db.execute(query, {"study": study}).fetchall()
+    except sqlalchemy.exc.ProgrammingError:  # the schema is not created yet
+        return []
+    complete = sum(state == "COMPLETE" for _, state in rows)
+    return [trial for trial, state in rows if state == "RUNNING"] if complete >= min_complete else []
+
+
 @pytest.mark.slow
 def test_a_killed_worker_does_not_stop_the_study(tiny_run, postgres_url, tmp_path):
     data = yaml.safe_load(tiny_run.read_text())
     data["search"].update(heartbeat_interval=1, grace_period=3)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(data))
+    # Optuna's stale check knows only trials that have a heartbeat: a worker killed while its
+    # sampler proposes (the trial created, its first heartbeat not yet written) leaves a trial
+    # no worker fails. So the worker is frozen (SIGSTOP), the study read while nothing can
+    # change it, and the worker killed only when a trial runs with its heartbeat, i.e. inside
+    # the objective; otherwise it continues and is caught again.
+    engine = sqlalchemy.create_engine(postgres_url)
     victim = subprocess.Popen(_cmd(config, postgres_url, "pg-kill", 10, 0), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    running = []
-    engine = sqlalchemy.create_engine(postgres_url)
-    while time.time() < deadline and not running:
-        time.sleep(0.1)
-        try:
-            study = optuna.load_study(study_name="pg-kill", storage=postgres_url)
-            done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,)) if len(done) >= 2 else []
-        except KeyError:  # study not created yet
-            continue
-        # Optuna's stale check knows only trials that have a heartbeat: a worker killed while
-        # its sampler proposes (the trial created, its first heartbeat not yet written) leaves
-        # a trial no worker fails. Kill once the trial runs, heartbeat included.
-        with engine.connect() as db:
-            beating = {row[0] for row in db.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
-        running = [t for t in running if t._trial_id in beating]
-    engine.dispose()
-    victim.send_signal(signal.SIGKILL)  # killed in the middle of a trial
+    deadline, killed = time.time() + 120, []
+    while time.time() < deadline and victim.poll() is None:
+        if _running_with_heartbeat(engine, "pg-kill", min_complete=2):
+            victim.send_signal(signal.SIGSTOP)
+            killed = _running_with_heartbeat(engine, "pg-kill", min_complete=2)
+            if killed:
+                victim.send_signal(signal.SIGKILL)  # killed in the middle of a trial
+                break
+            victim.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
     victim.wait()
-    assert running
+    engine.dispose()
+    assert killed
     time.sleep(4)  # past the grace period: the next worker fails the stale trial and retries it
     subprocess.run(_cmd(config, postgres_url, "pg-kill", 10, 1), check=True, capture_output=True)
     study = optuna.load_study(study_name="pg-kill", storage=postgres_url)
