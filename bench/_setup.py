@@ -45,10 +45,17 @@ def recipe_fit(epochs: int, seed: int):
     from edgenas.nas import TrainConfig
 
     recipe = TrainConfig()
-    return FitConfig(epochs=epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
-                     weight_decay=recipe.weight_decay, warmup_epochs=min(recipe.warmup_epochs, epochs / 3),
-                     label_smoothing=recipe.label_smoothing, augment=resolve_augment("auto", "fashion-mnist"),
-                     seed=seed)  # fmt: skip
+    return FitConfig(
+        epochs=epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        warmup_epochs=min(recipe.warmup_epochs, epochs / 3),
+        label_smoothing=recipe.label_smoothing,
+        augment=resolve_augment("auto", "fashion-mnist"),
+        seed=seed,
+    )
 
 
 def md_code(text: str) -> str:

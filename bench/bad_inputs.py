@@ -73,13 +73,19 @@ def main() -> None:
 
     # what the cases need: a tiny table, a trained tiny run, a corrupt table, an image folder
     lut = work / "tiny.json"
-    subprocess.run([*EDGENAS, "lut", "build", "--space", "tiny", "--out", str(lut), "--rounds", "5", "--quiet"],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [*EDGENAS, "lut", "build", "--space", "tiny", "--out", str(lut), "--rounds", "5", "--quiet"], check=True
+    )
     subprocess.run([*EDGENAS, "lut", "validate", str(lut), "--n", "12", "--quiet"], check=True, capture_output=True)
-    base = {"run_dir": str(work / "run"), "space": "tiny", "data": {"name": "digits"},
-            "train": {"epochs": 1, "batch_size": 64}, "search": {"n_trials": 4, "population_size": 4},
-            "finalize": {"distill_epochs": 1, "prune": {"max_steps": 0}, "qat_epochs": 0, "measure_rounds": 3},
-            "devices": [{"name": "cpu", "lut": str(lut), "budget_ms": 10.0}]}  # fmt: skip
+    base = {
+        "run_dir": str(work / "run"),
+        "space": "tiny",
+        "data": {"name": "digits"},
+        "train": {"epochs": 1, "batch_size": 64},
+        "search": {"n_trials": 4, "population_size": 4},
+        "finalize": {"distill_epochs": 1, "prune": {"max_steps": 0}, "qat_epochs": 0, "measure_rounds": 3},
+        "devices": [{"name": "cpu", "lut": str(lut), "budget_ms": 10.0}],
+    }
     cfg = work / "run.yaml"
     cfg.write_text(yaml.safe_dump(base))
     subprocess.run([*EDGENAS, "train", "--config", str(cfg), "--quiet"], check=True)
@@ -100,19 +106,56 @@ def main() -> None:
     time.sleep(3)
     url = f"agent://127.0.0.1:{port}"
     try:
-        tried("agent unreachable", "`lut build --device agent://127.0.0.1:1`",
-              cli("lut", "build", "--space", "tiny", "--device", "agent://127.0.0.1:1", "--token", TOKEN, "--out",
-                  str(work / "a.json"), cwd=work))  # fmt: skip
-        tried("wrong agent token", "`lut build --device agent://HOST --token WRONG`",
-              cli("lut", "build", "--space", "tiny", "--device", url, "--token", "wrong-token", "--out",
-                  str(work / "a.json"), cwd=work))  # fmt: skip
+        tried(
+            "agent unreachable",
+            "`lut build --device agent://127.0.0.1:1`",
+            cli(
+                "lut",
+                "build",
+                "--space",
+                "tiny",
+                "--device",
+                "agent://127.0.0.1:1",
+                "--token",
+                TOKEN,
+                "--out",
+                str(work / "a.json"),
+                cwd=work,
+            ),
+        )
+        tried(
+            "wrong agent token",
+            "`lut build --device agent://HOST --token WRONG`",
+            cli(
+                "lut",
+                "build",
+                "--space",
+                "tiny",
+                "--device",
+                url,
+                "--token",
+                "wrong-token",
+                "--out",
+                str(work / "a.json"),
+                cwd=work,
+            ),
+        )
         measure = f"http://127.0.0.1:{port}/measure"
-        tried("non-ONNX model sent to the agent", "POST /measure with a text file as the model (HTTP status)",
-              post(measure, json.dumps({"models": ["aGVsbG8="], "reference": "aGVsbG8="}).encode(), TOKEN))
-        tried("non-JSON body sent to the agent", "POST /measure with `hello` (HTTP status)",
-              post(measure, b"hello", TOKEN))  # fmt: skip
-        tried("agent request with a wrong token", "POST /measure, wrong token (HTTP status)",
-              post(measure, b"hello", "wrong-token"))  # fmt: skip
+        tried(
+            "non-ONNX model sent to the agent",
+            "POST /measure with a text file as the model (HTTP status)",
+            post(measure, json.dumps({"models": ["aGVsbG8="], "reference": "aGVsbG8="}).encode(), TOKEN),
+        )
+        tried(
+            "non-JSON body sent to the agent",
+            "POST /measure with `hello` (HTTP status)",
+            post(measure, b"hello", TOKEN),
+        )
+        tried(
+            "agent request with a wrong token",
+            "POST /measure, wrong token (HTTP status)",
+            post(measure, b"hello", "wrong-token"),
+        )
     finally:
         agent.send_signal(signal.SIGINT)
         agent.wait(timeout=30)
@@ -123,27 +166,53 @@ def main() -> None:
     data = json.loads(lut.read_text())
     del data["header"]["threads"]
     (work / "fields.json").write_text(json.dumps(data))
-    tried("table with header fields missing", "`arch predict ARCH --lut fields.json`",
-          cli("arch", "predict", "r16|k3e2|k3e2", "--lut", "fields.json", cwd=work))  # fmt: skip
-    tried("table of another precision for a device", "`search` with `devices[].precision: int8` and an fp32 table",
-          cli("search", "--config", config("int8", devices=[{**base["devices"][0], "precision": "int8"}]),
-              "--quiet", cwd=work))  # fmt: skip
+    tried(
+        "table with header fields missing",
+        "`arch predict ARCH --lut fields.json`",
+        cli("arch", "predict", "r16|k3e2|k3e2", "--lut", "fields.json", cwd=work),
+    )
+    tried(
+        "table of another precision for a device",
+        "`search` with `devices[].precision: int8` and an fp32 table",
+        cli(
+            "search",
+            "--config",
+            config("int8", devices=[{**base["devices"][0], "precision": "int8"}]),
+            "--quiet",
+            cwd=work,
+        ),
+    )
 
     # data
-    tried("missing dataset path", "`train` with `data.name: ./no-such-folder`",
-          cli("train", "--config", config("nodata", data={"name": str(work / "no-such-folder")}), "--quiet",
-              cwd=work))  # fmt: skip
+    tried(
+        "missing dataset path",
+        "`train` with `data.name: ./no-such-folder`",
+        cli("train", "--config", config("nodata", data={"name": str(work / "no-such-folder")}), "--quiet", cwd=work),
+    )
     image_folder(work / "images")
-    tried("truncated PNG in an image folder", "`train` on an image folder with one file cut in half",
-          cli("train", "--config", config("images", run_dir=str(work / "run_images"),
-                                           data={"name": str(work / "images")}), "--quiet", cwd=work))  # fmt: skip
+    tried(
+        "truncated PNG in an image folder",
+        "`train` on an image folder with one file cut in half",
+        cli(
+            "train",
+            "--config",
+            config("images", run_dir=str(work / "run_images"), data={"name": str(work / "images")}),
+            "--quiet",
+            cwd=work,
+        ),
+    )
 
     # storage
-    tried("storage whose driver is missing", "`search --storage mysql://u@host/db`",
-          cli("search", "--config", str(cfg), "--storage", "mysql://u@host/db", "--quiet", cwd=work))
-    tried("storage that cannot be reached", "`search --storage postgresql+psycopg://u@127.0.0.1:1/db`",
-          cli("search", "--config", str(cfg), "--storage", "postgresql+psycopg://u@127.0.0.1:1/db", "--quiet",
-              cwd=work))  # fmt: skip
+    tried(
+        "storage whose driver is missing",
+        "`search --storage mysql://u@host/db`",
+        cli("search", "--config", str(cfg), "--storage", "mysql://u@host/db", "--quiet", cwd=work),
+    )
+    tried(
+        "storage that cannot be reached",
+        "`search --storage postgresql+psycopg://u@127.0.0.1:1/db`",
+        cli("search", "--config", str(cfg), "--storage", "postgresql+psycopg://u@127.0.0.1:1/db", "--quiet", cwd=work),
+    )
 
     # a killed finalize resumed with another arch
     cmd = [*EDGENAS, "finalize", "--config", str(cfg), "--arch", "r16|k3e2|k3e2", "--quiet"]
@@ -154,17 +223,30 @@ def main() -> None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    r = subprocess.run([*EDGENAS, "finalize", "--config", str(cfg), "--arch", "r24|k5e3|k3e2se"], capture_output=True,
-                       text=True, cwd=work)  # fmt: skip
+    r = subprocess.run(
+        [*EDGENAS, "finalize", "--config", str(cfg), "--arch", "r24|k5e3|k3e2se"],
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
     said = [ln for ln in r.stdout.splitlines() if "other inputs" in ln]
-    tried("finalize killed, resumed with another `--arch`", "`finalize --arch A`, killed; `finalize --arch B`",
-          {"exit": r.returncode, "lines": len(said), "output": said[0] if said else r.stdout.strip()[-200:]})
+    tried(
+        "finalize killed, resumed with another `--arch`",
+        "`finalize --arch A`, killed; `finalize --arch B`",
+        {"exit": r.returncode, "lines": len(said), "output": said[0] if said else r.stdout.strip()[-200:]},
+    )
 
     out_dir = Path("bench/results")
     atomic_write_json(out_dir / "bad_inputs.json", rows)
-    md = ["# Bad inputs tried", "", "`python bench/bad_inputs.py`: each input through the command line (the agent's "
-          "own answers as HTTP statuses); the last line printed and the exit code.", "",
-          "| input | tried with | exit | what it prints |", "|---|---|---|---|"]  # fmt: skip
+    md = [
+        "# Bad inputs tried",
+        "",
+        "`python bench/bad_inputs.py`: each input through the command line (the agent's "
+        "own answers as HTTP statuses); the last line printed and the exit code.",
+        "",
+        "| input | tried with | exit | what it prints |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
         text = re.sub(r"127\.0\.0\.1:\d{4,}", "127.0.0.1:PORT", r["output"].replace(str(work), "…"))
         text = text.replace("|", "\\|")

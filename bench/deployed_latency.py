@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, md_code, supernet_bench  # noqa: I001 (bench/ is the script's folder)
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, md_code, supernet_bench
 
 from edgenas.data import batches
 from edgenas.export import export_onnx
@@ -43,8 +43,14 @@ from edgenas.pruning import PruneConfig, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import build_subnet, current_specs
 
-KINDS = {"fp32": "fp32", "ptq_int8": "int8", "qat_int8": "int8", "fresh_int8": "int8", "pruned_fp32": "fp32",
-         "pruned_qat_int8": "int8"}
+KINDS = {
+    "fp32": "fp32",
+    "ptq_int8": "int8",
+    "qat_int8": "int8",
+    "fresh_int8": "int8",
+    "pruned_fp32": "fp32",
+    "pruned_qat_int8": "int8",
+}
 
 
 def log(msg: str) -> None:
@@ -56,20 +62,34 @@ def exports(space, arch, evaluator, splits, prune: float) -> tuple[dict[str, byt
     res, chans = arch.resolution, space.in_chs
     shape = (1, chans, res, res)
     net = evaluator.subnet(arch).cpu().eval()
-    calib = next(batches(splits.train, batch_size=64, resolution=res, channels=chans, mean=splits.mean,
-                         std=splits.std, shuffle=True, rng=np.random.default_rng(0)))[0]  # fmt: skip
+    calib = next(
+        batches(
+            splits.train,
+            batch_size=64,
+            resolution=res,
+            channels=chans,
+            mean=splits.mean,
+            std=splits.std,
+            shuffle=True,
+            rng=np.random.default_rng(0),
+        )
+    )[0]
     qat = calibrate_qat(prepare_qat(net), [calib])
     steps = round(prune / 0.1)
-    pruned, _ = progressive_prune(net, torch.zeros(shape), PruneConfig(step=0.1, max_steps=steps, tolerance=1.0),
-                                  finetune=lambda m: None, evaluate=lambda m: 1.0)  # fmt: skip
+    pruned, _ = progressive_prune(
+        net,
+        torch.zeros(shape),
+        PruneConfig(step=0.1, max_steps=steps, tolerance=1.0),
+        finetune=lambda m: None,
+        evaluate=lambda m: 1.0,
+    )
     pruned_qat = calibrate_qat(prepare_qat(pruned), [calib])
     torch.manual_seed(0)
     return {
         "fp32": export_onnx(net, shape),
         "ptq_int8": export_onnx(net, shape, precision="int8", calibration=calib.numpy()),
         "qat_int8": export_qat(qat.eval(), shape),
-        "fresh_int8": export_onnx(build_subnet(space, arch).eval(), shape, precision="int8",
-                                  calibration=calib.numpy()),  # fmt: skip
+        "fresh_int8": export_onnx(build_subnet(space, arch).eval(), shape, precision="int8", calibration=calib.numpy()),
         "pruned_fp32": export_onnx(pruned, shape),
         "pruned_qat_int8": export_qat(pruned_qat.eval(), shape),
     }, current_specs(pruned)
@@ -87,8 +107,10 @@ def main() -> None:
 
     space, splits, supernet = supernet_bench(args)
     backend = LocalBackend(threads=1)
-    predictors = {prec: bench_predictor(space, Path(path), backend, precision=prec)
-                  for prec, path in (("fp32", args.lut_fp32), ("int8", args.lut_int8))}  # fmt: skip
+    predictors = {
+        prec: bench_predictor(space, Path(path), backend, precision=prec)
+        for prec, path in (("fp32", args.lut_fp32), ("int8", args.lut_int8))
+    }
     archs = sample_spread(predictors["fp32"], args.n, np.random.default_rng(args.seed))
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=8, seed=0)
     made = {str(a): exports(space, a, evaluator, splits, args.prune) for a in archs}
@@ -100,44 +122,77 @@ def main() -> None:
         kinds = [k for k, v in KINDS.items() if v == prec]
         table = predictors[prec].table
         batch = [(a, k) for a in archs for k in kinds]
-        timings, ref, _ = backend.measure([models[str(a)][k] for a, k in batch], reference_model(prec),
-                                          Protocol(**table.header["protocol"]))  # fmt: skip
+        timings, ref, _ = backend.measure(
+            [models[str(a)][k] for a, k in batch], reference_model(prec), Protocol(**table.header["protocol"])
+        )
         for (a, k), t in zip(batch, timings):
             if k.startswith("pruned"):
                 pred = predictors[prec].predict_specs(made[str(a)][1]) / table.header["reference_ms"]
             else:
                 pred = predictors[prec].predict_rel(a)
-            rows.append({"arch": str(a), "export": k, "precision": prec, "predicted_rel": pred, "measured_rel": t.rel,
-                         "predicted_ms": pred * ref.ms, "measured_ms": t.ms, "error": t.rel / pred - 1})  # fmt: skip
+            rows.append(
+                {
+                    "arch": str(a),
+                    "export": k,
+                    "precision": prec,
+                    "predicted_rel": pred,
+                    "measured_rel": t.rel,
+                    "predicted_ms": pred * ref.ms,
+                    "measured_ms": t.ms,
+                    "error": t.rel / pred - 1,
+                }
+            )
         log(f"{prec}: timed {len(batch)} models (reference {ref.ms:.3f} ms)")
 
     summary = {}
     for k in KINDS:
         err = np.array([r["error"] for r in rows if r["export"] == k])
-        summary[k] = {"n": len(err), "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
-                      "median_error": float(np.median(err)), "mape": float(np.mean(np.abs(err)))}  # fmt: skip
-    atomic_write_json(Path(args.out) / "deployed_latency.json",
-                      {"settings": vars(args), "summary": summary, "rows": rows})  # fmt: skip
+        summary[k] = {
+            "n": len(err),
+            "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+            "median_error": float(np.median(err)),
+            "mape": float(np.mean(np.abs(err))),
+        }
+    atomic_write_json(
+        Path(args.out) / "deployed_latency.json", {"settings": vars(args), "summary": summary, "rows": rows}
+    )
 
-    met = all(summary[k]["within_10pct"] == 1.0 for k in ("fp32", "ptq_int8", "qat_int8", "pruned_fp32",
-                                                          "pruned_qat_int8"))
-    md = [f"# Deployed exports vs the latency tables ({len(archs)} trained subnets)", "",
-          f"`python bench/deployed_latency.py --n {args.n}`: subnets with the weights of bench/supernet.py, "
-          "exported as finalize exports them; each precision timed in one interleaved batch on this CPU (1 thread, "
-          "batch 1) against its table's reference model; prediction: the calibrated fp32 or int8 table of this CPU.",
-          "", f"Target (every deployed export within +-10 % of its prediction): **{'met' if met else 'not met'}**.", "",
-          "| export | table | within +-10 % | median error | mean abs error |", "|---|---|---|---|---|"]  # fmt: skip
+    met = all(
+        summary[k]["within_10pct"] == 1.0 for k in ("fp32", "ptq_int8", "qat_int8", "pruned_fp32", "pruned_qat_int8")
+    )
+    md = [
+        f"# Deployed exports vs the latency tables ({len(archs)} trained subnets)",
+        "",
+        f"`python bench/deployed_latency.py --n {args.n}`: subnets with the weights of bench/supernet.py, "
+        "exported as finalize exports them; each precision timed in one interleaved batch on this CPU (1 thread, "
+        "batch 1) against its table's reference model; prediction: the calibrated fp32 or int8 table of this CPU.",
+        "",
+        f"Target (every deployed export within +-10 % of its prediction): **{'met' if met else 'not met'}**.",
+        "",
+        "| export | table | within +-10 % | median error | mean abs error |",
+        "|---|---|---|---|---|",
+    ]
     for k, s in summary.items():
-        md.append(f"| {k} | {KINDS[k]} | {s['within_10pct'] * 100:.0f} % of {s['n']} | "
-                  f"{s['median_error'] * 100:+.1f} % | {s['mape'] * 100:.1f} % |")  # fmt: skip
-    md += ["", "`fresh_int8`: a freshly initialised (untrained) subnet; its graph is now the trained one's. "
-           f"`pruned_*`: the subnet with {args.prune * 100:.0f} % of its channels pruned (L1, as finalize prunes), "
-           "predicted from its own blocks, those the table lacks estimated from entries of the same shape.", "",
-           "| arch | " + " | ".join(f"{k} ms (pred / measured)" for k in KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+        md.append(
+            f"| {k} | {KINDS[k]} | {s['within_10pct'] * 100:.0f} % of {s['n']} | "
+            f"{s['median_error'] * 100:+.1f} % | {s['mape'] * 100:.1f} % |"
+        )
+    md += [
+        "",
+        "`fresh_int8`: a freshly initialised (untrained) subnet; its graph is now the trained one's. "
+        f"`pruned_*`: the subnet with {args.prune * 100:.0f} % of its channels pruned (L1, as finalize prunes), "
+        "predicted from its own blocks, those the table lacks estimated from entries of the same shape.",
+        "",
+        "| arch | " + " | ".join(f"{k} ms (pred / measured)" for k in KINDS) + " |",
+        "|---|" + "---|" * len(KINDS),
+    ]
     for a in archs:
         cells = {r["export"]: r for r in rows if r["arch"] == str(a)}
-        md.append(f"| {md_code(str(a))} | " + " | ".join(
-            f"{cells[k]['predicted_ms']:.3f} / {cells[k]['measured_ms']:.3f}" for k in KINDS) + " |")  # fmt: skip
+        md.append(
+            f"| {md_code(str(a))} | "
+            + " | ".join(f"{cells[k]['predicted_ms']:.3f} / {cells[k]['measured_ms']:.3f}" for k in KINDS)
+            + " |"
+        )
     atomic_write_text(Path(args.out) / "deployed_latency.md", "\n".join(md) + "\n")
     print("\n".join(md))
 

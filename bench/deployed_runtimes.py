@@ -69,17 +69,26 @@ def main() -> None:
             rows[s]["accuracy:ir"] = accuracy_on(Model.load(xml), "fashion-mnist")["accuracy"]
             rows[s]["scoring_seconds"] = time.time() - start
     cpu = make_backend("local-cpu").fingerprint()["cpu"]
-    atomic_write_json(Path(args.out) / "deployed_runtimes.json", {"finalize": str(folder), "cpu": cpu,
-                                                                  "runtimes": runtimes, "rows": rows})  # fmt: skip
-    md = [f"# A finalized model on two runtimes ({cpu}, 1 thread, batch 1)", "",
-          f"`python bench/deployed_runtimes.py`: the files of `{folder}`; latency on each runtime in one interleaved "
-          f"batch per runtime and precision; accuracy on the Fashion-MNIST test split (10,000 images) through "
-          f"`edgenas predict`'s code. Runtimes: {', '.join(runtimes.values())}.", "",
-          "| file | precision | ONNX Runtime (ms) | OpenVINO (ms) | accuracy: ONNX file (ONNX Runtime) "
-          "| accuracy: IR (OpenVINO) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    atomic_write_json(
+        Path(args.out) / "deployed_runtimes.json",
+        {"finalize": str(folder), "cpu": cpu, "runtimes": runtimes, "rows": rows},
+    )
+    md = [
+        f"# A finalized model on two runtimes ({cpu}, 1 thread, batch 1)",
+        "",
+        f"`python bench/deployed_runtimes.py`: the files of `{folder}`; latency on each runtime in one interleaved "
+        f"batch per runtime and precision; accuracy on the Fashion-MNIST test split (10,000 images) through "
+        f"`edgenas predict`'s code. Runtimes: {', '.join(runtimes.values())}.",
+        "",
+        "| file | precision | ONNX Runtime (ms) | OpenVINO (ms) | accuracy: ONNX file (ONNX Runtime) "
+        "| accuracy: IR (OpenVINO) |",
+        "|---|---|---|---|---|---|",
+    ]
     for s, r in rows.items():
-        md.append(f"| {s} | {r['precision']} | {r['latency_ms:local-cpu']:.3f} | {r['latency_ms:openvino:CPU']:.3f} "
-                  f"| {r['accuracy:onnx'] * 100:.2f} % | {r['accuracy:ir'] * 100:.2f} % |")  # fmt: skip
+        md.append(
+            f"| {s} | {r['precision']} | {r['latency_ms:local-cpu']:.3f} | {r['latency_ms:openvino:CPU']:.3f} "
+            f"| {r['accuracy:onnx'] * 100:.2f} % | {r['accuracy:ir'] * 100:.2f} % |"
+        )
     atomic_write_text(Path(args.out) / "deployed_runtimes.md", "\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from _setup import md_code  # noqa: I001 (bench/ is the script's folder)
+from _setup import md_code
 
 from edgenas.export import activation_peak, export_onnx
 from edgenas.io import atomic_write_json, atomic_write_text
@@ -44,20 +44,34 @@ def _exports(net: torch.nn.Module, rng: np.random.Generator) -> dict[str, bytes]
     shape = net.input_shape
     calib = torch.from_numpy(rng.standard_normal((8, *shape[1:]), dtype=np.float32))
     qat = calibrate_qat(prepare_qat(net), [calib])
-    return {"fp32": export_onnx(net, shape), "int8": export_qat(qat, shape),
-            "ptq": export_onnx(net, shape, precision="int8", calibration=calib.numpy())}  # fmt: skip
+    return {
+        "fp32": export_onnx(net, shape),
+        "int8": export_qat(qat, shape),
+        "ptq": export_onnx(net, shape, precision="int8", calibration=calib.numpy()),
+    }
 
 
 def _row(kind: str, arch: str, net: torch.nn.Module, rng: np.random.Generator) -> dict:
     fp = net_footprint(net)  # what finalize predicts; for an unpruned net, the search's footprint(specs)
     files = _exports(net, rng)
-    row = {"kind": kind, "arch": arch, "params": fp.params, "ptq_bytes": len(files["ptq"]),
-           "ptq_vs_predicted_int8_pct": (len(files["ptq"]) / fp.size_bytes["int8"] - 1) * 100}  # fmt: skip
+    row = {
+        "kind": kind,
+        "arch": arch,
+        "params": fp.params,
+        "ptq_bytes": len(files["ptq"]),
+        "ptq_vs_predicted_int8_pct": (len(files["ptq"]) / fp.size_bytes["int8"] - 1) * 100,
+    }
     for p in ("fp32", "int8"):
         size, mem = len(files[p]), activation_peak(files[p])
-        row.update({f"{p}_bytes": size, f"{p}_predicted_bytes": fp.size_bytes[p],
-                    f"{p}_nodes": len(onnx.load_from_string(files[p]).graph.node),
-                    f"{p}_activation_bytes": mem, f"{p}_predicted_activation_bytes": fp.activation_bytes[p]})
+        row.update(
+            {
+                f"{p}_bytes": size,
+                f"{p}_predicted_bytes": fp.size_bytes[p],
+                f"{p}_nodes": len(onnx.load_from_string(files[p]).graph.node),
+                f"{p}_activation_bytes": mem,
+                f"{p}_predicted_activation_bytes": fp.activation_bytes[p],
+            }
+        )
         row[f"{p}_size_error_pct"] = (row[f"{p}_predicted_bytes"] / size - 1) * 100
         row[f"{p}_activation_error_pct"] = (row[f"{p}_predicted_activation_bytes"] / mem - 1) * 100
     return row
@@ -66,8 +80,9 @@ def _row(kind: str, arch: str, net: torch.nn.Module, rng: np.random.Generator) -
 def _pruned(space, arch, rng: np.random.Generator) -> torch.nn.Module:
     net = build_subnet(space, arch).eval()
     x = torch.zeros(net.input_shape)
-    pruned, _ = progressive_prune(net, x, PruneConfig(step=0.1, max_steps=2, tolerance=1.0),
-                                  finetune=lambda m: None, evaluate=lambda m: 0.5)  # fmt: skip
+    pruned, _ = progressive_prune(
+        net, x, PruneConfig(step=0.1, max_steps=2, tolerance=1.0), finetune=lambda m: None, evaluate=lambda m: 0.5
+    )
     return pruned
 
 
@@ -76,36 +91,55 @@ def _summary(rows: list[dict]) -> dict:
     for p in ("fp32", "int8"):
         size = np.array([r[f"{p}_size_error_pct"] for r in rows])
         mem = np.array([r[f"{p}_activation_error_pct"] for r in rows])
-        out[p] = {"size_within_2pct": int((np.abs(size) <= 2).sum()),
-                  "size_max_abs_error_pct": float(np.abs(size).max()), "size_mean_error_pct": float(size.mean()),
-                  "activation_within_10pct": int((np.abs(mem) <= 10).sum()),
-                  "activation_max_abs_error_pct": float(np.abs(mem).max())}  # fmt: skip
-    out["ptq_vs_predicted_int8_pct"] = [float(min(r["ptq_vs_predicted_int8_pct"] for r in rows)),
-                                        float(max(r["ptq_vs_predicted_int8_pct"] for r in rows))]  # fmt: skip
+        out[p] = {
+            "size_within_2pct": int((np.abs(size) <= 2).sum()),
+            "size_max_abs_error_pct": float(np.abs(size).max()),
+            "size_mean_error_pct": float(size.mean()),
+            "activation_within_10pct": int((np.abs(mem) <= 10).sum()),
+            "activation_max_abs_error_pct": float(np.abs(mem).max()),
+        }
+    out["ptq_vs_predicted_int8_pct"] = [
+        float(min(r["ptq_vs_predicted_int8_pct"] for r in rows)),
+        float(max(r["ptq_vs_predicted_int8_pct"] for r in rows)),
+    ]
     return out
 
 
 def _markdown(result: dict) -> str:
-    lines = ["# Size and activation memory: predictions vs exported files", "",
-             "`python bench/footprint.py`: each arch exported fp32 (`export_onnx`) and int8 (the QAT export "
-             "finalize deploys); size = the file's bytes, activation memory = the largest sum of live tensors "
-             "along the file's graph (`edgenas.export.activation_peak`).", "",
-             "| set | archs | fp32 size within 2 % | worst | int8 size within 2 % | worst | fp32 RAM within 10 % "
-             "| worst | int8 RAM within 10 % | worst | PTQ file vs int8 prediction |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# Size and activation memory: predictions vs exported files",
+        "",
+        "`python bench/footprint.py`: each arch exported fp32 (`export_onnx`) and int8 (the QAT export "
+        "finalize deploys); size = the file's bytes, activation memory = the largest sum of live tensors "
+        "along the file's graph (`edgenas.export.activation_peak`).",
+        "",
+        "| set | archs | fp32 size within 2 % | worst | int8 size within 2 % | worst | fp32 RAM within 10 % "
+        "| worst | int8 RAM within 10 % | worst | PTQ file vs int8 prediction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, s in result["summary"].items():
         f, i = s["fp32"], s["int8"]
         lo, hi = s["ptq_vs_predicted_int8_pct"]
-        lines.append(f"| {name} | {s['n']} | {f['size_within_2pct']}/{s['n']} | {f['size_max_abs_error_pct']:.2f} % "
-                     f"| {i['size_within_2pct']}/{s['n']} | {i['size_max_abs_error_pct']:.2f} % "
-                     f"| {f['activation_within_10pct']}/{s['n']} | {f['activation_max_abs_error_pct']:.1f} % "
-                     f"| {i['activation_within_10pct']}/{s['n']} | {i['activation_max_abs_error_pct']:.1f} % "
-                     f"| {lo:+.1f} to {hi:+.1f} % |")  # fmt: skip
-    lines += ["", "Every arch (kB of 1024 bytes; predicted in brackets):", "",
-              "| set | arch | fp32 file | int8 file | fp32 RAM | int8 RAM |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {s['n']} | {f['size_within_2pct']}/{s['n']} | {f['size_max_abs_error_pct']:.2f} % "
+            f"| {i['size_within_2pct']}/{s['n']} | {i['size_max_abs_error_pct']:.2f} % "
+            f"| {f['activation_within_10pct']}/{s['n']} | {f['activation_max_abs_error_pct']:.1f} % "
+            f"| {i['activation_within_10pct']}/{s['n']} | {i['activation_max_abs_error_pct']:.1f} % "
+            f"| {lo:+.1f} to {hi:+.1f} % |"
+        )
+    lines += [
+        "",
+        "Every arch (kB of 1024 bytes; predicted in brackets):",
+        "",
+        "| set | arch | fp32 file | int8 file | fp32 RAM | int8 RAM |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["rows"]:
-        cells = [f"{r[f'{p}_{k}bytes'] / KB:.1f} ({r[f'{p}_predicted_{k}bytes'] / KB:.1f})"
-                 for k in ("", "activation_") for p in ("fp32", "int8")]  # fmt: skip
+        cells = [
+            f"{r[f'{p}_{k}bytes'] / KB:.1f} ({r[f'{p}_predicted_{k}bytes'] / KB:.1f})"
+            for k in ("", "activation_")
+            for p in ("fp32", "int8")
+        ]
         lines.append(f"| {r['kind']} | {md_code(r['arch'])} | " + " | ".join(cells) + " |")
     lines += ["", f"{result['seconds']:.0f} s on {result['cpu']}."]
     return "\n".join(lines) + "\n"
@@ -133,8 +167,13 @@ def main() -> None:
         rows.append(_row("small, pruned 20 %", str(arch), _pruned(space, arch, rng), rng))
     print(f"pruned: {args.pruned} archs, {time.time() - start:.0f} s", flush=True)
     kinds = dict.fromkeys(r["kind"] for r in rows)
-    result = {"seed": args.seed, "cpu": _cpu(), "seconds": time.time() - start,
-              "summary": {k: _summary([r for r in rows if r["kind"] == k]) for k in kinds}, "rows": rows}  # fmt: skip
+    result = {
+        "seed": args.seed,
+        "cpu": _cpu(),
+        "seconds": time.time() - start,
+        "summary": {k: _summary([r for r in rows if r["kind"] == k]) for k in kinds},
+        "rows": rows,
+    }
     out = Path(args.out)
     atomic_write_json(out.with_suffix(".json"), result)
     atomic_write_text(out.with_suffix(".md"), _markdown(result))

@@ -59,24 +59,35 @@ def main() -> None:
         for precision in args.precisions.split(","):
             path = work / f"{space_name}_r{res}_{precision}_t{args.threads}{tag}.json"
             started = time.time()
-            table = build_table(space, backend, path, device=args.device, precision=precision,
-                                resolutions=[int(res)])  # fmt: skip
+            table = build_table(space, backend, path, device=args.device, precision=precision, resolutions=[int(res)])
             build_wall = time.time() - started
             report = validate_table(path, backend, n=args.n, resolutions=[int(res)])
             speed = predictor_speed(path, int(res))
             row = {
-                "space": space_name, "resolution": int(res), "precision": precision, "threads": args.threads,
-                "entries": len(table.entries), "build_seconds": table.header["build_seconds"],
-                "build_wall_seconds_this_run": build_wall, "drift": table.header.get("drift"),
+                "space": space_name,
+                "resolution": int(res),
+                "precision": precision,
+                "threads": args.threads,
+                "entries": len(table.entries),
+                "build_seconds": table.header["build_seconds"],
+                "build_wall_seconds_this_run": build_wall,
+                "drift": table.header.get("drift"),
                 "reference_ms": table.header["reference_ms"],
-                "latency_range_ms": [min(r["measured_ms"] for r in report["rows"]),
-                                     max(r["measured_ms"] for r in report["rows"])],
-                "calibration": report["calibration"], "heldout": report["heldout"],
-                "heldout_uncalibrated": report["heldout_uncalibrated"], "heldout_raw_ms": report["heldout_raw_ms"],
-                "validate_seconds": report["seconds"], "predictions_per_second": speed,
-                "cpu": table.header["cpu"], "runtime": table.header["runtime"], "device": args.device,
+                "latency_range_ms": [
+                    min(r["measured_ms"] for r in report["rows"]),
+                    max(r["measured_ms"] for r in report["rows"]),
+                ],
+                "calibration": report["calibration"],
+                "heldout": report["heldout"],
+                "heldout_uncalibrated": report["heldout_uncalibrated"],
+                "heldout_raw_ms": report["heldout_raw_ms"],
+                "validate_seconds": report["seconds"],
+                "predictions_per_second": speed,
+                "cpu": table.header["cpu"],
+                "runtime": table.header["runtime"],
+                "device": args.device,
                 "onnxruntime": table.header["onnxruntime"],
-            }  # fmt: skip
+            }
             results.append(row)
             m = row["heldout"]
             print(
@@ -103,8 +114,11 @@ def main() -> None:
             f"| {r['predictions_per_second']:,.0f} |"
         )
     table_md = "\n".join(lines) + "\n"
-    atomic_write_text(out / f"lut_accuracy{tag}.md", f"{results[0]['runtime']} on {results[0]['cpu']}, "
-                      f"{args.threads} thread(s), `python bench/lut_accuracy.py --device {args.device}`\n\n" + table_md)
+    atomic_write_text(
+        out / f"lut_accuracy{tag}.md",
+        f"{results[0]['runtime']} on {results[0]['cpu']}, "
+        f"{args.threads} thread(s), `python bench/lut_accuracy.py --device {args.device}`\n\n" + table_md,
+    )
     print(table_md)
     print(json.dumps({"cpu": results[0]["cpu"], "runtime": results[0]["runtime"]}))
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _setup import add_supernet_args, bench_predictor, md_code, supernet_bench  # noqa: I001 (bench/ is the script's folder)
+from _setup import add_supernet_args, bench_predictor, md_code, supernet_bench
 
 from edgenas.data import batches
 from edgenas.export import activation_peak
@@ -47,8 +47,18 @@ def log(msg: str) -> None:
 def deployed(space, arch, evaluator, splits) -> bytes:
     """The QAT int8 export finalize deploys, calibrated (QAT finetuning changes values, not the file's layout)."""
     net = evaluator.subnet(arch).cpu().eval()
-    calib = next(batches(splits.train, batch_size=64, resolution=arch.resolution, channels=space.in_chs,
-                         mean=splits.mean, std=splits.std, shuffle=True, rng=np.random.default_rng(0)))[0]  # fmt: skip
+    calib = next(
+        batches(
+            splits.train,
+            batch_size=64,
+            resolution=arch.resolution,
+            channels=space.in_chs,
+            mean=splits.mean,
+            std=splits.std,
+            shuffle=True,
+            rng=np.random.default_rng(0),
+        )
+    )[0]
     return export_qat(calibrate_qat(prepare_qat(net), [calib]), net.input_shape)
 
 
@@ -92,21 +102,35 @@ def main() -> None:
         ok = [r for r in rows if r[f"within_budget:{DEVICE}"]]
         winner = max(ok, key=lambda r: r["accuracy"])
         fits = [all(r[k] <= v for k, v in memory_ok.items()) for r in rows]
-        results[name] = {"winner": winner, "trials": len(rows), "feasible": len(ok),
-                         "within_memory_budget": int(sum(fits)), "seconds": time.time() - start}  # fmt: skip
+        results[name] = {
+            "winner": winner,
+            "trials": len(rows),
+            "feasible": len(ok),
+            "within_memory_budget": int(sum(fits)),
+            "seconds": time.time() - start,
+        }
         log(f"{name}: {len(rows)} trials, winner {winner['arch']} ({winner['accuracy'] * 100:.2f} %)")
 
     # the winners as deployed: file bytes, activation peak of the file's graph, latency in one batch
     files = {n: deployed(space, space.parse(r["winner"]["arch"]), evaluator, splits) for n, r in results.items()}
-    timings, ref, _ = backend.measure(list(files.values()), reference_model("int8"),
-                                      Protocol(**predictor.table.header["protocol"]))  # fmt: skip
+    timings, ref, _ = backend.measure(
+        list(files.values()), reference_model("int8"), Protocol(**predictor.table.header["protocol"])
+    )
     for (name, data), t in zip(files.items(), timings):
         w = results[name]["winner"]
-        results[name]["deployed"] = {"file_kb": len(data) / KB, "activation_kb": activation_peak(data) / KB,
-                                     "latency_ms": t.ms}  # fmt: skip
+        results[name]["deployed"] = {
+            "file_kb": len(data) / KB,
+            "activation_kb": activation_peak(data) / KB,
+            "latency_ms": t.ms,
+        }
         results[name]["violates_memory_budget"] = [k for k, v in memory_ok.items() if w[k] > v]
-    result = {"settings": {k: v for k, v in vars(args).items()}, "budget_ms": budget_ms,
-              "reference_ms": ref.ms, "cpu": backend.fingerprint()["cpu"], "searches": results}  # fmt: skip
+    result = {
+        "settings": {k: v for k, v in vars(args).items()},
+        "budget_ms": budget_ms,
+        "reference_ms": ref.ms,
+        "cpu": backend.fingerprint()["cpu"],
+        "searches": results,
+    }
     atomic_write_json(out / "memory_budget.json", result)
     atomic_write_text(out / "memory_budget.md", markdown(result))
     figure(work, results, args, budget_ms, out / "memory_budget.png")
@@ -115,30 +139,42 @@ def main() -> None:
 
 def markdown(result: dict) -> str:
     s = result["settings"]
-    lines = ["# Searching under a microcontroller-class int8 memory budget", "",
-             f"`python bench/memory_budget.py`: the bench space on full Fashion-MNIST, one int8 device (this CPU's "
-             f"int8 table), latency budget {result['budget_ms']:.3f} ms ({s['share']} x the largest subnet's); "
-             f"memory budget {s['ram_kb']:g} kB of activations and {s['flash_kb']:g} kB of model file (int8, kB of "
-             f"1024 bytes). {s['trials']} trials each, guided sampler, seed {s['seed']}; accuracy: supernet, "
-             "validation (4 BN batches x 2,000 images).", "",
-             "| search | winner | val accuracy | latency (ms) predicted / measured | RAM kB predicted / file "
-             "| flash kB predicted / file | within the memory budget |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# Searching under a microcontroller-class int8 memory budget",
+        "",
+        f"`python bench/memory_budget.py`: the bench space on full Fashion-MNIST, one int8 device (this CPU's "
+        f"int8 table), latency budget {result['budget_ms']:.3f} ms ({s['share']} x the largest subnet's); "
+        f"memory budget {s['ram_kb']:g} kB of activations and {s['flash_kb']:g} kB of model file (int8, kB of "
+        f"1024 bytes). {s['trials']} trials each, guided sampler, seed {s['seed']}; accuracy: supernet, "
+        "validation (4 BN batches x 2,000 images).",
+        "",
+        "| search | winner | val accuracy | latency (ms) predicted / measured | RAM kB predicted / file "
+        "| flash kB predicted / file | within the memory budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in result["searches"].items():
         w, d = r["winner"], r["deployed"]
         over = {"ram_kb:int8": "RAM", "flash_kb:int8": "flash"}
         bad = ", ".join(over[k] for k in r["violates_memory_budget"]) or "yes"
-        lines.append(f"| {name} | {md_code(w['arch'])} | {w['accuracy'] * 100:.2f} % "
-                     f"| {w['latency_ms:' + DEVICE]:.3f} / {d['latency_ms']:.3f} "
-                     f"| {w['ram_kb:int8']:.1f} / {d['activation_kb']:.1f} | {w['flash_kb:int8']:.1f} / "
-                     f"{d['file_kb']:.1f} | {bad if bad == 'yes' else 'no: over ' + bad} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {md_code(w['arch'])} | {w['accuracy'] * 100:.2f} % "
+            f"| {w['latency_ms:' + DEVICE]:.3f} / {d['latency_ms']:.3f} "
+            f"| {w['ram_kb:int8']:.1f} / {d['activation_kb']:.1f} | {w['flash_kb:int8']:.1f} / "
+            f"{d['file_kb']:.1f} | {bad if bad == 'yes' else 'no: over ' + bad} |"
+        )
     lines.append("")
     for name, r in result["searches"].items():
-        lines.append(f"- {name}: {r['trials']} trials, {r['feasible']} within all its budgets, "
-                     f"{r['within_memory_budget']} within the memory budget; {r['seconds']:.0f} s")  # fmt: skip
-    lines += ["", "Measured: the winner's QAT int8 export (supernet weights, BN recalibrated, calibrated on 64 "
-              "training images): the file's bytes, the largest sum of live tensors along its graph "
-              "(`edgenas.export.activation_peak`), and both winners timed in one interleaved batch on "
-              f"{result['cpu']} (1 thread, batch 1)."]  # fmt: skip
+        lines.append(
+            f"- {name}: {r['trials']} trials, {r['feasible']} within all its budgets, "
+            f"{r['within_memory_budget']} within the memory budget; {r['seconds']:.0f} s"
+        )
+    lines += [
+        "",
+        "Measured: the winner's QAT int8 export (supernet weights, BN recalibrated, calibrated on 64 "
+        "training images): the file's bytes, the largest sum of live tensors along its graph "
+        "(`edgenas.export.activation_peak`), and both winners timed in one interleaved batch on "
+        f"{result['cpu']} (1 thread, batch 1).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -157,18 +193,41 @@ def figure(work: Path, results: dict, args: argparse.Namespace, budget_ms: float
         fits = np.array([r["ram_kb:int8"] <= args.ram_kb and r["flash_kb:int8"] <= args.flash_kb for r in rows])
         for ok, label, color in ((True, "fits the memory budget", "#1f77b4"), (False, "over it", "#d62728")):
             part = [r for r, f in zip(rows, fits) if f == ok]
-            fig.add_trace(go.Scatter(x=[r[f"latency_ms:{DEVICE}"] for r in part], y=[r["accuracy"] * 100 for r in part],
-                                     mode="markers", name=label, marker=dict(color=color, size=6),
-                                     showlegend=col == 1), row=1, col=col)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=[r[f"latency_ms:{DEVICE}"] for r in part],
+                    y=[r["accuracy"] * 100 for r in part],
+                    mode="markers",
+                    name=label,
+                    marker=dict(color=color, size=6),
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
         w = results[name]["winner"]
-        fig.add_trace(go.Scatter(x=[w[f"latency_ms:{DEVICE}"]], y=[w["accuracy"] * 100], mode="markers",
-                                 name="winner", marker=dict(symbol="star", size=16, color="#2ca02c"),
-                                 showlegend=col == 1), row=1, col=col)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[w[f"latency_ms:{DEVICE}"]],
+                y=[w["accuracy"] * 100],
+                mode="markers",
+                name="winner",
+                marker=dict(symbol="star", size=16, color="#2ca02c"),
+                showlegend=col == 1,
+            ),
+            row=1,
+            col=col,
+        )
         fig.add_vline(x=budget_ms, line_dash="dash", line_color="#555", row=1, col=col)
     fig.update_xaxes(title_text="predicted int8 latency (ms)")
     fig.update_yaxes(title_text="val accuracy (%)", col=1)
-    fig.update_layout(title=f"int8 search, budget {budget_ms:.3f} ms; memory budget {args.ram_kb:g} kB RAM, "
-                      f"{args.flash_kb:g} kB flash", height=460, width=1100, template="plotly_white")  # fmt: skip
+    fig.update_layout(
+        title=f"int8 search, budget {budget_ms:.3f} ms; memory budget {args.ram_kb:g} kB RAM, "
+        f"{args.flash_kb:g} kB flash",
+        height=460,
+        width=1100,
+        template="plotly_white",
+    )
     try:
         fig.write_image(str(path))
     except Exception as exc:  # kaleido needs Chromium

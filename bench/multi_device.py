@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _setup import LUT_FP32, add_supernet_args, md_code, supernet_bench  # noqa: I001 (bench/ is the script's folder)
+from _setup import LUT_FP32, add_supernet_args, md_code, supernet_bench
 from scipy.stats import kendalltau
 
 from edgenas.io import atomic_write_json, atomic_write_text
@@ -52,20 +52,45 @@ def figure(rows: list[dict], fronts: dict, level: dict, names: list[str]):
     colors = {names[0]: "#1f77b4", names[1]: "#d62728"}
     for col, n in enumerate(names, start=1):
         lat = f"latency_ms:{n}"
-        fig.add_trace(go.Scatter(x=[r[lat] for r in rows], y=[r["accuracy"] for r in rows], mode="markers",
-                                 marker=dict(color="#c0c6cc", size=5), name="trial", showlegend=col == 1),
-                      row=1, col=col)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[r[lat] for r in rows],
+                y=[r["accuracy"] for r in rows],
+                mode="markers",
+                marker=dict(color="#c0c6cc", size=5),
+                name="trial",
+                showlegend=col == 1,
+            ),
+            row=1,
+            col=col,
+        )
         front = fronts[n]
-        fig.add_trace(go.Scatter(x=[r[lat] for r in front], y=[r["accuracy"] for r in front], mode="lines+markers",
-                                 line=dict(color=colors[n]), name=f"{n} front", showlegend=True),
-                      row=1, col=col)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[r[lat] for r in front],
+                y=[r["accuracy"] for r in front],
+                mode="lines+markers",
+                line=dict(color=colors[n]),
+                name=f"{n} front",
+                showlegend=True,
+            ),
+            row=1,
+            col=col,
+        )
         for m in names:
             win = level["winners"][m]
-            fig.add_trace(go.Scatter(x=[win[lat]], y=[win["accuracy"]], mode="markers", showlegend=col == 1,
-                                     marker=dict(symbol="star", size=16, color=colors[m],
-                                                 line=dict(color="black", width=1)),
-                                     name=f"{m} winner (budget level {level['quantile']:g})"),
-                          row=1, col=col)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=[win[lat]],
+                    y=[win["accuracy"]],
+                    mode="markers",
+                    showlegend=col == 1,
+                    marker=dict(symbol="star", size=16, color=colors[m], line=dict(color="black", width=1)),
+                    name=f"{m} winner (budget level {level['quantile']:g})",
+                ),
+                row=1,
+                col=col,
+            )
         fig.add_vline(x=level["budgets_ms"][n], line_dash="dash", line_color=colors[n], row=1, col=col)
         fig.update_xaxes(title_text=f"predicted latency on {n} (ms)", row=1, col=col)
     fig.update_yaxes(title_text="val accuracy (supernet)", row=1, col=1)
@@ -75,11 +100,16 @@ def figure(rows: list[dict], fronts: dict, level: dict, names: list[str]):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=120)
-    p.add_argument("--devices", default="ort:fp32:1,openvino:best:1",
-                   help="the two devices as precision:threads of ONNX Runtime on this CPU")
-    p.add_argument("--quantiles", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
-                   help="budget levels: each device's budget is this quantile of its predicted latencies over "
-                   "2,000 random archs")  # fmt: skip
+    p.add_argument(
+        "--devices",
+        default="ort:fp32:1,openvino:best:1",
+        help="the two devices as precision:threads of ONNX Runtime on this CPU",
+    )
+    p.add_argument(
+        "--quantiles",
+        default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+        help="budget levels: each device's budget is this quantile of its predicted latencies over 2,000 random archs",
+    )
     add_supernet_args(p, workdir="runs/bench_multi")
     args = p.parse_args()
 
@@ -92,8 +122,10 @@ def main() -> None:
         runtime, precision, threads = spec.split(":")
         options = ("fp32", "int8") if precision == "best" else (precision,)
         paths = {p: device_table(space, work, runtime, p, int(threads)) for p in options}
-        medians = {p: float(np.median([Predictor(LatencyTable.load(path), space).predict(a) for a in sample]))
-                   for p, path in paths.items()}  # fmt: skip
+        medians = {
+            p: float(np.median([Predictor(LatencyTable.load(path), space).predict(a) for a in sample]))
+            for p, path in paths.items()
+        }
         precision = min(medians, key=medians.get)
         picked[spec] = {"medians_ms": medians, "picked": precision}
         tables[f"{'onnxruntime' if runtime == 'ort' else 'openvino'}-{precision}-{threads}t"] = paths[precision]
@@ -102,8 +134,9 @@ def main() -> None:
     predicted = {k: np.array([pr.predict(a) for a in sample]) for k, pr in predictors.items()}
     tau = kendalltau(predicted[names[0]], predicted[names[1]])[0]
     quantiles = sorted(float(q) for q in args.quantiles.split(","))
-    levels = [{"quantile": q, "budgets_ms": {k: float(np.quantile(v, q)) for k, v in predicted.items()}}
-              for q in quantiles]  # fmt: skip
+    levels = [
+        {"quantile": q, "budgets_ms": {k: float(np.quantile(v, q)) for k, v in predicted.items()}} for q in quantiles
+    ]
 
     evaluator = SubnetEvaluator(supernet, splits, seed=0)  # the search's default evaluation
     # the search's budgets: the loosest level (a trial is feasible when it meets either device's)
@@ -122,31 +155,47 @@ def main() -> None:
         archs = {(w or {}).get("arch") for w in level["winners"].values()}
         level["winners_differ"] = None not in archs and len(archs) > 1
 
-    result = {"kendall_tau_between_tables_over_2000_random_archs": tau, "trials": len(rows), "precision": picked,
-              "runtimes": {k: LatencyTable.load(v).header["runtime"] for k, v in tables.items()},
-              "table_validation": {k: LatencyTable.load(v).validation["heldout"] for k, v in tables.items()},
-              "fronts": fronts, "levels": levels}  # fmt: skip
+    result = {
+        "kendall_tau_between_tables_over_2000_random_archs": tau,
+        "trials": len(rows),
+        "precision": picked,
+        "runtimes": {k: LatencyTable.load(v).header["runtime"] for k, v in tables.items()},
+        "table_validation": {k: LatencyTable.load(v).validation["heldout"] for k, v in tables.items()},
+        "fronts": fronts,
+        "levels": levels,
+    }
     differ = [lv for lv in levels if lv["winners_differ"]]
-    intro = [f"{k}: {result['runtimes'][k]}, held-out within ±10 % "
-             f"{result['table_validation'][k]['within_10pct']:.0%}, Kendall τ "
-             f"{result['table_validation'][k]['kendall_tau']:.3f}" for k in names]  # fmt: skip
+    intro = [
+        f"{k}: {result['runtimes'][k]}, held-out within ±10 % "
+        f"{result['table_validation'][k]['within_10pct']:.0%}, Kendall τ "
+        f"{result['table_validation'][k]['kendall_tau']:.3f}"
+        for k in names
+    ]
     for spec, v in picked.items():
         if len(v["medians_ms"]) > 1:
             medians = ", ".join(f"{p} {m:.3f} ms" for p, m in v["medians_ms"].items())
             intro.append(f"precision `best` for {spec}: median predicted latency {medians} -> {v['picked']}")
     cpu = LatencyTable.load(tables[names[0]]).header["cpu"]
-    md = [f"`python bench/multi_device.py --devices {args.devices}` on {cpu}: " + "; ".join(intro) + ".", "",
-          f"{len(rows)} trials; Kendall tau between the two tables' predictions over 2,000 random archs: {tau:.3f}. "
-          f"Front sizes (all trials within the loosest budget): "
-          f"{', '.join(f'{k} {len(f)}' for k, f in fronts.items())}.", "",
-          f"| budget level | {names[0]} budget (ms) | {names[0]} winner | val acc | {names[1]} budget (ms) | "
-          f"{names[1]} winner | val acc | differ |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    md = [
+        f"`python bench/multi_device.py --devices {args.devices}` on {cpu}: " + "; ".join(intro) + ".",
+        "",
+        f"{len(rows)} trials; Kendall tau between the two tables' predictions over 2,000 random archs: {tau:.3f}. "
+        f"Front sizes (all trials within the loosest budget): "
+        f"{', '.join(f'{k} {len(f)}' for k, f in fronts.items())}.",
+        "",
+        f"| budget level | {names[0]} budget (ms) | {names[0]} winner | val acc | {names[1]} budget (ms) | "
+        f"{names[1]} winner | val acc | differ |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for lv in levels:
         cells = []
         for k in names:
             w = lv["winners"][k]
-            cells += [f"{lv['budgets_ms'][k]:.3f}", md_code(w["arch"]) if w else "none",
-                      f"{w['accuracy']:.4f}" if w else ""]  # fmt: skip
+            cells += [
+                f"{lv['budgets_ms'][k]:.3f}",
+                md_code(w["arch"]) if w else "none",
+                f"{w['accuracy']:.4f}" if w else "",
+            ]
         differs = "yes" if lv["winners_differ"] else "no"
         md.append(f"| q = {lv['quantile']:g} | " + " | ".join(cells) + f" | {differs} |")
     md += ["", f"Winners differ at {len(differ)} of {len(levels)} budget levels."]
@@ -164,6 +213,7 @@ def main() -> None:
     stem = f"multi_device_{'_'.join(names)}"
     atomic_write_json(out / f"{stem}.json", result)
     atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
+
     def gap(lv: dict) -> float:  # how much the two winners' accuracies differ
         return abs(lv["winners"][names[0]]["accuracy"] - lv["winners"][names[1]]["accuracy"])
 

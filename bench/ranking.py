@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import add_supernet_args, bench_predictor, bench_splits, md_code, recipe_fit, supernet_bench  # noqa: I001 (bench/ is the script's folder)
+from _setup import add_supernet_args, bench_predictor, bench_splits, md_code, recipe_fit, supernet_bench
 from scipy.stats import kendalltau, spearmanr
 
 from edgenas.accelerator import Accelerator
@@ -51,8 +51,15 @@ def log(msg: str) -> None:
 def val_correct(net, splits: Splits, resolution: int, channels: int) -> np.ndarray:
     """1/0 per validation image, in the split's order."""
     out = []
-    for x, y in batches(splits.val, batch_size=256, resolution=resolution, channels=channels, mean=splits.mean,
-                        std=splits.std, accel=Accelerator.of(net)):  # fmt: skip
+    for x, y in batches(
+        splits.val,
+        batch_size=256,
+        resolution=resolution,
+        channels=channels,
+        mean=splits.mean,
+        std=splits.std,
+        accel=Accelerator.of(net),
+    ):
         out.append((net(x).argmax(1) == y).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -103,13 +110,21 @@ def main() -> None:
         net = build_subnet(space, arch)
         t0 = time.time()
         fit(net, limited, fit_cfg, resolution=arch.resolution, channels=space.in_chs, progress=False, accel=accel)
-        score = {s: accuracy(net, getattr(splits, s), splits, resolution=arch.resolution, channels=space.in_chs)
-                 for s in ("val", "test")}  # fmt: skip
-        standalone[key] = {"val": score["val"], "test": score["test"], "seconds": time.time() - t0,
-                           "predicted_ms": predictor.predict(arch)}  # fmt: skip
+        score = {
+            s: accuracy(net, getattr(splits, s), splits, resolution=arch.resolution, channels=space.in_chs)
+            for s in ("val", "test")
+        }
+        standalone[key] = {
+            "val": score["val"],
+            "test": score["test"],
+            "seconds": time.time() - t0,
+            "predicted_ms": predictor.predict(arch),
+        }
         atomic_write_json(path, standalone)
-        log(f"{i + 1}/{len(archs)} {key}: stand-alone val {score['val']:.4f} test {score['test']:.4f} "
-            f"({time.time() - t0:.0f} s)")  # fmt: skip
+        log(
+            f"{i + 1}/{len(archs)} {key}: stand-alone val {score['val']:.4f} test {score['test']:.4f} "
+            f"({time.time() - t0:.0f} s)"
+        )
 
     # the search's evaluation settings, judged on validation: per calibration setting, every
     # val image's correctness once, so each validation size is a prefix of the same predictions
@@ -122,31 +137,57 @@ def main() -> None:
         seconds = (time.time() - t0) / len(archs)
         for n_val in VAL_SIZES:
             sn = correct[:, :n_val].mean(1)
-            grid.append({"calib_batches": calib, "val_images": min(n_val, correct.shape[1]),
-                         "kendall_tau": float(kendalltau(sn, sa_val)[0]), "spearman": float(spearmanr(sn, sa_val)[0]),
-                         # evaluation time: calibration plus this share of the full validation pass
-                         "seconds_per_arch": seconds})  # fmt: skip
+            grid.append(
+                {
+                    "calib_batches": calib,
+                    "val_images": min(n_val, correct.shape[1]),
+                    "kendall_tau": float(kendalltau(sn, sa_val)[0]),
+                    "spearman": float(spearmanr(sn, sa_val)[0]),
+                    # evaluation time: calibration plus this share of the full validation pass
+                    "seconds_per_arch": seconds,
+                }
+            )
             log(f"calib {calib} x val {n_val}: tau {grid[-1]['kendall_tau']:.3f}")
     # tau is undefined (nan) when either side ties throughout; such a setting cannot be chosen
     ranked = [g for g in grid if not np.isnan(g["kendall_tau"])] or grid[-1:]
     best_tau = max(g["kendall_tau"] for g in ranked)
     # the cheapest setting within 0.02 of the best tau: evaluation time is the search's budget
-    chosen = min((g for g in ranked if not g["kendall_tau"] < best_tau - 0.02),
-                 key=lambda g: (g["calib_batches"], g["val_images"]))  # fmt: skip
+    chosen = min(
+        (g for g in ranked if not g["kendall_tau"] < best_tau - 0.02),
+        key=lambda g: (g["calib_batches"], g["val_images"]),
+    )
 
     # with the chosen settings, on test
-    ev = SubnetEvaluator(supernet, splits, split="test", calib_batches=chosen["calib_batches"], seed=args.seed,
-                         accel=accel)  # fmt: skip
+    ev = SubnetEvaluator(
+        supernet, splits, split="test", calib_batches=chosen["calib_batches"], seed=args.seed, accel=accel
+    )
     sn_test = [ev(a) for a in archs]
     sa_test = [standalone[str(a)]["test"] for a in archs]
-    fidelity = {"n": len(archs), "kendall_tau": float(kendalltau(sn_test, sa_test)[0]),
-                "spearman": float(spearmanr(sn_test, sa_test)[0]),
-                "top5_overlap": top_overlap(sn_test, sa_test)}  # fmt: skip
-    rows = [{"arch": str(a), "predicted_ms": standalone[str(a)]["predicted_ms"], "supernet_test": s,
-             "standalone_test": t, "standalone_val": standalone[str(a)]["val"]}
-            for a, s, t in zip(archs, sn_test, sa_test)]  # fmt: skip
-    results = {"settings": vars(args), "augment": list(augment), "fit": dataclasses.asdict(fit_cfg), "grid": grid,
-               "chosen": chosen, "fidelity": fidelity, "archs": rows}  # fmt: skip
+    fidelity = {
+        "n": len(archs),
+        "kendall_tau": float(kendalltau(sn_test, sa_test)[0]),
+        "spearman": float(spearmanr(sn_test, sa_test)[0]),
+        "top5_overlap": top_overlap(sn_test, sa_test),
+    }
+    rows = [
+        {
+            "arch": str(a),
+            "predicted_ms": standalone[str(a)]["predicted_ms"],
+            "supernet_test": s,
+            "standalone_test": t,
+            "standalone_val": standalone[str(a)]["val"],
+        }
+        for a, s, t in zip(archs, sn_test, sa_test)
+    ]
+    results = {
+        "settings": vars(args),
+        "augment": list(augment),
+        "fit": dataclasses.asdict(fit_cfg),
+        "grid": grid,
+        "chosen": chosen,
+        "fidelity": fidelity,
+        "archs": rows,
+    }
     # the default budget's results are ranking.*, another budget's carry it in their name
     stem = "ranking" if (args.epochs, args.train_limit) == (3, 15000) else f"ranking_e{args.epochs}_n{args.train_limit}"
     atomic_write_json(out / f"{stem}.json", results)
@@ -172,13 +213,20 @@ def main() -> None:
     for calib in CALIB_BATCHES:
         cells = [f"{g['kendall_tau']:.3f}" for g in grid if g["calib_batches"] == calib]
         md.append(f"| {calib} | " + " | ".join(cells) + " |")
-    md += ["", f"Chosen: {chosen['calib_batches']} batches x {chosen['val_images']} images (the cheapest within "
-           f"0.02 of the best tau {best_tau:.3f}; {chosen['seconds_per_arch']:.2f} s per arch with all "
-           f"{len(splits.val.labels):,} validation images).",
-           "", "| arch | predicted ms | supernet test | stand-alone test |", "|---|---|---|---|"]  # fmt: skip
+    md += [
+        "",
+        f"Chosen: {chosen['calib_batches']} batches x {chosen['val_images']} images (the cheapest within "
+        f"0.02 of the best tau {best_tau:.3f}; {chosen['seconds_per_arch']:.2f} s per arch with all "
+        f"{len(splits.val.labels):,} validation images).",
+        "",
+        "| arch | predicted ms | supernet test | stand-alone test |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {md_code(r['arch'])} | {r['predicted_ms']:.3f} | {r['supernet_test'] * 100:.2f} % | "
-                  f"{r['standalone_test'] * 100:.2f} % |")  # fmt: skip
+        md.append(
+            f"| {md_code(r['arch'])} | {r['predicted_ms']:.3f} | {r['supernet_test'] * 100:.2f} % | "
+            f"{r['standalone_test'] * 100:.2f} % |"
+        )
     md += ["", f"![supernet vs stand-alone]({stem}.png)"]
     atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     print("\n".join(md))
@@ -187,16 +235,30 @@ def main() -> None:
 def figure(rows: list[dict], fidelity: dict):
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Scatter(
-        x=[r["supernet_test"] * 100 for r in rows], y=[r["standalone_test"] * 100 for r in rows], mode="markers",
-        marker={"size": 10, "color": [r["predicted_ms"] for r in rows], "colorscale": "Viridis",
-                "colorbar": {"title": "predicted ms"}},
-        text=[r["arch"] for r in rows],
-    ))  # fmt: skip
-    title = (f"Supernet vs stand-alone test accuracy: Kendall tau {fidelity['kendall_tau']:.2f}, "
-             f"Spearman {fidelity['spearman']:.2f}")  # fmt: skip
-    fig.update_layout(title=title, xaxis_title="supernet (inherited weights, BN recalibrated), %",
-                      yaxis_title="stand-alone (trained alone), %", template="plotly_white")  # fmt: skip
+    fig = go.Figure(
+        go.Scatter(
+            x=[r["supernet_test"] * 100 for r in rows],
+            y=[r["standalone_test"] * 100 for r in rows],
+            mode="markers",
+            marker={
+                "size": 10,
+                "color": [r["predicted_ms"] for r in rows],
+                "colorscale": "Viridis",
+                "colorbar": {"title": "predicted ms"},
+            },
+            text=[r["arch"] for r in rows],
+        )
+    )
+    title = (
+        f"Supernet vs stand-alone test accuracy: Kendall tau {fidelity['kendall_tau']:.2f}, "
+        f"Spearman {fidelity['spearman']:.2f}"
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="supernet (inherited weights, BN recalibrated), %",
+        yaxis_title="stand-alone (trained alone), %",
+        template="plotly_white",
+    )
     return fig
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, bench_splits, md_code, recipe_fit, supernet_bench  # noqa: I001 (bench/ is the script's folder)
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, bench_splits, md_code, recipe_fit, supernet_bench
 
 from edgenas.distill import fit
 from edgenas.export import export_onnx
@@ -62,8 +62,10 @@ def picks_for(refs: dict[str, dict], front: list[dict]) -> dict[str, str]:
     for ref in refs.values():
         faster = [r for r in front if r[LAT] <= ref[LAT]]
         as_good = [r for r in front if r["accuracy"] >= ref["accuracy"]]
-        for r in (max(faster, key=lambda r: r["accuracy"]) if faster else None,
-                  min(as_good, key=lambda r: r[LAT]) if as_good else None):  # fmt: skip
+        for r in (
+            max(faster, key=lambda r: r["accuracy"]) if faster else None,
+            min(as_good, key=lambda r: r[LAT]) if as_good else None,
+        ):
             if r is not None and r["arch"] not in picks.values():
                 picks[f"searched-{len(picks) + 1}"] = r["arch"]
     return picks
@@ -83,15 +85,24 @@ def compare(rows: list[dict]) -> list[dict]:
         gain = (best["test_accuracy"] - r["test_accuracy"]) * 100 if best else None
         speedup = r["measured_ms"] / quickest["measured_ms"] if quickest else None
         beaten = (gain is not None and gain >= 1.0) or (speedup is not None and speedup >= 1.5)
-        out.append({"reference": r["name"], "ref_accuracy": r["test_accuracy"], "ref_ms": r["measured_ms"],
-                    "best_at_latency": best and best["name"], "gain_pts": gain,
-                    "fastest_at_accuracy": quickest and quickest["name"], "speedup": speedup,
-                    "beaten": bool(beaten)})  # fmt: skip
+        out.append(
+            {
+                "reference": r["name"],
+                "ref_accuracy": r["test_accuracy"],
+                "ref_ms": r["measured_ms"],
+                "best_at_latency": best and best["name"],
+                "gain_pts": gain,
+                "fastest_at_accuracy": quickest and quickest["name"],
+                "speedup": speedup,
+                "beaten": bool(beaten),
+            }
+        )
     return out
 
 
-def finalized(args: argparse.Namespace, models: dict[str, str], space, supernet, backend, work: Path,
-              out: Path) -> dict:  # fmt: skip
+def finalized(
+    args: argparse.Namespace, models: dict[str, str], space, supernet, backend, work: Path, out: Path
+) -> dict:
     """Every model finalized with one recipe per seed: arch#seed -> deployed file and its test accuracy."""
     path = out / f"references_finalized_e{args.finalize_epochs}_n{args.train_limit}.json"
     done: dict = read_json(path) if path.exists() else {}
@@ -103,16 +114,37 @@ def finalized(args: argparse.Namespace, models: dict[str, str], space, supernet,
             if key in done and (seed or (folder / done[key]["file"]).exists()):
                 continue
             t0 = time.time()
-            config = FinalizeConfig(distill_epochs=args.finalize_epochs, prune=PruneConfig(step=0.1, max_steps=1),
-                                    qat_epochs=1, measure_rounds=5, seed=seed, accept_failed_checks=True)  # fmt: skip
-            card = finalize_arch(space.parse(arch_str), space=space, supernet=supernet, splits=limited,
-                                 backend=backend, out_dir=folder, config=config, progress=False)  # fmt: skip
+            config = FinalizeConfig(
+                distill_epochs=args.finalize_epochs,
+                prune=PruneConfig(step=0.1, max_steps=1),
+                qat_epochs=1,
+                measure_rounds=5,
+                seed=seed,
+                accept_failed_checks=True,
+            )
+            card = finalize_arch(
+                space.parse(arch_str),
+                space=space,
+                supernet=supernet,
+                splits=limited,
+                backend=backend,
+                out_dir=folder,
+                config=config,
+                progress=False,
+            )
             dep = card["deployed"]
-            done[key] = {"file": dep["file"], "precision": dep["precision"], "test": dep["test_accuracy"],
-                         "seconds": time.time() - t0, "failed_checks": card["failed_checks"]}  # fmt: skip
+            done[key] = {
+                "file": dep["file"],
+                "precision": dep["precision"],
+                "test": dep["test_accuracy"],
+                "seconds": time.time() - t0,
+                "failed_checks": card["failed_checks"],
+            }
             atomic_write_json(path, done)
-            log(f"{name} seed {seed}: finalized, {dep['precision']} test {dep['test_accuracy']:.4f} "
-                f"({time.time() - t0:.0f} s)")  # fmt: skip
+            log(
+                f"{name} seed {seed}: finalized, {dep['precision']} test {dep['test_accuracy']:.4f} "
+                f"({time.time() - t0:.0f} s)"
+            )
     return done
 
 
@@ -131,8 +163,14 @@ def standalone(args: argparse.Namespace, models: dict[str, str], space, splits, 
             torch.manual_seed(seed)
             net = build_subnet(space, arch)
             t0 = time.time()
-            fit(net, limited, recipe_fit(args.epochs, seed), resolution=arch.resolution, channels=space.in_chs,
-                progress=False)  # fmt: skip
+            fit(
+                net,
+                limited,
+                recipe_fit(args.epochs, seed),
+                resolution=arch.resolution,
+                channels=space.in_chs,
+                progress=False,
+            )
             test = accuracy(net, splits.test, splits, resolution=arch.resolution, channels=space.in_chs)
             if seed == 0:
                 export_onnx(net.eval(), net.input_shape, onnx_path)
@@ -146,19 +184,36 @@ def figure(rows: list[dict], front: list[dict], how: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[r[LAT] for r in front], y=[r["accuracy"] * 100 for r in front], mode="markers",
-                             name="search front (supernet val accuracy, predicted ms)", marker={"color": "lightgray"},
-                             text=[r["arch"] for r in front]))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[r[LAT] for r in front],
+            y=[r["accuracy"] * 100 for r in front],
+            mode="markers",
+            name="search front (supernet val accuracy, predicted ms)",
+            marker={"color": "lightgray"},
+            text=[r["arch"] for r in front],
+        )
+    )
     for kind, color in (("mbv3", "crimson"), ("searched", "royalblue")):
         part = [r for r in rows if r["name"].startswith(kind)]
-        fig.add_trace(go.Scatter(
-            x=[r["measured_ms"] for r in part], y=[r["test_accuracy"] * 100 for r in part], mode="markers+text",
-            name=f"{kind} ({how} test accuracy, measured ms)", text=[r["name"] for r in part],
-            textposition="top center", marker={"color": color, "size": 10},
-            error_y={"type": "data", "array": [r["test_std"] * 100 for r in part]},
-        ))  # fmt: skip
-    fig.update_layout(title="Searched archs vs MobileNetV3 layouts (Fashion-MNIST, this CPU, 1 thread)",
-                      xaxis_title="latency (ms)", yaxis_title="accuracy (%)", template="plotly_white")  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[r["measured_ms"] for r in part],
+                y=[r["test_accuracy"] * 100 for r in part],
+                mode="markers+text",
+                name=f"{kind} ({how} test accuracy, measured ms)",
+                text=[r["name"] for r in part],
+                textposition="top center",
+                marker={"color": color, "size": 10},
+                error_y={"type": "data", "array": [r["test_std"] * 100 for r in part]},
+            )
+        )
+    fig.update_layout(
+        title="Searched archs vs MobileNetV3 layouts (Fashion-MNIST, this CPU, 1 thread)",
+        xaxis_title="latency (ms)",
+        yaxis_title="accuracy (%)",
+        template="plotly_white",
+    )
     return fig
 
 
@@ -182,13 +237,22 @@ def main() -> None:
     backend = LocalBackend(threads=1)
     predictor = bench_predictor(space, Path(args.lut), backend)
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=args.calib_batches, images=args.val_images, seed=0)
-    config = SearchConfig(sampler=args.sampler, n_trials=args.trials, seed=0, study_name=f"{args.sampler}-front",
-                          calib_batches=args.calib_batches, val_images=args.val_images)  # fmt: skip
-    study = run_search(space, evaluator, [DeviceObjective("cpu-fp32", predictor)], config, work / "search",
-                       progress=False)  # fmt: skip
+    config = SearchConfig(
+        sampler=args.sampler,
+        n_trials=args.trials,
+        seed=0,
+        study_name=f"{args.sampler}-front",
+        calib_batches=args.calib_batches,
+        val_images=args.val_images,
+    )
+    study = run_search(
+        space, evaluator, [DeviceObjective("cpu-fp32", predictor)], config, work / "search", progress=False
+    )
     _, front = pareto_rows(study)
-    refs = {name: {"arch": str(a), "accuracy": evaluator(a), LAT: predictor.predict(a)}
-            for name, a in reference_archs(space).items()}  # fmt: skip
+    refs = {
+        name: {"arch": str(a), "accuracy": evaluator(a), LAT: predictor.predict(a)}
+        for name, a in reference_archs(space).items()
+    }
     # the models are chosen once and kept with the results: another machine's table and
     # evaluation could pick others, and the results made so far would not be reused
     chosen = out / f"references_models_{args.sampler}_t{args.trials}.json"
@@ -205,59 +269,89 @@ def main() -> None:
     else:
         done = standalone(args, models, space, splits, work, out)
         files = [work / f"{a.replace('|', '_')}.onnx" for a in models.values()]
-    timings, ref, _ = backend.measure([f.read_bytes() for f in files], reference_model("fp32"),
-                                      Protocol(rounds=30))  # fmt: skip
+    timings, ref, _ = backend.measure([f.read_bytes() for f in files], reference_model("fp32"), Protocol(rounds=30))
     rows = []
     for (name, arch_str), t in zip(models.items(), timings):
         arch = space.parse(arch_str)
         accs = [done[f"{arch_str}#seed{s}"]["test"] for s in range(args.seeds)]
-        rows.append({"name": name, "arch": arch_str, "test_accuracy": float(np.mean(accs)),
-                     "test_std": float(np.std(accs)), "seeds": accs, "measured_ms": t.ms,
-                     "predicted_ms": predictor.predict(arch), "supernet_val": evaluator(arch)})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "arch": arch_str,
+                "test_accuracy": float(np.mean(accs)),
+                "test_std": float(np.std(accs)),
+                "seeds": accs,
+                "measured_ms": t.ms,
+                "predicted_ms": predictor.predict(arch),
+                "supernet_val": evaluator(arch),
+            }
+        )
     comparisons = compare(rows)
     beaten = sum(c["beaten"] for c in comparisons)
     stem = "references_finalized" if args.finalize else "references"
-    atomic_write_json(out / f"{stem}.json", {"settings": vars(args), "front": front, "models": rows,
-                                             "comparisons": comparisons})  # fmt: skip
+    atomic_write_json(
+        out / f"{stem}.json", {"settings": vars(args), "front": front, "models": rows, "comparisons": comparisons}
+    )
     how = "finalized" if args.finalize else "stand-alone"
     figure(rows, front, how).write_image(str(out / f"{stem}.png"), width=1000, height=600)
 
     if args.finalize:
         precisions = sorted({done[f"{a}#seed0"]["precision"] for a in models.values()})
-        title = (f"# Searched archs vs MobileNetV3, finalized ({args.seeds} seeds, {args.finalize_epochs} "
-                 f"distillation epoch(s) on {args.train_limit:,} images)")  # fmt: skip
+        title = (
+            f"# Searched archs vs MobileNetV3, finalized ({args.seeds} seeds, {args.finalize_epochs} "
+            f"distillation epoch(s) on {args.train_limit:,} images)"
+        )
         command = f"--finalize --finalize-epochs {args.finalize_epochs}"
-        recipe = ("references and picks finalized with one recipe (supernet weights, distillation from the largest "
-                  "subnet, one 10 % pruning step with a finetune epoch, one QAT epoch; the faster precision "
-                  f"measured is deployed: {', '.join(precisions)}), mean test accuracy of the deployed file over "
-                  "seeds; the seed-0 files timed end to end in one interleaved batch (ONNX Runtime, 1 thread, "
-                  "batch 1).")  # fmt: skip
+        recipe = (
+            "references and picks finalized with one recipe (supernet weights, distillation from the largest "
+            "subnet, one 10 % pruning step with a finetune epoch, one QAT epoch; the faster precision "
+            f"measured is deployed: {', '.join(precisions)}), mean test accuracy of the deployed file over "
+            "seeds; the seed-0 files timed end to end in one interleaved batch (ONNX Runtime, 1 thread, "
+            "batch 1)."
+        )
     else:
-        title = (f"# Searched archs vs MobileNetV3 ({args.seeds} seeds, {args.epochs} epochs on "
-                 f"{args.train_limit:,} images)")
+        title = (
+            f"# Searched archs vs MobileNetV3 ({args.seeds} seeds, {args.epochs} epochs on {args.train_limit:,} images)"
+        )
         command = f"--epochs {args.epochs}"
-        recipe = ("references and picks trained stand-alone with the library's recipe, mean test accuracy over "
-                  "seeds; latency measured end to end in one interleaved batch (ONNX Runtime fp32, 1 thread, "
-                  "batch 1).")  # fmt: skip
-    md = [title, "", f"`python bench/references.py --sampler {args.sampler} --trials {args.trials} {command} "
-          f"--train-limit {args.train_limit} --seeds {args.seeds}`: picks from a {args.trials}-trial `{args.sampler}` "
-          f"search's front (supernet validation accuracy, predicted latency), {recipe}", "",
-          f"**Target (every reference beaten by >= +1 pt at <= latency or >= 1.5x faster at >= accuracy): "
-          f"{beaten} of {len(comparisons)} references beaten.**", "",
-          "| model | arch | test accuracy (mean ± std) | measured ms | predicted ms | supernet val |",
-          "|---|---|---|---|---|---|"]  # fmt: skip
+        recipe = (
+            "references and picks trained stand-alone with the library's recipe, mean test accuracy over "
+            "seeds; latency measured end to end in one interleaved batch (ONNX Runtime fp32, 1 thread, "
+            "batch 1)."
+        )
+    md = [
+        title,
+        "",
+        f"`python bench/references.py --sampler {args.sampler} --trials {args.trials} {command} "
+        f"--train-limit {args.train_limit} --seeds {args.seeds}`: picks from a {args.trials}-trial `{args.sampler}` "
+        f"search's front (supernet validation accuracy, predicted latency), {recipe}",
+        "",
+        f"**Target (every reference beaten by >= +1 pt at <= latency or >= 1.5x faster at >= accuracy): "
+        f"{beaten} of {len(comparisons)} references beaten.**",
+        "",
+        "| model | arch | test accuracy (mean ± std) | measured ms | predicted ms | supernet val |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['name']} | {md_code(r['arch'])} | {r['test_accuracy'] * 100:.2f} ± "
-                  f"{r['test_std'] * 100:.2f} % | {r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | "
-                  f"{r['supernet_val'] * 100:.2f} % |")  # fmt: skip
-    md += ["", "| reference | accuracy | ms | best searched at <= ms | gain (pts) | fastest searched at >= accuracy | "
-           "speed-up | beaten |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        md.append(
+            f"| {r['name']} | {md_code(r['arch'])} | {r['test_accuracy'] * 100:.2f} ± "
+            f"{r['test_std'] * 100:.2f} % | {r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | "
+            f"{r['supernet_val'] * 100:.2f} % |"
+        )
+    md += [
+        "",
+        "| reference | accuracy | ms | best searched at <= ms | gain (pts) | fastest searched at >= accuracy | "
+        "speed-up | beaten |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in comparisons:
         gain = f"{c['gain_pts']:+.2f}" if c["gain_pts"] is not None else "-"
         speed = f"{c['speedup']:.2f}x" if c["speedup"] is not None else "-"
-        md.append(f"| {c['reference']} | {c['ref_accuracy'] * 100:.2f} % | {c['ref_ms']:.3f} | "
-                  f"{c['best_at_latency'] or '-'} | {gain} | {c['fastest_at_accuracy'] or '-'} | {speed} | "
-                  f"{'yes' if c['beaten'] else 'no'} |")  # fmt: skip
+        md.append(
+            f"| {c['reference']} | {c['ref_accuracy'] * 100:.2f} % | {c['ref_ms']:.3f} | "
+            f"{c['best_at_latency'] or '-'} | {gain} | {c['fastest_at_accuracy'] or '-'} | {speed} | "
+            f"{'yes' if c['beaten'] else 'no'} |"
+        )
     md += ["", f"![front and references]({stem}.png)"]
     atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     print("\n".join(md))

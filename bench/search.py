@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import bench_space, bench_splits, md_code  # noqa: I001 (bench/ is the script's folder)
+from _setup import bench_space, bench_splits, md_code
 from optuna._hypervolume import compute_hypervolume
 from scipy.stats import kendalltau
 
@@ -98,8 +98,11 @@ def main() -> None:
     if table.validation is None:
         validate_table(lut, backend, n=40, progress=False)
         table = LatencyTable.load(lut)
-    results["lut"] = {"entries": len(table.entries), "seconds": time.time() - t0,
-                      "heldout": table.validation["heldout"]}  # fmt: skip
+    results["lut"] = {
+        "entries": len(table.entries),
+        "seconds": time.time() - t0,
+        "heldout": table.validation["heldout"],
+    }
     log(f"lut {results['lut']}")
     predictor = Predictor(table, space)
 
@@ -119,8 +122,14 @@ def main() -> None:
     for sampler in ("nsga2", "tpe", "random"):
         t0 = time.time()
         cached_before = len(evaluator.cache)
-        sc = SearchConfig(sampler=sampler, n_trials=args.trials, storage=f"sqlite:///{(work / 'studies.db').resolve()}",
-                          study_name=f"{sampler}-seed{args.seed}", seed=args.seed, population_size=10)  # fmt: skip
+        sc = SearchConfig(
+            sampler=sampler,
+            n_trials=args.trials,
+            storage=f"sqlite:///{(work / 'studies.db').resolve()}",
+            study_name=f"{sampler}-seed{args.seed}",
+            seed=args.seed,
+            population_size=10,
+        )
         study = run_search(space, evaluator, [device], sc, work / f"search_{sampler}", progress=False)
         rows, front = pareto_rows(study)
         searches[sampler] = {
@@ -130,8 +139,10 @@ def main() -> None:
             "seconds": time.time() - t0,
             "new_evaluations": len(evaluator.cache) - cached_before,
         }
-        log(f"{sampler}: HV {searches[sampler]['hypervolume']:.4f}, {len(front)} on front, "
-            f"{searches[sampler]['seconds']:.0f}s")  # fmt: skip
+        log(
+            f"{sampler}: HV {searches[sampler]['hypervolume']:.4f}, {len(front)} on front, "
+            f"{searches[sampler]['seconds']:.0f}s"
+        )
     hv_random = searches["random"]["hypervolume"]
     for s in searches.values():
         s["hypervolume_vs_random"] = s["hypervolume"] / hv_random if hv_random else float("nan")
@@ -160,8 +171,14 @@ def main() -> None:
             torch.manual_seed(args.seed)
             net = build_subnet(space, arch)
             t0 = time.time()
-            fit(net, splits, FitConfig(epochs=args.epochs, batch_size=128, lr=0.05, seed=args.seed),
-                resolution=arch.resolution, channels=space.in_chs, progress=False)  # fmt: skip
+            fit(
+                net,
+                splits,
+                FitConfig(epochs=args.epochs, batch_size=128, lr=0.05, seed=args.seed),
+                resolution=arch.resolution,
+                channels=space.in_chs,
+                progress=False,
+            )
             acc = accuracy(net, splits.test, splits, resolution=arch.resolution, channels=space.in_chs)
             export_onnx(net, net.input_shape, work / f"standalone_{name}.onnx")
             standalone[key] = {"name": name, "test_accuracy": acc, "train_seconds": time.time() - t0}
@@ -169,8 +186,10 @@ def main() -> None:
         standalone[key]["name"] = name
         standalone[key]["supernet_test_accuracy"] = test_eval(arch)
         standalone[key]["predicted_ms"] = predictor.predict(arch)
-        log(f"{name} {key}: stand-alone {standalone[key]['test_accuracy']:.4f}, "
-            f"supernet {standalone[key]['supernet_test_accuracy']:.4f}")  # fmt: skip
+        log(
+            f"{name} {key}: stand-alone {standalone[key]['test_accuracy']:.4f}, "
+            f"supernet {standalone[key]['supernet_test_accuracy']:.4f}"
+        )
 
     # 5. ranking fidelity
     keys = list(models.values())
@@ -186,9 +205,17 @@ def main() -> None:
     rows = []
     for (name, arch), t in zip(models.items(), timings):
         s = standalone[str(arch)]
-        rows.append({"name": name, "arch": str(arch), "test_accuracy": s["test_accuracy"],
-                     "supernet_test_accuracy": s["supernet_test_accuracy"], "predicted_ms": s["predicted_ms"],
-                     "measured_ms": t.rel * ref_ms, "measured_raw_ms": t.ms})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "arch": str(arch),
+                "test_accuracy": s["test_accuracy"],
+                "supernet_test_accuracy": s["supernet_test_accuracy"],
+                "predicted_ms": s["predicted_ms"],
+                "measured_ms": t.rel * ref_ms,
+                "measured_raw_ms": t.ms,
+            }
+        )
     results["models"] = rows
     comparisons = []
     searched = [r for r in rows if r["name"].startswith("searched")]
@@ -199,13 +226,17 @@ def main() -> None:
         best = max(faster, key=lambda s: s["test_accuracy"]) if faster else None
         as_good = [s for s in searched if s["test_accuracy"] >= r["test_accuracy"]]
         quickest = min(as_good, key=lambda s: s["measured_ms"]) if as_good else None
-        comparisons.append({
-            "reference": r["name"], "ref_accuracy": r["test_accuracy"], "ref_ms": r["measured_ms"],
-            "best_searched_at_equal_or_lower_latency": best and best["name"],
-            "accuracy_gain_pts": best and (best["test_accuracy"] - r["test_accuracy"]) * 100,
-            "fastest_searched_at_equal_or_better_accuracy": quickest and quickest["name"],
-            "speedup": quickest and r["measured_ms"] / quickest["measured_ms"],
-        })  # fmt: skip
+        comparisons.append(
+            {
+                "reference": r["name"],
+                "ref_accuracy": r["test_accuracy"],
+                "ref_ms": r["measured_ms"],
+                "best_searched_at_equal_or_lower_latency": best and best["name"],
+                "accuracy_gain_pts": best and (best["test_accuracy"] - r["test_accuracy"]) * 100,
+                "fastest_searched_at_equal_or_better_accuracy": quickest and quickest["name"],
+                "speedup": quickest and r["measured_ms"] / quickest["measured_ms"],
+            }
+        )
     results["comparisons"] = comparisons
 
     # report
@@ -213,26 +244,41 @@ def main() -> None:
     atomic_write_json(out / "search.json", results)
     md = ["| sampler | trials | front size | hypervolume | vs random |", "|---|---|---|---|---|"]
     for k, s in searches.items():
-        md.append(f"| {k} | {s['trials']} | {len(s['front'])} | {s['hypervolume']:.4f} | "
-                  f"{s['hypervolume_vs_random']:.3f} |")  # fmt: skip
-    md += ["", "| model | arch | stand-alone test acc | supernet test acc | predicted ms | measured ms |",
-           "|---|---|---|---|---|---|"]  # fmt: skip
+        md.append(
+            f"| {k} | {s['trials']} | {len(s['front'])} | {s['hypervolume']:.4f} | {s['hypervolume_vs_random']:.3f} |"
+        )
+    md += [
+        "",
+        "| model | arch | stand-alone test acc | supernet test acc | predicted ms | measured ms |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        md.append(f"| {r['name']} | {md_code(r['arch'])} | {r['test_accuracy']:.4f} | "
-                  f"{r['supernet_test_accuracy']:.4f} | {r['predicted_ms']:.3f} | "
-                  f"{r['measured_ms']:.3f} |")  # fmt: skip
-    md += ["", "| reference | ref acc | ref ms | best searched at <= latency | acc gain (pts) | fastest searched at >= "
-           "acc | speed-up |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        md.append(
+            f"| {r['name']} | {md_code(r['arch'])} | {r['test_accuracy']:.4f} | "
+            f"{r['supernet_test_accuracy']:.4f} | {r['predicted_ms']:.3f} | "
+            f"{r['measured_ms']:.3f} |"
+        )
+    md += [
+        "",
+        "| reference | ref acc | ref ms | best searched at <= latency | acc gain (pts) | fastest searched at >= "
+        "acc | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in comparisons:
         gain = f"{c['accuracy_gain_pts']:+.2f}" if c["accuracy_gain_pts"] is not None else "-"
         speed = f"{c['speedup']:.2f}x" if c["speedup"] is not None else "-"
-        md.append(f"| {c['reference']} | {c['ref_accuracy']:.4f} | {c['ref_ms']:.3f} | "
-                  f"{c['best_searched_at_equal_or_lower_latency'] or '-'} | {gain} | "
-                  f"{c['fastest_searched_at_equal_or_better_accuracy'] or '-'} | {speed} |")  # fmt: skip
+        md.append(
+            f"| {c['reference']} | {c['ref_accuracy']:.4f} | {c['ref_ms']:.3f} | "
+            f"{c['best_searched_at_equal_or_lower_latency'] or '-'} | {gain} | "
+            f"{c['fastest_searched_at_equal_or_better_accuracy'] or '-'} | {speed} |"
+        )
     tp = results["throughput_trials_per_minute"]
-    md += ["", f"Ranking fidelity: Kendall tau {results['ranking_fidelity']['kendall_tau']:.3f} over "
-           f"{results['ranking_fidelity']['n']} archs. Search throughput (NSGA-II, accuracy evaluation included): "
-           f"{tp:.1f} trials/minute ({results['throughput_note']})."]  # fmt: skip
+    md += [
+        "",
+        f"Ranking fidelity: Kendall tau {results['ranking_fidelity']['kendall_tau']:.3f} over "
+        f"{results['ranking_fidelity']['n']} archs. Search throughput (NSGA-II, accuracy evaluation included): "
+        f"{tp:.1f} trials/minute ({results['throughput_note']}).",
+    ]
     atomic_write_text(out / "search.md", "\n".join(md) + "\n")
     print("\n".join(md))
     print(json.dumps({"lut": results["lut"]}, default=str))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, supernet_bench  # noqa: I001 (bench/ is the script's folder)
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, supernet_bench
 from scipy.stats import ttest_ind
 
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
@@ -85,15 +85,25 @@ def main() -> None:
             name = f"{strategy}-seed{seed}"
             if name in runs and len(runs[name]["points"]) >= args.trials:
                 continue
-            config = SearchConfig(sampler=strategy, n_trials=args.trials, seed=seed, calib_batches=args.calib_batches,
-                                  val_images=args.val_images, storage=f"sqlite:///{(work / 'studies.db').resolve()}",
-                                  study_name=name)  # fmt: skip
+            config = SearchConfig(
+                sampler=strategy,
+                n_trials=args.trials,
+                seed=seed,
+                calib_batches=args.calib_batches,
+                val_images=args.val_images,
+                storage=f"sqlite:///{(work / 'studies.db').resolve()}",
+                study_name=name,
+            )
             started, evaluated_before = time.time(), sum(v[1] for v in cache.values())
             study = run_search(space, evaluate, [device], config, work / name, progress=False)
             own = time.time() - started - (sum(v[1] for v in cache.values()) - evaluated_before)
             trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
-            runs[name] = {"strategy": strategy, "seed": seed, "strategy_seconds": own / max(1, len(trials)),
-                          "points": [(t.values[0], t.user_attrs["latency_ms:cpu-fp32"]) for t in trials]}  # fmt: skip
+            runs[name] = {
+                "strategy": strategy,
+                "seed": seed,
+                "strategy_seconds": own / max(1, len(trials)),
+                "points": [(t.values[0], t.user_attrs["latency_ms:cpu-fp32"]) for t in trials],
+            }
             atomic_write_json(runs_path, runs)
             log(f"{name}: HV {front_hypervolume([q for q in runs[name]['points'] if q[1] <= budget], lat_ref):.4f}")
 
@@ -104,8 +114,13 @@ def main() -> None:
         if strategy not in rates:
             fresh = SubnetEvaluator(supernet, splits, calib_batches=args.calib_batches, images=args.val_images, seed=0)
             storage = f"sqlite:///{(work / 'rates.db').resolve()}"  # a new study each time: its rate is measured anew
-            config = SearchConfig(sampler=strategy, n_trials=args.rate_trials, seed=99, storage=storage,
-                                  study_name=f"rate-{strategy}-{time.time():.0f}")  # fmt: skip
+            config = SearchConfig(
+                sampler=strategy,
+                n_trials=args.rate_trials,
+                seed=99,
+                storage=storage,
+                study_name=f"rate-{strategy}-{time.time():.0f}",
+            )
             started = time.time()
             run_search(space, fresh, [device], config, work / "rates", progress=False)
             rates[strategy] = args.rate_trials / ((time.time() - started) / 60)
@@ -131,11 +146,15 @@ def main() -> None:
             mine = [r for r in runs.values() if r["strategy"] == strategy]
             at_trials = [hv_until(r, trials=args.trials, acc_ref=acc_ref) for r in mine]
             at_time = [hv_until(r, seconds=horizon, acc_ref=acc_ref) for r in mine]
-            table[strategy] = {"trials_per_minute": rates[strategy],
-                               "hv_trials_mean": float(np.mean(at_trials)), "hv_trials_std": float(np.std(at_trials)),
-                               "hv_time_mean": float(np.mean(at_time)), "hv_time_std": float(np.std(at_time)),
-                               "hv_time_per_seed": at_time, "seconds_per_trial": eval_cost + float(
-                                   np.mean([r["strategy_seconds"] for r in mine]))}  # fmt: skip
+            table[strategy] = {
+                "trials_per_minute": rates[strategy],
+                "hv_trials_mean": float(np.mean(at_trials)),
+                "hv_trials_std": float(np.std(at_trials)),
+                "hv_time_mean": float(np.mean(at_time)),
+                "hv_time_std": float(np.std(at_time)),
+                "hv_time_per_seed": at_time,
+                "seconds_per_trial": eval_cost + float(np.mean([r["strategy_seconds"] for r in mine])),
+            }
         for strategy, s in table.items():
             s["vs_random_trials"] = s["hv_trials_mean"] / table["random"]["hv_trials_mean"]
             s["vs_random_time"] = s["hv_time_mean"] / table["random"]["hv_time_mean"]
@@ -147,33 +166,55 @@ def main() -> None:
     table, table_from_zero = summary(nadir), summary(0.0)
     default = SearchConfig().sampler
     gain = table[default]["vs_random_time"] - 1
-    results = {"settings": vars(args), "budget_ms": budget, "eval_seconds": eval_cost, "equal_time_seconds": horizon,
-               "reference_accuracy": nadir, "default": default, "table": table,
-               "table_reference_accuracy_0": table_from_zero, "runs": runs}  # fmt: skip
+    results = {
+        "settings": vars(args),
+        "budget_ms": budget,
+        "eval_seconds": eval_cost,
+        "equal_time_seconds": horizon,
+        "reference_accuracy": nadir,
+        "default": default,
+        "table": table,
+        "table_reference_accuracy_0": table_from_zero,
+        "runs": runs,
+    }
     atomic_write_json(out / "strategies.json", results)
     figure(runs, hv_until, args.trials, horizon).write_image(str(out / "strategies.png"), width=1100, height=450)
-    command = (f"python bench/strategies.py --trials {args.trials} --seeds {args.seeds} --calib-batches "
-               f"{args.calib_batches}" + (f" --val-images {args.val_images}" if args.val_images else ""))
-    md = [f"# Search strategies ({args.seeds} seeds x {args.trials} trials, budget {budget:.3f} ms)", "",
-          f"`{command}`: the full-Fashion-MNIST supernet, evaluation ({args.calib_batches} BN batches, "
-          f"{args.val_images or 'all'} validation images) {eval_cost:.2f} s per arch, charged to every trial; equal "
-          f"time = {horizon / 60:.1f} minutes (what every run reached). Hypervolume of (validation error, latency) "
-          f"over the trials within the budget, reference point ({nadir * 100:.2f} % accuracy: the worst any run found "
-          f"within the budget; 1.05 x the largest arch's latency), normalised to 1. p: Welch's t-test against random "
-          "over the seeds, at equal time.", "",
-          f"**Target (the default strategy, `{default}`, >= 3 % above random at equal time): "
-          f"{'met' if gain >= 0.03 else 'not met'} ({gain * 100:+.1f} %, "
-          f"p = {table[default]['p_vs_random_time']:.3f}).**",
-          "", "| strategy | HV at equal trials | vs random | HV at equal time | vs random | p | charged s per trial "
-          "| trials per minute (fresh run, wall clock) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    command = (
+        f"python bench/strategies.py --trials {args.trials} --seeds {args.seeds} --calib-batches "
+        f"{args.calib_batches}" + (f" --val-images {args.val_images}" if args.val_images else "")
+    )
+    md = [
+        f"# Search strategies ({args.seeds} seeds x {args.trials} trials, budget {budget:.3f} ms)",
+        "",
+        f"`{command}`: the full-Fashion-MNIST supernet, evaluation ({args.calib_batches} BN batches, "
+        f"{args.val_images or 'all'} validation images) {eval_cost:.2f} s per arch, charged to every trial; equal "
+        f"time = {horizon / 60:.1f} minutes (what every run reached). Hypervolume of (validation error, latency) "
+        f"over the trials within the budget, reference point ({nadir * 100:.2f} % accuracy: the worst any run found "
+        f"within the budget; 1.05 x the largest arch's latency), normalised to 1. p: Welch's t-test against random "
+        "over the seeds, at equal time.",
+        "",
+        f"**Target (the default strategy, `{default}`, >= 3 % above random at equal time): "
+        f"{'met' if gain >= 0.03 else 'not met'} ({gain * 100:+.1f} %, "
+        f"p = {table[default]['p_vs_random_time']:.3f}).**",
+        "",
+        "| strategy | HV at equal trials | vs random | HV at equal time | vs random | p | charged s per trial "
+        "| trials per minute (fresh run, wall clock) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for k, s in table.items():
         p_value = "-" if s["p_vs_random_time"] is None else f"{s['p_vs_random_time']:.3f}"
-        md.append(f"| {k} | {s['hv_trials_mean']:.4f} ± {s['hv_trials_std']:.4f} | {s['vs_random_trials']:.3f}x | "
-                  f"{s['hv_time_mean']:.4f} ± {s['hv_time_std']:.4f} | {s['vs_random_time']:.3f}x | {p_value} | "
-                  f"{s['seconds_per_trial']:.2f} | {s['trials_per_minute']:.1f} |")  # fmt: skip
-    md += ["", "With the reference point at 0 % accuracy (the whole error axis; differences shrink accordingly), at "
-           "equal time: " + ", ".join(f"{k} {s['vs_random_time']:.3f}x" for k, s in table_from_zero.items()) + ".",
-           "", "![hypervolume against trials and time](strategies.png)"]
+        md.append(
+            f"| {k} | {s['hv_trials_mean']:.4f} ± {s['hv_trials_std']:.4f} | {s['vs_random_trials']:.3f}x | "
+            f"{s['hv_time_mean']:.4f} ± {s['hv_time_std']:.4f} | {s['vs_random_time']:.3f}x | {p_value} | "
+            f"{s['seconds_per_trial']:.2f} | {s['trials_per_minute']:.1f} |"
+        )
+    md += [
+        "",
+        "With the reference point at 0 % accuracy (the whole error axis; differences shrink accordingly), at "
+        "equal time: " + ", ".join(f"{k} {s['vs_random_time']:.3f}x" for k, s in table_from_zero.items()) + ".",
+        "",
+        "![hypervolume against trials and time](strategies.png)",
+    ]
     atomic_write_text(out / "strategies.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
@@ -192,11 +233,25 @@ def figure(runs: dict, hv_until, trials: int, horizon: float):
             hv = np.array([[hv_until(r, **{kw: x}) for x in xs] for r in mine])
             x = xs if col == 1 else [v / 60 for v in xs]
             mean, std = hv.mean(0), hv.std(0)
-            fig.add_trace(go.Scatter(x=x + x[::-1], y=list(mean + std) + list((mean - std)[::-1]), fill="toself",
-                                     line={"width": 0}, fillcolor=colors[strategy], opacity=0.15, showlegend=False,
-                                     hoverinfo="skip"), row=1, col=col)  # fmt: skip
-            fig.add_trace(go.Scatter(x=x, y=mean, name=strategy, line={"color": colors[strategy]},
-                                     showlegend=col == 1), row=1, col=col)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=x + x[::-1],
+                    y=list(mean + std) + list((mean - std)[::-1]),
+                    fill="toself",
+                    line={"width": 0},
+                    fillcolor=colors[strategy],
+                    opacity=0.15,
+                    showlegend=False,
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(x=x, y=mean, name=strategy, line={"color": colors[strategy]}, showlegend=col == 1),
+                row=1,
+                col=col,
+            )
     fig.update_xaxes(title_text="complete trials", row=1, col=1)
     fig.update_xaxes(title_text="charged minutes", row=1, col=2)
     fig.update_yaxes(title_text="hypervolume (mean over seeds)", row=1, col=1)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from _setup import bench_space, bench_splits  # noqa: I001 (bench/ is the script's folder)
+from _setup import bench_space, bench_splits
 
 from edgenas.accelerator import Accelerator
 from edgenas.data import resolve_augment
@@ -60,9 +60,15 @@ def main() -> None:
 
     def write(history: list[dict], final: bool) -> None:
         train_seconds = sum(h["seconds"] for h in history)
-        results = {"settings": vars(args), "data": splits.describe(), "augment": list(augment),
-                   "config": dataclasses.asdict(config), "history": history, "train_seconds": train_seconds,
-                   "final": final}  # fmt: skip
+        results = {
+            "settings": vars(args),
+            "data": splits.describe(),
+            "augment": list(augment),
+            "config": dataclasses.asdict(config),
+            "history": history,
+            "train_seconds": train_seconds,
+            "final": final,
+        }
         atomic_write_json(results_path, results)
         rows = [
             "| epoch | loss (largest) | loss (students) | val largest | val smallest | test largest | test smallest "
@@ -72,10 +78,12 @@ def main() -> None:
         total = 0.0
         for h in history:
             total += h["seconds"]
-            rows.append(f"| {h['epoch']} | {h['loss_largest']:.3f} | {h['loss_students']:.3f} | "
-                        f"{h['val_largest'] * 100:.2f} % | {h['val_smallest'] * 100:.2f} % | "
-                        f"{h['test_largest'] * 100:.2f} % | {h['test_smallest'] * 100:.2f} % | "
-                        f"{h['images_per_second']:.0f} | {total / 60:.1f} |")  # fmt: skip
+            rows.append(
+                f"| {h['epoch']} | {h['loss_largest']:.3f} | {h['loss_students']:.3f} | "
+                f"{h['val_largest'] * 100:.2f} % | {h['val_smallest'] * 100:.2f} % | "
+                f"{h['test_largest'] * 100:.2f} % | {h['test_smallest'] * 100:.2f} % | "
+                f"{h['images_per_second']:.0f} | {total / 60:.1f} |"
+            )
         last = history[-1]
         compute = last["compute"]
         lines = [
@@ -103,8 +111,11 @@ def main() -> None:
 
     def on_epoch(row: dict, net) -> dict:
         scores = score_test(net)
-        print(f"[{time.strftime('%H:%M:%S')}] epoch {row['epoch']}: val largest {row['val_largest']:.4f}, "
-              f"test {scores}, {row['images_per_second']:.0f} images/s", flush=True)  # fmt: skip
+        print(
+            f"[{time.strftime('%H:%M:%S')}] epoch {row['epoch']}: val largest {row['val_largest']:.4f}, "
+            f"test {scores}, {row['images_per_second']:.0f} images/s",
+            flush=True,
+        )
         done.append({**row, **scores})
         write(done, final=len(done) >= args.epochs)
         return scores

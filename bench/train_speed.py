@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _setup import bench_space  # noqa: I001 (bench/ is the script's folder)
+from _setup import bench_space
 
 from edgenas.accelerator import Accelerator
 from edgenas.data import ImageData, Splits, batches, load_dataset, make_splits
@@ -42,8 +42,12 @@ def fmnist_or_noise(n: int) -> Splits:
         return make_splits(load_dataset("fashion-mnist"), train_limit=n, seed=0)
     except FileNotFoundError:
         rng = np.random.default_rng(0)
-        data = ImageData("noise", rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8),
-                         np.arange(n) % 10, tuple(str(i) for i in range(10)))  # fmt: skip
+        data = ImageData(
+            "noise",
+            rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8),
+            np.arange(n) % 10,
+            tuple(str(i) for i in range(10)),
+        )
         return make_splits(data, seed=0)
 
 
@@ -81,9 +85,21 @@ def main() -> None:
     data_rng = np.random.default_rng(args.seed)
 
     def engine_step(archs) -> None:
-        x, y = next(batches(splits.train, batch_size=args.batch_size, resolution=splits.train.size, channels=1,
-                            mean=splits.mean, std=splits.std, shuffle=True, rng=data_rng, drop_last=True,
-                            augment=("crop", "flip"), accel=accel))  # fmt: skip
+        x, y = next(
+            batches(
+                splits.train,
+                batch_size=args.batch_size,
+                resolution=splits.train.size,
+                channels=1,
+                mean=splits.mean,
+                std=splits.std,
+                shuffle=True,
+                rng=data_rng,
+                drop_last=True,
+                augment=("crop", "flip"),
+                accel=accel,
+            )
+        )
         opt.zero_grad(set_to_none=True)
         _sandwich_step(net, x, y, archs[1:], archs[0], cfg, accel, scaler.scale)
         scaler.unscale_(opt)
@@ -94,8 +110,16 @@ def main() -> None:
             torch.cuda.synchronize()
 
     # the four subnets alone, in plain PyTorch, on the same device: channels_last and NCHW
-    x_cpu = next(batches(splits.train, batch_size=args.batch_size, resolution=splits.train.size, channels=1,
-                         mean=splits.mean, std=splits.std))[0]  # fmt: skip
+    x_cpu = next(
+        batches(
+            splits.train,
+            batch_size=args.batch_size,
+            resolution=splits.train.size,
+            channels=1,
+            mean=splits.mean,
+            std=splits.std,
+        )
+    )[0]
     y = torch.from_numpy(splits.train.labels[: args.batch_size]).to(accel.device)
     alone = {}
     for layout in ("channels_last", "nchw"):
@@ -104,8 +128,11 @@ def main() -> None:
             for j, arch in enumerate(archs):
                 model = net.extract(arch).to(device=accel.device, memory_format=fmt).train()
                 xin = F.interpolate(x_cpu, size=(arch.resolution,) * 2, mode="bilinear", align_corners=False)
-                alone[layout, c, j] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-                                       xin.to(accel.device).contiguous(memory_format=fmt))  # fmt: skip
+                alone[layout, c, j] = (
+                    model,
+                    torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+                    xin.to(accel.device).contiguous(memory_format=fmt),
+                )
 
     def alone_step(layout: str, c: int) -> None:
         for j in range(4):
@@ -126,8 +153,11 @@ def main() -> None:
             times["engine"].append(timed(lambda c=c: engine_step(configs[c])))
             times["channels_last"].append(timed(lambda c=c: alone_step("channels_last", c)))
             times["nchw"].append(timed(lambda c=c: alone_step("nchw", c)))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{k} {args.batch_size * len(v) / sum(v):.0f} images/s" for k, v in times.items()), flush=True)  # fmt: skip
+        print(
+            f"round {r + 1}/{args.rounds}: "
+            + ", ".join(f"{k} {args.batch_size * len(v) / sum(v):.0f} images/s" for k, v in times.items()),
+            flush=True,
+        )
 
     ips = {k: args.batch_size * len(v) / sum(v) for k, v in times.items()}
     per_config = [e / a for e, a in zip(times["engine"], times["channels_last"])]

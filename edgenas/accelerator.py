@@ -55,12 +55,15 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r}: this torch build sees no CUDA GPU (torch {torch.__version__}); "
-                             "use 'cpu' or 'auto'")  # fmt: skip
+            raise ValueError(
+                f"device {spec!r}: this torch build sees no CUDA GPU (torch {torch.__version__}); use 'cpu' or 'auto'"
+            )
         index = int(spec.split(":")[1]) if ":" in spec else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
-            raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) here "
-                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")  # fmt: skip
+            raise ValueError(
+                f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) here "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+            )
         return torch.device("cuda", index)
     if spec == "mps" and not _mps_available():
         raise ValueError("device 'mps': Apple's Metal backend is not available here; use 'cpu' or 'auto'")
@@ -136,8 +139,14 @@ class Accelerator:
 
             name = cpu_name()
         amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
-        return {"device": str(self.device), "name": name, "channels_last": self.channels_last,
-                "precision": amp, "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
+        return {
+            "device": str(self.device),
+            "name": name,
+            "channels_last": self.channels_last,
+            "precision": amp,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
 
 
 @contextlib.contextmanager

@@ -98,8 +98,10 @@ class DeviceConfig:
                 raise ValueError(f"devices[{self.name}].{key} must be > 0, got {value}")
         bad = [o for o in self.objectives if o not in DEVICE_OBJECTIVES]
         if bad or len(set(self.objectives)) != len(self.objectives):
-            raise ValueError(f"devices[{self.name}].objectives must be distinct choices of {DEVICE_OBJECTIVES}, "
-                             f"got {list(self.objectives)}")  # fmt: skip
+            raise ValueError(
+                f"devices[{self.name}].objectives must be distinct choices of {DEVICE_OBJECTIVES}, "
+                f"got {list(self.objectives)}"
+            )
         if self.precision not in ("fp32", "int8"):
             raise ValueError(f"devices[{self.name}].precision must be 'fp32' or 'int8', got {self.precision!r}")
         if self.threads < 1 or self.validate_n < 8:
@@ -191,8 +193,9 @@ def _build(cls: type, data: Any, where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {unknown} in {where or 'config'}; "
-                         f"allowed: {names}")  # fmt: skip
+        raise ValueError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {unknown} in {where or 'config'}; allowed: {names}"
+        )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
         return cls(**kwargs)

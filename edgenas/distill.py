@@ -146,24 +146,56 @@ def fit(
             model.train()
             rng = np.random.default_rng([config.seed, epoch])
             losses, seen, start = [], 0, time.time()
-            it = batches(splits.train, batch_size=config.batch_size, resolution=resolution, channels=channels,
-                         mean=splits.mean, std=splits.std, shuffle=True, rng=rng, drop_last=True,
-                         limit=config.max_steps_per_epoch, augment=config.augment, accel=accel)  # fmt: skip
-            bar = progress_bar(it, total=steps, desc=f"{desc} {epoch + 1}/{config.epochs}", unit="step",
-                               disable=not progress, leave=False)  # fmt: skip
+            it = batches(
+                splits.train,
+                batch_size=config.batch_size,
+                resolution=resolution,
+                channels=channels,
+                mean=splits.mean,
+                std=splits.std,
+                shuffle=True,
+                rng=rng,
+                drop_last=True,
+                limit=config.max_steps_per_epoch,
+                augment=config.augment,
+                accel=accel,
+            )
+            bar = progress_bar(
+                it,
+                total=steps,
+                desc=f"{desc} {epoch + 1}/{config.epochs}",
+                unit="step",
+                disable=not progress,
+                leave=False,
+            )
             for x, y in bar:
                 alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * step / max(1, total - 1)
                 t_logits = None
                 with accel.autocast():
                     if teacher is not None:
                         with torch.no_grad():
-                            tx = x if teacher_resolution in (None, resolution) else accel.tensor(F.interpolate(
-                                x, size=(teacher_resolution, teacher_resolution), mode="bilinear",
-                                align_corners=False))  # fmt: skip
+                            tx = (
+                                x
+                                if teacher_resolution in (None, resolution)
+                                else accel.tensor(
+                                    F.interpolate(
+                                        x,
+                                        size=(teacher_resolution, teacher_resolution),
+                                        mode="bilinear",
+                                        align_corners=False,
+                                    )
+                                )
+                            )
                             t_logits = teacher(tx)
                     out = model(x)
-                loss = distillation_loss(out, t_logits, y, temperature=config.temperature, alpha=alpha,
-                                         label_smoothing=config.label_smoothing)  # fmt: skip
+                loss = distillation_loss(
+                    out,
+                    t_logits,
+                    y,
+                    temperature=config.temperature,
+                    alpha=alpha,
+                    label_smoothing=config.label_smoothing,
+                )
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
@@ -175,14 +207,20 @@ def fit(
                 losses.append(loss.detach())
                 seen += len(y)
                 if step % 10 == 0:  # .item() waits for the device: not every step
-                    bar.set_postfix(loss=f"{float(torch.stack(losses[-20:]).mean()):.3f}",
-                                    img_s=f"{seen / (time.time() - start):.0f}")  # fmt: skip
+                    bar.set_postfix(
+                        loss=f"{float(torch.stack(losses[-20:]).mean()):.3f}",
+                        img_s=f"{seen / (time.time() - start):.0f}",
+                    )
             seconds = time.time() - start
-            history.append({"epoch": epoch + 1,
-                            "loss": float(torch.stack(losses).mean()) if losses else float("nan"),
-                            "seconds": seconds, "images_per_second": seen / seconds})  # fmt: skip
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": float(torch.stack(losses).mean()) if losses else float("nan"),
+                    "seconds": seconds,
+                    "images_per_second": seen / seconds,
+                }
+            )
             if on_epoch is not None:
                 history[-1].update(on_epoch(epoch + 1, model) or {})
     model.eval()
     return history
-

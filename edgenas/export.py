@@ -48,9 +48,12 @@ OUTPUT_NAME = "output"
 
 
 def _fp32_bytes(
-    model: nn.Module, input_shape: tuple[int, ...], opset: int, constant_folding: bool = True,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    opset: int,
+    constant_folding: bool = True,
     dynamic_batch: bool = False,
-) -> bytes:  # fmt: skip
+) -> bytes:
     buf = io.BytesIO()
     was_training = model.training
     model.eval()

@@ -141,10 +141,11 @@ def ir_accuracy(path: Path, data: ImageData, splits: Splits, *, resolution: int,
     return _accuracy(Model(str(path), {}).forward, data, splits, resolution=resolution, channels=channels)
 
 
-def _accuracy(run, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:  # noqa: ANN001
+def _accuracy(run, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:
     correct = 0
-    for x, y in batches(data, batch_size=256, resolution=resolution, channels=channels, mean=splits.mean,
-                        std=splits.std):  # fmt: skip
+    for x, y in batches(
+        data, batch_size=256, resolution=resolution, channels=channels, mean=splits.mean, std=splits.std
+    ):
         xs = x.numpy()
         pred = [int(np.asarray(run(xs[i : i + 1])).argmax()) for i in range(len(xs))]
         correct += int((np.array(pred) == y.numpy()).sum())
@@ -187,8 +188,10 @@ def _reusable(path: Path, record: dict[str, Any]) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         same = False
     if not same:
-        print(f"finalize: {path} was made by other inputs (or its record {meta.name} is missing); "
-              "making it again", flush=True)  # fmt: skip
+        print(
+            f"finalize: {path} was made by other inputs (or its record {meta.name} is missing); making it again",
+            flush=True,
+        )
     return same
 
 
@@ -212,8 +215,10 @@ def load_teacher(path: str | os.PathLike, input_shape: tuple[int, ...], num_clas
         what = f"a {kind} file" if kind else "a model file (neither a TorchScript nor a torch.save archive)"
         raise ValueError(f"finalize.teacher {str(p)!r}: cannot load it as {what}: {first}") from exc
     if not isinstance(model, nn.Module):
-        raise ValueError(f"finalize.teacher {str(p)!r} holds a {type(model).__name__}, not a torch model "
-                         "(save the module itself, or a TorchScript file)")  # fmt: skip
+        raise ValueError(
+            f"finalize.teacher {str(p)!r} holds a {type(model).__name__}, not a torch model "
+            "(save the module itself, or a TorchScript file)"
+        )
     model.eval()
     try:
         with torch.no_grad():
@@ -221,13 +226,15 @@ def load_teacher(path: str | os.PathLike, input_shape: tuple[int, ...], num_clas
     except Exception as exc:
         raise ValueError(f"finalize.teacher {str(p)!r} does not run on input of shape {input_shape}: {exc}") from exc
     if shape != (1, num_classes):
-        raise ValueError(f"finalize.teacher {str(p)!r} returns shape {shape}; expected (1, {num_classes}) logits "
-                         f"for input {input_shape}")  # fmt: skip
+        raise ValueError(
+            f"finalize.teacher {str(p)!r} returns shape {shape}; expected (1, {num_classes}) logits "
+            f"for input {input_shape}"
+        )
     return model
 
 
 def _archive_kind(path: Path) -> str | None:
-    """"TorchScript" (the archive holds the model's code), "torch.save", or None (not a zip archive)."""
+    """ "TorchScript" (the archive holds the model's code), "torch.save", or None (not a zip archive)."""
     import zipfile
 
     try:
@@ -312,14 +319,29 @@ class _Run:
 
     def fit_config(self, epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
         c = self.config
-        return FitConfig(epochs=epochs, batch_size=c.batch_size, lr=lr, temperature=c.temperature,
-                         alpha_start=alpha[0], alpha_end=alpha[1], label_smoothing=c.label_smoothing,
-                         augment=self.augment, seed=c.seed, max_steps_per_epoch=c.max_steps_per_epoch)  # fmt: skip
+        return FitConfig(
+            epochs=epochs,
+            batch_size=c.batch_size,
+            lr=lr,
+            temperature=c.temperature,
+            alpha_start=alpha[0],
+            alpha_end=alpha[1],
+            label_smoothing=c.label_smoothing,
+            augment=self.augment,
+            seed=c.seed,
+            max_steps_per_epoch=c.max_steps_per_epoch,
+        )
 
     def distillation(self, **changes: Any) -> dict[str, Any]:
         """The keyword arguments of :func:`fit` that distil from the teacher (``changes`` override)."""
-        kd = dict(teacher=self.teacher, teacher_resolution=self.teacher_resolution, resolution=self.res,
-                  channels=self.chans, progress=self.progress, accel=self.accel)  # fmt: skip
+        kd = dict(
+            teacher=self.teacher,
+            teacher_resolution=self.teacher_resolution,
+            resolution=self.res,
+            channels=self.chans,
+            progress=self.progress,
+            accel=self.accel,
+        )
         return {**kd, **changes}
 
     def settings(self, *names: str) -> dict[str, Any]:
@@ -350,8 +372,22 @@ def finalize_arch(
     the data set and split settings (name, root, seed, val_fraction, test_fraction) written
     into every exported model, so ``edgenas predict`` can rebuild the test split.
     """
-    run = _start(arch, space, supernet, splits, backend, Path(out_dir), config, predictor, device, teacher,
-                 teacher_resolution, augment, data, progress)  # fmt: skip
+    run = _start(
+        arch,
+        space,
+        supernet,
+        splits,
+        backend,
+        Path(out_dir),
+        config,
+        predictor,
+        device,
+        teacher,
+        teacher_resolution,
+        augment,
+        data,
+        progress,
+    )
     for name, inputs, make in _MODEL_STEPS:  # each saved with its record; reused when the record matches
         run.models[name] = _model_step(run, name, inputs(run), make)
     _export(run)
@@ -360,16 +396,30 @@ def finalize_arch(
     card = _card(run)
     write_model_card(card, run.out)
     if card["failed_checks"] and not config.accept_failed_checks:
-        raise ExportCheckError(f"finalize {run.out}: the {' and '.join(card['failed_checks'])} export failed its "
-                               f"check against torch ({card['why']}); set finalize.accept_failed_checks: true to "
-                               "deploy anyway")  # fmt: skip
+        raise ExportCheckError(
+            f"finalize {run.out}: the {' and '.join(card['failed_checks'])} export failed its "
+            f"check against torch ({card['why']}); set finalize.accept_failed_checks: true to "
+            "deploy anyway"
+        )
     return card
 
 
-def _start(arch: Arch, space: Space, supernet: Supernet, splits: Splits, backend: MeasurementBackend, out: Path,
-           config: FinalizeConfig, predictor: Predictor | None, device: str, teacher: nn.Module | None,
-           teacher_resolution: int | None, augment: tuple[str, ...], data: dict[str, Any] | None,
-           progress: bool) -> _Run:  # fmt: skip
+def _start(
+    arch: Arch,
+    space: Space,
+    supernet: Supernet,
+    splits: Splits,
+    backend: MeasurementBackend,
+    out: Path,
+    config: FinalizeConfig,
+    predictor: Predictor | None,
+    device: str,
+    teacher: nn.Module | None,
+    teacher_resolution: int | None,
+    augment: tuple[str, ...],
+    data: dict[str, Any] | None,
+    progress: bool,
+) -> _Run:
     """The run's fixed state: the evaluator, the device's fingerprint (once: an agent's is a request), the teacher."""
     space.validate(arch)
     out.mkdir(parents=True, exist_ok=True)
@@ -384,10 +434,26 @@ def _start(arch: Arch, space: Space, supernet: Supernet, splits: Splits, backend
     if teacher is None:
         largest = space.largest()
         teacher, teacher_resolution = evaluator.subnet(largest).cpu(), largest.resolution
-    return _Run(arch=arch, space=space, splits=splits, backend=backend, out=out, config=config, predictor=predictor,
-                device=device, augment=augment, data=data, progress=progress, accel=accel, evaluator=evaluator,
-                fingerprint=backend.fingerprint(), supernet_digest=weights_digest(supernet), teacher=teacher,
-                teacher_resolution=teacher_resolution or arch.resolution, teacher_source=source)  # fmt: skip
+    return _Run(
+        arch=arch,
+        space=space,
+        splits=splits,
+        backend=backend,
+        out=out,
+        config=config,
+        predictor=predictor,
+        device=device,
+        augment=augment,
+        data=data,
+        progress=progress,
+        accel=accel,
+        evaluator=evaluator,
+        fingerprint=backend.fingerprint(),
+        supernet_digest=weights_digest(supernet),
+        teacher=teacher,
+        teacher_resolution=teacher_resolution or arch.resolution,
+        teacher_source=source,
+    )
 
 
 def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_Run], nn.Module]) -> nn.Module:
@@ -410,10 +476,16 @@ def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_R
 
 def _extract_inputs(run: _Run) -> dict[str, Any]:
     s = run.splits
-    return {"arch": str(run.arch), "space": run.space.name, "space_spec": repr(run.space),
-            "supernet": run.supernet_digest, "data": s.describe(),
-            "data_norm": [np.asarray(s.mean).tolist(), np.asarray(s.std).tolist()],
-            "calib_batches": run.config.calib_batches, "seed": run.config.seed}  # fmt: skip
+    return {
+        "arch": str(run.arch),
+        "space": run.space.name,
+        "space_spec": repr(run.space),
+        "supernet": run.supernet_digest,
+        "data": s.describe(),
+        "data_norm": [np.asarray(s.mean).tolist(), np.asarray(s.std).tolist()],
+        "calib_batches": run.config.calib_batches,
+        "seed": run.config.seed,
+    }
 
 
 def _extract(run: _Run) -> nn.Module:
@@ -422,28 +494,49 @@ def _extract(run: _Run) -> nn.Module:
 
 
 def _distill_inputs(run: _Run) -> dict[str, Any]:
-    return {"teacher": run.teacher_source, "teacher_weights": weights_digest(run.teacher),
-            "teacher_resolution": run.teacher_resolution, "augment": list(run.augment),
-            **run.settings("batch_size", "temperature", "label_smoothing", "max_steps_per_epoch", "seed",
-                           "distill_epochs", "lr", "alpha_start", "alpha_end")}  # fmt: skip
+    return {
+        "teacher": run.teacher_source,
+        "teacher_weights": weights_digest(run.teacher),
+        "teacher_resolution": run.teacher_resolution,
+        "augment": list(run.augment),
+        **run.settings(
+            "batch_size",
+            "temperature",
+            "label_smoothing",
+            "max_steps_per_epoch",
+            "seed",
+            "distill_epochs",
+            "lr",
+            "alpha_start",
+            "alpha_end",
+        ),
+    }
 
 
 def _distill(run: _Run) -> nn.Module:
     """Finetune with knowledge distillation from the teacher, alpha decaying."""
     c = run.config
     m = copy.deepcopy(run.models["searched"])
-    fit(m, run.splits, run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end)), desc="distill",
-        **run.distillation())  # fmt: skip
+    fit(
+        m,
+        run.splits,
+        run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end)),
+        desc="distill",
+        **run.distillation(),
+    )
     return m
 
 
 def _prune_inputs(run: _Run) -> dict[str, Any]:
     p = run.config.prune
-    return {"prune": dataclasses.asdict(p), **run.settings("prune_finetune_epochs"),
-            # the device's timings steer pruning only when there is a latency target
-            "device": (run.device, run.fingerprint) if p.latency_target_ms else None,
-            # and the table's precision, the memory and size targets
-            "precision": run.precision if p.ram_target_kb or p.flash_target_kb else None}  # fmt: skip
+    return {
+        "prune": dataclasses.asdict(p),
+        **run.settings("prune_finetune_epochs"),
+        # the device's timings steer pruning only when there is a latency target
+        "device": (run.device, run.fingerprint) if p.latency_target_ms else None,
+        # and the table's precision, the memory and size targets
+        "precision": run.precision if p.ram_target_kb or p.flash_target_kb else None,
+    }
 
 
 def _prune(run: _Run) -> nn.Module:
@@ -459,10 +552,14 @@ def _prune(run: _Run) -> nn.Module:
 
     ft = run.fit_config(c.prune_finetune_epochs, c.lr, (c.alpha_end, c.alpha_end))
     model, steps = progressive_prune(
-        run.models["distilled"], torch.zeros(run.input_shape), c.prune,
+        run.models["distilled"],
+        torch.zeros(run.input_shape),
+        c.prune,
         finetune=lambda m: fit(m, run.splits, ft, desc="prune-finetune", **run.distillation()),
-        evaluate=run.val_acc, latency=latency if c.prune.latency_target_ms else None, memory=memory,
-    )  # fmt: skip
+        evaluate=run.val_acc,
+        latency=latency if c.prune.latency_target_ms else None,
+        memory=memory,
+    )
     run.prune_log = [dataclasses.asdict(s) for s in steps]
     atomic_write_json(run.out / "prune_steps.json", run.prune_log)
     return model
@@ -480,8 +577,17 @@ def _qat(run: _Run) -> nn.Module:
     """
     c, s, pruned = run.config, run.splits, run.models["pruned"]
     q = prepare_qat(pruned)
-    calib = batches(s.train, batch_size=c.batch_size, resolution=run.res, channels=run.chans, mean=s.mean,
-                    std=s.std, shuffle=True, rng=np.random.default_rng(c.seed), limit=c.calib_batches)  # fmt: skip
+    calib = batches(
+        s.train,
+        batch_size=c.batch_size,
+        resolution=run.res,
+        channels=run.chans,
+        mean=s.mean,
+        std=s.std,
+        shuffle=True,
+        rng=np.random.default_rng(c.seed),
+        limit=c.calib_batches,
+    )
     calibrate_qat(q, (x for x, _ in calib))
     best = {"epoch": 0, "val_accuracy": run.val_acc(q), "state": copy.deepcopy(q.state_dict())}
     log = [{"epoch": 0, "val_accuracy": best["val_accuracy"]}]
@@ -495,8 +601,7 @@ def _qat(run: _Run) -> nn.Module:
 
     # fake quantisation wants fp32: no autocast in QAT
     own = run.distillation(teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
-    fit(q, s, run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha)), desc="qat", on_epoch=keep_best,
-        **own)  # fmt: skip
+    fit(q, s, run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha)), desc="qat", on_epoch=keep_best, **own)
     q.load_state_dict(best["state"])
     atomic_write_json(run.out / "qat_epochs.json", {"kept_epoch": best["epoch"], "epochs": log})
     return q.eval()
@@ -521,8 +626,18 @@ def _export(run: _Run) -> None:
     """
     s, m, shape = run.splits, run.models, run.input_shape
     kw = {"dynamic_batch": not run.openvino}
-    calib_x = next(batches(s.train, batch_size=64, resolution=run.res, channels=run.chans, mean=s.mean, std=s.std,
-                           shuffle=True, rng=np.random.default_rng(run.config.seed)))[0]  # fmt: skip
+    calib_x = next(
+        batches(
+            s.train,
+            batch_size=64,
+            resolution=run.res,
+            channels=run.chans,
+            mean=s.mean,
+            std=s.std,
+            shuffle=True,
+            rng=np.random.default_rng(run.config.seed),
+        )
+    )[0]
     t = run.teacher_resolution
     files = {
         "teacher": export_onnx(run.teacher, (1, run.chans, t, t), **kw),
@@ -533,16 +648,25 @@ def _export(run: _Run) -> None:
         "ptq_int8": export_onnx(m["pruned"], shape, precision="int8", calibration=calib_x.numpy(), **kw),
     }
     pruned = net_footprint(m["pruned"])
-    footprints = {"teacher": net_footprint(run.teacher) if isinstance(run.teacher, SubNet) else None,
-                  "searched": net_footprint(m["searched"]), "distilled": net_footprint(m["distilled"]),
-                  **dict.fromkeys(("pruned", "qat_int8", "ptq_int8"), pruned)}  # fmt: skip
+    footprints = {
+        "teacher": net_footprint(run.teacher) if isinstance(run.teacher, SubNet) else None,
+        "searched": net_footprint(m["searched"]),
+        "distilled": net_footprint(m["distilled"]),
+        **dict.fromkeys(("pruned", "qat_int8", "ptq_int8"), pruned),
+    }
     for name, model in files.items():
         teacher = name == "teacher"
-        meta = preprocessing_metadata(resolution=t if teacher else run.res, channels=run.chans, mean=s.mean,
-                                      std=s.std, classes=list(s.train.classes),
-                                      arch=run.teacher_source if teacher else str(run.arch), space=run.space.name,
-                                      data=run.data or {"name": s.train.name.removesuffix("-train")},
-                                      batch="dynamic" if kw["dynamic_batch"] else 1)  # fmt: skip
+        meta = preprocessing_metadata(
+            resolution=t if teacher else run.res,
+            channels=run.chans,
+            mean=s.mean,
+            std=s.std,
+            classes=list(s.train.classes),
+            arch=run.teacher_source if teacher else str(run.arch),
+            space=run.space.name,
+            data=run.data or {"name": s.train.name.removesuffix("-train")},
+            batch="dynamic" if kw["dynamic_batch"] else 1,
+        )
         run.exports[name] = with_metadata(model, meta)
         atomic_write_bytes(run.out / f"{name}.onnx", run.exports[name])
         run.predicted[name] = _predicted_footprint(footprints[name], name, meta)
@@ -551,22 +675,25 @@ def _export(run: _Run) -> None:
 def _check(run: _Run) -> None:
     """The fp32 export against torch (max abs difference), the int8 one against fake quantization (top-1 agreement)."""
     s = run.splits
-    test_x = next(batches(s.test, batch_size=200, resolution=run.res, channels=run.chans, mean=s.mean,
-                          std=s.std))[0]  # fmt: skip
+    test_x = next(batches(s.test, batch_size=200, resolution=run.res, channels=run.chans, mean=s.mean, std=s.std))[0]
     fp32_agree, fp32_diff = _agreement(run.exports["pruned"], run.models["pruned"], test_x)
     int8_agree, int8_diff = _agreement(run.exports["qat_int8"], run.models["qat"], test_x)
     run.checks = {
         "fp32_vs_torch": {"top1_agreement": fp32_agree, "max_abs_diff": fp32_diff, "ok": fp32_diff < 1e-3},
-        "int8_vs_fake_quant": {"top1_agreement": int8_agree, "max_abs_diff": int8_diff,
-                               "ok": int8_agree >= INT8_AGREEMENT_MIN},
-    }  # fmt: skip
+        "int8_vs_fake_quant": {
+            "top1_agreement": int8_agree,
+            "max_abs_diff": int8_diff,
+            "ok": int8_agree >= INT8_AGREEMENT_MIN,
+        },
+    }
 
 
 def _measure(run: _Run) -> None:
     """Every stage's file timed on the device in one interleaved batch, its peak memory and test accuracy."""
     s, names = run.splits, list(run.exports)
-    timing, ref, _ = run.backend.measure([run.exports[n] for n in names], reference_model("fp32"),
-                                         Protocol(rounds=run.config.measure_rounds))  # fmt: skip
+    timing, ref, _ = run.backend.measure(
+        [run.exports[n] for n in names], reference_model("fp32"), Protocol(rounds=run.config.measure_rounds)
+    )
     run.reference_ms = ref.ms
     in_torch = {"teacher": run.teacher, **{n: run.models[n] for n in ("searched", "distilled", "pruned")}}
     for n, t in zip(names, timing):
@@ -576,12 +703,20 @@ def _measure(run: _Run) -> None:
             acc = accuracy(in_torch[n], s.test, s, resolution=r, channels=run.chans)
         else:
             acc = onnx_accuracy(model, s.test, s, resolution=run.res, channels=run.chans)
-        run.stages.append({
-            "stage": n, "precision": "int8" if n.endswith("int8") else "fp32",
-            "size_mb": len(model) / 1e6, "latency_ms": t.ms, "latency_spread": t.spread,
-            "peak_memory_mb": session_peak_memory_mb(model, threads=1), "test_accuracy": acc,
-            "size_kb": len(model) / KB, "activation_kb": activation_peak(model) / KB, **run.predicted[n],
-        })  # fmt: skip
+        run.stages.append(
+            {
+                "stage": n,
+                "precision": "int8" if n.endswith("int8") else "fp32",
+                "size_mb": len(model) / 1e6,
+                "latency_ms": t.ms,
+                "latency_spread": t.spread,
+                "peak_memory_mb": session_peak_memory_mb(model, threads=1),
+                "test_accuracy": acc,
+                "size_kb": len(model) / KB,
+                "activation_kb": activation_peak(model) / KB,
+                **run.predicted[n],
+            }
+        )
     t0 = run.stages[0]  # the teacher
     for r in run.stages:
         r["size_vs_teacher_pct"] = (r["size_mb"] / t0["size_mb"] - 1) * 100
@@ -594,18 +729,28 @@ def _deploy(run: _Run) -> dict[str, Any]:
     """The precision deployed, why, the failed checks, and the deployed file (an OpenVINO IR for OpenVINO)."""
     by = {r["stage"]: r for r in run.stages}
     failed = [p for p, c in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not run.checks[c]["ok"]]
-    chosen, why = _choose_precision(by["pruned"]["latency_ms"], by["qat_int8"]["latency_ms"], failed,
-                                    run.config.accept_failed_checks)  # fmt: skip
+    chosen, why = _choose_precision(
+        by["pruned"]["latency_ms"], by["qat_int8"]["latency_ms"], failed, run.config.accept_failed_checks
+    )
     stage = {"int8": "qat_int8", "fp32": "pruned"}.get(chosen)
-    deployed = {"runtime": run.runtime, "device": run.fingerprint.get("providers"), "precision": chosen,
-                "file": f"{stage}.onnx" if stage else None,
-                "test_accuracy": by[stage]["test_accuracy"] if stage else None}  # fmt: skip
+    deployed = {
+        "runtime": run.runtime,
+        "device": run.fingerprint.get("providers"),
+        "precision": chosen,
+        "file": f"{stage}.onnx" if stage else None,
+        "test_accuracy": by[stage]["test_accuracy"] if stage else None,
+    }
     if stage and run.openvino:  # the model in the form its device runs: OpenVINO IR
         xml = save_openvino_ir(run.exports[stage], run.out / f"{stage}.xml")
         acc = ir_accuracy(xml, run.splits.test, run.splits, resolution=run.res, channels=run.chans)
         deployed.update(file=xml.name, test_accuracy=acc)
-    return {"chosen_precision": chosen, "chosen_model": f"{stage}.onnx" if stage else None, "deployed": deployed,
-            "why": why, "failed_checks": failed}
+    return {
+        "chosen_precision": chosen,
+        "chosen_model": f"{stage}.onnx" if stage else None,
+        "deployed": deployed,
+        "why": why,
+        "failed_checks": failed,
+    }
 
 
 def _card(run: _Run) -> dict[str, Any]:
@@ -636,8 +781,10 @@ def _card(run: _Run) -> dict[str, Any]:
 
 def _choose_precision(fp32_ms: float, int8_ms: float, failed: list[str], accept: bool) -> tuple[str | None, str]:
     """The faster precision among those whose export passed its check (all of them with ``accept``)."""
-    timing = (f"measured int8 (QAT) {int8_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms (int8 is {fp32_ms / int8_ms:.2f}x "
-              "the fp32 speed) on this device")  # fmt: skip
+    timing = (
+        f"measured int8 (QAT) {int8_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms (int8 is {fp32_ms / int8_ms:.2f}x "
+        "the fp32 speed) on this device"
+    )
     allowed = [p for p in ("fp32", "int8") if accept or p not in failed]
     if not allowed:
         return None, f"{timing}; no precision deployed: both exports failed their checks"
@@ -662,13 +809,23 @@ def _prediction(predictor: Predictor | None, arch: Arch, searched: nn.Module, pr
     arch_ms = predictor.predict(arch)
     pruned_ms = predictor.predict_specs(current_specs(pruned))
     estimated = channel_counts(pruned) != channel_counts(searched)
-    stages = ({"searched": arch_ms, "distilled": arch_ms, "pruned": pruned_ms} if precision == "fp32"
-              else {"qat_int8": pruned_ms, "ptq_int8": pruned_ms})  # fmt: skip
-    return {"predicted_ms": arch_ms, "predicted_precision": precision, "predicted_stage_ms": stages,
-            "predicted_pruned_estimated": estimated,
-            "predicted_ms_note": f"calibrated {precision} latency-table prediction for the searched arch; "
-                                 + ("the pruned model's blocks estimated from entries of the same shape"
-                                    if estimated else "pruning left the arch as it was")}  # fmt: skip
+    stages = (
+        {"searched": arch_ms, "distilled": arch_ms, "pruned": pruned_ms}
+        if precision == "fp32"
+        else {"qat_int8": pruned_ms, "ptq_int8": pruned_ms}
+    )
+    return {
+        "predicted_ms": arch_ms,
+        "predicted_precision": precision,
+        "predicted_stage_ms": stages,
+        "predicted_pruned_estimated": estimated,
+        "predicted_ms_note": f"calibrated {precision} latency-table prediction for the searched arch; "
+        + (
+            "the pruned model's blocks estimated from entries of the same shape"
+            if estimated
+            else "pruning left the arch as it was"
+        ),
+    }
 
 
 def _predicted_footprint(fp: Footprint | None, stage: str, meta: dict[str, str]) -> dict[str, Any]:
@@ -716,19 +873,25 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
     ]
     dep = card.get("deployed") or {}
     if dep.get("file"):
-        lines.append(f"- deployed file: `{dep['file']}` for {dep['runtime']} on {', '.join(dep['device'] or [])}, "
-                     f"{dep['precision']}, test accuracy {dep['test_accuracy'] * 100:.2f} % as that runtime runs it")
+        lines.append(
+            f"- deployed file: `{dep['file']}` for {dep['runtime']} on {', '.join(dep['device'] or [])}, "
+            f"{dep['precision']}, test accuracy {dep['test_accuracy'] * 100:.2f} % as that runtime runs it"
+        )
     lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
     if card.get("predicted_ms") is not None:
         vs = ", ".join(f"`{k}` {v:.3f} ms" for k, v in card["predicted_stage_ms"].items())
-        lines.append(f"- predicted latency ({card['predicted_precision']} table) of the searched arch: "
-                     f"{card['predicted_ms']:.3f} ms; of each export: {vs}"
-                     + (" (pruned blocks estimated)" if card["predicted_pruned_estimated"] else ""))  # fmt: skip
+        lines.append(
+            f"- predicted latency ({card['predicted_precision']} table) of the searched arch: "
+            f"{card['predicted_ms']:.3f} ms; of each export: {vs}"
+            + (" (pruned blocks estimated)" if card["predicted_pruned_estimated"] else "")
+        )
     qat = card.get("qat_epochs")
     if qat:
         vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in qat["epochs"])
-        lines.append(f"- QAT: val accuracy (%) after epochs 0 (calibrated only) to {len(qat['epochs']) - 1}: {vals}; "
-                     f"kept epoch {qat['kept_epoch']}")  # fmt: skip
+        lines.append(
+            f"- QAT: val accuracy (%) after epochs 0 (calibrated only) to {len(qat['epochs']) - 1}: {vals}; "
+            f"kept epoch {qat['kept_epoch']}"
+        )
     c = card["checks"]
     lines += [
         f"- fp32 ONNX vs torch: max abs diff {c['fp32_vs_torch']['max_abs_diff']:.2e}; int8 ONNX vs fake-quant "
@@ -746,10 +909,13 @@ def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
             f"{_kb(r.get('size_kb'), r.get('predicted_size_kb'))} | "
             f"{_kb(r.get('activation_kb'), r.get('predicted_activation_kb'))} |"
         )
-    lines += ["", "Latency: every stage's ONNX model timed in one interleaved batch (10th percentile of all runs, "
-              "batch 1). Peak memory: growth of the peak RSS of a fresh process that creates the session and runs "
-              "it 10 times (the runtime's own buffers included). Flash: the file's bytes; RAM: the largest sum of "
-              "activation tensors alive at once along the file's graph (int8 tensors 1 byte); in brackets the "
-              "predictions from the blocks alone, as the search uses them. Accuracy: the test split; int8 rows run "
-              "in ONNX Runtime."]  # fmt: skip
+    lines += [
+        "",
+        "Latency: every stage's ONNX model timed in one interleaved batch (10th percentile of all runs, "
+        "batch 1). Peak memory: growth of the peak RSS of a fresh process that creates the session and runs "
+        "it 10 times (the runtime's own buffers included). Flash: the file's bytes; RAM: the largest sum of "
+        "activation tensors alive at once along the file's graph (int8 tensors 1 byte); in brackets the "
+        "predictions from the blocks alone, as the search uses them. Accuracy: the test split; int8 rows run "
+        "in ONNX Runtime.",
+    ]
     atomic_write_text(out / "model_card.md", "\n".join(lines) + "\n")

@@ -1,11 +1,11 @@
 """The stages as functions of a :class:`~edgenas.config.Config`: the Python API behind the CLI.
 
-    from edgenas.config import load_config
-    from edgenas import pipeline
+from edgenas.config import load_config
+from edgenas import pipeline
 
-    config = load_config("edgenas.yaml")
-    supernet, history = pipeline.train(config)
-    study = pipeline.search(config)
+config = load_config("edgenas.yaml")
+supernet, history = pipeline.train(config)
+study = pipeline.search(config)
 """
 
 from __future__ import annotations
@@ -75,8 +75,11 @@ def splits_for(config: Config) -> Splits:
     d = config.data
     return make_splits(
         load_dataset(d.name, root=d.root, size=d.image_size, skip_corrupt=d.skip_corrupt, workers=d.workers),
-        val_fraction=d.val_fraction, test_fraction=d.test_fraction, seed=d.seed, train_limit=d.train_limit,
-    )  # fmt: skip
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        seed=d.seed,
+        train_limit=d.train_limit,
+    )
 
 
 def space_for(config: Config, splits: Splits) -> Space:
@@ -94,12 +97,26 @@ def train(config: Config, *, progress: bool = True) -> tuple[Supernet, list[dict
     splits = splits_for(config)
     write_resolved_config(config)
     if progress:
-        print(f"[edgenas] train: augmentation {list(config.data.augmentations) or 'none'} "
-              f"(data.augment: {config.data.augment})", flush=True)  # fmt: skip
-    supernet, history = train_supernet(space_for(config, splits), splits, config.train, config.supernet_path,
-                                       augment=config.data.augmentations, progress=progress)  # fmt: skip
-    budget = {"epochs": len(history), "train_images": len(splits.train.labels), "val_images": len(splits.val.labels),
-              "train_limit": config.data.train_limit, "augment": list(config.data.augmentations)}  # fmt: skip
+        print(
+            f"[edgenas] train: augmentation {list(config.data.augmentations) or 'none'} "
+            f"(data.augment: {config.data.augment})",
+            flush=True,
+        )
+    supernet, history = train_supernet(
+        space_for(config, splits),
+        splits,
+        config.train,
+        config.supernet_path,
+        augment=config.data.augmentations,
+        progress=progress,
+    )
+    budget = {
+        "epochs": len(history),
+        "train_images": len(splits.train.labels),
+        "val_images": len(splits.val.labels),
+        "train_limit": config.data.train_limit,
+        "augment": list(config.data.augmentations),
+    }
     atomic_write_json(config.training_path, {"budget": budget, "history": history})
     return supernet, history
 
@@ -114,8 +131,16 @@ def devices(config: Config, space: Space) -> list[DeviceObjective]:
         # a table measured some other way (device, precision, threads, providers, space) would
         # steer the search with another device's costs
         providers = expected_providers(d.device, d.providers)
-        table.check({"device": d.device, "precision": d.precision, "threads": d.threads, "providers": providers,
-                     "space": space.name}, f"devices[{d.name}].lut {str(lut)!r}")  # fmt: skip
+        table.check(
+            {
+                "device": d.device,
+                "precision": d.precision,
+                "threads": d.threads,
+                "providers": providers,
+                "space": space.name,
+            },
+            f"devices[{d.name}].lut {str(lut)!r}",
+        )
         if table.calibration is None:
             raise ValueError(f"latency table {str(lut)!r} has no calibration yet; run: edgenas lut validate {lut}")
         device = DeviceObjective(d.name, Predictor(table, space), d.budget_ms, d.objectives, d.ram_kb, d.flash_kb)
@@ -128,13 +153,18 @@ def _check_budgets(device: DeviceObjective, space: Space) -> None:
     """One line naming a budget no arch of the space can meet: the smallest arch's figure beside it."""
     smallest = space.smallest()
     figures = trial_figures(space, smallest, [device])
-    what = {"latency_ms": ("budget_ms", "predicted latency", "ms"), "ram_kb": ("ram_kb", "activation memory", "kB"),
-            "flash_kb": ("flash_kb", "model size", "kB")}  # fmt: skip
+    what = {
+        "latency_ms": ("budget_ms", "predicted latency", "ms"),
+        "ram_kb": ("ram_kb", "activation memory", "kB"),
+        "flash_kb": ("flash_kb", "model size", "kB"),
+    }
     for column, limit in device.budgets.items():
         if figures[column] > limit:
             key, name, unit = what[column.split(":")[0]]
-            raise ValueError(f"devices[{device.name}].{key}={limit:g} is below the smallest subnet's {name} at "
-                             f"{device.precision} ({figures[column]:.3f} {unit}, {smallest}): no arch can meet it")
+            raise ValueError(
+                f"devices[{device.name}].{key}={limit:g} is below the smallest subnet's {name} at "
+                f"{device.precision} ({figures[column]:.3f} {unit}, {smallest}): no arch can meet it"
+            )
 
 
 def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.Study:
@@ -144,17 +174,28 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
     devs = devices(config, space)
     set_threads(config.train.threads)
     supernet = load_supernet(space, config.supernet_path)
-    evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.search.calib_batches,
-                                images=config.search.val_images, seed=config.search.seed,
-                                accel=Accelerator.create(config.search.device))  # fmt: skip
+    evaluator = SubnetEvaluator(
+        supernet,
+        splits,
+        calib_batches=config.search.calib_batches,
+        images=config.search.val_images,
+        seed=config.search.seed,
+        accel=Accelerator.create(config.search.device),
+    )
     write_resolved_config(config)
     study = run_search(space, evaluator, devs, config.search, config.search_dir, worker=worker, progress=progress)
     # the MobileNetV3 layouts, scored the same way, for the report's front
     from edgenas.search_spaces import reference_archs
 
-    refs = [{"name": name, "arch": str(arch), "accuracy": evaluator(arch),
-             **{f"latency_ms:{d.name}": d.predictor.predict(arch) for d in devs}}
-            for name, arch in reference_archs(space).items()]  # fmt: skip
+    refs = [
+        {
+            "name": name,
+            "arch": str(arch),
+            "accuracy": evaluator(arch),
+            **{f"latency_ms:{d.name}": d.predictor.predict(arch) for d in devs},
+        }
+        for name, arch in reference_archs(space).items()
+    ]
     atomic_write_text(config.search_dir / "references.json", json.dumps(refs, indent=1))
     return study
 
@@ -173,9 +214,7 @@ def choose_arch(config: Config, device: str) -> str:
     return max(ok, key=lambda r: r["accuracy"])["arch"]
 
 
-def finalize(
-    config: Config, *, archs: dict[str, str] | None = None, progress: bool = True
-) -> dict[str, dict]:
+def finalize(config: Config, *, archs: dict[str, str] | None = None, progress: bool = True) -> dict[str, dict]:
     """Finalize one arch per device (``archs``: device -> arch string; default: chosen by budget).
 
     Returns the model card per device; outputs in ``run_dir/finalize/<device>/``.
@@ -198,15 +237,26 @@ def finalize(
         # finalize compares its measurements with the table's predictions: the same machine and runtime
         fp = backend.fingerprint()
         keys = ("cpu", "runtime", "onnxruntime", "threads", "providers")
-        d.predictor.table.check({k: fp[k] for k in keys if k in fp},
-                                f"devices[{d.name}].lut vs the device finalize measures on")  # fmt: skip
+        d.predictor.table.check(
+            {k: fp[k] for k in keys if k in fp}, f"devices[{d.name}].lut vs the device finalize measures on"
+        )
         cards[d.name] = finalize_arch(
-            arch, space=space, supernet=supernet, splits=splits, backend=backend,
-            out_dir=config.finalize_dir / d.name, config=config.finalize, predictor=d.predictor, device=d.name,
-            augment=config.data.augmentations, progress=progress,
-            data={k: getattr(config.data, k)
-                  for k in ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")},
-        )  # fmt: skip
+            arch,
+            space=space,
+            supernet=supernet,
+            splits=splits,
+            backend=backend,
+            out_dir=config.finalize_dir / d.name,
+            config=config.finalize,
+            predictor=d.predictor,
+            device=d.name,
+            augment=config.data.augmentations,
+            progress=progress,
+            data={
+                k: getattr(config.data, k)
+                for k in ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")
+            },
+        )
     return cards
 
 
@@ -265,8 +315,12 @@ def _versions() -> dict[str, str]:
 
     import edgenas
 
-    return {"edgenas": edgenas.__version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-            "optuna": optuna.__version__}  # fmt: skip
+    return {
+        "edgenas": edgenas.__version__,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "optuna": optuna.__version__,
+    }
 
 
 def _force(config: Config, stage: str) -> None:
@@ -341,8 +395,13 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
         if previous is None and marker.exists():
             previous = marker.read_text().strip()
         upstream_ran = any(not v.get("skipped") for v in done.values())  # e.g. a search extended
-        if (previous == hashes[stage] and path.exists() and stage not in forced and not upstream_ran
-                and not _unfinished(config, stage)):  # fmt: skip
+        if (
+            previous == hashes[stage]
+            and path.exists()
+            and stage not in forced
+            and not upstream_ran
+            and not _unfinished(config, stage)
+        ):
             done[stage] = {"skipped": True}
             if progress:
                 print(f"[edgenas] {stage}: up to date, skipped", flush=True)
@@ -361,11 +420,18 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
         started = time.time()
         outputs = actions[stage]()
         manifest = {
-            "stage": stage, "input_hash": hashes[stage], "config": config_to_dict(config), "versions": _versions(),
-            "device_fingerprints": _fingerprints(config), "compute": _compute(config, stage),
-            "seed": config.train.seed, "started": started,
-            "finished": time.time(), "seconds": time.time() - started, "outputs": outputs,
-        }  # fmt: skip
+            "stage": stage,
+            "input_hash": hashes[stage],
+            "config": config_to_dict(config),
+            "versions": _versions(),
+            "device_fingerprints": _fingerprints(config),
+            "compute": _compute(config, stage),
+            "seed": config.train.seed,
+            "started": started,
+            "finished": time.time(),
+            "seconds": time.time() - started,
+            "outputs": outputs,
+        }
         atomic_write_text(path, json.dumps(manifest, indent=1, default=str))
         marker.unlink(missing_ok=True)
         done[stage] = manifest
@@ -374,8 +440,9 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
 
 def _compute(config: Config, stage: str) -> dict[str, Any] | None:
     """Where torch ran a stage (device, its name, layout, precision), for the manifest."""
-    device = {"train": config.train.device, "search": config.search.device,
-              "finalize": config.finalize.device}.get(stage)  # fmt: skip
+    device = {"train": config.train.device, "search": config.search.device, "finalize": config.finalize.device}.get(
+        stage
+    )
     return Accelerator.create(device).describe() if device else None
 
 

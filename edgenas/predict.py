@@ -99,12 +99,17 @@ def accuracy_on(model: Model, target: str) -> dict:
     own = target == d.get("name")
     data = load_dataset(target, root=d.get("root") if own else None, size=d.get("image_size") if own else None)
     if own:
-        data = make_splits(data, val_fraction=d.get("val_fraction", 0.1), test_fraction=d.get("test_fraction", 0.1),
-                           seed=d.get("seed", 0)).test  # fmt: skip
+        data = make_splits(
+            data,
+            val_fraction=d.get("val_fraction", 0.1),
+            test_fraction=d.get("test_fraction", 0.1),
+            seed=d.get("seed", 0),
+        ).test
     missing = [c for c in data.classes if c not in model.classes]
     if missing:
-        raise ValueError(f"{target!r} has classes the model does not know: {missing[:5]}; model classes: "
-                         f"{model.classes[:10]}")  # fmt: skip
+        raise ValueError(
+            f"{target!r} has classes the model does not know: {missing[:5]}; model classes: {model.classes[:10]}"
+        )
     to_model = np.array([model.classes.index(c) for c in data.classes])
     correct = 0
     for start in range(0, len(data.labels), 512):

@@ -66,8 +66,16 @@ def to_input(images: np.ndarray, resolution: int, channels: int, mean: float, st
 
 
 def preprocessing_metadata(
-    *, resolution: int, channels: int, mean: float, std: float, classes: list[str], arch: str, space: str,
-    data: dict, batch: int | str = 1,
+    *,
+    resolution: int,
+    channels: int,
+    mean: float,
+    std: float,
+    classes: list[str],
+    arch: str,
+    space: str,
+    data: dict,
+    batch: int | str = 1,
 ) -> dict[str, str]:
     """ONNX ``metadata_props`` for a deployable model: everything needed to feed it and read its output.
 
@@ -78,11 +86,23 @@ def preprocessing_metadata(
     from edgenas import __version__
 
     info = {
-        "input": {"layout": "NCHW", "batch": batch, "resolution": resolution, "channels": channels,
-                  "pixels": "uint8 / 255", "channel_map": "gray <-> RGB (ITU-R 601 luma)",
-                  "resize": "bilinear, antialiased when shrinking", "mean": mean, "std": std},
-        "classes": list(classes), "arch": arch, "space": space, "data": data, "edgenas": __version__,
-    }  # fmt: skip
+        "input": {
+            "layout": "NCHW",
+            "batch": batch,
+            "resolution": resolution,
+            "channels": channels,
+            "pixels": "uint8 / 255",
+            "channel_map": "gray <-> RGB (ITU-R 601 luma)",
+            "resize": "bilinear, antialiased when shrinking",
+            "mean": mean,
+            "std": std,
+        },
+        "classes": list(classes),
+        "arch": arch,
+        "space": space,
+        "data": data,
+        "edgenas": __version__,
+    }
     return {METADATA_KEY: json.dumps(info)}
 
 
@@ -99,6 +119,8 @@ def read_metadata(model_path: str) -> dict:
         props = {p.key: p.value for p in onnx.load(model_path, load_external_data=False).metadata_props}
         text = props.get(METADATA_KEY)
     if text is None:
-        raise ValueError(f"{model_path!r} carries no edgenas metadata (export it with finalize); "
-                         "its input size, normalisation and classes are unknown")  # fmt: skip
+        raise ValueError(
+            f"{model_path!r} carries no edgenas metadata (export it with finalize); "
+            "its input size, normalisation and classes are unknown"
+        )
     return json.loads(text)

@@ -63,8 +63,12 @@ class LogLine:
         self.closed = True
         total = f"/{self.total}" if self.total is not None else ""
         extra = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
-        print(f"{self.desc}: {self.n}{total} {self.unit} in {time.time() - self.start:.1f} s"
-              + (f" ({extra})" if extra else ""), file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"{self.desc}: {self.n}{total} {self.unit} in {time.time() - self.start:.1f} s"
+            + (f" ({extra})" if extra else ""),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> LogLine:
         return self

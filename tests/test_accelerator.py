@@ -7,9 +7,10 @@ import torch
 
 from edgenas.accelerator import Accelerator, check_device, on_device, resolve_device
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA GPU visible to torch here (CPU build or no device); "
-                                "the CUDA path runs where one is")  # fmt: skip
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA GPU visible to torch here (CPU build or no device); the CUDA path runs where one is",
+)
 
 
 def test_device_strings():
@@ -49,8 +50,15 @@ def test_cuda_uses_amp_and_trains_a_subnet(digits_splits):
     assert accel.amp_dtype in (torch.bfloat16, torch.float16) and accel.channels_last
     space = get_space("tiny")
     net = build_subnet(space, space.largest())
-    hist = fit(net, digits_splits, FitConfig(epochs=3, batch_size=64, lr=0.1, augment=("crop",)), resolution=24,
-               channels=1, progress=False, accel=accel)  # fmt: skip
+    hist = fit(
+        net,
+        digits_splits,
+        FitConfig(epochs=3, batch_size=64, lr=0.1, augment=("crop",)),
+        resolution=24,
+        channels=1,
+        progress=False,
+        accel=accel,
+    )
     assert next(net.parameters()).device.type == "cpu"  # handed back
     assert hist[-1]["images_per_second"] > 0
     assert accuracy(net, digits_splits.val, digits_splits, resolution=24, channels=1) > 0.8

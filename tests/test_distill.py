@@ -37,11 +37,19 @@ def test_fit_learns_digits(digits_splits):
     space = SPACES["tiny"]
     net = build_subnet(space, Arch.parse("r16|k3e3|k3e3"))
     before = accuracy(net, digits_splits.val, digits_splits, resolution=16, channels=1)
+
     def score(epoch, model):
         return {"val": accuracy(model, digits_splits.val, digits_splits, resolution=16, channels=1)}
 
-    hist = fit(net, digits_splits, FitConfig(epochs=3, batch_size=64, lr=0.1), resolution=16, channels=1,
-               progress=False, on_epoch=score)  # fmt: skip
+    hist = fit(
+        net,
+        digits_splits,
+        FitConfig(epochs=3, batch_size=64, lr=0.1),
+        resolution=16,
+        channels=1,
+        progress=False,
+        on_epoch=score,
+    )
     after = accuracy(net, digits_splits.val, digits_splits, resolution=16, channels=1)
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert after > max(before, 0.5)

@@ -72,9 +72,14 @@ def _structure(data: bytes) -> list[tuple]:
     def source(name: str):
         return sources.get(name) or (("init", inits[name]) if name in inits else ("node", producer.get(name)))
 
-    return [(n.op_type, tuple(source(i) for i in n.input),
-             tuple(sorted((a.name, onnx.helper.get_attribute_value(a).__class__.__name__) for a in n.attribute)))
-            for n in graph.node]  # fmt: skip
+    return [
+        (
+            n.op_type,
+            tuple(source(i) for i in n.input),
+            tuple(sorted((a.name, onnx.helper.get_attribute_value(a).__class__.__name__) for a in n.attribute)),
+        )
+        for n in graph.node
+    ]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
@@ -89,8 +94,10 @@ def test_exported_graph_depends_on_the_arch_not_the_weights(tiny, precision):
         opt.zero_grad()
         trained(torch.randn(8, 1, 24, 24)).logsumexp(1).mean().backward()
         opt.step()
-    exports = [export_onnx(m.eval(), m.input_shape, precision=precision)
-               for m in (fresh, _randomised(build_subnet(tiny, arch), 1), trained)]  # fmt: skip
+    exports = [
+        export_onnx(m.eval(), m.input_shape, precision=precision)
+        for m in (fresh, _randomised(build_subnet(tiny, arch), 1), trained)
+    ]
     structures = [_structure(d) for d in exports]
     assert not any(op == "Identity" for op, *_ in structures[0])
     assert structures[0] == structures[1] == structures[2]

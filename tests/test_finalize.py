@@ -22,12 +22,18 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     from edgenas.search_spaces import SPACES, Arch, build_subnet
 
     torch.save(build_subnet(SPACES["tiny"], Arch.parse("r24|k5e3-k5e3|k5e3-k5e3")).eval(), tmp_path / "teacher.pt")
-    data["finalize"] = {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
-                        "qat_epochs": 1, "lr": 0.05, "measure_rounds": 5, "teacher": str(tmp_path / "teacher.pt"),
-                        "teacher_resolution": 24,
-                        # the untrained teacher leaves near-tie logits, of which int8 rounding flips 1-5 %
-                        # (the check itself: test_a_failed_export_check_is_not_deployed)
-                        "accept_failed_checks": True}  # fmt: skip
+    data["finalize"] = {
+        "distill_epochs": 1,
+        "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
+        "qat_epochs": 1,
+        "lr": 0.05,
+        "measure_rounds": 5,
+        "teacher": str(tmp_path / "teacher.pt"),
+        "teacher_resolution": 24,
+        # the untrained teacher leaves near-tie logits, of which int8 rounding flips 1-5 %
+        # (the check itself: test_a_failed_export_check_is_not_deployed)
+        "accept_failed_checks": True,
+    }
     (tmp_path / "run").mkdir()
     import shutil
 
@@ -56,8 +62,7 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     # int8 weights; on a 16k-parameter model the per-channel scales, float biases and QDQ nodes
     # are a large fixed share, so less than the 4x a real model gets
     assert by["qat_int8"]["size_mb"] < 0.6 * by["pruned"]["size_mb"]
-    assert all(s["latency_ms"] > 0 and s["peak_memory_mb"] > 0 and 0 <= s["test_accuracy"] <= 1
-               for s in card["stages"])  # fmt: skip
+    assert all(s["latency_ms"] > 0 and s["peak_memory_mb"] > 0 and 0 <= s["test_accuracy"] <= 1 for s in card["stages"])
     # size and activation memory of every file, and their predictions from the blocks alone
     for s in card["stages"]:
         assert s["predicted_activation_kb"] == pytest.approx(s["activation_kb"], rel=1e-6), s["stage"]
@@ -174,8 +179,13 @@ def test_a_failed_export_check_is_not_deployed(tiny_run, tmp_path, monkeypatch):
     shutil.copy(tiny_run.parent / "supernet.pt", tmp_path / "run" / "supernet.pt")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
     real = fin._agreement
-    monkeypatch.setattr(fin, "_agreement", lambda model, torch_model, x: (0.5, 3.0)
-                        if type(torch_model).__name__ == "QuantNet" else real(model, torch_model, x))  # fmt: skip
+    monkeypatch.setattr(
+        fin,
+        "_agreement",
+        lambda model, torch_model, x: (
+            (0.5, 3.0) if type(torch_model).__name__ == "QuantNet" else real(model, torch_model, x)
+        ),
+    )
     arch = {"cpu": "r16|k3e2|k3e2"}
     with pytest.raises(ExportCheckError, match="the int8 export failed its check"):
         pipeline.finalize(load_config(tmp_path / "c.yaml"), archs=arch, progress=False)
@@ -204,8 +214,13 @@ def test_the_card_predicts_each_export_of_the_tables_precision_from_its_own_bloc
 
     arch = Arch.parse("r16|k3e3|k3e3")
     net = build_subnet(SPACES["tiny"], arch).eval()
-    pruned, _ = progressive_prune(net, torch.zeros(1, 1, 16, 16), PruneConfig(step=0.3, max_steps=1, tolerance=1.0),
-                                  finetune=lambda m: None, evaluate=lambda m: 1.0)  # fmt: skip
+    pruned, _ = progressive_prune(
+        net,
+        torch.zeros(1, 1, 16, 16),
+        PruneConfig(step=0.3, max_steps=1, tolerance=1.0),
+        finetune=lambda m: None,
+        evaluate=lambda m: 1.0,
+    )
     table = LatencyTable.load(tiny_table)
     int8 = dataclasses.replace(table, header={**table.header, "precision": "int8"})
     arch_ms = Predictor(table).predict(arch)
@@ -238,11 +253,18 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
     splits = pipeline.splits_for(config)
     space = pipeline.space_for(config, splits)
     supernet = load_supernet(space, config.supernet_path)
-    card = finalize_arch(space.parse("r16|k3e2|k3e3se"), space=space, supernet=supernet, splits=splits,
-                         backend=make_backend("openvino:CPU"), out_dir=tmp_path / "ov",
-                         config=FinalizeConfig(distill_epochs=1, qat_epochs=1, measure_rounds=3,
-                                               prune=PruneConfig(max_steps=0), accept_failed_checks=True),
-                         progress=False)  # fmt: skip
+    card = finalize_arch(
+        space.parse("r16|k3e2|k3e3se"),
+        space=space,
+        supernet=supernet,
+        splits=splits,
+        backend=make_backend("openvino:CPU"),
+        out_dir=tmp_path / "ov",
+        config=FinalizeConfig(
+            distill_epochs=1, qat_epochs=1, measure_rounds=3, prune=PruneConfig(max_steps=0), accept_failed_checks=True
+        ),
+        progress=False,
+    )
     dep = card["deployed"]
     assert dep["runtime"].startswith("openvino ") and dep["device"] == ["CPU"]
     assert dep["file"] == ("qat_int8.xml" if card["chosen_precision"] == "int8" else "pruned.xml")

@@ -23,13 +23,19 @@ def _config(tmp_path, **finalize):
         "data": {"name": "digits"},
         "train": {"epochs": 2, "batch_size": 64, "threads": 1},
         "search": {"n_trials": 8, "population_size": 4, "calib_batches": 2},
-        "finalize": {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5}, "qat_epochs": 1,
-                     "lr": 0.05, "measure_rounds": 5, **finalize,
-                     # barely trained tiny models: near-tie logits, of which int8 rounding flips 1-5 %
-                     # (the check's own behaviour: test_finalize.test_a_failed_export_check_is_not_deployed)
-                     "accept_failed_checks": True},
+        "finalize": {
+            "distill_epochs": 1,
+            "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
+            "qat_epochs": 1,
+            "lr": 0.05,
+            "measure_rounds": 5,
+            **finalize,
+            # barely trained tiny models: near-tie logits, of which int8 rounding flips 1-5 %
+            # (the check's own behaviour: test_finalize.test_a_failed_export_check_is_not_deployed)
+            "accept_failed_checks": True,
+        },
         "devices": [{"name": "cpu", "budget_ms": 1.0, "validate_n": 16}],
-    }  # fmt: skip
+    }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -141,22 +147,31 @@ def _devices(tmp_path, **device):
 
 def test_an_impossible_budget_fails_naming_the_smallest_arch_latency(tiny_table, tmp_path):
     assert _devices(tmp_path, lut=str(tiny_table), budget_ms=100.0)[0].budget_ms == 100.0
-    with pytest.raises(ValueError, match=r"budget_ms=1e-06 is below the smallest subnet's predicted latency at fp32 "
-                                         r"\(0\.[0-9]+ ms, r16w0.5\|k3e2\|k3e2\): no arch can meet it$"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"budget_ms=1e-06 is below the smallest subnet's predicted latency at fp32 "
+        r"\(0\.[0-9]+ ms, r16w0.5\|k3e2\|k3e2\): no arch can meet it$",
+    ):
         _devices(tmp_path, lut=str(tiny_table), budget_ms=1e-6)
     dev = _devices(tmp_path, lut=str(tiny_table), ram_kb=1000.0, flash_kb=10000.0, objectives=["latency", "ram"])[0]
     assert dev.budgets == {"ram_kb:fp32": 1000.0, "flash_kb:fp32": 10000.0} and dev.objectives == ("latency", "ram")
     for key, name in (("ram_kb", "activation memory"), ("flash_kb", "model size")):
-        with pytest.raises(ValueError, match=rf"^devices\[cpu\]\.{key}=1 is below the smallest subnet's {name} "
-                                             rf"at fp32 \([0-9.]+ kB, r16.*\): no arch can meet it$"):  # fmt: skip
+        with pytest.raises(
+            ValueError,
+            match=rf"^devices\[cpu\]\.{key}=1 is below the smallest subnet's {name} "
+            rf"at fp32 \([0-9.]+ kB, r16.*\): no arch can meet it$",
+        ):
             _devices(tmp_path, lut=str(tiny_table), **{key: 1.0})
 
 
-@pytest.mark.parametrize("device, fragment", [
-    ({"precision": "int8"}, "precision: table has 'fp32', requested 'int8'"),
-    ({"threads": 2}, "threads: table has 1, requested 2"),
-    ({"device": "local"}, "device: table has 'local-cpu', requested 'local'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "device, fragment",
+    [
+        ({"precision": "int8"}, "precision: table has 'fp32', requested 'int8'"),
+        ({"threads": 2}, "threads: table has 1, requested 2"),
+        ({"device": "local"}, "device: table has 'local-cpu', requested 'local'"),
+    ],
+)
 def test_a_user_table_measured_otherwise_is_refused(tiny_table, tmp_path, device, fragment):
     """A table of another precision, thread count or device would steer the search with other costs."""
     with pytest.raises(TableMismatchError, match=fragment):

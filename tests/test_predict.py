@@ -24,8 +24,13 @@ def finalized(tiny_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("predict_run")
     data = yaml.safe_load(tiny_run.read_text())
     data["run_dir"] = str(run)
-    data["finalize"] = {"distill_epochs": 1, "prune": {"max_steps": 0}, "qat_epochs": 1, "measure_rounds": 3,
-                        "accept_failed_checks": True}  # fmt: skip
+    data["finalize"] = {
+        "distill_epochs": 1,
+        "prune": {"max_steps": 0},
+        "qat_epochs": 1,
+        "measure_rounds": 3,
+        "accept_failed_checks": True,
+    }
     shutil.copy(tiny_run.parent / "supernet.pt", run / "supernet.pt")
     (run / "c.yaml").write_text(yaml.safe_dump(data))
     card = pipeline.finalize(load_config(run / "c.yaml"), archs={"cpu": ARCH}, progress=False)["cpu"]
@@ -45,8 +50,10 @@ def test_every_export_carries_its_preprocessing_and_classes(finalized):
 
 def _predict(*args: str) -> subprocess.CompletedProcess:
     """edgenas predict in a fresh process that must not import torch."""
-    code = ("import sys\nfrom edgenas.cli import main\nrc = main(sys.argv[1:])\n"
-            "assert 'torch' not in sys.modules, 'predict imported torch'\nsys.exit(rc)")  # fmt: skip
+    code = (
+        "import sys\nfrom edgenas.cli import main\nrc = main(sys.argv[1:])\n"
+        "assert 'torch' not in sys.modules, 'predict imported torch'\nsys.exit(rc)"
+    )
     return subprocess.run([sys.executable, "-c", code, "predict", *args], capture_output=True, text=True)
 
 

@@ -47,7 +47,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if d.startswith(m + "."):
                 continue
             if state.get(d) == 1:
-                return path[path.index(d):] + [d] if d in path else [m, d]
+                return path[path.index(d) :] + [d] if d in path else [m, d]
             if d not in state and (found := visit(d, path + [d])):
                 return found
         state[m] = 2
@@ -72,7 +72,10 @@ def test_the_cycle_check_finds_a_cycle():
 
 def test_no_function_in_finalize_or_the_cli_is_long():
     files = [PACKAGE / "finalize.py", *(PACKAGE / "cli").glob("*.py")]
-    long = [f"{p.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)" for p in files
-            for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.FunctionDef)
-            and n.end_lineno - n.lineno + 1 > 60]  # fmt: skip
+    long = [
+        f"{p.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)"
+        for p in files
+        for n in ast.walk(ast.parse(p.read_text()))
+        if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 60
+    ]
     assert not long

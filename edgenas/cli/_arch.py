@@ -11,8 +11,11 @@ __all__ = ["add_commands"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    arch = sub.add_parser("arch", help="architectures: sample, predict, export, info",
-                          description="Work with arch strings such as 'r160|k3e4-k5e6se|k3e3|...'.")  # fmt: skip
+    arch = sub.add_parser(
+        "arch",
+        help="architectures: sample, predict, export, info",
+        description="Work with arch strings such as 'r160|k3e4-k5e6se|k3e3|...'.",
+    )
     asub = arch.add_subparsers(dest="command", required=True, parser_class=Parser)
     a = asub.add_parser(
         "sample", help="random arch strings, one per line", description="Print random archs of a space."
@@ -22,18 +25,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     a.set_defaults(func=_arch_sample)
 
-    a = asub.add_parser("predict", help="predicted latency (ms) from a table",
-                        description="Print the calibrated predicted latency in milliseconds.")  # fmt: skip
+    a = asub.add_parser(
+        "predict",
+        help="predicted latency (ms) from a table",
+        description="Print the calibrated predicted latency in milliseconds.",
+    )
     a.add_argument("arch", help="arch string")
     a.add_argument("--lut", required=True, help="latency table file")
     a.add_argument("--breakdown", action="store_true", help="also print each block's entry")
     a.add_argument("--uncalibrated", action="store_true", help="the raw sum of entries, no calibration")
     a.set_defaults(func=_arch_predict)
 
-    a = asub.add_parser("export", help="export an arch to ONNX",
-                        description="Export an arch to ONNX, fp32 or int8 QDQ, with random weights: the model a "
-                        "latency table's validation times, whose graph (and so latency) is the one a trained model "
-                        "of the arch exports to. Time it to check a prediction.")  # fmt: skip
+    a = asub.add_parser(
+        "export",
+        help="export an arch to ONNX",
+        description="Export an arch to ONNX, fp32 or int8 QDQ, with random weights: the model a "
+        "latency table's validation times, whose graph (and so latency) is the one a trained model "
+        "of the arch exports to. Time it to check a prediction.",
+    )
     a.add_argument("arch", help="arch string")
     a.add_argument("--space", required=True, help="built-in space or YAML file")
     a.add_argument("--out", required=True, help="ONNX file to write")
@@ -45,7 +54,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--space", required=True, help="built-in space or YAML file")
     a.add_argument("--json", action="store_true", help="print JSON")
     a.set_defaults(func=_arch_info)
-
 
 
 def _arch_sample(args: argparse.Namespace) -> None:
@@ -75,8 +83,10 @@ def _arch_export(args: argparse.Namespace) -> None:
     space = load_space(args.space)
     arch = parse_arch(space, args.arch)
     atomic_write_bytes(args.out, arch_model(space, arch, args.precision))
-    print(f"{args.out}: {arch} ({args.precision}, input [1, {space.in_chs}, {arch.resolution}, {arch.resolution}]; "
-          "random weights, the graph a trained model of this arch exports to: time it to check a table's prediction)")
+    print(
+        f"{args.out}: {arch} ({args.precision}, input [1, {space.in_chs}, {arch.resolution}, {arch.resolution}]; "
+        "random weights, the graph a trained model of this arch exports to: time it to check a table's prediction)"
+    )
 
 
 def _arch_info(args: argparse.Namespace) -> None:
@@ -88,8 +98,7 @@ def _arch_info(args: argparse.Namespace) -> None:
     fp = footprint(space.block_specs(arch)).record()
     if args.json:
         blocks = [{"key": s.key, "params": p, "flops": f} for s, p, f in prof.blocks]
-        info = {"arch": str(arch), **arch.to_dict(), "params": prof.params, "flops": prof.flops, **fp,
-                "blocks": blocks}  # fmt: skip
+        info = {"arch": str(arch), **arch.to_dict(), "params": prof.params, "flops": prof.flops, **fp, "blocks": blocks}
         print(json.dumps(info, indent=1))
         return
     print(f"arch    {arch}")

@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["Fail", "Parser", "float_list", "int_list", "load_config", "load_space", "parse_arch", "positive",
-           "torch_device_arg"]  # fmt: skip
+__all__ = [
+    "Fail",
+    "Parser",
+    "float_list",
+    "int_list",
+    "load_config",
+    "load_space",
+    "parse_arch",
+    "positive",
+    "torch_device_arg",
+]
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,9 +75,13 @@ def _torch_device(text: str) -> str:
 
 
 def torch_device_arg(parser: argparse.ArgumentParser, overrides: str) -> None:
-    parser.add_argument("--torch-device", type=_torch_device, metavar="DEVICE",
-                        help=f"where torch trains and evaluates: auto (CUDA, then MPS, then CPU), cpu, cuda, "
-                        f"cuda:N, mps; overrides {overrides} (the choice is recorded in the manifests)")  # fmt: skip
+    parser.add_argument(
+        "--torch-device",
+        type=_torch_device,
+        metavar="DEVICE",
+        help=f"where torch trains and evaluates: auto (CUDA, then MPS, then CPU), cpu, cuda, "
+        f"cuda:N, mps; overrides {overrides} (the choice is recorded in the manifests)",
+    )
 
 
 def load_config(args: argparse.Namespace, overrides: dict[str, dict[str, Any]]):

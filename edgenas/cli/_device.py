@@ -21,10 +21,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="run an exported model on images or a data set (ONNX Runtime only, no torch)",
         description="Run a model finalize exported, with the preprocessing and classes it carries. TARGET: an "
-                    "image, a folder of images (top classes of each), the model's training data set by its "
-                    "data.name (accuracy on the test split its model card reports), or other labelled data "
-                    "(an image folder ROOT/<class>/<image>, a .npz, a built-in name: accuracy on all of it).",
-    )  # fmt: skip
+        "image, a folder of images (top classes of each), the model's training data set by its "
+        "data.name (accuracy on the test split its model card reports), or other labelled data "
+        "(an image folder ROOT/<class>/<image>, a .npz, a built-in name: accuracy on all of it).",
+    )
     pr.add_argument("model", help="an .onnx file written by finalize")
     pr.add_argument("target", help="image, folder, or data set")
     pr.add_argument("--top", type=positive, default=3, help="classes shown per image (default 3)")
@@ -43,14 +43,19 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
     ag.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ag.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
     ag.add_argument("--token", help="shared secret, >= 8 characters (default: $EDGENAS_AGENT_TOKEN)")
-    ag.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime",
-                    help="what runs the models (default onnxruntime)")  # fmt: skip
+    ag.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="what runs the models (default onnxruntime)",
+    )
     ag.add_argument("--providers", default="cpu", help="ONNX Runtime's execution providers, comma-separated (cpu)")
     ag.add_argument("--ov-device", default="CPU", help="OpenVINO device: CPU (default), GPU, NPU")
     ag.add_argument("--threads", type=positive, default=1, help="inference threads (default 1)")
     ag.add_argument("--max-mb", type=positive, default=256, help="request size limit in MB (default 256)")
-    ag.add_argument("--max-connections", type=positive, default=8,
-                    help="connections served at once; more get a 503 (default 8)")  # fmt: skip
+    ag.add_argument(
+        "--max-connections", type=positive, default=8, help="connections served at once; more get a 503 (default 8)"
+    )
     ag.set_defaults(func=_agent)
 
 
@@ -73,6 +78,14 @@ def _agent(args: argparse.Namespace) -> None:
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
         raise Fail(f"the agent needs a token: --token T or ${TOKEN_ENV}")
-    serve_agent(host=args.host, port=args.port, token=token, providers=args.providers.split(","),
-                threads=args.threads, runtime=args.runtime, ov_device=args.ov_device.upper(),
-                max_bytes=args.max_mb * 1024 * 1024, max_connections=args.max_connections)  # fmt: skip
+    serve_agent(
+        host=args.host,
+        port=args.port,
+        token=token,
+        providers=args.providers.split(","),
+        threads=args.threads,
+        runtime=args.runtime,
+        ov_device=args.ov_device.upper(),
+        max_bytes=args.max_mb * 1024 * 1024,
+        max_connections=args.max_connections,
+    )

@@ -12,8 +12,11 @@ __all__ = ["add_commands"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    lut = sub.add_parser("lut", help="latency tables: build, validate, show",
-                         description="Latency lookup tables: every block of a space timed on a device.")  # fmt: skip
+    lut = sub.add_parser(
+        "lut",
+        help="latency tables: build, validate, show",
+        description="Latency lookup tables: every block of a space timed on a device.",
+    )
     lsub = lut.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_build(lsub)
     _add_validate(lsub)
@@ -29,10 +32,13 @@ def _add_build(lsub: argparse._SubParsersAction) -> None:
         "already measured are kept.",
     )
     b.add_argument("--space", required=True, help="built-in space (mbv3, small, tiny) or a YAML space file")
-    b.add_argument("--device", default="local-cpu",
-                   help="'local-cpu' (default: ONNX Runtime, CPU), 'local' with --providers, 'openvino' or "
-                   "'openvino:CPU|GPU|NPU' (OpenVINO in this process; pip install 'edgenas[openvino]'), or "
-                   "agent://HOST:PORT")  # fmt: skip
+    b.add_argument(
+        "--device",
+        default="local-cpu",
+        help="'local-cpu' (default: ONNX Runtime, CPU), 'local' with --providers, 'openvino' or "
+        "'openvino:CPU|GPU|NPU' (OpenVINO in this process; pip install 'edgenas[openvino]'), or "
+        "agent://HOST:PORT",
+    )
     b.add_argument("--token", help="agent token (default: $EDGENAS_AGENT_TOKEN)")
     b.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="block precision (default fp32)")
     b.add_argument("--threads", type=positive, default=1, help="ONNX Runtime intra-op threads (default 1)")
@@ -85,10 +91,17 @@ def _lut_build(args: argparse.Namespace) -> None:
     backend = make_backend(args.device, threads=args.threads, providers=args.providers.split(","), token=args.token)
     protocol = Protocol(rounds=args.rounds)
     table = build_table(
-        space, backend, args.out, device=args.device, precision=args.precision, protocol=protocol,
-        resolutions=args.resolutions, widths=args.widths,
-        batch_size=args.batch_size, progress=not args.quiet,
-    )  # fmt: skip
+        space,
+        backend,
+        args.out,
+        device=args.device,
+        precision=args.precision,
+        protocol=protocol,
+        resolutions=args.resolutions,
+        widths=args.widths,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
     h = table.header
     print(
         f"{args.out}: {len(table.entries)} entries, reference {h['reference_ms']:.3f} ms, "
@@ -104,9 +117,15 @@ def _lut_validate(args: argparse.Namespace) -> None:
     h = table.header
     backend = make_backend(h["device"], threads=h["threads"], providers=h["providers"])
     report = validate_table(
-        args.table, backend, n=args.n, holdout=args.holdout, resolutions=args.resolutions, widths=args.widths,
-        seed=args.seed, progress=not args.quiet,
-    )  # fmt: skip
+        args.table,
+        backend,
+        n=args.n,
+        holdout=args.holdout,
+        resolutions=args.resolutions,
+        widths=args.widths,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
     if args.out:
         atomic_write_json(args.out, report)
     m = report["heldout"]

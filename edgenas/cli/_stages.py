@@ -41,8 +41,11 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         "one study through --storage.",
     )
     se.add_argument("--config", required=True, help="YAML run configuration")
-    se.add_argument("--storage", help="Optuna storage URL (default: sqlite file RUN_DIR/search/study.db); "
-                    "postgresql://..., sqlite:///..., or journal:PATH")  # fmt: skip
+    se.add_argument(
+        "--storage",
+        help="Optuna storage URL (default: sqlite file RUN_DIR/search/study.db); "
+        "postgresql://..., sqlite:///..., or journal:PATH",
+    )
     se.add_argument("--n-trials", type=positive, help="total complete trials wanted in the study")
     se.add_argument("--timeout", type=float, help="stop this worker after so many seconds")
     se.add_argument("--sampler", choices=("nsga2", "tpe", "random", "guided"), help="override search.sampler")
@@ -77,8 +80,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "the config's run_dir. Stages whose inputs did not change are skipped; a killed run resumes.",
     )
     r.add_argument("config", help="YAML run configuration")
-    r.add_argument("--from", dest="from_stage", choices=("lut", "train", "search", "finalize", "report"),
-                   help="force this stage and every later one")  # fmt: skip
+    r.add_argument(
+        "--from",
+        dest="from_stage",
+        choices=("lut", "train", "search", "finalize", "report"),
+        help="force this stage and every later one",
+    )
     torch_device_arg(r, "train.device, search.device and finalize.device")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=_run)
@@ -94,8 +101,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "--out.",
     )
     rp.add_argument("run_dir", nargs="+", help="run directory (several: compare them)")
-    rp.add_argument("--out", default="edgenas-comparison",
-                    help="where a comparison of several runs goes (default ./edgenas-comparison)")  # fmt: skip
+    rp.add_argument(
+        "--out",
+        default="edgenas-comparison",
+        help="where a comparison of several runs goes (default ./edgenas-comparison)",
+    )
     rp.add_argument("--no-png", action="store_true", help="skip PNG export")
     rp.set_defaults(func=_report)
 
@@ -106,19 +116,28 @@ def _train(args: argparse.Namespace) -> None:
     config = load_config(args, {"train": {"epochs": args.epochs, "threads": args.threads, "device": args.torch_device}})
     _, history = pipeline.train(config, progress=not args.quiet)
     last = history[-1]
-    print(f"{config.supernet_path}: {len(history)} epochs, last loss {last['loss_largest']:.4f} (largest), "
-          f"{last['loss_students']:.4f} (students), val accuracy {last['val_largest'] * 100:.2f} % (largest) "
-          f"{last['val_smallest'] * 100:.2f} % (smallest), {last['images_per_second']:.0f} images/s on "
-          f"{last['compute']['device']}")  # fmt: skip
+    print(
+        f"{config.supernet_path}: {len(history)} epochs, last loss {last['loss_largest']:.4f} (largest), "
+        f"{last['loss_students']:.4f} (students), val accuracy {last['val_largest'] * 100:.2f} % (largest) "
+        f"{last['val_smallest'] * 100:.2f} % (smallest), {last['images_per_second']:.0f} images/s on "
+        f"{last['compute']['device']}"
+    )
 
 
 def _search(args: argparse.Namespace) -> None:
     from edgenas import pipeline
     from edgenas.nas import device_front, pareto_rows
 
-    overrides = {"search": {"storage": args.storage, "n_trials": args.n_trials, "timeout": args.timeout,
-                            "sampler": args.sampler, "study_name": args.study,
-                            "device": args.torch_device}}  # fmt: skip
+    overrides = {
+        "search": {
+            "storage": args.storage,
+            "n_trials": args.n_trials,
+            "timeout": args.timeout,
+            "sampler": args.sampler,
+            "study_name": args.study,
+            "device": args.torch_device,
+        }
+    }
     config = load_config(args, overrides)
     study = pipeline.search(config, worker=args.worker, progress=not args.quiet)
     rows, front = pareto_rows(study)
@@ -131,9 +150,11 @@ def _search(args: argparse.Namespace) -> None:
         if best:
             r = best[-1]  # the most accurate within the device's budget
             p = d.precision
-            print(f"{d.name}: {len(best)} archs on its own front; most accurate within its budgets: acc "
-                  f"{r['accuracy']:.4f}, {r[f'latency_ms:{d.name}']:.3f} ms, RAM {r[f'ram_kb:{p}']:.1f} kB, "
-                  f"flash {r[f'flash_kb:{p}']:.1f} kB ({p}), {r['arch']}")  # fmt: skip
+            print(
+                f"{d.name}: {len(best)} archs on its own front; most accurate within its budgets: acc "
+                f"{r['accuracy']:.4f}, {r[f'latency_ms:{d.name}']:.3f} ms, RAM {r[f'ram_kb:{p}']:.1f} kB, "
+                f"flash {r[f'flash_kb:{p}']:.1f} kB ({p}), {r['arch']}"
+            )
 
 
 def _finalize(args: argparse.Namespace) -> None:
@@ -154,10 +175,12 @@ def _finalize(args: argparse.Namespace) -> None:
     for device, card in cards.items():
         by = {r["stage"]: r for r in card["stages"]}
         final = by[card["chosen_model"].removesuffix(".onnx")]
-        print(f"{device}: {card['arch']} -> {config.finalize_dir / device / card['chosen_model']} "
-              f"({card['chosen_precision']}, {final['latency_ms']:.3f} ms measured, "
-              f"test accuracy {final['test_accuracy'] * 100:.2f} %, {final['size_mb']:.2f} MB); "
-              f"model card: {config.finalize_dir / device / 'model_card.md'}")  # fmt: skip
+        print(
+            f"{device}: {card['arch']} -> {config.finalize_dir / device / card['chosen_model']} "
+            f"({card['chosen_precision']}, {final['latency_ms']:.3f} ms measured, "
+            f"test accuracy {final['test_accuracy'] * 100:.2f} %, {final['size_mb']:.2f} MB); "
+            f"model card: {config.finalize_dir / device / 'model_card.md'}"
+        )
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -135,8 +135,15 @@ FASHION_CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", 
 def load_idx_folder(root: str | os.PathLike, name: str, classes: tuple[str, ...] | None = None) -> ImageData:
     """A folder of MNIST-format IDX files (train-/t10k-images-idx3-ubyte[.gz], labels idx1)."""
     root = Path(root)
-    files = {s: _find_idx(root, s) for s in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}  # fmt: skip
+    files = {
+        s: _find_idx(root, s)
+        for s in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+    }
     missing = [s for s, p in files.items() if p is None]
     if missing:
         hint = (
@@ -184,8 +191,9 @@ def _npz(path: Path) -> ImageData:
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[2] != x.shape[3]:
-        raise ValueError(f"{str(path)!r}: images must be N x H x W, N x H x W x C or N x C x H x W square, "
-                         f"got {x.shape}")  # fmt: skip
+        raise ValueError(
+            f"{str(path)!r}: images must be N x H x W, N x H x W x C or N x C x H x W square, got {x.shape}"
+        )
     x = to_uint8(x)
     y = np.asarray(y).astype(np.int64).reshape(-1)
     return ImageData(path.stem, x, y, tuple(str(i) for i in range(int(y.max()) + 1)))
@@ -213,8 +221,10 @@ def load_dataset(
         return BUILTIN_DATASETS[name](root)
     path = Path(name)
     if not path.exists() and (path.suffix or "/" in name or "\\" in name):
-        raise FileNotFoundError(f"data {name!r} does not exist (a path to an image folder, a .npz file or an "
-                                f"IDX folder; built-in: {sorted(BUILTIN_DATASETS)})")  # fmt: skip
+        raise FileNotFoundError(
+            f"data {name!r} does not exist (a path to an image folder, a .npz file or an "
+            f"IDX folder; built-in: {sorted(BUILTIN_DATASETS)})"
+        )
     if path.suffix == ".npz":
         if not path.is_file():
             raise FileNotFoundError(f"data file {name!r} does not exist")

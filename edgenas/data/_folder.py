@@ -89,8 +89,9 @@ class ImageFiles:
                 if not skip_corrupt:
                     raise
         if not seen:
-            raise CorruptImageError(f"none of the first {min(len(paths), _PROBE)} images can be read "
-                                    f"(first: {str(paths[0])!r})")  # fmt: skip
+            raise CorruptImageError(
+                f"none of the first {min(len(paths), _PROBE)} images can be read (first: {str(paths[0])!r})"
+            )
         channels = 1 if all(im.mode in _GRAY_MODES for im in seen) else 3
         side = side or min(min(im.size) for im in seen)
         return cls(paths, channels=channels, side=side, skip_corrupt=skip_corrupt, workers=workers)
@@ -104,8 +105,13 @@ class ImageFiles:
 
     def __getitem__(self, index) -> ImageFiles:
         picked = np.asarray(self.paths, dtype=object)[index]
-        return ImageFiles(list(np.atleast_1d(picked)), channels=self.channels, side=self.side,
-                          skip_corrupt=self.skip_corrupt, workers=self.workers)  # fmt: skip
+        return ImageFiles(
+            list(np.atleast_1d(picked)),
+            channels=self.channels,
+            side=self.side,
+            skip_corrupt=self.skip_corrupt,
+            workers=self.workers,
+        )
 
     def read(self, index: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pixels of the readable images, mask over ``index`` of those read); raises on a bad file unless skipping."""
@@ -161,8 +167,13 @@ def read_ahead(files: ImageFiles, index_batches: list[np.ndarray]) -> Iterator[t
         return
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_Batches(files, index_batches), batch_size=None, shuffle=False,
-                        num_workers=min(files.workers, len(index_batches)), prefetch_factor=2)  # fmt: skip
+    loader = DataLoader(
+        _Batches(files, index_batches),
+        batch_size=None,
+        shuffle=False,
+        num_workers=min(files.workers, len(index_batches)),
+        prefetch_factor=2,
+    )
     for item in loader:
         if isinstance(item, str):
             raise CorruptImageError(item)

@@ -44,8 +44,10 @@ def resolve_augment(spec: str | tuple[str, ...] | list[str], dataset: str) -> tu
     for item in spec:
         name, _, arg = str(item).partition(":")
         if name not in AUGMENTATIONS or (arg and (name != "crop" or not arg.isdigit())):
-            raise ValueError(f"unknown augmentation {item!r}; allowed: 'auto', 'none' or a list of "
-                             "'crop', 'crop:<pad pixels>', 'flip'")  # fmt: skip
+            raise ValueError(
+                f"unknown augmentation {item!r}; allowed: 'auto', 'none' or a list of "
+                "'crop', 'crop:<pad pixels>', 'flip'"
+            )
         out.append(str(item))
     return tuple(out)
 
@@ -90,8 +92,9 @@ def _to_input(x: torch.Tensor, resolution: int, channels: int, mean: float, std:
         else:
             raise ValueError(f"cannot map {x.shape[1]} image channels to {channels}")
     if x.shape[-1] != resolution:
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                          antialias=resolution < x.shape[-1])  # fmt: skip
+        x = F.interpolate(
+            x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=resolution < x.shape[-1]
+        )
     return (x - mean) / std
 
 

@@ -112,7 +112,7 @@ def make_agent_server(
                     break
                 left -= len(chunk)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             if not self._authorised():
                 return
             if self.path != "/fingerprint":
@@ -120,7 +120,7 @@ def make_agent_server(
                 return
             self._send(200, chosen.fingerprint())
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if not self._authorised():
                 return
             if self.path != "/measure":
@@ -165,20 +165,21 @@ class _CappedServer(ThreadingHTTPServer):
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
 
-    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - socketserver's signature
+    def process_request(self, request, client_address) -> None:  # socketserver's signature
         if not self._slots.acquire(blocking=False):
             body = json.dumps({"error": "too many connections; try again later"}).encode()
             try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
-                                + body)  # fmt: skip
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
             except OSError:
                 pass
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
-    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+    def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
@@ -192,8 +193,10 @@ def serve_agent(**kwargs: Any) -> None:
     runtime = kwargs.get("runtime", "onnxruntime")
     ov, ort = kwargs.get("ov_device", "CPU"), kwargs.get("providers")
     where = f"device {ov}" if runtime == "openvino" else f"providers {ort}"
-    print(f"edgenas agent listening on http://{host}:{port} ({runtime}, {where}, threads {kwargs.get('threads', 1)})",
-          flush=True)  # fmt: skip
+    print(
+        f"edgenas agent listening on http://{host}:{port} ({runtime}, {where}, threads {kwargs.get('threads', 1)})",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -105,8 +105,15 @@ def build_table(
     if out.exists():
         table = LatencyTable.load(out, expect=header)
     else:
-        table = LatencyTable(header={**header, "space_def": space.to_dict(), "protocol": protocol.to_dict(),
-                                     "batches": [], "build_seconds": 0.0})  # fmt: skip
+        table = LatencyTable(
+            header={
+                **header,
+                "space_def": space.to_dict(),
+                "protocol": protocol.to_dict(),
+                "batches": [],
+                "build_seconds": 0.0,
+            }
+        )
     if Space.from_dict(table.header["space_def"]) != space:
         raise TableMismatchError(f"{str(out)!r} was built for another definition of space {space.name!r}")
     # A resumed build may cover more resolutions/widths than the first run: keep the union.
@@ -121,7 +128,7 @@ def build_table(
     reference = reference_model(precision)
     start = time.time()
 
-    def measure(batch: list[BlockSpec], bar) -> list:  # noqa: ANN001 - a progress bar
+    def measure(batch: list[BlockSpec], bar) -> list:  # a progress bar
         models = []
         for spec in batch:
             models.append(block_model(spec, precision))
@@ -143,15 +150,22 @@ def build_table(
         return out_
 
     pending = todo()
-    with progress_bar(total=len(pending), desc=f"lut {space.name} {precision}", unit="block",
-                      disable=not progress) as bar:  # fmt: skip
+    with progress_bar(
+        total=len(pending), desc=f"lut {space.name} {precision}", unit="block", disable=not progress
+    ) as bar:
         while pending:
             for i in range(0, len(pending), batch_size):
                 batch = pending[i : i + batch_size]
                 for spec, t in zip(batch, measure(batch, bar)):
                     prev = table.entries.get(spec.key)
-                    entry = {"ms": t.ms, "rel": t.rel, "spread": t.spread, "runs": t.runs,
-                             "params": spec_params(spec), "attempts": 1}  # fmt: skip
+                    entry = {
+                        "ms": t.ms,
+                        "rel": t.rel,
+                        "spread": t.spread,
+                        "runs": t.runs,
+                        "params": spec_params(spec),
+                        "attempts": 1,
+                    }
                     if prev is not None:
                         entry["attempts"] = prev["attempts"] + 1
                         if prev["spread"] <= t.spread:

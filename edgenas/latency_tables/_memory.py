@@ -59,8 +59,10 @@ def session_peak_memory_mb(
     try:
         out = subprocess.run(
             [sys.executable, "-c", _CHILD, path, str(threads), str(runs), json.dumps(list(providers))],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         os.unlink(path)
     result = json.loads(out.stdout.strip().splitlines()[-1])

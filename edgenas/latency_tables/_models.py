@@ -47,9 +47,10 @@ def _seed(text: str) -> int:
 
 def block_model(spec: BlockSpec, precision: str) -> bytes:
     return export_onnx(
-        _randomised(build_block(spec), _seed(spec.key)), (1, spec.in_chs, spec.in_size, spec.in_size),
+        _randomised(build_block(spec), _seed(spec.key)),
+        (1, spec.in_chs, spec.in_size, spec.in_size),
         precision=precision,
-    )  # fmt: skip
+    )
 
 
 def arch_model(space: Space, arch: Arch, precision: str) -> bytes:

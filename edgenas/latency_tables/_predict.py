@@ -77,14 +77,14 @@ class Predictor:
     def __init__(self, table: LatencyTable, space: Space | None = None):
         unfinished = [k for k in FINISHED_KEYS if k not in table.header]
         if unfinished:
-            raise ValueError(f"the latency table is not finished (its header has no {unfinished}): resume its "
-                             "build with the same `edgenas lut build` command")  # fmt: skip
+            raise ValueError(
+                f"the latency table is not finished (its header has no {unfinished}): resume its "
+                "build with the same `edgenas lut build` command"
+            )
         self.table = table
         self.space = space if space is not None else Space.from_dict(table.header["space_def"])
         if self.space.name != table.header["space"]:
-            raise ValueError(
-                f"latency table is for space {table.header['space']!r}, not {self.space.name!r}"
-            )
+            raise ValueError(f"latency table is for space {table.header['space']!r}, not {self.space.name!r}")
         self.noop = float(table.header["noop_rel"])
         self.reference_ms = float(table.header["reference_ms"])
         self._entries: dict[BlockSpec, tuple[float, float]] = {
@@ -171,12 +171,18 @@ CHANNEL_BLOCKS = (8, 16, 32)
 
 def _padded_macs(spec: BlockSpec, block: int) -> int:
     """Multiply-adds with channel counts rounded up to ``block`` (the image's channels and the classes stay)."""
+
     def up(c: int) -> int:
         return -(-c // block) * block
 
-    return spec_macs(dataclasses.replace(
-        spec, in_chs=spec.in_chs if spec.kind == "conv" and spec.in_chs <= 4 else up(spec.in_chs),
-        out_chs=spec.out_chs if spec.kind == "classifier" else up(spec.out_chs), mid_chs=up(spec.mid_chs)))  # fmt: skip
+    return spec_macs(
+        dataclasses.replace(
+            spec,
+            in_chs=spec.in_chs if spec.kind == "conv" and spec.in_chs <= 4 else up(spec.in_chs),
+            out_chs=spec.out_chs if spec.kind == "classifier" else up(spec.out_chs),
+            mid_chs=up(spec.mid_chs),
+        )
+    )
 
 
 def _line(entries: Sequence[tuple[BlockSpec, float]], block: int) -> np.ndarray:
@@ -187,6 +193,7 @@ def _line(entries: Sequence[tuple[BlockSpec, float]], block: int) -> np.ndarray:
 
 def _channel_block(groups: dict[tuple, list[tuple[BlockSpec, float]]]) -> int:
     """The channel block whose lines predict each entry, left out in turn, best (the smallest on a tie)."""
+
     def loo_error(block: int) -> float:
         errors = []
         for entries in groups.values():

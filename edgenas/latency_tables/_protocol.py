@@ -80,7 +80,6 @@ def noop_model() -> bytes:
     return onnx.shape_inference.infer_shapes(model).SerializeToString()
 
 
-
 def time_models(
     models: Sequence[bytes],
     reference: bytes,

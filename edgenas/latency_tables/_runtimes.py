@@ -147,8 +147,9 @@ class OpenVino(Runtime):
             raise RuntimeError(OPENVINO_MISSING) from None
         self.core = ov.Core()
         if device not in self.core.available_devices:
-            raise ValueError(f"OpenVINO device {device!r} is not available here; available: "
-                             f"{self.core.available_devices}")  # fmt: skip
+            raise ValueError(
+                f"OpenVINO device {device!r} is not available here; available: {self.core.available_devices}"
+            )
         self.device, self.threads = device, threads
 
     @property
@@ -161,8 +162,10 @@ class OpenVino(Runtime):
         return ov.__version__.split("-")[0]
 
     def _extra(self) -> dict[str, Any]:
-        return {"device_name": self.core.get_property(self.device, "FULL_DEVICE_NAME"),
-                "available_devices": list(self.core.available_devices)}  # fmt: skip
+        return {
+            "device_name": self.core.get_property(self.device, "FULL_DEVICE_NAME"),
+            "available_devices": list(self.core.available_devices),
+        }
 
     def compile(self, model: bytes | str):
         """The model (ONNX bytes, or the path of an ONNX file or IR ``.xml``) compiled for this device:

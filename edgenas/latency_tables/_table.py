@@ -19,8 +19,7 @@ __all__ = ["FORMAT", "LatencyTable", "TableMismatchError"]
 
 FORMAT = "edgenas-latency-table/1"
 # Header keys that decide whether a table can serve a request or a resumed build.
-MATCH_KEYS = ("device", "precision", "threads", "providers", "runtime", "onnxruntime", "opset", "batch", "space",
-              "cpu")  # fmt: skip
+MATCH_KEYS = ("device", "precision", "threads", "providers", "runtime", "onnxruntime", "opset", "batch", "space", "cpu")
 
 
 class TableMismatchError(ValueError):
@@ -89,12 +88,19 @@ def _check_fields(data: dict[str, Any], path: str) -> None:
     if missing:
         raise ValueError(f"latency table {path!r}: its header lacks {missing}; rebuild it with `edgenas lut build`")
     entries = data.get("entries", {})
-    bad = [k for k, e in entries.items() if not isinstance(e, dict) or not {"rel", "params"} <= set(e)] \
-        if isinstance(entries, dict) else ["entries"]  # fmt: skip
+    bad = (
+        [k for k, e in entries.items() if not isinstance(e, dict) or not {"rel", "params"} <= set(e)]
+        if isinstance(entries, dict)
+        else ["entries"]
+    )
     if bad:
-        raise ValueError(f"latency table {path!r}: entry {bad[0]!r} lacks 'rel' or 'params' ({len(bad)} such); "
-                         "rebuild it with `edgenas lut build`")  # fmt: skip
+        raise ValueError(
+            f"latency table {path!r}: entry {bad[0]!r} lacks 'rel' or 'params' ({len(bad)} such); "
+            "rebuild it with `edgenas lut build`"
+        )
     cal = data.get("calibration")
     if cal is not None and not (isinstance(cal, dict) and {"features", "coef"} <= set(cal)):
-        raise ValueError(f"latency table {path!r}: its calibration lacks 'features' or 'coef'; "
-                         f"validate it again with `edgenas lut validate {path}`")  # fmt: skip
+        raise ValueError(
+            f"latency table {path!r}: its calibration lacks 'features' or 'coef'; "
+            f"validate it again with `edgenas lut validate {path}`"
+        )

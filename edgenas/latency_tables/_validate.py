@@ -84,8 +84,10 @@ def validate_table(
     path = Path(path)
     table = LatencyTable.load(path)
     fp = backend.fingerprint()
-    table.check({k: fp[k] for k in ("threads", "providers", "runtime", "onnxruntime", "cpu") if k in fp},
-                f"latency table {str(path)!r} vs this device")  # fmt: skip
+    table.check(
+        {k: fp[k] for k in ("threads", "providers", "runtime", "onnxruntime", "cpu") if k in fp},
+        f"latency table {str(path)!r} vs this device",
+    )
     precision = table.header["precision"]
     protocol = Protocol(**table.header["protocol"])
     full = Predictor(dataclasses.replace(table, calibration=None))
@@ -118,10 +120,16 @@ def validate_table(
     raw_rel = np.array([f["t"] for f in feats])
     ref_ms = table.header["reference_ms"]
     rows = [
-        {"arch": str(a), "split": "heldout" if h else "calibration", "predicted_ms": float(p * ref_ms),
-         "measured_ms": float(m * ref_ms), "measured_raw_ms": float(r), "uncalibrated_ms": float(u * ref_ms)}
+        {
+            "arch": str(a),
+            "split": "heldout" if h else "calibration",
+            "predicted_ms": float(p * ref_ms),
+            "measured_ms": float(m * ref_ms),
+            "measured_raw_ms": float(r),
+            "uncalibrated_ms": float(u * ref_ms),
+        }
         for a, h, p, m, r, u in zip(archs, held, pred_rel, y, measured_ms, raw_rel)
-    ]  # fmt: skip
+    ]
     report = {
         "table": str(path),
         "space": space.name,

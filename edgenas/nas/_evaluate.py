@@ -55,17 +55,31 @@ def fold_bn(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, data: ImageData, splits: Splits, *, resolution: int, channels: int, batch_size: int = 256,
+    model: nn.Module,
+    data: ImageData,
+    splits: Splits,
+    *,
+    resolution: int,
+    channels: int,
+    batch_size: int = 256,
     limit: int | None = None,
-) -> float:  # fmt: skip
+) -> float:
     """Top-1 accuracy of ``model`` on ``data`` (the first ``limit`` batches if given), run where the model is."""
     model.eval()
     accel = Accelerator.of(model)
     # counted on the device: reading it every batch would make the host wait for the device
     correct = torch.zeros((), dtype=torch.int64, device=accel.device)
     total = 0
-    for x, y in batches(data, batch_size=batch_size, resolution=resolution, channels=channels, mean=splits.mean,
-                        std=splits.std, limit=limit, accel=accel):  # fmt: skip
+    for x, y in batches(
+        data,
+        batch_size=batch_size,
+        resolution=resolution,
+        channels=channels,
+        mean=splits.mean,
+        std=splits.std,
+        limit=limit,
+        accel=accel,
+    ):
         correct += (model(x).argmax(1) == y).sum()
         total += len(y)
     return int(correct) / max(total, 1)
@@ -105,15 +119,30 @@ class SubnetEvaluator:
         """The extracted subnet with recalibrated BN (same calibration batches for every arch), on the accelerator."""
         net = self.accel.module(self.supernet.extract(arch))
         rng = np.random.default_rng(self.seed)
-        calib = batches(self.splits.train, batch_size=self.batch_size, resolution=arch.resolution,
-                        channels=self.supernet.space.in_chs, mean=self.splits.mean, std=self.splits.std,
-                        shuffle=True, rng=rng, limit=self.calib_batches, accel=self.accel)  # fmt: skip
+        calib = batches(
+            self.splits.train,
+            batch_size=self.batch_size,
+            resolution=arch.resolution,
+            channels=self.supernet.space.in_chs,
+            mean=self.splits.mean,
+            std=self.splits.std,
+            shuffle=True,
+            rng=rng,
+            limit=self.calib_batches,
+            accel=self.accel,
+        )
         return recalibrate_bn(net, (x for x, _ in calib))
 
     def __call__(self, arch: Arch) -> float:
         key = str(arch)
         if key not in self.cache:
             net = self.accel.module(fold_bn(self.subnet(arch)))
-            self.cache[key] = accuracy(net, self.data, self.splits, resolution=arch.resolution,
-                                       channels=self.supernet.space.in_chs, batch_size=self.batch_size)  # fmt: skip
+            self.cache[key] = accuracy(
+                net,
+                self.data,
+                self.splits,
+                resolution=arch.resolution,
+                channels=self.supernet.space.in_chs,
+                batch_size=self.batch_size,
+            )
         return self.cache[key]

@@ -73,17 +73,28 @@ def _mutate(arch: Arch, space: Space, rng: np.random.Generator, rate: float) -> 
         new = []
         for j in range(depth):
             b = blocks[j] if j < len(blocks) else blocks[-1]
-            new.append(BlockChoice(int(pick(b.kernel, list(stage.kernels))), int(pick(b.expand, list(stage.expands))),
-                                   bool(pick(b.se, list(stage.se)))))  # fmt: skip
+            new.append(
+                BlockChoice(
+                    int(pick(b.kernel, list(stage.kernels))),
+                    int(pick(b.expand, list(stage.expands))),
+                    bool(pick(b.se, list(stage.se))),
+                )
+            )
         stages.append(tuple(new))
-    return Arch(resolution=int(pick(arch.resolution, list(space.resolutions))),
-                width=float(pick(arch.width, list(space.widths))), stages=tuple(stages))  # fmt: skip
+    return Arch(
+        resolution=int(pick(arch.resolution, list(space.resolutions))),
+        width=float(pick(arch.width, list(space.widths))),
+        stages=tuple(stages),
+    )
 
 
 def _crossover(a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
     stages = tuple(sa if rng.random() < 0.5 else sb for sa, sb in zip(a.stages, b.stages))
-    return Arch(resolution=a.resolution if rng.random() < 0.5 else b.resolution,
-                width=a.width if rng.random() < 0.5 else b.width, stages=stages)  # fmt: skip
+    return Arch(
+        resolution=a.resolution if rng.random() < 0.5 else b.resolution,
+        width=a.width if rng.random() < 0.5 else b.width,
+        stages=stages,
+    )
 
 
 class PredictorGuidedSampler(optuna.samplers.BaseSampler):
@@ -91,8 +102,17 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
     says whether an arch meets all budgets of some device; both are asked again for the same arch, so the
     caller caches them (``run_search`` does)."""
 
-    def __init__(self, space: Space, latency, feasible, *, n_startup: int = 8,
-                 pool: int = 512, mutation_rate: float = 0.15, seed: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        space: Space,
+        latency,
+        feasible,
+        *,
+        n_startup: int = 8,
+        pool: int = 512,
+        mutation_rate: float = 0.15,
+        seed: int | None = None,
+    ):
         self.space, self.latency, self.feasible = space, latency, feasible
         self.n_startup, self.pool, self.mutation_rate = n_startup, pool, mutation_rate
         self.rng = np.random.default_rng(seed)
@@ -108,7 +128,7 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self._space.calculate(study)
 
-    def sample_independent(self, study, trial, param_name, param_distribution):  # noqa: ANN001 - Optuna's API
+    def sample_independent(self, study, trial, param_name, param_distribution):  # Optuna's API
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict) -> dict[str, Any]:
@@ -151,8 +171,11 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
         """The feasible archs no other feasible arch beats on both accuracy and (fastest device's) latency."""
         ok = [i for i in range(len(archs)) if self.feasible(archs[i])]
         fast = {i: min(self.latency(archs[i]).values()) for i in ok}
-        return [archs[i] for i in ok if not any(acc[j] >= acc[i] and fast[j] <= fast[i] and
-                                                 (acc[j] > acc[i] or fast[j] < fast[i]) for j in ok)]  # fmt: skip
+        return [
+            archs[i]
+            for i in ok
+            if not any(acc[j] >= acc[i] and fast[j] <= fast[i] and (acc[j] > acc[i] or fast[j] < fast[i]) for j in ok)
+        ]
 
     def _fit(self, x: np.ndarray, y: np.ndarray):
         """Ridge regression; its regularisation (and its cross-validated error) re-chosen every 5th fit."""
@@ -166,8 +189,13 @@ class PredictorGuidedSampler(optuna.samplers.BaseSampler):
         if len(y) >= 10:  # the predictor's own held-out error, as the search goes
             held = cross_val_predict(model, x, y, cv=5)
             tau = kendalltau(held, y)[0]
-            self.history.append({"trials": len(y), "mae": float(np.mean(np.abs(held - y))),
-                                 "kendall_tau": float(tau) if tau == tau else 0.0})  # fmt: skip
+            self.history.append(
+                {
+                    "trials": len(y),
+                    "mae": float(np.mean(np.abs(held - y))),
+                    "kendall_tau": float(tau) if tau == tau else 0.0,
+                }
+            )
         model.fit(x, y)
         self._alpha = float(model.alpha_)
         return model

@@ -91,8 +91,11 @@ class DeviceObjective:
 
     def column(self, what: str) -> str:
         """The trial-row column holding this device's latency, RAM or flash figure."""
-        return {"latency": f"latency_ms:{self.name}", "ram": f"ram_kb:{self.precision}",
-                "flash": f"flash_kb:{self.precision}"}[what]  # fmt: skip
+        return {
+            "latency": f"latency_ms:{self.name}",
+            "ram": f"ram_kb:{self.precision}",
+            "flash": f"flash_kb:{self.precision}",
+        }[what]
 
     @property
     def budgets(self) -> dict[str, float]:
@@ -164,8 +167,10 @@ def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 
 
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:") :]))
     if "://" not in url:
-        raise ValueError(f"storage {url!r} is not a URL; use e.g. sqlite:///study.db, "
-                         "postgresql://user:pass@host/db or journal:/path/study.log")  # fmt: skip
+        raise ValueError(
+            f"storage {url!r} is not a URL; use e.g. sqlite:///study.db, "
+            "postgresql://user:pass@host/db or journal:/path/study.log"
+        )
     # SQLite: wait for a lock held by another worker instead of failing at once.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     with warnings.catch_warnings():
@@ -208,9 +213,11 @@ def _storage_problem(exc: Exception) -> str:
     import sqlalchemy.exc
 
     if isinstance(exc, ImportError):
-        return ("its database driver is not installed (PostgreSQL: pip install 'psycopg[binary]' and a "
-                "postgresql+psycopg:// URL; "
-                "MySQL: pip install pymysql and a mysql+pymysql:// URL)")  # fmt: skip
+        return (
+            "its database driver is not installed (PostgreSQL: pip install 'psycopg[binary]' and a "
+            "postgresql+psycopg:// URL; "
+            "MySQL: pip install pymysql and a mysql+pymysql:// URL)"
+        )
     if isinstance(exc, sqlalchemy.exc.ArgumentError):
         return f"not a database URL ({str(exc).splitlines()[0]}); use e.g. sqlite:///study.db or postgresql://..."
     first = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -228,7 +235,7 @@ def _write_ahead(storage: optuna.storages.RDBStorage) -> None:
     several workers share the file on one machine (a network file system needs PostgreSQL anyway)."""
     import sqlalchemy
 
-    def pragmas(connection, _record) -> None:  # noqa: ANN001 - SQLAlchemy's event signature
+    def pragmas(connection, _record) -> None:  # SQLAlchemy's event signature
         cursor = connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -248,9 +255,13 @@ def _sampler(
         def figures(arch: Arch) -> dict[str, float]:
             return trial_figures(space, arch, devices)
 
-        return PredictorGuidedSampler(space, lambda a: {d.name: figures(a)[f"latency_ms:{d.name}"] for d in devices},
-                                      lambda a: _feasible(figures(a), devices),
-                                      n_startup=startup_trials(config.n_trials), seed=seed)  # fmt: skip
+        return PredictorGuidedSampler(
+            space,
+            lambda a: {d.name: figures(a)[f"latency_ms:{d.name}"] for d in devices},
+            lambda a: _feasible(figures(a), devices),
+            n_startup=startup_trials(config.n_trials),
+            seed=seed,
+        )
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size(config), seed=seed)
     if config.sampler == "tpe":
@@ -262,8 +273,12 @@ def trial_figures(space: Space, arch: Arch, devices: Sequence[DeviceObjective]) 
     """What a trial records besides accuracy: latency per device, size and activation memory per
     precision (KB), MACs and params (all predicted, none measured)."""
     fp = footprint(space.block_specs(arch))
-    return {**{f"latency_ms:{d.name}": d.predictor.predict(arch) for d in devices}, **fp.record(),
-            "params": fp.params, "flops": fp.macs}  # fmt: skip
+    return {
+        **{f"latency_ms:{d.name}": d.predictor.predict(arch) for d in devices},
+        **fp.record(),
+        "params": fp.params,
+        "flops": fp.macs,
+    }
 
 
 def _excess(figures: dict[str, float], devices: Sequence[DeviceObjective]) -> float | None:
@@ -324,9 +339,13 @@ def run_search(
             time.sleep(0.2 * (attempt + 1))
     if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
         raise ValueError(f"study {config.study_name!r} in {url} has other objectives; use another study_name")
-    meta = {"space": space.name, "devices": names, "objectives": ["accuracy", *objectives],
-            "budgets_ms": {d.name: d.budget_ms for d in devices},
-            "budgets": {d.name: d.budgets for d in devices}}  # fmt: skip
+    meta = {
+        "space": space.name,
+        "devices": names,
+        "objectives": ["accuracy", *objectives],
+        "budgets_ms": {d.name: d.budget_ms for d in devices},
+        "budgets": {d.name: d.budgets for d in devices},
+    }
     for k, v in meta.items():
         stored = study.user_attrs.get(k)
         if stored is None:
@@ -348,8 +367,11 @@ def run_search(
         if excess is not None:
             trial.set_constraint("budget", excess)
         # Another worker (or an earlier run) may have evaluated this arch already.
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("arch") == str(arch)]  # fmt: skip
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("arch") == str(arch)
+        ]
         acc = done[0].values[0] if done else evaluate(arch)
         trial.set_user_attr("accuracy", acc)
         return [acc] + [figures[c] for c in objectives]
@@ -360,8 +382,9 @@ def run_search(
     remaining = config.n_trials - complete()
     if remaining > 0:
         # edgenas's bar, not Optuna's: in a log file it is one line, not a frame per trial
-        with progress_bar(total=remaining, desc=f"search {config.study_name}", unit="trial",
-                          disable=not progress) as bar:  # fmt: skip
+        with progress_bar(
+            total=remaining, desc=f"search {config.study_name}", unit="trial", disable=not progress
+        ) as bar:
 
             def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
                 bar.update(1)
@@ -401,8 +424,11 @@ def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[st
         row.update({k: v for k, v in t.user_attrs.items() if k.startswith(("ram_kb:", "flash_kb:"))})
         for d in devices:
             row[f"within_budget:{d}"] = all(row[c] <= b for c, b in budgets.get(d, {}).items())
-        row.update(params=t.user_attrs["params"], flops=t.user_attrs["flops"],
-                   feasible=all(c <= 0 for c in t.constraints.values()))  # fmt: skip
+        row.update(
+            params=t.user_attrs["params"],
+            flops=t.user_attrs["flops"],
+            feasible=all(c <= 0 for c in t.constraints.values()),
+        )
         rows.append(row)
     feasible = [r for r in rows if r["feasible"]]
     # minimise: -accuracy and each objective
@@ -451,10 +477,16 @@ def write_results(study: optuna.Study, out_dir: str | os.PathLike) -> dict[str, 
         "pareto_csv": atomic_write_text(out / "pareto.csv", _csv(front)),
         "pareto_json": atomic_write_json(
             out / "pareto.json",
-            {"study": study.study_name, "devices": study.user_attrs.get("devices"),
-             "objectives": study.user_attrs.get("objectives"), "budgets_ms": study.user_attrs.get("budgets_ms"),
-             "budgets": study.user_attrs.get("budgets"), "n_trials": len(rows), "pareto": front,
-             "per_device": {d: device_front(rows, d) for d in study.user_attrs.get("devices", [])}},
-        ),  # fmt: skip
+            {
+                "study": study.study_name,
+                "devices": study.user_attrs.get("devices"),
+                "objectives": study.user_attrs.get("objectives"),
+                "budgets_ms": study.user_attrs.get("budgets_ms"),
+                "budgets": study.user_attrs.get("budgets"),
+                "n_trials": len(rows),
+                "pareto": front,
+                "per_device": {d: device_front(rows, d) for d in study.user_attrs.get("devices", [])},
+            },
+        ),
     }
     return paths

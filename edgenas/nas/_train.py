@@ -74,8 +74,10 @@ class TrainConfig:
             raise ValueError(f"train needs epochs >= 1, batch_size >= 2, lr > 0; got {self}")
         check_device(self.device, "train.device")
         if not 0.0 <= self.label_smoothing < 1.0 or self.warmup_epochs < 0:
-            raise ValueError(f"train needs label_smoothing in [0, 1) and warmup_epochs >= 0; got "
-                             f"{self.label_smoothing}, {self.warmup_epochs}")  # fmt: skip
+            raise ValueError(
+                f"train needs label_smoothing in [0, 1) and warmup_epochs >= 0; got "
+                f"{self.label_smoothing}, {self.warmup_epochs}"
+            )
         if self.n_random < 0:
             raise ValueError(f"train.n_random must be >= 0, got {self.n_random}")
         if self.temperature <= 0 or not 0 <= self.alpha <= 1:
@@ -92,8 +94,11 @@ def set_threads(threads: int) -> int:
 def _resize(x: torch.Tensor, resolution: int, accel: Accelerator) -> torch.Tensor:
     if x.shape[-1] == resolution:
         return x
-    return accel.tensor(F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                                      antialias=resolution < x.shape[-1]))  # fmt: skip
+    return accel.tensor(
+        F.interpolate(
+            x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=resolution < x.shape[-1]
+        )
+    )
 
 
 def _checkpoint_bytes(state: dict[str, Any]) -> bytes:
@@ -186,9 +191,15 @@ def load_supernet(space: Space, checkpoint: str | os.PathLike) -> Supernet:
 
 
 def _sandwich_step(
-    net: Supernet, x: torch.Tensor, y: torch.Tensor, students: list, largest, config: TrainConfig,
-    accel: Accelerator, scale: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    net: Supernet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    students: list,
+    largest,
+    config: TrainConfig,
+    accel: Accelerator,
+    scale: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward of the largest subnet on the labels and of each student on its soft targets.
 
     ``scale`` is the gradient scaler's (identity unless fp16). Returns (largest's loss,
@@ -204,8 +215,9 @@ def _sandwich_step(
     for arch in students:
         with accel.autocast():
             out = net(_resize(x, arch.resolution, accel), arch)
-        loss = distillation_loss(out, soft, y, temperature=config.temperature, alpha=config.alpha,
-                                 label_smoothing=config.label_smoothing)  # fmt: skip
+        loss = distillation_loss(
+            out, soft, y, temperature=config.temperature, alpha=config.alpha, label_smoothing=config.label_smoothing
+        )
         scale(loss).backward()
         loss_small += loss.detach() / len(students)
     return loss_big.detach(), loss_small
@@ -229,8 +241,9 @@ def train_supernet(
     subnets on another split; a dict it returns joins the row.
     """
     if space.num_classes != splits.num_classes:
-        raise ValueError(f"space {space.name!r} has num_classes={space.num_classes}, the data has "
-                         f"{splits.num_classes} classes")  # fmt: skip
+        raise ValueError(
+            f"space {space.name!r} has num_classes={space.num_classes}, the data has {splits.num_classes} classes"
+        )
     dp = _DataParallel(config.device)
     accel = dp.accel
     set_threads(config.threads)
@@ -253,8 +266,9 @@ def train_supernet(
         if old != new:
             diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             changes = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
-            raise ValueError(f"checkpoint {str(path)!r} was trained with other settings ({changes}); "
-                             "remove it or use another path")  # fmt: skip
+            raise ValueError(
+                f"checkpoint {str(path)!r} was trained with other settings ({changes}); remove it or use another path"
+            )
         net.load_state_dict(state["model"])
         history = state["history"]
     accel.module(net)
@@ -275,11 +289,27 @@ def train_supernet(
         torch.manual_seed(config.seed * 1000 + epoch)
         sums = torch.zeros(2, device=accel.device)
         seen, start = 0, time.time()
-        it = batches(splits.train, batch_size=config.batch_size, resolution=splits.train.size, channels=space.in_chs,
-                     mean=splits.mean, std=splits.std, shuffle=True, rng=rng, drop_last=True, limit=steps,
-                     augment=augment, accel=accel)  # fmt: skip
-        bar = progress_bar(it, total=steps, desc=f"supernet {epoch + 1}/{config.epochs}", unit="step",
-                           disable=not progress or bool(dp.rank))  # fmt: skip
+        it = batches(
+            splits.train,
+            batch_size=config.batch_size,
+            resolution=splits.train.size,
+            channels=space.in_chs,
+            mean=splits.mean,
+            std=splits.std,
+            shuffle=True,
+            rng=rng,
+            drop_last=True,
+            limit=steps,
+            augment=augment,
+            accel=accel,
+        )
+        bar = progress_bar(
+            it,
+            total=steps,
+            desc=f"supernet {epoch + 1}/{config.epochs}",
+            unit="step",
+            disable=not progress or bool(dp.rank),
+        )
         for k, (x, y) in enumerate(bar):
             x, y = dp.shard(x, y)
             opt.zero_grad(set_to_none=True)
@@ -295,28 +325,43 @@ def train_supernet(
             seen += len(y) * dp.world
             if k % 10 == 9:  # reading the losses waits for the device: not every step
                 avg = (sums / (k + 1)).tolist()
-                bar.set_postfix(loss=f"{avg[0]:.3f}", kd=f"{avg[1]:.3f}",
-                                img_s=f"{seen / (time.time() - start):.0f}")  # fmt: skip
+                bar.set_postfix(loss=f"{avg[0]:.3f}", kd=f"{avg[1]:.3f}", img_s=f"{seen / (time.time() - start):.0f}")
         seconds = time.time() - start
         dp.average_buffers(net)
         loss_largest, loss_students = (sums / steps).tolist()
-        row = {"epoch": epoch + 1, "loss_largest": loss_largest, "loss_students": loss_students,
-               "seconds": seconds, "images_per_second": seen / seconds, "lr_end": float(sched.get_last_lr()[0]),
-               "world_size": dp.world, "replica_checksums": dp.checksums(net), "compute": accel.describe()}  # fmt: skip
+        row = {
+            "epoch": epoch + 1,
+            "loss_largest": loss_largest,
+            "loss_students": loss_students,
+            "seconds": seconds,
+            "images_per_second": seen / seconds,
+            "lr_end": float(sched.get_last_lr()[0]),
+            "world_size": dp.world,
+            "replica_checksums": dp.checksums(net),
+            "compute": accel.describe(),
+        }
         row.update(_score_extremes(net, splits, accel, config.seed))
         if on_epoch is not None:
             row.update(on_epoch(dict(row), net) or {})
             net.train()
         history.append(row)
         if dp.rank == 0:  # one writer; every rank holds the same weights
-            state = {"space": space.to_dict(), "config": cfg, "model": _cpu_state(net),
-                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                     "history": history}  # fmt: skip
+            state = {
+                "space": space.to_dict(),
+                "config": cfg,
+                "model": _cpu_state(net),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "history": history,
+            }
             atomic_write_bytes(path, _checkpoint_bytes(state))
         if progress and not dp.rank:
-            tqdm.write(f"supernet {epoch + 1}/{config.epochs}: loss {loss_largest:.3f}, students {loss_students:.3f}, "
-                       f"val largest {row['val_largest']:.4f}, smallest {row['val_smallest']:.4f}, "
-                       f"{row['images_per_second']:.0f} images/s on {accel.describe()['device']}")  # fmt: skip
+            tqdm.write(
+                f"supernet {epoch + 1}/{config.epochs}: loss {loss_largest:.3f}, students {loss_students:.3f}, "
+                f"val largest {row['val_largest']:.4f}, smallest {row['val_smallest']:.4f}, "
+                f"{row['images_per_second']:.0f} images/s on {accel.describe()['device']}"
+            )
     net.to(device="cpu", memory_format=torch.contiguous_format)
     return net.eval(), history
 

@@ -50,8 +50,7 @@ class PruneConfig:
     @property
     def targets(self) -> dict[str, float]:
         """The targets set, by the figure they bound (``latency_ms``, ``ram_kb``, ``flash_kb``)."""
-        limits = {"latency_ms": self.latency_target_ms, "ram_kb": self.ram_target_kb,
-                  "flash_kb": self.flash_target_kb}  # fmt: skip
+        limits = {"latency_ms": self.latency_target_ms, "ram_kb": self.ram_target_kb, "flash_kb": self.flash_target_kb}
         return {k: v for k, v in limits.items() if v is not None}
 
     def met(self, step: PruneStep) -> bool:
@@ -105,8 +104,9 @@ def progressive_prune(
 
     def record(i: int, acc: float, kept: bool) -> PruneStep:
         ram, flash = memory(model) if memory else (None, None)
-        return PruneStep(i, sum(p.numel() for p in model.parameters()), acc, latency(model) if latency else None,
-                         kept, ram, flash)  # fmt: skip
+        return PruneStep(
+            i, sum(p.numel() for p in model.parameters()), acc, latency(model) if latency else None, kept, ram, flash
+        )
 
     base_acc = evaluate(model)
     steps = [record(0, base_acc, True)]

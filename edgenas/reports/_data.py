@@ -127,11 +127,13 @@ def training_budget_text(run: RunFiles) -> str:
     b, last = training["budget"], training["history"][-1]
     compute = last.get("compute", {})
     limit = " (data.train_limit)" if b.get("train_limit") else ""
-    return (f"Supernet trained for {b['epochs']} epochs on {b['train_images']:,} training images{limit}, "
-            f"augmentation {', '.join(b['augment']) or 'none'}, on {compute.get('name', '?')} "
-            f"({compute.get('device', '?')}, {compute.get('precision', '?')}); final validation accuracy "
-            f"{last['val_largest'] * 100:.1f} % (largest subnet), {last['val_smallest'] * 100:.1f} % (smallest), "
-            f"{sum(h['seconds'] for h in training['history']) / 60:.1f} minutes.")
+    return (
+        f"Supernet trained for {b['epochs']} epochs on {b['train_images']:,} training images{limit}, "
+        f"augmentation {', '.join(b['augment']) or 'none'}, on {compute.get('name', '?')} "
+        f"({compute.get('device', '?')}, {compute.get('precision', '?')}); final validation accuracy "
+        f"{last['val_largest'] * 100:.1f} % (largest subnet), {last['val_smallest'] * 100:.1f} % (smallest), "
+        f"{sum(h['seconds'] for h in training['history']) / 60:.1f} minutes."
+    )
 
 
 def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
@@ -143,20 +145,44 @@ def pareto_data(run: RunFiles, device: str) -> pd.DataFrame:
     for r in trials.to_dict("records") if len(trials) else []:
         within = r.get(f"within_budget:{device}", r.get("feasible", True))
         kind = "pareto front" if r["arch"] in front else ("trial" if within else "trial (over budget)")
-        rows.append({"kind": kind, "arch": r["arch"], "accuracy": r["accuracy"], "latency_ms": r[key],
-                     "ram_kb": r.get(f"ram_kb:{p}"), "flash_kb": r.get(f"flash_kb:{p}"),
-                     "latency_source": "predicted", "accuracy_source": "supernet, val"})  # fmt: skip
+        rows.append(
+            {
+                "kind": kind,
+                "arch": r["arch"],
+                "accuracy": r["accuracy"],
+                "latency_ms": r[key],
+                "ram_kb": r.get(f"ram_kb:{p}"),
+                "flash_kb": r.get(f"flash_kb:{p}"),
+                "latency_source": "predicted",
+                "accuracy_source": "supernet, val",
+            }
+        )
     for r in run.references():
-        rows.append({"kind": "MobileNetV3 reference", "arch": r["arch"], "accuracy": r["accuracy"],
-                     "latency_ms": r[key], "latency_source": "predicted", "accuracy_source": "supernet, val",
-                     "name": r["name"]})  # fmt: skip
+        rows.append(
+            {
+                "kind": "MobileNetV3 reference",
+                "arch": r["arch"],
+                "accuracy": r["accuracy"],
+                "latency_ms": r[key],
+                "latency_source": "predicted",
+                "accuracy_source": "supernet, val",
+                "name": r["name"],
+            }
+        )
     card = run.card(device)
     stage = deployed_stage(card) if card else None  # None: no export passed its checks
     if stage:
         final = next(s for s in card["stages"] if s["stage"] == stage)
-        rows.append({"kind": "finalized", "arch": card["arch"], "accuracy": final["test_accuracy"],
-                     "latency_ms": final["latency_ms"], "latency_source": "measured",
-                     "accuracy_source": f"{card['chosen_precision']} model, test"})  # fmt: skip
+        rows.append(
+            {
+                "kind": "finalized",
+                "arch": card["arch"],
+                "accuracy": final["test_accuracy"],
+                "latency_ms": final["latency_ms"],
+                "latency_source": "measured",
+                "accuracy_source": f"{card['chosen_precision']} model, test",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -166,16 +192,31 @@ def candidates_data(run: RunFiles, device: str) -> pd.DataFrame:
     RAM is the predicted peak activation memory at batch 1, flash the predicted model file
     (kB of 1024 bytes); latency is the device table's prediction at its own precision.
     """
-    cols = ["arch", "val_accuracy_pct", "latency_ms", "ram_kb_fp32", "ram_kb_int8", "flash_kb_fp32",
-            "flash_kb_int8", "params", "mmacs"]  # fmt: skip
+    cols = [
+        "arch",
+        "val_accuracy_pct",
+        "latency_ms",
+        "ram_kb_fp32",
+        "ram_kb_int8",
+        "flash_kb_fp32",
+        "flash_kb_int8",
+        "params",
+        "mmacs",
+    ]
     rows = []
     for r in run.front(device):
         if "ram_kb:fp32" not in r:  # a search of an earlier version recorded latency only
             return pd.DataFrame(columns=cols)
-        rows.append({"arch": r["arch"], "val_accuracy_pct": r["accuracy"] * 100,
-                     "latency_ms": r[f"latency_ms:{device}"],
-                     **{f"{k}_{p}": r[f"{k}:{p}"] for k in ("ram_kb", "flash_kb") for p in ("fp32", "int8")},
-                     "params": r["params"], "mmacs": r["flops"] / 1e6})  # fmt: skip
+        rows.append(
+            {
+                "arch": r["arch"],
+                "val_accuracy_pct": r["accuracy"] * 100,
+                "latency_ms": r[f"latency_ms:{device}"],
+                **{f"{k}_{p}": r[f"{k}:{p}"] for k in ("ram_kb", "flash_kb") for p in ("fp32", "int8")},
+                "params": r["params"],
+                "mmacs": r["flops"] / 1e6,
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -197,19 +238,32 @@ def search_convergence_data(run: RunFiles, slowest_ms: dict[str, float] | None =
             scale = (slowest_ms or {}).get(device, trials[key].max())
             pts = np.column_stack([1.0 - trials["accuracy"], trials[key] / (1.05 * scale)])
             for n in range(1, len(trials) + 1):
-                rows.append({"trials": n, "series": f"hypervolume ({device})",
-                             "value": hypervolume(pts[:n][ok.to_numpy()[:n]])})  # fmt: skip
+                rows.append(
+                    {"trials": n, "series": f"hypervolume ({device})", "value": hypervolume(pts[:n][ok.to_numpy()[:n]])}
+                )
     for path in sorted((run.run / "search").glob("predictor_worker*.json")):
         for h in read_json(path)["history"]:
-            rows.append({"trials": h["trials"], "series": f"predictor error ({path.stem.split('_')[1]})",
-                         "value": h["mae"] * 100})  # fmt: skip
+            rows.append(
+                {
+                    "trials": h["trials"],
+                    "series": f"predictor error ({path.stem.split('_')[1]})",
+                    "value": h["mae"] * 100,
+                }
+            )
     return pd.DataFrame(rows, columns=["trials", "series", "value"])
 
 
 def predicted_vs_measured_data(run: RunFiles, device: str) -> pd.DataFrame:
     """Validation subnets and the finalized model's exports (their table's precision): predicted vs measured ms."""
-    rows = [{"arch": r["arch"], "predicted_ms": r["predicted_ms"], "measured_ms": r["measured_ms"],
-             "set": f"validation ({r['split']})"} for r in run.validation_rows(device)]  # fmt: skip
+    rows = [
+        {
+            "arch": r["arch"],
+            "predicted_ms": r["predicted_ms"],
+            "measured_ms": r["measured_ms"],
+            "set": f"validation ({r['split']})",
+        }
+        for r in run.validation_rows(device)
+    ]
     card = run.card(device)
     if card and card.get("predicted_ms") is not None:
         by = {s["stage"]: s for s in card["stages"]}
@@ -217,8 +271,14 @@ def predicted_vs_measured_data(run: RunFiles, device: str) -> pd.DataFrame:
         for stage, predicted in card.get("predicted_stage_ms", {}).items():  # older cards: none
             pruned = stage not in ("searched", "distilled")
             estimated = " estimated" if pruned and card["predicted_pruned_estimated"] else ""
-            rows.append({"arch": card["arch"], "predicted_ms": predicted, "measured_ms": by[stage]["latency_ms"],
-                         "set": f"finalized {stage} ({precision} table{estimated})"})  # fmt: skip
+            rows.append(
+                {
+                    "arch": card["arch"],
+                    "predicted_ms": predicted,
+                    "measured_ms": by[stage]["latency_ms"],
+                    "set": f"finalized {stage} ({precision} table{estimated})",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -239,9 +299,21 @@ def stage_table_data(run: RunFiles, device: str) -> pd.DataFrame:
     card = run.card(device)
     if not card:
         return pd.DataFrame()
-    cols = ["stage", "precision", "size_mb", "latency_ms", "peak_memory_mb", "test_accuracy", "size_vs_teacher_pct",
-            "speedup_vs_teacher", "memory_vs_teacher_pct", "size_kb", "predicted_size_kb", "activation_kb",
-            "predicted_activation_kb"]  # fmt: skip
+    cols = [
+        "stage",
+        "precision",
+        "size_mb",
+        "latency_ms",
+        "peak_memory_mb",
+        "test_accuracy",
+        "size_vs_teacher_pct",
+        "speedup_vs_teacher",
+        "memory_vs_teacher_pct",
+        "size_kb",
+        "predicted_size_kb",
+        "activation_kb",
+        "predicted_activation_kb",
+    ]
     return pd.DataFrame(card["stages"]).reindex(columns=cols)  # older cards: no size and RAM predictions
 
 
@@ -252,11 +324,21 @@ def lut_validation_data(run: RunFiles) -> pd.DataFrame:
         if t is None or not t.validation:
             continue
         m = t.validation["heldout"]
-        rows.append({"device": device, "precision": t.header["precision"], "entries": len(t.entries),
-                     "heldout": m["n"], "within_5pct": m["within_5pct"], "within_10pct": m["within_10pct"],
-                     "mape_pct": m["mape_pct"], "kendall_tau": m["kendall_tau"],
-                     "calibration": " + ".join(f"{c:.3g}*{f}" for f, c in zip(t.calibration["features"],
-                                                                               t.calibration["coef"]))})  # fmt: skip
+        rows.append(
+            {
+                "device": device,
+                "precision": t.header["precision"],
+                "entries": len(t.entries),
+                "heldout": m["n"],
+                "within_5pct": m["within_5pct"],
+                "within_10pct": m["within_10pct"],
+                "mape_pct": m["mape_pct"],
+                "kendall_tau": m["kendall_tau"],
+                "calibration": " + ".join(
+                    f"{c:.3g}*{f}" for f, c in zip(t.calibration["features"], t.calibration["coef"])
+                ),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -267,12 +349,26 @@ def measurement_info(run: RunFiles) -> list[dict[str, Any]]:
         if t is None:
             continue
         h = t.header
-        out.append({"device": device, "backend": h["device"], "cpu": h["cpu"], "os": h["fingerprint"]["os"],
-                    "providers": ", ".join(h["providers"]), "threads": h["threads"], "precision": h["precision"],
-                    "runtime": h["runtime"], "onnxruntime": h["onnxruntime"], "opset": h["opset"], "batch": h["batch"],
-                    "protocol": h["protocol"], "reference_ms": h["reference_ms"],
-                    "per_call_overhead_us": h["noop_ms"] * 1000, "build_seconds": h["build_seconds"],
-                    "drift": h.get("drift")})  # fmt: skip
+        out.append(
+            {
+                "device": device,
+                "backend": h["device"],
+                "cpu": h["cpu"],
+                "os": h["fingerprint"]["os"],
+                "providers": ", ".join(h["providers"]),
+                "threads": h["threads"],
+                "precision": h["precision"],
+                "runtime": h["runtime"],
+                "onnxruntime": h["onnxruntime"],
+                "opset": h["opset"],
+                "batch": h["batch"],
+                "protocol": h["protocol"],
+                "reference_ms": h["reference_ms"],
+                "per_call_overhead_us": h["noop_ms"] * 1000,
+                "build_seconds": h["build_seconds"],
+                "drift": h.get("drift"),
+            }
+        )
     return out
 
 
@@ -292,14 +388,24 @@ def summary_data(run: RunFiles, device: str) -> dict[str, Any] | None:
     final, teacher = by[stage], by["teacher"]
     dep = card.get("deployed") or {"runtime": "onnxruntime", "file": card["chosen_model"]}
     accuracy = dep.get("test_accuracy", final["test_accuracy"])
-    row = {"device": device, "arch": card["arch"], "file": dep["file"], "runtime": dep["runtime"],
-           "precision": card["chosen_precision"], "test_accuracy": accuracy, "latency_ms": final["latency_ms"],
-           "size_mb": final["size_mb"], "peak_memory_mb": final["peak_memory_mb"],
-           "activation_kb": final.get("activation_kb"), "teacher_accuracy": teacher["test_accuracy"],
-           "teacher_latency_ms": teacher["latency_ms"], "teacher_size_mb": teacher["size_mb"],
-           "accuracy_change_pts": (accuracy - teacher["test_accuracy"]) * 100,
-           "speedup_vs_teacher": teacher["latency_ms"] / final["latency_ms"],
-           "size_vs_teacher": final["size_mb"] / teacher["size_mb"]}  # fmt: skip
+    row = {
+        "device": device,
+        "arch": card["arch"],
+        "file": dep["file"],
+        "runtime": dep["runtime"],
+        "precision": card["chosen_precision"],
+        "test_accuracy": accuracy,
+        "latency_ms": final["latency_ms"],
+        "size_mb": final["size_mb"],
+        "peak_memory_mb": final["peak_memory_mb"],
+        "activation_kb": final.get("activation_kb"),
+        "teacher_accuracy": teacher["test_accuracy"],
+        "teacher_latency_ms": teacher["latency_ms"],
+        "teacher_size_mb": teacher["size_mb"],
+        "accuracy_change_pts": (accuracy - teacher["test_accuracy"]) * 100,
+        "speedup_vs_teacher": teacher["latency_ms"] / final["latency_ms"],
+        "size_vs_teacher": final["size_mb"] / teacher["size_mb"],
+    }
     row.update(_nearest_reference(run, device, card["arch"]))
     row["sentence"] = _summary_sentence(row)
     return row
@@ -311,21 +417,30 @@ def _nearest_reference(run: RunFiles, device: str, arch: str) -> dict[str, Any]:
     if searched is None or not refs:
         return {"reference": None}
     ref = min(refs, key=lambda r: abs(r[key] - searched[key]))
-    return {"reference": ref["name"], "reference_val_accuracy": ref["accuracy"], "reference_predicted_ms": ref[key],
-            "searched_val_accuracy": searched["accuracy"], "searched_predicted_ms": searched[key]}  # fmt: skip
+    return {
+        "reference": ref["name"],
+        "reference_val_accuracy": ref["accuracy"],
+        "reference_predicted_ms": ref[key],
+        "searched_val_accuracy": searched["accuracy"],
+        "searched_predicted_ms": searched[key],
+    }
 
 
 def _summary_sentence(r: dict[str, Any]) -> str:
     change = r["accuracy_change_pts"]
-    trade = (f"gives up {-change:.2f} pt of test accuracy" if change < 0 else f"gains {change:.2f} pt of test accuracy")
-    text = (f"{r['file']} ({r['precision']}, {r['runtime']}) runs in {r['latency_ms']:.3f} ms at "
-            f"{r['test_accuracy'] * 100:.2f} % test accuracy: against the teacher it {trade} for a "
-            f"{r['speedup_vs_teacher']:.1f}x speed-up and a file {1 / r['size_vs_teacher']:.1f}x smaller.")  # fmt: skip
+    trade = f"gives up {-change:.2f} pt of test accuracy" if change < 0 else f"gains {change:.2f} pt of test accuracy"
+    text = (
+        f"{r['file']} ({r['precision']}, {r['runtime']}) runs in {r['latency_ms']:.3f} ms at "
+        f"{r['test_accuracy'] * 100:.2f} % test accuracy: against the teacher it {trade} for a "
+        f"{r['speedup_vs_teacher']:.1f}x speed-up and a file {1 / r['size_vs_teacher']:.1f}x smaller."
+    )
     if r["reference"]:
         gain = (r["searched_val_accuracy"] - r["reference_val_accuracy"]) * 100
         ratio = r["searched_predicted_ms"] / r["reference_predicted_ms"]
-        text += (f" Against {r['reference']}, the MobileNetV3 layout nearest in predicted latency, the searched "
-                 f"arch scores {gain:+.2f} pt on the supernet at {ratio:.2f}x its predicted latency.")  # fmt: skip
+        text += (
+            f" Against {r['reference']}, the MobileNetV3 layout nearest in predicted latency, the searched "
+            f"arch scores {gain:+.2f} pt on the supernet at {ratio:.2f}x its predicted latency."
+        )
     return text
 
 
@@ -349,41 +464,68 @@ def quantization_data(run: RunFiles, device: str) -> pd.DataFrame:
     rows = []
     for stage, method in (("pruned", "fp32 (pruned)"), ("qat_int8", "int8, QAT"), ("ptq_int8", "int8, PTQ")):
         s = by[stage]
-        rows.append({"model": method, "file": f"{stage}.onnx", "test_accuracy": s["test_accuracy"],
-                     "accuracy_vs_fp32_pts": (s["test_accuracy"] - base["test_accuracy"]) * 100,
-                     "latency_ms": s["latency_ms"], "speedup_vs_fp32": base["latency_ms"] / s["latency_ms"],
-                     "size_mb": s["size_mb"]})  # fmt: skip
+        rows.append(
+            {
+                "model": method,
+                "file": f"{stage}.onnx",
+                "test_accuracy": s["test_accuracy"],
+                "accuracy_vs_fp32_pts": (s["test_accuracy"] - base["test_accuracy"]) * 100,
+                "latency_ms": s["latency_ms"],
+                "speedup_vs_fp32": base["latency_ms"] / s["latency_ms"],
+                "size_mb": s["size_mb"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def provenance_data(run: RunFiles) -> pd.DataFrame:
     """Where and how every figure was made, as (what, value) rows: run, seeds, software, each device."""
     c = run.config
-    rows = [("run directory", str(run.run)), ("space", str(c.get("space"))),
-            ("data", f"{c['data']['name']} (split seed {c['data'].get('seed', 0)}, "
-                     f"validation {c['data'].get('val_fraction')}, test {c['data'].get('test_fraction')}, "
-                     f"training images limited to {c['data'].get('train_limit') or 'none'})"),
-            ("seeds", ", ".join(f"{k} {c[k]['seed']}" for k in ("train", "search", "finalize") if k in c)),
-            ("search", "{sampler} sampler, {n_trials} trials, {calib_batches} BatchNorm batches, {val_images} "
-                       "validation images per trial".format(**c["search"]))]  # fmt: skip
+    rows = [
+        ("run directory", str(run.run)),
+        ("space", str(c.get("space"))),
+        (
+            "data",
+            f"{c['data']['name']} (split seed {c['data'].get('seed', 0)}, "
+            f"validation {c['data'].get('val_fraction')}, test {c['data'].get('test_fraction')}, "
+            f"training images limited to {c['data'].get('train_limit') or 'none'})",
+        ),
+        ("seeds", ", ".join(f"{k} {c[k]['seed']}" for k in ("train", "search", "finalize") if k in c)),
+        (
+            "search",
+            "{sampler} sampler, {n_trials} trials, {calib_batches} BatchNorm batches, {val_images} "
+            "validation images per trial".format(**c["search"]),
+        ),
+    ]
     training = run.training()
     if training:
         comp = training["history"][-1].get("compute", {})
         where = f"{comp.get('name', '?')} ({comp.get('device', '?')}, {comp.get('precision', '?')})"
         rows.append(("supernet training", f"{where}, torch {comp.get('torch', '?')}"))
     for d in measurement_info(run):
-        rows += [(f"{d['device']}: device", f"{d['cpu']}, {d['os']}"),
-                 (f"{d['device']}: runtime", f"{d['runtime']}, devices {d['providers']}, {d['threads']} thread(s), "
-                                             f"ONNX opset {d['opset']}"),
-                 (f"{d['device']}: table", f"{d['precision']}, batch {d['batch']}, reference model "
-                                           f"{d['reference_ms']:.3f} ms, per-call overhead "
-                                           f"{d['per_call_overhead_us']:.1f} us, built in {d['build_seconds']:.0f} s"),
-                 (f"{d['device']}: protocol", ", ".join(f"{k} {v}" for k, v in d["protocol"].items()))]  # fmt: skip
+        rows += [
+            (f"{d['device']}: device", f"{d['cpu']}, {d['os']}"),
+            (
+                f"{d['device']}: runtime",
+                f"{d['runtime']}, devices {d['providers']}, {d['threads']} thread(s), ONNX opset {d['opset']}",
+            ),
+            (
+                f"{d['device']}: table",
+                f"{d['precision']}, batch {d['batch']}, reference model "
+                f"{d['reference_ms']:.3f} ms, per-call overhead "
+                f"{d['per_call_overhead_us']:.1f} us, built in {d['build_seconds']:.0f} s",
+            ),
+            (f"{d['device']}: protocol", ", ".join(f"{k} {v}" for k, v in d["protocol"].items())),
+        ]
     for device in run.devices:
         card = run.card(device)
         if card:
             v = card.get("versions", {})
-            rows.append((f"{device}: finalize", f"on {card['compute'].get('name', '?')} "
-                                                f"({card['compute'].get('device', '?')}), "
-                         + ", ".join(f"{k} {x}" for k, x in v.items())))  # fmt: skip
+            rows.append(
+                (
+                    f"{device}: finalize",
+                    f"on {card['compute'].get('name', '?')} "
+                    f"({card['compute'].get('device', '?')}), " + ", ".join(f"{k} {x}" for k, x in v.items()),
+                )
+            )
     return pd.DataFrame(rows, columns=["what", "value"])

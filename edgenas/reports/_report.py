@@ -42,8 +42,14 @@ from edgenas.reports._data import (
     training_curve_data,
 )
 
-__all__ = ["comparison_figure", "fronts_figure", "people_table", "predicted_vs_measured_figure", "write_comparison",
-           "write_report"]
+__all__ = [
+    "comparison_figure",
+    "fronts_figure",
+    "people_table",
+    "predicted_vs_measured_figure",
+    "write_comparison",
+    "write_report",
+]
 
 _STYLE = {
     "trial": dict(color="#9aa5b1", size=6, symbol="circle"),
@@ -72,8 +78,13 @@ code{font-size:90%} details pre{overflow-x:auto;white-space:pre-wrap;word-break:
 # ---------------------------------------------------------------------------------------- figures
 def _device_panels(devices: list[str], title: str, x_title: str, y_title: str) -> go.Figure:
     """One accuracy-latency panel per device, side by side on shared axes (titled when there are several)."""
-    fig = make_subplots(rows=1, cols=len(devices), shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=devices if len(devices) > 1 else None)  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=len(devices),
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=devices if len(devices) > 1 else None,
+    )
     fig.update_xaxes(matches="x", title_text=x_title)
     fig.update_yaxes(title_text=y_title, row=1, col=1)
     fig.update_layout(title=title, height=500, template="plotly_white", legend=dict(orientation="h", y=-0.22))
@@ -84,20 +95,31 @@ def fronts_figure(data: dict[str, pd.DataFrame], budgets: dict[str, dict[str, fl
     """Accuracy vs latency, one panel per device on shared axes; over-budget trials labelled with every budget."""
     devices = list(data)
     title = "Accuracy vs latency" + (" per device, on one scale" if len(devices) > 1 else f" on {devices[0]}")
-    fig = _device_panels(devices, title, "latency (ms; search: predicted, finalized: measured)",
-                         "top-1 accuracy (search: val; finalized: test)")  # fmt: skip
+    fig = _device_panels(
+        devices,
+        title,
+        "latency (ms; search: predicted, finalized: measured)",
+        "top-1 accuracy (search: val; finalized: test)",
+    )
     for col, device in enumerate(devices, start=1):
         for trace in _front_traces(data[device], budgets[device], first=col == 1):
             fig.add_trace(trace, row=1, col=col)
         if budgets[device].get("budget_ms"):
-            fig.add_vline(x=budgets[device]["budget_ms"], line_dash="dash", line_color="#d62728", row=1, col=col,
-                          annotation_text=f"budget {budgets[device]['budget_ms']:g} ms")  # fmt: skip
+            fig.add_vline(
+                x=budgets[device]["budget_ms"],
+                line_dash="dash",
+                line_color="#d62728",
+                row=1,
+                col=col,
+                annotation_text=f"budget {budgets[device]['budget_ms']:g} ms",
+            )
     return fig
 
 
 def _front_traces(data: pd.DataFrame, budget: dict[str, float], first: bool) -> list[go.Scatter]:
-    memory = "".join(f" or {label} {budget[k]:g} kB" for k, label in (("ram_kb", "RAM"), ("flash_kb", "flash"))
-                     if k in budget)  # fmt: skip
+    memory = "".join(
+        f" or {label} {budget[k]:g} kB" for k, label in (("ram_kb", "RAM"), ("flash_kb", "flash")) if k in budget
+    )
     traces = []
     for kind, style in _STYLE.items():
         part = data[data["kind"] == kind] if len(data) else data
@@ -105,16 +127,40 @@ def _front_traces(data: pd.DataFrame, budget: dict[str, float], first: bool) -> 
             continue
         text = part["name"].fillna(part["arch"]) if "name" in part else part["arch"]
         if "ram_kb" in part and part["ram_kb"].notna().any():
-            text = text + "<br>RAM " + part["ram_kb"].map("{:.1f}".format) + " kB, flash " + \
-                part["flash_kb"].map("{:.1f}".format) + " kB"
+            text = (
+                text
+                + "<br>RAM "
+                + part["ram_kb"].map("{:.1f}".format)
+                + " kB, flash "
+                + part["flash_kb"].map("{:.1f}".format)
+                + " kB"
+            )
         name = f"{kind}: latency{memory}" if kind == "trial (over budget)" and memory else kind
-        traces.append(go.Scatter(x=part["latency_ms"], y=part["accuracy"], mode="markers", name=name, marker=style,
-                                 text=text, legendgroup=kind, showlegend=first,
-                                 hovertemplate="%{text}<br>%{x:.3f} ms, %{y:.4f}<extra></extra>"))  # fmt: skip
+        traces.append(
+            go.Scatter(
+                x=part["latency_ms"],
+                y=part["accuracy"],
+                mode="markers",
+                name=name,
+                marker=style,
+                text=text,
+                legendgroup=kind,
+                showlegend=first,
+                hovertemplate="%{text}<br>%{x:.3f} ms, %{y:.4f}<extra></extra>",
+            )
+        )
     front = data[data["kind"] == "pareto front"].sort_values("latency_ms") if len(data) else data
     if len(front):
-        traces.append(go.Scatter(x=front["latency_ms"], y=front["accuracy"], mode="lines", showlegend=False,
-                                 line=dict(color="#1f77b4"), hoverinfo="skip"))  # fmt: skip
+        traces.append(
+            go.Scatter(
+                x=front["latency_ms"],
+                y=front["accuracy"],
+                mode="lines",
+                showlegend=False,
+                line=dict(color="#1f77b4"),
+                hoverinfo="skip",
+            )
+        )
     return traces
 
 
@@ -122,25 +168,50 @@ def predicted_vs_measured_figure(data: pd.DataFrame, device: str) -> go.Figure:
     fig = go.Figure()
     if len(data):
         hi = float(max(data["predicted_ms"].max(), data["measured_ms"].max())) * 1.05
-        fig.add_trace(go.Scatter(x=[0, hi, hi, 0], y=[0, hi * 1.1, hi * 0.9, 0], fill="toself", mode="none",
-                                 fillcolor="rgba(44,160,44,0.12)", name="±10 %"))  # fmt: skip
-        fig.add_trace(go.Scatter(x=[0, hi], y=[0, hi], mode="lines", line=dict(color="black", dash="dot"),
-                                 name="y = x"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[0, hi, hi, 0],
+                y=[0, hi * 1.1, hi * 0.9, 0],
+                fill="toself",
+                mode="none",
+                fillcolor="rgba(44,160,44,0.12)",
+                name="±10 %",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(x=[0, hi], y=[0, hi], mode="lines", line=dict(color="black", dash="dot"), name="y = x")
+        )
         for name, part in data.groupby("set"):
-            fig.add_trace(go.Scatter(x=part["measured_ms"], y=part["predicted_ms"], mode="markers", name=name,
-                                     text=part["arch"], hovertemplate="%{text}<br>measured %{x:.3f} ms, predicted "
-                                     "%{y:.3f} ms<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=f"Predicted vs measured latency on {device}", xaxis_title="measured (ms)",
-                      yaxis_title="predicted (ms)", height=460, template="plotly_white")  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=part["measured_ms"],
+                    y=part["predicted_ms"],
+                    mode="markers",
+                    name=name,
+                    text=part["arch"],
+                    hovertemplate="%{text}<br>measured %{x:.3f} ms, predicted %{y:.3f} ms<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        title=f"Predicted vs measured latency on {device}",
+        xaxis_title="measured (ms)",
+        yaxis_title="predicted (ms)",
+        height=460,
+        template="plotly_white",
+    )
     return fig
 
 
 def breakdown_figure(data: pd.DataFrame, device: str) -> go.Figure:
     labels = [f"{b} {k}" for b, k in zip(data["block"], data["key"])] if len(data) else []
     fig = go.Figure(go.Bar(x=data["ms"] if len(data) else [], y=labels, orientation="h"))
-    fig.update_layout(title=f"Per-block latency of the finalized arch on {device} (table entries)",
-                      xaxis_title="ms", yaxis=dict(autorange="reversed", automargin=True),
-                      height=max(300, 24 * len(data) + 120), template="plotly_white")  # fmt: skip
+    fig.update_layout(
+        title=f"Per-block latency of the finalized arch on {device} (table entries)",
+        xaxis_title="ms",
+        yaxis=dict(autorange="reversed", automargin=True),
+        height=max(300, 24 * len(data) + 120),
+        template="plotly_white",
+    )
     return fig
 
 
@@ -149,9 +220,14 @@ def pruning_figure(data: pd.DataFrame, device: str) -> go.Figure:
     if data["before"].notna().any():
         fig.add_trace(go.Bar(x=data["layer"], y=data["before"], name="before pruning", marker_color="#c5d3e0"))
     fig.add_trace(go.Bar(x=data["layer"], y=data["after"], name="after pruning", marker_color="#1f77b4"))
-    fig.update_layout(title=f"Output channels per convolution on {device}", barmode="overlay", height=340,
-                      yaxis_title="channels", template="plotly_white",
-                      legend=dict(orientation="h", y=-0.3))  # fmt: skip
+    fig.update_layout(
+        title=f"Output channels per convolution on {device}",
+        barmode="overlay",
+        height=340,
+        yaxis_title="channels",
+        template="plotly_white",
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
@@ -159,9 +235,13 @@ def training_figure(data: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for col, name in (("val_largest", "largest subnet"), ("val_smallest", "smallest subnet")):
         fig.add_trace(go.Scatter(x=data["epoch"], y=data[col] * 100, mode="lines+markers", name=name))
-    fig.update_layout(title="Supernet training: validation accuracy (BN recalibrated) per epoch",
-                      xaxis_title="epoch", yaxis_title="validation accuracy (%)", template="plotly_white",
-                      height=360)  # fmt: skip
+    fig.update_layout(
+        title="Supernet training: validation accuracy (BN recalibrated) per epoch",
+        xaxis_title="epoch",
+        yaxis_title="validation accuracy (%)",
+        template="plotly_white",
+        height=360,
+    )
     return fig
 
 
@@ -169,12 +249,25 @@ def convergence_figure(data: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for series, part in data.groupby("series", sort=False):
         error = series.startswith("predictor")
-        fig.add_trace(go.Scatter(x=part["trials"], y=part["value"], name=series, mode="lines+markers" if error
-                                 else "lines", yaxis="y2" if error else "y", line=dict(dash="dot") if error else None))
-    fig.update_layout(title="Search convergence: hypervolume of each device's front after each trial",
-                      xaxis_title="complete trials", yaxis_title="hypervolume (higher is better)",
-                      yaxis2=dict(title="predictor error (pts)", overlaying="y", side="right", rangemode="tozero"),
-                      template="plotly_white", height=380, legend=dict(orientation="h", y=-0.25))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=part["trials"],
+                y=part["value"],
+                name=series,
+                mode="lines+markers" if error else "lines",
+                yaxis="y2" if error else "y",
+                line=dict(dash="dot") if error else None,
+            )
+        )
+    fig.update_layout(
+        title="Search convergence: hypervolume of each device's front after each trial",
+        xaxis_title="complete trials",
+        yaxis_title="hypervolume (higher is better)",
+        yaxis2=dict(title="predictor error (pts)", overlaying="y", side="right", rangemode="tozero"),
+        template="plotly_white",
+        height=380,
+        legend=dict(orientation="h", y=-0.25),
+    )
     return fig
 
 
@@ -199,34 +292,68 @@ def _code(v: str) -> str:
     return f"<code>{html.escape(str(v))}</code>"
 
 
-_STAGES = [("stage", "stage", str), ("precision", "precision", str), ("test_accuracy", "test accuracy", _pct),
-           ("latency_ms", "latency (ms)", _num(3)), ("speedup_vs_teacher", "speed-up vs teacher", _x),
-           ("size_mb", "file (MB)", _num(3)), ("size_vs_teacher_pct", "file vs teacher", lambda v: f"{v:+.0f} %"),
-           ("peak_memory_mb", "session peak (MB)", _num(1)), ("flash", "flash kB (predicted)", str),
-           ("ram", "RAM kB (predicted)", str)]  # fmt: skip
-_CANDIDATES = [("arch", "arch", _code), ("val_accuracy_pct", "val accuracy", lambda v: f"{v:.2f} %"),
-               ("latency_ms", "latency (ms)", _num(3)), ("ram_kb_fp32", "RAM kB fp32", _num(1)),
-               ("ram_kb_int8", "RAM kB int8", _num(1)), ("flash_kb_fp32", "flash kB fp32", _num(1)),
-               ("flash_kb_int8", "flash kB int8", _num(1)), ("params", "params", _num(0)),
-               ("mmacs", "MMACs", _num(2))]  # fmt: skip
-_QUANT = [("model", "model", str), ("file", "file", _code), ("test_accuracy", "test accuracy", _pct),
-          ("accuracy_vs_fp32_pts", "vs fp32", _pts), ("latency_ms", "latency (ms)", _num(3)),
-          ("speedup_vs_fp32", "speed-up vs fp32", _x), ("size_mb", "file (MB)", _num(3))]  # fmt: skip
-_VALIDATION = [("device", "device", str), ("precision", "precision", str), ("entries", "entries", _num(0)),
-               ("heldout", "held-out subnets", _num(0)), ("within_5pct", "within ±5 %", lambda v: f"{v * 100:.0f} %"),
-               ("within_10pct", "within ±10 %", lambda v: f"{v * 100:.0f} %"), ("mape_pct", "MAPE",
-               lambda v: f"{v:.1f} %"), ("kendall_tau", "Kendall tau", _num(3)),
-               ("calibration", "calibration", str)]  # fmt: skip
-_SUMMARY = [("device", "device", str), ("file", "deployed file", _code), ("runtime", "runtime", str),
-            ("precision", "precision", str), ("test_accuracy", "test accuracy", _pct),
-            ("latency_ms", "latency (ms)", _num(3)), ("size_mb", "file (MB)", _num(3)),
-            ("activation_kb", "RAM kB (activations)", _num(1)), ("peak_memory_mb", "session peak (MB)", _num(1)),
-            ("accuracy_change_pts", "accuracy vs teacher", _pts), ("speedup_vs_teacher", "speed-up vs teacher", _x),
-            ("size_vs_teacher", "file vs teacher", _x)]  # fmt: skip
+_STAGES = [
+    ("stage", "stage", str),
+    ("precision", "precision", str),
+    ("test_accuracy", "test accuracy", _pct),
+    ("latency_ms", "latency (ms)", _num(3)),
+    ("speedup_vs_teacher", "speed-up vs teacher", _x),
+    ("size_mb", "file (MB)", _num(3)),
+    ("size_vs_teacher_pct", "file vs teacher", lambda v: f"{v:+.0f} %"),
+    ("peak_memory_mb", "session peak (MB)", _num(1)),
+    ("flash", "flash kB (predicted)", str),
+    ("ram", "RAM kB (predicted)", str),
+]
+_CANDIDATES = [
+    ("arch", "arch", _code),
+    ("val_accuracy_pct", "val accuracy", lambda v: f"{v:.2f} %"),
+    ("latency_ms", "latency (ms)", _num(3)),
+    ("ram_kb_fp32", "RAM kB fp32", _num(1)),
+    ("ram_kb_int8", "RAM kB int8", _num(1)),
+    ("flash_kb_fp32", "flash kB fp32", _num(1)),
+    ("flash_kb_int8", "flash kB int8", _num(1)),
+    ("params", "params", _num(0)),
+    ("mmacs", "MMACs", _num(2)),
+]
+_QUANT = [
+    ("model", "model", str),
+    ("file", "file", _code),
+    ("test_accuracy", "test accuracy", _pct),
+    ("accuracy_vs_fp32_pts", "vs fp32", _pts),
+    ("latency_ms", "latency (ms)", _num(3)),
+    ("speedup_vs_fp32", "speed-up vs fp32", _x),
+    ("size_mb", "file (MB)", _num(3)),
+]
+_VALIDATION = [
+    ("device", "device", str),
+    ("precision", "precision", str),
+    ("entries", "entries", _num(0)),
+    ("heldout", "held-out subnets", _num(0)),
+    ("within_5pct", "within ±5 %", lambda v: f"{v * 100:.0f} %"),
+    ("within_10pct", "within ±10 %", lambda v: f"{v * 100:.0f} %"),
+    ("mape_pct", "MAPE", lambda v: f"{v:.1f} %"),
+    ("kendall_tau", "Kendall tau", _num(3)),
+    ("calibration", "calibration", str),
+]
+_SUMMARY = [
+    ("device", "device", str),
+    ("file", "deployed file", _code),
+    ("runtime", "runtime", str),
+    ("precision", "precision", str),
+    ("test_accuracy", "test accuracy", _pct),
+    ("latency_ms", "latency (ms)", _num(3)),
+    ("size_mb", "file (MB)", _num(3)),
+    ("activation_kb", "RAM kB (activations)", _num(1)),
+    ("peak_memory_mb", "session peak (MB)", _num(1)),
+    ("accuracy_change_pts", "accuracy vs teacher", _pts),
+    ("speedup_vs_teacher", "speed-up vs teacher", _x),
+    ("size_vs_teacher", "file vs teacher", _x),
+]
 
 
 def _measured(measured: float | None, predicted: float | None) -> str:
     """``1,234.5 (1,230.0)``: a measured figure with its prediction in brackets."""
+
     def text(v: float | None) -> str:
         return "–" if v is None or v != v else f"{v:,.1f}"
 
@@ -276,8 +403,10 @@ class _Page:
         return people_table(df, columns, text=text)
 
     def scripts(self) -> str:
-        return "".join(f"(function(f){{Plotly.newPlot('fig-{n}', f.data, f.layout, {{responsive: true}});}})"
-                       f"({f.to_json()});" for n, f in self.figures)  # fmt: skip
+        return "".join(
+            f"(function(f){{Plotly.newPlot('fig-{n}', f.data, f.layout, {{responsive: true}});}})({f.to_json()});"
+            for n, f in self.figures
+        )
 
 
 def _png(fig: go.Figure, path: Path) -> str | None:
@@ -300,23 +429,30 @@ def _summary_section(run: RunFiles, page: _Page) -> str:
     missing = [d for d in run.devices if not run.card(d)]
     parts = [f"<p class='finding'><b>{html.escape(s['device'])}</b>: {html.escape(s['sentence'])}</p>" for s in rows]
     if missing:
-        parts.append(f"<p class='note'>Not finalized yet: {', '.join(map(_code, missing))} (run "
-                     "<code>edgenas finalize</code>).</p>")  # fmt: skip
+        parts.append(
+            f"<p class='note'>Not finalized yet: {', '.join(map(_code, missing))} (run "
+            "<code>edgenas finalize</code>).</p>"
+        )
     if not rows:
         return "<h2>Summary</h2>" + "".join(parts)
     data = pd.DataFrame(rows).drop(columns=["sentence"])
     page.csv(data, "summary")
-    note = ("<p class='note'>Test accuracy of the deployed file as its runtime runs it; latency measured on the "
-            "device in one interleaved batch with the teacher (batch 1); RAM: the activations alive at once along "
-            "the file's graph; session peak: the runtime process's peak memory growth.</p>")  # fmt: skip
+    note = (
+        "<p class='note'>Test accuracy of the deployed file as its runtime runs it; latency measured on the "
+        "device in one interleaved batch with the teacher (batch 1); RAM: the activations alive at once along "
+        "the file's graph; session peak: the runtime process's peak memory growth.</p>"
+    )
     return "<h2>Summary</h2>" + "".join(parts) + transposed_table(data, "device", _SUMMARY[1:]) + note
 
 
 def transposed_table(df: pd.DataFrame, key: str, columns: list[tuple[str, str, Callable]]) -> str:
     """One column per row of ``df`` (headed by its ``key``), one row per figure: narrow for a few devices."""
     head = "<th></th>" + "".join(f"<th>{html.escape(str(k))}</th>" for k in df[key])
-    body = "".join(f"<tr><td>{html.escape(h)}</td>" + "".join(f"<td>{_cell(v, f)}</td>" for v in df[c]) + "</tr>"
-                   for c, h, f in columns if c in df.columns)  # fmt: skip
+    body = "".join(
+        f"<tr><td>{html.escape(h)}</td>" + "".join(f"<td>{_cell(v, f)}</td>" for v in df[c]) + "</tr>"
+        for c, h, f in columns
+        if c in df.columns
+    )
     return f"<div class='scroll'><table class='tbl'><tr>{head}</tr>{body}</table></div>"
 
 
@@ -336,30 +472,38 @@ def _fronts_section(run: RunFiles, page: _Page) -> str:
         b = budgets[device]
         units = {"budget_ms": ("latency", "ms"), "ram_kb": ("RAM", "kB"), "flash_kb": ("flash", "kB")}
         said = ", ".join(f"{units[k][0]} <= {v:g} {units[k][1]}" for k, v in b.items())
-        html_.append(f"<details><summary>Candidates of {_code(device)}'s front ({len(run.front(device))} archs"
-                     f"{'; budgets ' + html.escape(said) if said else ''})</summary><p class='note'>Accuracy: the "
-                     "supernet on validation images; latency: the device's table at its precision "
-                     f"({html.escape(run.precision(device))}); RAM (peak activations) and flash (model file) "
-                     "predicted at fp32 and int8, kB of 1024 bytes.</p>"
-                     + page.table(candidates_data(run, device), f"candidates_{device}", _CANDIDATES)
-                     + "</details>")  # fmt: skip
+        html_.append(
+            f"<details><summary>Candidates of {_code(device)}'s front ({len(run.front(device))} archs"
+            f"{'; budgets ' + html.escape(said) if said else ''})</summary><p class='note'>Accuracy: the "
+            "supernet on validation images; latency: the device's table at its precision "
+            f"({html.escape(run.precision(device))}); RAM (peak activations) and flash (model file) "
+            "predicted at fp32 and int8, kB of 1024 bytes.</p>"
+            + page.table(candidates_data(run, device), f"candidates_{device}", _CANDIDATES)
+            + "</details>"
+        )
     return "".join(html_)
 
 
 def _evidence_section(run: RunFiles, page: _Page) -> str:
-    parts = ["<h2>How good the evidence is</h2>", f"<h3>Supernet training</h3><p>"
-             f"{html.escape(training_budget_text(run))}</p>"]  # fmt: skip
+    parts = [
+        "<h2>How good the evidence is</h2>",
+        f"<h3>Supernet training</h3><p>{html.escape(training_budget_text(run))}</p>",
+    ]
     d = training_curve_data(run)
     if len(d):
         parts.append(page.figure(training_figure(d), "training", d))
     d = search_convergence_data(run)
     if len(d):
         parts.append("<h3>Search convergence</h3>" + page.figure(convergence_figure(d), "search_convergence", d))
-    parts.append("<h3>Ranking fidelity</h3><p class='note'>Not measured in a run (it takes stand-alone training "
-                 "of many subnets): <code>bench/ranking.py</code> measures how the supernet's ranking agrees with "
-                 "stand-alone training (Kendall tau), and the README gives its figures.</p>")  # fmt: skip
-    parts.append("<h3>Latency tables: predicted vs measured</h3>"
-                 + page.table(lut_validation_data(run), "lut_validation", _VALIDATION))  # fmt: skip
+    parts.append(
+        "<h3>Ranking fidelity</h3><p class='note'>Not measured in a run (it takes stand-alone training "
+        "of many subnets): <code>bench/ranking.py</code> measures how the supernet's ranking agrees with "
+        "stand-alone training (Kendall tau), and the README gives its figures.</p>"
+    )
+    parts.append(
+        "<h3>Latency tables: predicted vs measured</h3>"
+        + page.table(lut_validation_data(run), "lut_validation", _VALIDATION)
+    )
     for device in run.devices:
         d = predicted_vs_measured_data(run, device)
         parts.append(page.figure(predicted_vs_measured_figure(d, device), f"predicted_vs_measured_{device}", d))
@@ -372,26 +516,35 @@ def _compression_section(run: RunFiles, device: str, page: _Page) -> str:
     if not card:
         return parts[0] + "<p><em>not finalized in this run</em></p>"
     dep = card.get("deployed") or {}
-    parts.append(f"<p>Arch {_code(card['arch'])}; teacher: {html.escape(card.get('teacher', 'largest subnet'))}; "
-                 f"deployed: <b>{html.escape(str(dep.get('file') or card['chosen_model'] or 'nothing'))}</b> — "
-                 f"{html.escape(card['why'])}.</p>")  # fmt: skip
+    parts.append(
+        f"<p>Arch {_code(card['arch'])}; teacher: {html.escape(card.get('teacher', 'largest subnet'))}; "
+        f"deployed: <b>{html.escape(str(dep.get('file') or card['chosen_model'] or 'nothing'))}</b> — "
+        f"{html.escape(card['why'])}.</p>"
+    )
     stages = stage_table_data(run, device)
     page.csv(stages, f"stages_{device}")
-    shown = stages.assign(flash=[_measured(m, p) for m, p in zip(stages["size_kb"], stages["predicted_size_kb"])],
-                          ram=[_measured(m, p) for m, p in zip(stages["activation_kb"],
-                                                               stages["predicted_activation_kb"])])  # fmt: skip
+    shown = stages.assign(
+        flash=[_measured(m, p) for m, p in zip(stages["size_kb"], stages["predicted_size_kb"])],
+        ram=[_measured(m, p) for m, p in zip(stages["activation_kb"], stages["predicted_activation_kb"])],
+    )
     parts.append(people_table(shown, _STAGES))
-    parts.append("<p class='note'>Every stage's file timed in one interleaved batch on the device (batch 1); "
-                 "flash: the file's bytes; RAM: the activations alive at once along its graph, beside the "
-                 "predictions from the blocks alone.</p>")  # fmt: skip
+    parts.append(
+        "<p class='note'>Every stage's file timed in one interleaved batch on the device (batch 1); "
+        "flash: the file's bytes; RAM: the activations alive at once along its graph, beside the "
+        "predictions from the blocks alone.</p>"
+    )
     d = pruning_data(run, device)
     steps = card.get("prune_steps") or []
     kept = sum(1 for s in steps if s.get("kept")) - 1 if steps else 0
-    parts.append(f"<h3>Pruning</h3><p>{max(kept, 0)} of {max(len(steps) - 1, 0)} pruning steps kept (L1 "
-                 "structured, each finetuned with distillation and kept while validation accuracy stays within "
-                 "the tolerance).</p>" + page.figure(pruning_figure(d, device), f"pruning_{device}", d))  # fmt: skip
-    parts.append("<h3>Quantization: QAT vs PTQ</h3>"
-                 + page.table(quantization_data(run, device), f"quantization_{device}", _QUANT))  # fmt: skip
+    parts.append(
+        f"<h3>Pruning</h3><p>{max(kept, 0)} of {max(len(steps) - 1, 0)} pruning steps kept (L1 "
+        "structured, each finetuned with distillation and kept while validation accuracy stays within "
+        "the tolerance).</p>" + page.figure(pruning_figure(d, device), f"pruning_{device}", d)
+    )
+    parts.append(
+        "<h3>Quantization: QAT vs PTQ</h3>"
+        + page.table(quantization_data(run, device), f"quantization_{device}", _QUANT)
+    )
     d = block_breakdown_data(run, device)
     parts.append(page.figure(breakdown_figure(d, device), f"breakdown_{device}", d))
     return "".join(parts)
@@ -399,30 +552,45 @@ def _compression_section(run: RunFiles, device: str, page: _Page) -> str:
 
 def _provenance_section(run: RunFiles, page: _Page) -> str:
     rows = page.table(provenance_data(run), "provenance", [("what", "what", str), ("value", "value", str)], text=True)
-    raw = {"config": run.config, "tables": measurement_info(run),
-           "cards": {d: {k: v for k, v in (run.card(d) or {}).items() if k != "stages"} for d in run.devices}}
-    return ("<h2>Provenance</h2>" + rows + "<p class='note'>Latency: sessions of the device's runtime, batch 1, "
-            "timed in interleaved rounds beside a reference model; the protocol's quantile of all runs; table "
-            "predictions drift-corrected through the reference. Search accuracies: supernet weights with "
-            "recalibrated BatchNorm on validation images; finalized accuracies: the exported files on the test "
-            "split.</p><details><summary>Raw record (config, table headers, model cards)</summary><pre>"
-            + html.escape(json.dumps(raw, indent=1, default=str)) + "</pre></details>")  # fmt: skip
+    raw = {
+        "config": run.config,
+        "tables": measurement_info(run),
+        "cards": {d: {k: v for k, v in (run.card(d) or {}).items() if k != "stages"} for d in run.devices},
+    }
+    return (
+        "<h2>Provenance</h2>" + rows + "<p class='note'>Latency: sessions of the device's runtime, batch 1, "
+        "timed in interleaved rounds beside a reference model; the protocol's quantile of all runs; table "
+        "predictions drift-corrected through the reference. Search accuracies: supernet weights with "
+        "recalibrated BatchNorm on validation images; finalized accuracies: the exported files on the test "
+        "split.</p><details><summary>Raw record (config, table headers, model cards)</summary><pre>"
+        + html.escape(json.dumps(raw, indent=1, default=str))
+        + "</pre></details>"
+    )
 
 
 def _html(title: str, intro: str, sections: list[str], page: _Page) -> str:
     from plotly.offline import get_plotlyjs
 
     if page.png_errors:
-        print(f"edgenas: report PNGs not written: {page.png_errors[0]}; the HTML and CSVs are complete "
-              "(--no-png skips PNGs)", file=sys.stderr, flush=True)  # fmt: skip
-    png_note = ("; PNG: <code>report/png</code>" if page.pngs and not page.png_errors else
-                f"; PNGs not written: {html.escape(page.png_errors[0])}" if page.png_errors else "")  # fmt: skip
+        print(
+            f"edgenas: report PNGs not written: {page.png_errors[0]}; the HTML and CSVs are complete "
+            "(--no-png skips PNGs)",
+            file=sys.stderr,
+            flush=True,
+        )
+    png_note = (
+        "; PNG: <code>report/png</code>"
+        if page.pngs and not page.png_errors
+        else f"; PNGs not written: {html.escape(page.png_errors[0])}"
+        if page.png_errors
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{_CSS}</style>
 <script type="text/javascript">{get_plotlyjs()}</script></head>
 <body><h1>{html.escape(title)}</h1><p>{intro} Figure and table data: <code>report/data/*.csv</code>{png_note}.</p>
-{''.join(sections)}
+{"".join(sections)}
 <script type="text/javascript">{page.scripts()}</script>
 </body></html>
 """
@@ -432,10 +600,17 @@ def write_report(run_dir: str | os.PathLike, *, png: bool = True) -> Path:
     """Write ``run_dir/report/report.html`` (plus data CSVs and PNGs); returns the HTML path."""
     run = RunFiles(run_dir)
     page = _Page(Path(run_dir) / "report", png)
-    sections = [_summary_section(run, page), _fronts_section(run, page), _evidence_section(run, page),
-                *(_compression_section(run, d, page) for d in run.devices), _provenance_section(run, page)]  # fmt: skip
-    intro = (f"Run directory {_code(run_dir)}; space {_code(run.config.get('space'))}; data "
-             f"{_code(run.config['data']['name'])}; devices {', '.join(map(_code, run.devices))}.")  # fmt: skip
+    sections = [
+        _summary_section(run, page),
+        _fronts_section(run, page),
+        _evidence_section(run, page),
+        *(_compression_section(run, d, page) for d in run.devices),
+        _provenance_section(run, page),
+    ]
+    intro = (
+        f"Run directory {_code(run_dir)}; space {_code(run.config.get('space'))}; data "
+        f"{_code(run.config['data']['name'])}; devices {', '.join(map(_code, run.devices))}."
+    )
     return atomic_write_text(page.out / "report.html", _html("edgenas report", intro, sections, page))
 
 
@@ -443,8 +618,9 @@ def comparison_figure(fronts: dict[str, dict[str, pd.DataFrame]]) -> go.Figure:
     """Each device's front (and finalized model) of every run overlaid, one panel per device on shared axes."""
     devices = list(dict.fromkeys(d for per_run in fronts.values() for d in per_run))
     title = "Fronts of the runs compared" + (f" on {devices[0]}" if len(devices) == 1 else "")
-    fig = _device_panels(devices, title, "latency (ms; front: predicted, star: measured)",
-                         "top-1 accuracy (front: val; star: test)")  # fmt: skip
+    fig = _device_panels(
+        devices, title, "latency (ms; front: predicted, star: measured)", "top-1 accuracy (front: val; star: test)"
+    )
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
     for i, (name, per_run) in enumerate(fronts.items()):
         color = colors[i % len(colors)]
@@ -454,16 +630,38 @@ def comparison_figure(fronts: dict[str, dict[str, pd.DataFrame]]) -> go.Figure:
                 continue
             front = data[data["kind"] == "pareto front"].sort_values("latency_ms")
             final = data[data["kind"] == "finalized"]
-            fig.add_trace(go.Scatter(x=front["latency_ms"], y=front["accuracy"], mode="lines+markers", name=name,
-                                     legendgroup=name, showlegend=col == 1, line=dict(color=color), text=front["arch"],
-                                     hovertemplate=f"{html.escape(name)}<br>%{{text}}<br>%{{x:.3f}} ms, %{{y:.4f}}"
-                                     "<extra></extra>"), row=1, col=col)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=front["latency_ms"],
+                    y=front["accuracy"],
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=name,
+                    showlegend=col == 1,
+                    line=dict(color=color),
+                    text=front["arch"],
+                    hovertemplate=f"{html.escape(name)}<br>%{{text}}<br>%{{x:.3f}} ms, %{{y:.4f}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
             if len(final):
-                fig.add_trace(go.Scatter(x=final["latency_ms"], y=final["accuracy"], mode="markers",
-                                         name=f"{name}: finalized", legendgroup=name, showlegend=False,
-                                         marker=dict(color=color, size=14, symbol="star"), text=final["arch"],
-                                         hovertemplate=f"{html.escape(name)} finalized<br>%{{text}}<br>%{{x:.3f}} "
-                                         "ms (measured), %{y:.4f} (test)<extra></extra>"), row=1, col=col)  # fmt: skip
+                fig.add_trace(
+                    go.Scatter(
+                        x=final["latency_ms"],
+                        y=final["accuracy"],
+                        mode="markers",
+                        name=f"{name}: finalized",
+                        legendgroup=name,
+                        showlegend=False,
+                        marker=dict(color=color, size=14, symbol="star"),
+                        text=final["arch"],
+                        hovertemplate=f"{html.escape(name)} finalized<br>%{{text}}<br>%{{x:.3f}} "
+                        "ms (measured), %{y:.4f} (test)<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
     return fig
 
 
@@ -480,8 +678,10 @@ def _compared_convergence(runs: dict[str, RunFiles], page: _Page) -> str:
     if not len(data):
         return "<p><em>no trials in these runs</em></p>"
     data = data.assign(series=data["run"] + ": " + data["series"])
-    note = ("<p class='note'>Each device's latency is scaled by the slowest trial of all the runs compared, so "
-            "their hypervolumes share one scale.</p>")  # fmt: skip
+    note = (
+        "<p class='note'>Each device's latency is scaled by the slowest trial of all the runs compared, so "
+        "their hypervolumes share one scale.</p>"
+    )
     return page.figure(convergence_figure(data), "search_convergence", data) + note
 
 
@@ -493,14 +693,19 @@ def write_comparison(run_dirs: list[str | os.PathLike], out_dir: str | os.PathLi
     page = _Page(Path(out_dir), png)
     fronts = {name: {d: pareto_data(run, d) for d in run.devices} for name, run in runs.items()}
     data = pd.concat([df.assign(run=name, device=d) for name, per in fronts.items() for d, df in per.items()])
-    rows = [{"run": name, **s} for name, run in runs.items() for s in (summary_data(run, d) for d in run.devices)
-            if s]  # fmt: skip
-    table = page.table(pd.DataFrame(rows).drop(columns=["sentence"], errors="ignore"), "summary",
-                       [("run", "run", _code), *_SUMMARY])  # fmt: skip
-    findings = "".join(f"<p class='finding'><b>{html.escape(r['run'])}</b>, {html.escape(r['device'])}: "
-                       f"{html.escape(r['sentence'])}</p>" for r in rows)  # fmt: skip
-    sections = ["<h2>Summary</h2>" + findings + table,
-                "<h2>Accuracy vs latency</h2>" + page.figure(comparison_figure(fronts), "fronts", data),
-                "<h2>Search convergence</h2>" + _compared_convergence(runs, page)]
+    rows = [{"run": name, **s} for name, run in runs.items() for s in (summary_data(run, d) for d in run.devices) if s]
+    table = page.table(
+        pd.DataFrame(rows).drop(columns=["sentence"], errors="ignore"), "summary", [("run", "run", _code), *_SUMMARY]
+    )
+    findings = "".join(
+        f"<p class='finding'><b>{html.escape(r['run'])}</b>, {html.escape(r['device'])}: "
+        f"{html.escape(r['sentence'])}</p>"
+        for r in rows
+    )
+    sections = [
+        "<h2>Summary</h2>" + findings + table,
+        "<h2>Accuracy vs latency</h2>" + page.figure(comparison_figure(fronts), "fronts", data),
+        "<h2>Search convergence</h2>" + _compared_convergence(runs, page),
+    ]
     intro = "Runs " + ", ".join(map(_code, runs)) + "; each run's own report: <code>RUN_DIR/report/report.html</code>."
     return atomic_write_text(page.out / "report.html", _html("edgenas comparison", intro, sections, page))

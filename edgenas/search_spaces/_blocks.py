@@ -170,13 +170,22 @@ def current_specs(net: SubNet) -> tuple[BlockSpec, ...]:
         if spec.kind == "conv":
             chs = {"in_chs": block.conv.in_channels, "out_chs": block.conv.out_channels}
         elif spec.kind == "ds":
-            chs = {"in_chs": block.dw.conv.in_channels, "mid_chs": block.dw.conv.in_channels,
-                   "out_chs": block.pw.conv.out_channels}  # fmt: skip
+            chs = {
+                "in_chs": block.dw.conv.in_channels,
+                "mid_chs": block.dw.conv.in_channels,
+                "out_chs": block.pw.conv.out_channels,
+            }
         elif spec.kind == "ir":
-            chs = {"in_chs": block.expand.conv.in_channels, "mid_chs": block.expand.conv.out_channels,
-                   "out_chs": block.project.conv.out_channels}  # fmt: skip
+            chs = {
+                "in_chs": block.expand.conv.in_channels,
+                "mid_chs": block.expand.conv.out_channels,
+                "out_chs": block.project.conv.out_channels,
+            }
         else:
-            chs = {"in_chs": block.fc1.in_features, "mid_chs": block.fc1.out_features,
-                   "out_chs": block.fc2.out_features}  # fmt: skip
+            chs = {
+                "in_chs": block.fc1.in_features,
+                "mid_chs": block.fc1.out_features,
+                "out_chs": block.fc2.out_features,
+            }
         specs.append(dataclasses.replace(spec, **chs))
     return tuple(specs)

@@ -49,11 +49,34 @@ FOOTPRINT_PRECISIONS = ("fp32", "int8")
 # and how many tensor names it references, by op type; of one initializer record without its
 # name and data; of the model record around the graph (producer, opset, input and output).
 # Read off fp32 and QAT int8 exports of `small` archs (opset 17, names compacted to t0, t1, ...).
-_NODE_BYTES = {"Conv": 107, "Gemm": 60, "QuantizeLinear": 22, "DequantizeLinear": 24, "HardSwish": 17,
-               "HardSigmoid": 36, "Clip": 12, "Constant": 38, "Add": 11, "Mul": 11, "Relu": 12,
-               "ReduceMean": 50}  # fmt: skip
-_NODE_NAMES = {"Conv": 4, "Gemm": 4, "QuantizeLinear": 4, "DequantizeLinear": 4, "HardSwish": 2, "HardSigmoid": 2,
-               "Clip": 4, "Constant": 1, "Add": 3, "Mul": 3, "Relu": 2, "ReduceMean": 2}  # fmt: skip
+_NODE_BYTES = {
+    "Conv": 107,
+    "Gemm": 60,
+    "QuantizeLinear": 22,
+    "DequantizeLinear": 24,
+    "HardSwish": 17,
+    "HardSigmoid": 36,
+    "Clip": 12,
+    "Constant": 38,
+    "Add": 11,
+    "Mul": 11,
+    "Relu": 12,
+    "ReduceMean": 50,
+}
+_NODE_NAMES = {
+    "Conv": 4,
+    "Gemm": 4,
+    "QuantizeLinear": 4,
+    "DequantizeLinear": 4,
+    "HardSwish": 2,
+    "HardSigmoid": 2,
+    "Clip": 4,
+    "Constant": 1,
+    "Add": 3,
+    "Mul": 3,
+    "Relu": 2,
+    "ReduceMean": 2,
+}
 _AXIS_BYTES = 13  # a weight's DequantizeLinear carries its per-channel axis
 _WEIGHT_BYTES, _VECTOR_BYTES, _SCALAR_BYTES = 17, 10, 6  # initializer records by rank: weight, per-channel, scalar
 _FILE_BYTES = 100
@@ -137,8 +160,13 @@ def model_bytes(specs: Sequence[BlockSpec], precision: str, layers: Sequence[tup
 def _block_records(spec: BlockSpec) -> tuple[tuple[tuple[int, int], ...], int, int, int, int]:
     """A block's (layers, quantize points, record bytes, tensor names referenced and count of its compute nodes)."""
     g = _block_graph(spec)
-    return (g.layers, g.q_points, sum(_NODE_BYTES[n] for n in g.nodes), sum(_NODE_NAMES[n] for n in g.nodes),
-            len(g.nodes))  # fmt: skip
+    return (
+        g.layers,
+        g.q_points,
+        sum(_NODE_BYTES[n] for n in g.nodes),
+        sum(_NODE_NAMES[n] for n in g.nodes),
+        len(g.nodes),
+    )
 
 
 def _mean_digits(n: int) -> float:
@@ -222,7 +250,7 @@ def footprint(specs: Sequence[BlockSpec]) -> Footprint:
     )
 
 
-def net_footprint(net) -> Footprint:  # noqa: ANN001 - a SubNet; typed loosely to keep torch out of this module
+def net_footprint(net) -> Footprint:  # a SubNet; typed loosely to keep torch out of this module
     """The footprint of a built, possibly pruned, :class:`SubNet`: its blocks from
     :func:`current_specs`, its layers' weights as they are (pruning narrows SE reductions too,
     which a spec does not describe; they change the size, not the activation peak)."""
@@ -231,12 +259,19 @@ def net_footprint(net) -> Footprint:  # noqa: ANN001 - a SubNet; typed loosely t
     from edgenas.search_spaces._blocks import current_specs
 
     specs = current_specs(net)
-    layers = [(m.weight.numel(), m.weight.shape[0]) for m in net.modules()
-              if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]  # fmt: skip
+    layers = [
+        (m.weight.numel(), m.weight.shape[0])
+        for m in net.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     fp = footprint(specs)
     folded = sum(w + c for w, c in layers)  # BN folded: a bias per output channel
-    return Footprint(macs=fp.macs, params=folded, activation_bytes=fp.activation_bytes,
-                     size_bytes={p: model_bytes(specs, p, layers) for p in FOOTPRINT_PRECISIONS})  # fmt: skip
+    return Footprint(
+        macs=fp.macs,
+        params=folded,
+        activation_bytes=fp.activation_bytes,
+        size_bytes={p: model_bytes(specs, p, layers) for p in FOOTPRINT_PRECISIONS},
+    )
 
 
 def _check(precision: str) -> None:

@@ -98,9 +98,16 @@ class BlockSpec:
             raise ValueError(f"malformed block key {key!r}: expected e.g. 'ir:i24:o40:r56:k5:s2:m96:se1:hswish'")
         g = m.groupdict()
         return cls(
-            kind=g["kind"], in_chs=int(g["i"]), out_chs=int(g["o"]), in_size=int(g["r"]), kernel=int(g["k"]),
-            stride=int(g["s"]), mid_chs=int(g["m"]), se=g["se"] == "1", act=g["act"],
-        )  # fmt: skip
+            kind=g["kind"],
+            in_chs=int(g["i"]),
+            out_chs=int(g["o"]),
+            in_size=int(g["r"]),
+            kernel=int(g["k"]),
+            stride=int(g["s"]),
+            mid_chs=int(g["m"]),
+            se=g["se"] == "1",
+            act=g["act"],
+        )
 
 
 def _check_choices(owner: str, name: str, values: tuple, allowed: tuple | None = None) -> None:
@@ -347,6 +354,7 @@ def spec_params(spec: BlockSpec) -> int:
 
     Pure arithmetic on the spec, so latency prediction needs neither torch nor fvcore.
     """
+
     def conv(cin: int, cout: int, k: int, groups: int = 1) -> int:
         return cout * (cin // groups) * k * k + cout  # weight + folded-BN bias
 

@@ -58,9 +58,15 @@ class _ElasticConvBN(nn.Module):
         # Slices of the running buffers are views, so training-mode BN updates the shared
         # statistics of exactly the channels this subnet uses.
         x = F.batch_norm(
-            x, p["bn.running_mean"], p["bn.running_var"], p["bn.weight"], p["bn.bias"],
-            self.training, self.bn.momentum if self.bn.momentum is not None else 0.1, self.bn.eps,
-        )  # fmt: skip
+            x,
+            p["bn.running_mean"],
+            p["bn.running_var"],
+            p["bn.weight"],
+            p["bn.bias"],
+            self.training,
+            self.bn.momentum if self.bn.momentum is not None else 0.1,
+            self.bn.eps,
+        )
         return _act(x, act)
 
 
@@ -226,4 +232,3 @@ class Supernet(nn.Module):
 
     def largest(self) -> SubNet:
         return self.extract(self.space.largest())
-

@@ -12,9 +12,10 @@ import torch
 from edgenas.data import CorruptImageError, augment_batch, batches, load_dataset, make_splits, prepare, resolve_augment
 
 
-@pytest.mark.parametrize("name, shape, n, classes", [("digits", (1, 8, 8), 1797, 10),
-                                                      ("mnist5k", (1, 28, 28), 5000, 10),
-                                                      ("lfw-faces", (1, 25, 25), 200, 2)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, shape, n, classes",
+    [("digits", (1, 8, 8), 1797, 10), ("mnist5k", (1, 28, 28), 5000, 10), ("lfw-faces", (1, 25, 25), 200, 2)],
+)
 def test_builtin_datasets(name, shape, n, classes):
     d = load_dataset(name)
     assert d.images.shape == (n, *shape) and d.images.dtype == np.uint8
@@ -130,8 +131,12 @@ def test_crop_takes_a_window_of_the_padded_image_and_flip_mirrors():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     offsets = set()
     for i in range(len(x)):  # every output is one 9x9 window of its own padded image, both channels alike
-        hits = [(dy, dx) for dy in range(5) for dx in range(5)
-                if torch.equal(padded[i, :, dy:dy + 9, dx:dx + 9], out[i])]  # fmt: skip
+        hits = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if torch.equal(padded[i, :, dy : dy + 9, dx : dx + 9], out[i])
+        ]
         assert hits
         offsets.add(hits[0])
     assert len(offsets) > 10  # the offsets vary

@@ -34,8 +34,10 @@ def _free_port() -> int:
 def _start_agent(port: int, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgenas.cli", "agent", "--port", str(port), "--token", TOKEN, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()  # "edgenas agent listening on http://127.0.0.1:PORT ..."
     assert "listening on" in line, proc.stderr.read()
     return proc
@@ -89,8 +91,9 @@ def test_backend_contract(backend):
     assert {"cpu", "runtime", "onnxruntime", "providers", "threads"} <= set(fp)
     assert fp["runtime"].split()[0] in ("onnxruntime", "openvino") and fp["threads"] == 1
     for precision in ("fp32", "int8"):
-        timings, ref, noop = backend.measure([block_model(SMALL, precision), block_model(BIG, precision)],
-                                             reference_model(precision), Protocol(rounds=5))  # fmt: skip
+        timings, ref, noop = backend.measure(
+            [block_model(SMALL, precision), block_model(BIG, precision)], reference_model(precision), Protocol(rounds=5)
+        )
         assert len(timings) == 2 and ref.rel == 1.0
         assert 0 < noop.ms < timings[0].ms < timings[1].ms, precision
     with pytest.raises(RuntimeError, match="could not run a model"):
@@ -118,9 +121,13 @@ def _post(url: str, body: bytes, token: str | None) -> tuple[int, dict, float]:
 
 
 def _body(models: list[bytes]) -> bytes:
-    return json.dumps({"models": [base64.b64encode(m).decode() for m in models],
-                       "reference": base64.b64encode(reference_model("fp32")).decode(),
-                       "protocol": {"rounds": 20}}).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "models": [base64.b64encode(m).decode() for m in models],
+            "reference": base64.b64encode(reference_model("fp32")).decode(),
+            "protocol": {"rounds": 20},
+        }
+    ).encode()
 
 
 def test_requests_without_the_right_token_are_refused_and_run_nothing(agent):
@@ -165,9 +172,26 @@ def test_killed_agent_mid_build_then_restart_resumes(tmp_path, monkeypatch):
     port = _free_port()
     out = tmp_path / "t.json"
     monkeypatch.setenv("EDGENAS_AGENT_TOKEN", TOKEN)
-    cmd = [sys.executable, "-m", "edgenas.cli", "lut", "build", "--space", "tiny", "--resolutions", "24",
-           "--device", f"agent://127.0.0.1:{port}", "--rounds", "4", "--batch-size", "6", "--quiet",
-           "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "lut",
+        "build",
+        "--space",
+        "tiny",
+        "--resolutions",
+        "24",
+        "--device",
+        f"agent://127.0.0.1:{port}",
+        "--rounds",
+        "4",
+        "--batch-size",
+        "6",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     agent = _start_agent(port)
     build = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -240,8 +264,10 @@ def test_connections_beyond_the_cap_get_503():
 
 def test_agent_errors_are_one_line_and_exit_2(tmp_path, agent):
     out = tmp_path / "t.json"
-    for device, token, fragment in ((agent, "wrong-token-value", "answered 401"),
-                                    ("agent://127.0.0.1:1", TOKEN, "unreachable")):  # fmt: skip
+    for device, token, fragment in (
+        (agent, "wrong-token-value", "answered 401"),
+        ("agent://127.0.0.1:1", TOKEN, "unreachable"),
+    ):
         cmd = ["lut", "build", "--space", "tiny", "--device", device, "--token", token, "--out", str(out), "--quiet"]
         r = subprocess.run([sys.executable, "-m", "edgenas.cli", *cmd], capture_output=True, text=True)
         lines = r.stderr.strip().splitlines()

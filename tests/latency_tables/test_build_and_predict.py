@@ -85,8 +85,24 @@ def test_a_pruned_block_is_priced_on_the_line_through_its_shape(tiny_table):
 @pytest.mark.slow
 def test_killed_build_resumes_and_keeps_entries(tmp_path):
     out = tmp_path / "t.json"
-    cmd = [sys.executable, "-m", "edgenas.cli", "lut", "build", "--space", "tiny", "--resolutions", "24",
-           "--rounds", "4", "--batch-size", "6", "--quiet", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "lut",
+        "build",
+        "--space",
+        "tiny",
+        "--resolutions",
+        "24",
+        "--rounds",
+        "4",
+        "--batch-size",
+        "6",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not out.exists() and time.time() < deadline:

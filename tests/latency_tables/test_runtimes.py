@@ -39,16 +39,26 @@ def test_an_openvino_table_names_its_runtime_and_is_not_mixed_with_onnxruntime(t
 
     path = tmp_path / "ov.json"
     backend = make_backend("openvino:CPU", threads=1)
-    table = build_table(tiny, backend, path, device="openvino:CPU", resolutions=[16], widths=[0.5],
-                        protocol=Protocol(rounds=3), progress=False, drift_check=4)  # fmt: skip
+    table = build_table(
+        tiny,
+        backend,
+        path,
+        device="openvino:CPU",
+        resolutions=[16],
+        widths=[0.5],
+        protocol=Protocol(rounds=3),
+        progress=False,
+        drift_check=4,
+    )
     h = table.header
     assert h["runtime"] == f"openvino {openvino.__version__.split('-')[0]}" and h["providers"] == ["CPU"]
     assert h["device"] == "openvino:CPU" and len(table.entries) > 10
     assert all(e["ms"] > 0 for e in table.entries.values())
     # resuming this build with ONNX Runtime is refused: another runtime's costs
     with pytest.raises(TableMismatchError, match="runtime: table has 'openvino"):
-        build_table(tiny, make_backend("local-cpu"), path, device="openvino:CPU", resolutions=[16], widths=[0.5],
-                    progress=False)  # fmt: skip
+        build_table(
+            tiny, make_backend("local-cpu"), path, device="openvino:CPU", resolutions=[16], widths=[0.5], progress=False
+        )
     assert LatencyTable.load(path).header["runtime"].startswith("openvino")
 
 
@@ -63,7 +73,22 @@ def test_a_table_of_an_earlier_version_reads_as_onnxruntime(tiny_table, tmp_path
 
 
 def test_cli_lut_build_with_a_bad_openvino_device_is_one_line_exit_2(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "lut", "build", "--space", "tiny", "--device",
-                        "openvino:tpu", "--out", str(tmp_path / "t.json")], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgenas.cli",
+            "lut",
+            "build",
+            "--space",
+            "tiny",
+            "--device",
+            "openvino:tpu",
+            "--out",
+            str(tmp_path / "t.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "unknown OpenVINO device 'TPU'" in r.stderr

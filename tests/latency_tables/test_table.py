@@ -53,12 +53,15 @@ def _damaged(tiny_table, tmp_path, change) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda d: d["header"].pop("threads"), "its header lacks ['threads']"),
-    (lambda d: d.pop("header"), "has no header"),
-    (lambda d: next(iter(d["entries"].values())).pop("rel"), "lacks 'rel' or 'params' (1 such)"),
-    (lambda d: d["calibration"].pop("coef"), "its calibration lacks 'features' or 'coef'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda d: d["header"].pop("threads"), "its header lacks ['threads']"),
+        (lambda d: d.pop("header"), "has no header"),
+        (lambda d: next(iter(d["entries"].values())).pop("rel"), "lacks 'rel' or 'params' (1 such)"),
+        (lambda d: d["calibration"].pop("coef"), "its calibration lacks 'features' or 'coef'"),
+    ],
+)
 def test_a_table_with_fields_missing_is_one_line_and_exit_2(tiny_table, tmp_path, capsys, change, fragment):
     from edgenas.cli import main
 

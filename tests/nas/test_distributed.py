@@ -17,11 +17,23 @@ from edgenas.search_spaces import SPACES, Supernet
 def test_two_process_training_keeps_replicas_in_sync(tmp_path):
     run = tmp_path / "run"
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"run_dir": str(run), "space": "tiny", "data": {"name": "digits"},
-                                   "train": {"epochs": 2, "batch_size": 64, "threads": 1}}))  # fmt: skip
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "run_dir": str(run),
+                "space": "tiny",
+                "data": {"name": "digits"},
+                "train": {"epochs": 2, "batch_size": 64, "threads": 1},
+            }
+        )
+    )
     torchrun = shutil.which("torchrun") or str(__import__("pathlib").Path(sys.executable).parent / "torchrun")
-    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "edgenas.cli", "train", "--config",
-                        str(cfg), "--quiet"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "edgenas.cli", "train", "--config", str(cfg), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     state = torch.load(run / "supernet.pt", weights_only=False)
     assert len(state["history"]) == 2

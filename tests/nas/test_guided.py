@@ -45,7 +45,7 @@ def test_guided_search_screens_by_budget_and_learns(tiny_table, tmp_path):
     study = run_search(space, accuracy, [device], config, tmp_path, progress=False)
     trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), key=lambda t: t.number)
     assert len(trials) == 30
-    start, guided = trials[:startup_trials(30)], trials[startup_trials(30):]
+    start, guided = trials[: startup_trials(30)], trials[startup_trials(30) :]
     assert all(t.user_attrs["latency_ms:cpu"] <= budget for t in guided)
     feasible_start = [t.values[0] for t in start if t.user_attrs["latency_ms:cpu"] <= budget]
     assert np.mean([t.values[0] for t in guided]) > np.mean(feasible_start)
@@ -53,8 +53,9 @@ def test_guided_search_screens_by_budget_and_learns(tiny_table, tmp_path):
     history = (tmp_path / "predictor_worker0.json").read_text()
     assert '"kendall_tau"' in history and '"mae"' in history
     # resuming with more trials extends the same study
-    study = run_search(space, accuracy, [device], SearchConfig(sampler="guided", n_trials=34, seed=1), tmp_path,
-                       progress=False)  # fmt: skip
+    study = run_search(
+        space, accuracy, [device], SearchConfig(sampler="guided", n_trials=34, seed=1), tmp_path, progress=False
+    )
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 34
 
 
@@ -72,8 +73,9 @@ def test_memory_and_size_budgets_remove_exactly_the_trials_over_them(tiny_table,
     def accuracy(arch) -> float:
         return float(np.log(profile_arch(space, arch).params) / 20)
 
-    study = run_search(space, accuracy, [device], SearchConfig(sampler=sampler, n_trials=24, seed=2), tmp_path,
-                       progress=False)  # fmt: skip
+    study = run_search(
+        space, accuracy, [device], SearchConfig(sampler=sampler, n_trials=24, seed=2), tmp_path, progress=False
+    )
     assert len(study.directions) == 3  # accuracy, latency, activation memory
     rows, front = pareto_rows(study)
     within = [r["ram_kb:fp32"] <= ram and r["flash_kb:fp32"] <= flash for r in rows]
@@ -83,7 +85,7 @@ def test_memory_and_size_budgets_remove_exactly_the_trials_over_them(tiny_table,
     for r in rows:  # every trial records size and memory at both precisions
         assert r["flash_kb:int8"] < r["flash_kb:fp32"] and r["ram_kb:int8"] < r["ram_kb:fp32"]
     if sampler == "guided":  # after its random start, it proposes only archs within the budgets
-        assert all(within[startup_trials(24):])
+        assert all(within[startup_trials(24) :])
 
 
 def test_objectives_name_known_figures(tiny_table):

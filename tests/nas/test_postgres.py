@@ -35,38 +35,80 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    require_system(bool(_BIN) and (os.geteuid() != 0 or shutil.which("runuser") is not None),
-                   "Debian's postgresql", "apt-get install postgresql")  # fmt: skip
+    require_system(
+        bool(_BIN) and (os.geteuid() != 0 or shutil.which("runuser") is not None),
+        "Debian's postgresql",
+        "apt-get install postgresql",
+    )
     import psycopg  # noqa: F401 - the [test] extra installs it; its absence is an error
+
     bin_dir = _BIN[-1]
     data = tempfile.mkdtemp(prefix="edgenas-pg-")
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
     port = _free_port()
-    subprocess.run(_as_postgres([f"{bin_dir}/initdb", "-D", data, "--auth=trust", "-U", "postgres"]), check=True,
-                   capture_output=True)  # fmt: skip
-    subprocess.run(_as_postgres([f"{bin_dir}/pg_ctl", "-D", data, "-w", "-l", f"{data}/log",
-                                 "-o", f"-p {port} -h 127.0.0.1 -k {data}", "start"]), check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        _as_postgres([f"{bin_dir}/initdb", "-D", data, "--auth=trust", "-U", "postgres"]),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        _as_postgres(
+            [
+                f"{bin_dir}/pg_ctl",
+                "-D",
+                data,
+                "-w",
+                "-l",
+                f"{data}/log",
+                "-o",
+                f"-p {port} -h 127.0.0.1 -k {data}",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
-        subprocess.run(_as_postgres([f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                     "edgenas"]), check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            _as_postgres([f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "edgenas"]),
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/edgenas"
     finally:
-        subprocess.run(_as_postgres([f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]),
-                       capture_output=True)  # fmt: skip
+        subprocess.run(_as_postgres([f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(data, ignore_errors=True)
 
 
 def _cmd(config, url, study, n, worker):
-    return [sys.executable, "-m", "edgenas.cli", "search", "--config", str(config), "--storage", url,
-            "--study", study, "--n-trials", str(n), "--worker", str(worker), "--quiet"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "search",
+        "--config",
+        str(config),
+        "--storage",
+        url,
+        "--study",
+        study,
+        "--n-trials",
+        str(n),
+        "--worker",
+        str(worker),
+        "--quiet",
+    ]
 
 
 @pytest.mark.slow
 def test_three_workers_share_a_postgres_study(tiny_run, postgres_url):
-    procs = [subprocess.Popen(_cmd(tiny_run, postgres_url, "pg-shared", 18, w), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) for w in range(3)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            _cmd(tiny_run, postgres_url, "pg-shared", 18, w), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for w in range(3)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()
@@ -106,8 +148,9 @@ def test_a_killed_worker_does_not_stop_the_study(tiny_run, postgres_url, tmp_pat
     # change it, and the worker killed only when a trial runs with its heartbeat, i.e. inside
     # the objective; otherwise it continues and is caught again.
     engine = sqlalchemy.create_engine(postgres_url)
-    victim = subprocess.Popen(_cmd(config, postgres_url, "pg-kill", 10, 0), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
+    victim = subprocess.Popen(
+        _cmd(config, postgres_url, "pg-kill", 10, 0), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline, killed = time.time() + 120, []
     while time.time() < deadline and victim.poll() is None:
         if _running_with_heartbeat(engine, "pg-kill", min_complete=2):

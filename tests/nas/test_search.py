@@ -75,7 +75,7 @@ def test_several_devices_each_get_their_own_front_and_winner(tiny_run, tmp_path)
     data["devices"] = [  # the same table twice: a tight budget and a loose one
         {"name": "tight", "lut": table, "budget_ms": small + 0.3 * (large - small)},
         {"name": "loose", "lut": table, "budget_ms": small + 0.8 * (large - small)},
-    ]  # fmt: skip
+    ]
     data["run_dir"] = str(tmp_path / "run")
     (tmp_path / "run").mkdir()
     shutil.copy(config.supernet_path, tmp_path / "run" / "supernet.pt")
@@ -120,10 +120,24 @@ def test_impossible_budget_fails_at_load(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_two_workers_share_one_study(tiny_run, tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    cmd = [sys.executable, "-m", "edgenas.cli", "search", "--config", str(tiny_run), "--storage", url,
-           "--study", "shared", "--n-trials", "16", "--quiet"]  # fmt: skip
-    procs = [subprocess.Popen(cmd + ["--worker", str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for w in range(2)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgenas.cli",
+        "search",
+        "--config",
+        str(tiny_run),
+        "--storage",
+        url,
+        "--study",
+        "shared",
+        "--n-trials",
+        "16",
+        "--quiet",
+    ]
+    procs = [
+        subprocess.Popen(cmd + ["--worker", str(w)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for w in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err.decode()

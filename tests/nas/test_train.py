@@ -49,8 +49,9 @@ def test_history_holds_curves_and_the_compute_and_on_epoch_sees_each_row(digits_
         return {"extra": row["epoch"] * 10}
 
     cfg = TrainConfig(epochs=3, batch_size=64, threads=1, device="cpu", warmup_epochs=0.3)
-    _, hist = train_supernet(SPACES["tiny"], digits_splits, cfg, tmp_path / "s.pt", augment=("crop",),
-                             progress=False, on_epoch=on_epoch)  # fmt: skip
+    _, hist = train_supernet(
+        SPACES["tiny"], digits_splits, cfg, tmp_path / "s.pt", augment=("crop",), progress=False, on_epoch=on_epoch
+    )
     assert [r["epoch"] for r in rows] == [1, 2, 3] and [h["extra"] for h in hist] == [10, 20, 30]
     for h in hist:
         assert 0.0 <= h["val_smallest"] <= 1.0 and 0.0 <= h["val_largest"] <= 1.0
@@ -71,8 +72,16 @@ def test_wrong_class_count_is_refused(digits_splits, tmp_path):
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
     def config(run):
         path = tmp_path / f"{run}.yaml"
-        path.write_text(yaml.safe_dump({"run_dir": str(tmp_path / run), "space": "tiny", "data": {"name": "digits"},
-                                        "train": {"epochs": 3, "batch_size": 64, "threads": 1}}))  # fmt: skip
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "run_dir": str(tmp_path / run),
+                    "space": "tiny",
+                    "data": {"name": "digits"},
+                    "train": {"epochs": 3, "batch_size": 64, "threads": 1},
+                }
+            )
+        )
         return path
 
     # uninterrupted reference

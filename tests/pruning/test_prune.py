@@ -20,9 +20,12 @@ def test_progressive_pruning(divisor):
     x = torch.randn(2, 1, 28, 28)
     calls = []
     pruned, steps = progressive_prune(
-        net, x, PruneConfig(step=0.1, max_steps=3, divisor=divisor, tolerance=1.0),
-        finetune=lambda m: calls.append("ft"), evaluate=lambda m: 0.5,
-    )  # fmt: skip
+        net,
+        x,
+        PruneConfig(step=0.1, max_steps=3, divisor=divisor, tolerance=1.0),
+        finetune=lambda m: calls.append("ft"),
+        evaluate=lambda m: 0.5,
+    )
     assert len(steps) == 4 and calls == ["ft"] * 3 and all(s.kept for s in steps)
     assert steps[-1].params < 0.75 * steps[0].params
     before, after = channel_counts(net), channel_counts(pruned)
@@ -41,9 +44,12 @@ def test_pruning_stops_at_tolerance_and_keeps_the_last_good_model():
     net = build_subnet(space, space.largest()).eval()
     scores = iter([0.9, 0.89, 0.5])  # base, step 1 (within 0.05), step 2 (too low)
     pruned, steps = progressive_prune(
-        net, torch.randn(1, 1, 24, 24), PruneConfig(step=0.1, max_steps=4, tolerance=0.05),
-        finetune=lambda m: None, evaluate=lambda m: next(scores),
-    )  # fmt: skip
+        net,
+        torch.randn(1, 1, 24, 24),
+        PruneConfig(step=0.1, max_steps=4, tolerance=0.05),
+        finetune=lambda m: None,
+        evaluate=lambda m: next(scores),
+    )
     assert [s.kept for s in steps] == [True, True, False]
     assert sum(p.numel() for p in pruned.parameters()) == steps[1].params
 
@@ -66,18 +72,26 @@ def test_pruning_stops_once_the_memory_and_size_targets_are_met():
         return fp.activation_bytes["int8"] / 1024, fp.size_bytes["int8"] / 1024
 
     # the figures of each step without targets, then a size target between steps 1 and 2
-    _, free = progressive_prune(net, torch.zeros(1, 1, 28, 28), PruneConfig(step=0.1, max_steps=4, tolerance=1.0),
-                                finetune=lambda m: None, evaluate=lambda m: 0.5, memory=memory)  # fmt: skip
+    _, free = progressive_prune(
+        net,
+        torch.zeros(1, 1, 28, 28),
+        PruneConfig(step=0.1, max_steps=4, tolerance=1.0),
+        finetune=lambda m: None,
+        evaluate=lambda m: 0.5,
+        memory=memory,
+    )
     flash = [s.flash_kb for s in free]
     assert flash == sorted(flash, reverse=True) and flash[2] < flash[1]
     ram0 = free[0].ram_kb  # a memory target met from the start
     target = (flash[1] + flash[2]) / 2
     config = PruneConfig(step=0.1, max_steps=4, tolerance=1.0, ram_target_kb=ram0, flash_target_kb=target)
-    pruned, steps = progressive_prune(net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None,
-                                      evaluate=lambda m: 0.5, memory=memory)  # fmt: skip
+    pruned, steps = progressive_prune(
+        net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None, evaluate=lambda m: 0.5, memory=memory
+    )
     assert [s.flash_kb for s in steps] == flash[:3]  # stopped at step 2, the first within both targets
     assert memory(pruned) == (steps[-1].ram_kb, steps[-1].flash_kb)
     # without a memory function the targets cannot be met: pruning runs to the end
-    _, blind = progressive_prune(net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None,
-                                 evaluate=lambda m: 0.5)  # fmt: skip
+    _, blind = progressive_prune(
+        net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None, evaluate=lambda m: 0.5
+    )
     assert len(blind) == 5

@@ -38,9 +38,10 @@ def test_qat_int8_matches_fake_quant_in_a_torch_free_process(digits_splits, tmp_
     calibrate_qat(q, (x for x, _ in calib))
     # with fake-quant off, the BN-folded model is the fp32 model
     qat_enabled(q, False)
-    x = torch.cat([b for b, _ in batches(s.val, batch_size=400, resolution=16, channels=1, mean=s.mean, std=s.std)]
-                  + [b for b, _ in batches(s.test, batch_size=400, resolution=16, channels=1, mean=s.mean,
-                                           std=s.std)])  # fmt: skip
+    x = torch.cat(
+        [b for b, _ in batches(s.val, batch_size=400, resolution=16, channels=1, mean=s.mean, std=s.std)]
+        + [b for b, _ in batches(s.test, batch_size=400, resolution=16, channels=1, mean=s.mean, std=s.std)]
+    )
     with torch.no_grad():
         assert torch.allclose(q(x), net.eval()(x), atol=1e-4)
     qat_enabled(q, True)
@@ -63,8 +64,9 @@ def test_qat_int8_matches_fake_quant_in_a_torch_free_process(digits_splits, tmp_
     assert fused["QLinearConv"] == ops["Conv"] and fused["Conv"] == 0
 
     np.save(tmp_path / "x.npy", x.numpy())
-    subprocess.run([sys.executable, "-c", _CHILD, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], check=True
+    )
     onnx_out = np.load(tmp_path / "y.npy")
     with torch.no_grad():
         torch_out = q.eval()(x).numpy()

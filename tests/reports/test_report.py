@@ -42,11 +42,17 @@ def finished_run(tiny_run, tmp_path_factory):
     data = yaml.safe_load(tiny_run.read_text())
     data["run_dir"] = str(run)
     # a second device with its own, tighter budget: the report draws the devices' fronts side by side
-    data["devices"] = data["devices"] + [dict(data["devices"][0], name="cpu-b", budget_ms=0.8 * data["devices"][0]
-                                              ["budget_ms"])]
-    data["finalize"] = {"distill_epochs": 1, "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
-                        "qat_epochs": 1, "lr": 0.05, "measure_rounds": 5,
-                        "accept_failed_checks": True}  # near-tie logits of a barely trained model: see test_pipeline
+    data["devices"] = data["devices"] + [
+        dict(data["devices"][0], name="cpu-b", budget_ms=0.8 * data["devices"][0]["budget_ms"])
+    ]
+    data["finalize"] = {
+        "distill_epochs": 1,
+        "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
+        "qat_epochs": 1,
+        "lr": 0.05,
+        "measure_rounds": 5,
+        "accept_failed_checks": True,
+    }  # near-tie logits of a barely trained model: see test_pipeline
     shutil.copy(tiny_run.parent / "supernet.pt", run / "supernet.pt")
     shutil.copy(tiny_run.parent / "supernet_training.json", run / "supernet_training.json")
     cfg = run / "c.yaml"
@@ -117,8 +123,16 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 # run in the page after plotly drew: the layout facts the test checks, in the title
@@ -140,16 +154,28 @@ def _browse(page: Path, width: int) -> tuple[dict, list[str]]:
     probe.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
     with tempfile.TemporaryDirectory() as profile:
         dom = subprocess.run(
-            [_chromium(), *_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-             f"--window-size={width},2000", "--virtual-time-budget=15000", "--dump-dom", probe.as_uri()],
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
+            [
+                _chromium(),
+                *_FLAGS,
+                f"--user-data-dir={profile}",
+                "--enable-logging=stderr",
+                "--v=0",
+                f"--window-size={width},2000",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                probe.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     probe.unlink()
     found = re.search(r"<title>PROBE(.*?)</title>", dom.stdout)
     assert found, dom.stdout[:2000] + dom.stderr[-2000:]
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
-    return json.loads(html.unescape(found.group(1))), [line for line in console if re.search(r"error|uncaught",
-                                                                                                 line, re.I)]
+    return json.loads(html.unescape(found.group(1))), [
+        line for line in console if re.search(r"error|uncaught", line, re.I)
+    ]
 
 
 @pytest.mark.slow
@@ -169,9 +195,19 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
         assert found["headings"][-1] == "Provenance"
     shot = Path(tmp_path) / "report.png"
     with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([_chromium(), *_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-                        "--window-size=1200,2400", f"--screenshot={shot}", page.as_uri()],
-                       capture_output=True, timeout=180)  # fmt: skip
+        subprocess.run(
+            [
+                _chromium(),
+                *_FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=15000",
+                "--window-size=1200,2400",
+                f"--screenshot={shot}",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            timeout=180,
+        )
     assert shot.stat().st_size > 20_000  # a real picture, not a blank page
     shutil.copy(shot, finished_run / "report" / "screenshot.png")
 
@@ -189,11 +225,27 @@ def test_runs_compared_on_one_page(finished_run, tmp_path):
     assert len(mine) == len(theirs) > 0 and (mine == theirs).all()  # a copy converges alike, on the shared scale
     summary = pd.read_csv(tmp_path / "cmp" / "data" / "summary.csv")
     assert len(summary) == 4 and summary["test_accuracy"].between(0, 1).all()
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", str(finished_run), str(other), "--out",
-                        str(tmp_path / "cli"), "--no-png"], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgenas.cli",
+            "report",
+            str(finished_run),
+            str(other),
+            "--out",
+            str(tmp_path / "cli"),
+            "--no-png",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0 and r.stdout.strip() == str(tmp_path / "cli" / "report.html"), r.stderr
-    r = subprocess.run([sys.executable, "-m", "edgenas.cli", "report", str(finished_run), str(tmp_path)],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "edgenas.cli", "report", str(finished_run), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not an edgenas run" in r.stderr
 
 

@@ -79,7 +79,6 @@ def test_int8_is_about_a_quarter_of_fp32_and_memory_grows_with_the_arch():
         model_bytes(space.block_specs(space.smallest()), "fp16")
 
 
-
 def test_a_pruned_net_is_predicted_from_its_own_layers():
     """Pruning narrows SE reductions too, which a block spec does not describe: the size counts the layers."""
     from edgenas.pruning import PruneConfig, progressive_prune
@@ -88,12 +87,17 @@ def test_a_pruned_net_is_predicted_from_its_own_layers():
     space = SPACES["small"]
     net = build_subnet(space, Arch.parse("r24w0.5|k3e6se-k5e6se|k3e4se|k5e3|k3e6se")).eval()
     assert net_footprint(net) == footprint(current_specs(net))  # unpruned: the same figures
-    pruned, _ = progressive_prune(net, torch.zeros(net.input_shape), PruneConfig(step=0.2, max_steps=2, tolerance=1.0),
-                                  finetune=lambda m: None, evaluate=lambda m: 0.5)  # fmt: skip
+    pruned, _ = progressive_prune(
+        net,
+        torch.zeros(net.input_shape),
+        PruneConfig(step=0.2, max_steps=2, tolerance=1.0),
+        finetune=lambda m: None,
+        evaluate=lambda m: 0.5,
+    )
     fp = net_footprint(pruned)
     assert fp.params == sum(p.numel() for n, p in pruned.named_parameters() if "bn" not in n) + sum(
-        m.num_features for m in pruned.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        m.num_features for m in pruned.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
     for precision, data in _exports(pruned).items():
         assert fp.size_bytes[precision] == pytest.approx(len(data), rel=0.02), precision
         assert fp.activation_bytes[precision] == activation_peak(data), precision
-

@@ -55,8 +55,13 @@ def test_current_specs_read_a_pruned_subnets_channels():
     arch = Arch.parse("r16|k3e3se-k5e2|k3e3")
     net = build_subnet(space, arch).eval()
     assert current_specs(net) == space.block_specs(arch)
-    pruned, _ = progressive_prune(net, torch.zeros(1, 1, 16, 16), PruneConfig(step=0.3, max_steps=1, tolerance=1.0),
-                                  finetune=lambda m: None, evaluate=lambda m: 1.0)  # fmt: skip
+    pruned, _ = progressive_prune(
+        net,
+        torch.zeros(1, 1, 16, 16),
+        PruneConfig(step=0.3, max_steps=1, tolerance=1.0),
+        finetune=lambda m: None,
+        evaluate=lambda m: 1.0,
+    )
     specs = current_specs(pruned)
     assert sum(s.mid_chs for s in specs) < sum(s.mid_chs for s in space.block_specs(arch))
 
