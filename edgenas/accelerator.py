@@ -19,28 +19,20 @@ Data stay uint8 on the host and are converted per batch on the device
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["DEVICE_CHOICES", "Accelerator", "check_device", "on_device", "resolve_device"]
+from edgenas.config import DEVICE_CHOICES, check_device
 
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+__all__ = ["DEVICE_CHOICES", "Accelerator", "check_device", "on_device", "resolve_device"]
 
 
 def _mps_available() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
-
-
-def check_device(spec: str, where: str) -> None:
-    """Reject a malformed device string early (config loading); whether it is present is checked on use."""
-    if not isinstance(spec, str) or not _DEVICE_RE.match(spec):
-        raise ValueError(f"{where} must be one of {DEVICE_CHOICES}; got {spec!r}")
 
 
 def resolve_device(spec: str = "auto") -> torch.device:

@@ -20,19 +20,276 @@ written next to the outputs.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from edgenas.data import resolve_augment
-from edgenas.finalize import FinalizeConfig
-from edgenas.nas import SearchConfig, TrainConfig
+__all__ = [
+    "AUGMENTATIONS",
+    "DEVICE_CHOICES",
+    "SAMPLERS",
+    "Config",
+    "DataConfig",
+    "DeviceConfig",
+    "FinalizeConfig",
+    "FitConfig",
+    "PruneConfig",
+    "Recipe",
+    "SearchConfig",
+    "TrainConfig",
+    "check_device",
+    "config_to_dict",
+    "load_config",
+    "parse_config",
+    "resolve_augment",
+]
 
-__all__ = ["Config", "DataConfig", "DeviceConfig", "config_to_dict", "load_config", "parse_config"]
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+AUGMENTATIONS = ("crop", "flip")
+# Data sets whose classes change under a mirror image (digits): no flip for them by default.
+_NO_FLIP = ("digits", "mnist5k")
+SAMPLERS = ("nsga2", "tpe", "random", "guided")
+
+
+def check_device(spec: str, where: str) -> None:
+    """Reject a malformed device string early (config loading); whether it is present is checked on use."""
+    if not isinstance(spec, str) or not _DEVICE_RE.match(spec):
+        raise ValueError(f"{where} must be one of {DEVICE_CHOICES}; got {spec!r}")
+
+
+def resolve_augment(spec: str | tuple[str, ...] | list[str], dataset: str) -> tuple[str, ...]:
+    """The augmentations for ``spec``: ``auto``, ``none`` or a list of ``crop``, ``crop:PAD``, ``flip``.
+
+    ``auto`` is ``crop`` + ``flip`` (a random crop of the image padded by side/14 pixels, a
+    mirror image half the time), without ``flip`` for digit data sets (``digits``,
+    ``mnist5k``), whose classes a mirror image changes. Raises ValueError naming a bad item.
+    """
+    if isinstance(spec, str):
+        if spec == "none":
+            return ()
+        if spec == "auto":
+            return ("crop",) if dataset in _NO_FLIP else ("crop", "flip")
+        spec = (spec,)
+    out = []
+    for item in spec:
+        name, _, arg = str(item).partition(":")
+        if name not in AUGMENTATIONS or (arg and (name != "crop" or not arg.isdigit())):
+            raise ValueError(
+                f"unknown augmentation {item!r}; allowed: 'auto', 'none' or a list of "
+                "'crop', 'crop:<pad pixels>', 'flip'"
+            )
+        out.append(str(item))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What every training in edgenas shares: the batch, SGD with Nesterov momentum, the
+    loss's label smoothing and distillation temperature, the seed, a step cap for quick runs.
+
+    :class:`FitConfig` (one model), :class:`TrainConfig` (the supernet) and
+    :class:`FinalizeConfig` (finalize's finetunes) are recipes with their own schedule.
+    """
+
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    temperature: float = 4.0
+    seed: int = 0
+    max_steps_per_epoch: int | None = None  # cap for quick runs
+
+    def _check_recipe(self, where: str) -> None:
+        if self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"{where} needs batch_size >= 1 and lr > 0; got {self.batch_size}, {self.lr}")
+        if not 0.0 <= self.momentum < 1.0 or self.weight_decay < 0:
+            raise ValueError(
+                f"{where} needs momentum in [0, 1) and weight_decay >= 0; got {self.momentum}, {self.weight_decay}"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"{where} needs label_smoothing in [0, 1), got {self.label_smoothing}")
+        if self.temperature <= 0:
+            raise ValueError(f"{where}.temperature must be > 0, got {self.temperature}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError(f"{where}.max_steps_per_epoch must be >= 1 or null, got {self.max_steps_per_epoch}")
+
+
+@dataclass(frozen=True)
+class FitConfig(Recipe):
+    """A finetune (or a stand-alone training when there is no teacher)."""
+
+    epochs: int = 5
+    lr: float = 0.05
+    alpha_start: float = 0.7
+    alpha_end: float = 0.3
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+    augment: tuple[str, ...] = ()  # see edgenas.data.resolve_augment
+
+    def __post_init__(self) -> None:
+        self._check_recipe("fit")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"fit needs epochs >= 0, batch_size >= 1, lr > 0: {self}")
+        if not 0.0 <= self.label_smoothing < 1.0 or self.warmup_epochs < 0:
+            raise ValueError(f"fit needs label_smoothing in [0, 1) and warmup_epochs >= 0: {self}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Recipe):
+    """Supernet training: the sandwich rule, its optimiser and schedule, where it runs."""
+
+    epochs: int = 10
+    lr: float = 0.1
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    label_smoothing: float = 0.1  # on the largest subnet's cross-entropy (and the students' CE part)
+    n_random: int = 2
+    alpha: float = 0.7
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
+    threads: int = 0  # 0: every core
+
+    def __post_init__(self) -> None:
+        self._check_recipe("train")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ValueError(f"train needs epochs >= 1, batch_size >= 2, lr > 0; got {self}")
+        check_device(self.device, "train.device")
+        if not 0.0 <= self.label_smoothing < 1.0 or self.warmup_epochs < 0:
+            raise ValueError(
+                f"train needs label_smoothing in [0, 1) and warmup_epochs >= 0; got "
+                f"{self.label_smoothing}, {self.warmup_epochs}"
+            )
+        if self.n_random < 0:
+            raise ValueError(f"train.n_random must be >= 0, got {self.n_random}")
+        if self.temperature <= 0 or not 0 <= self.alpha <= 1:
+            raise ValueError(f"train needs temperature > 0 and alpha in [0, 1]; got {self}")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The search: its sampler and budget of trials, its storage, how a subnet is evaluated."""
+
+    sampler: str = "guided"  # bench/strategies.py: +12 % hypervolume over random at equal time; NSGA-II +4 %
+    n_trials: int = 100
+    timeout: float | None = None
+    storage: str | None = None  # None: sqlite file study.db in the output folder
+    study_name: str = "edgenas"
+    seed: int = 0
+    population_size: int | None = None  # NSGA-II's; None: a fifth of n_trials, 8 to 50 (at least 5 generations)
+    # an evaluated subnet: BN statistics re-estimated on this many training batches, accuracy on
+    # the first this many validation images (None: all). bench/ranking.py chose 4 x 2,000: the
+    # ranking of 8 x 3,000 (Kendall tau with stand-alone training within noise) at half the cost
+    calib_batches: int = 4
+    val_images: int | None = 2000
+    device: str = "auto"  # where torch evaluates subnets: auto, cpu, cuda, cuda:N, mps
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
+    grace_period: int = 90  # a running trial without a heartbeat for this long is failed and retried
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"search.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.n_trials < 1:
+            raise ValueError(f"search.n_trials must be >= 1, got {self.n_trials}")
+        if self.calib_batches < 1:
+            raise ValueError(f"search.calib_batches must be >= 1, got {self.calib_batches}")
+        if self.val_images is not None and self.val_images < 1:
+            raise ValueError(f"search.val_images must be >= 1 or null (all), got {self.val_images}")
+        if self.population_size is not None and self.population_size < 2:
+            raise ValueError(f"search.population_size must be >= 2, got {self.population_size}")
+        check_device(self.device, "search.device")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"search.timeout must be > 0 seconds, got {self.timeout}")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Progressive structured pruning: step size, how far, channel rounding, when to stop."""
+
+    step: float = 0.1  # share of the original channels removed per step
+    max_steps: int = 5
+    divisor: int = 8
+    tolerance: float = 0.01  # stop when accuracy falls more than this below the start
+    latency_target_ms: float | None = None  # stop once the measured latency is at or below
+    # stop once the predicted activation memory / model size (kB of 1024 bytes, at the device's
+    # precision) is at or below; with several targets, once all of them are met
+    ram_target_kb: float | None = None
+    flash_target_kb: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.step <= 0.5:
+            raise ValueError(f"prune.step must be in (0, 0.5], got {self.step}")
+        if self.max_steps < 0 or self.step * self.max_steps >= 1.0:
+            raise ValueError(f"prune.max_steps must be >= 0 with step * max_steps < 1, got {self.max_steps}")
+        if self.divisor < 1:
+            raise ValueError(f"prune.divisor must be >= 1, got {self.divisor}")
+        if self.tolerance < 0:
+            raise ValueError(f"prune.tolerance must be >= 0, got {self.tolerance}")
+        for key in ("latency_target_ms", "ram_target_kb", "flash_target_kb"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ValueError(f"prune.{key} must be > 0, got {value}")
+
+    @property
+    def targets(self) -> dict[str, float]:
+        """The targets set, by the figure they bound (``latency_ms``, ``ram_kb``, ``flash_kb``)."""
+        limits = {"latency_ms": self.latency_target_ms, "ram_kb": self.ram_target_kb, "flash_kb": self.flash_target_kb}
+        return {k: v for k, v in limits.items() if v is not None}
+
+    def met(self, step: Any) -> bool:
+        """Whether ``step`` (a :class:`~edgenas.pruning.PruneStep`) meets every target set.
+
+        False without targets: prune to the end.
+        """
+        figures = dataclasses.asdict(step)
+        return bool(self.targets) and all(figures[k] is not None and figures[k] <= v for k, v in self.targets.items())
+
+
+@dataclass(frozen=True)
+class FinalizeConfig(Recipe):
+    """Finalize's finetunes (distillation, pruning, QAT), its teacher, exports and measurements."""
+
+    distill_epochs: int = 3
+    lr: float = 0.01
+    alpha_start: float = 0.7
+    alpha_end: float = 0.3
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    prune_finetune_epochs: int = 1
+    qat_epochs: int = 2
+    qat_lr: float = 0.0005  # about 1 % of the training rate: QAT only nudges a trained model
+    # QAT distils from the model's own fp32 weights (the pruned model), which the int8 model
+    # should reproduce, not from the teacher, which the pruned model may already have passed
+    qat_alpha: float = 0.7
+    # a user teacher instead of the largest subnet: a TorchScript file or a pickled nn.Module
+    # taking the data's (N, C, H, W) normalised images and returning class logits
+    teacher: str | None = None
+    teacher_resolution: int | None = None  # its input size; default: the finalized arch's
+    label_smoothing: float = 0.1  # on the cross-entropy part of every finetune
+    calib_batches: int = 8
+    measure_rounds: int = 20
+    # an export that fails its check against torch is not deployed and finalize fails; true:
+    # deploy the faster precision anyway (the card still records the failed check)
+    accept_failed_checks: bool = False
+    device: str = "auto"  # where torch finetunes and evaluates: auto, cpu, cuda, cuda:N, mps
+
+    def __post_init__(self) -> None:
+        self._check_recipe("finalize")
+        for name in ("distill_epochs", "prune_finetune_epochs", "qat_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"finalize.{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0 or self.qat_lr <= 0:
+            raise ValueError(f"finalize.lr and finalize.qat_lr must be > 0, got {self.lr}, {self.qat_lr}")
+        check_device(self.device, "finalize.device")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"finalize.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.teacher_resolution is not None and self.teacher_resolution < 1:
+            raise ValueError(f"finalize.teacher_resolution must be >= 1, got {self.teacher_resolution}")
+        for name in ("alpha_start", "alpha_end", "qat_alpha"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"finalize.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -213,6 +470,8 @@ def parse_config(data: dict[str, Any] | None) -> Config:
 
 def load_config(path: str | Path, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
     """Load a YAML config; ``overrides`` ({"search": {"n_trials": 10}, ...}) replace file values."""
+    import yaml  # here, not at the top: the device side reads configs' constants without PyYAML
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")

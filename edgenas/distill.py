@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgenas.accelerator import Accelerator, on_device
+from edgenas.config import FitConfig
 from edgenas.data import Splits, batches
 from edgenas.progress import progress as progress_bar
 
@@ -80,31 +80,6 @@ def cosine_schedule(
         return 0.5 * (1 + np.cos(np.pi * min(step - warm, total - warm) / (total - warm)))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """A finetune (or a stand-alone training when there is no teacher)."""
-
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    temperature: float = 4.0
-    alpha_start: float = 0.7
-    alpha_end: float = 0.3
-    label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0
-    augment: tuple[str, ...] = ()  # see edgenas.data.resolve_augment
-    seed: int = 0
-    max_steps_per_epoch: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"fit needs epochs >= 0, batch_size >= 1, lr > 0: {self}")
-        if not 0.0 <= self.label_smoothing < 1.0 or self.warmup_epochs < 0:
-            raise ValueError(f"fit needs label_smoothing in [0, 1) and warmup_epochs >= 0: {self}")
 
 
 def fit(

@@ -39,9 +39,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgenas.accelerator import Accelerator, check_device
+from edgenas.accelerator import Accelerator
+from edgenas.config import FinalizeConfig, FitConfig
 from edgenas.data import ImageData, Splits, batches
-from edgenas.distill import FitConfig, fit
+from edgenas.distill import fit
 from edgenas.errors import ExportCheckError
 from edgenas.export import activation_peak, export_onnx, save_openvino_ir, with_metadata
 from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_digest
@@ -55,7 +56,7 @@ from edgenas.latency_tables import (
 )
 from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.preprocess import preprocessing_metadata
-from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
+from edgenas.pruning import channel_counts, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import KB, Arch, Footprint, Space, SubNet, Supernet, current_specs, net_footprint
 
@@ -76,51 +77,6 @@ __all__ = [
 # models of the tests). A broken export (layout, preprocessing, a wrong graph) agrees on a
 # fraction of the images near chance instead.
 INT8_AGREEMENT_MIN = 0.95
-
-
-@dataclass(frozen=True)
-class FinalizeConfig:
-    distill_epochs: int = 3
-    lr: float = 0.01
-    batch_size: int = 128
-    temperature: float = 4.0
-    alpha_start: float = 0.7
-    alpha_end: float = 0.3
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    prune_finetune_epochs: int = 1
-    qat_epochs: int = 2
-    qat_lr: float = 0.0005  # about 1 % of the training rate: QAT only nudges a trained model
-    # QAT distils from the model's own fp32 weights (the pruned model), which the int8 model
-    # should reproduce, not from the teacher, which the pruned model may already have passed
-    qat_alpha: float = 0.7
-    # a user teacher instead of the largest subnet: a TorchScript file or a pickled nn.Module
-    # taking the data's (N, C, H, W) normalised images and returning class logits
-    teacher: str | None = None
-    teacher_resolution: int | None = None  # its input size; default: the finalized arch's
-    label_smoothing: float = 0.1  # on the cross-entropy part of every finetune
-    calib_batches: int = 8
-    max_steps_per_epoch: int | None = None
-    measure_rounds: int = 20
-    # an export that fails its check against torch is not deployed and finalize fails; true:
-    # deploy the faster precision anyway (the card still records the failed check)
-    accept_failed_checks: bool = False
-    device: str = "auto"  # where torch finetunes and evaluates: auto, cpu, cuda, cuda:N, mps
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("distill_epochs", "prune_finetune_epochs", "qat_epochs"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"finalize.{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.qat_lr <= 0:
-            raise ValueError(f"finalize.lr and finalize.qat_lr must be > 0, got {self.lr}, {self.qat_lr}")
-        check_device(self.device, "finalize.device")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"finalize.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.teacher_resolution is not None and self.teacher_resolution < 1:
-            raise ValueError(f"finalize.teacher_resolution must be >= 1, got {self.teacher_resolution}")
-        for name in ("alpha_start", "alpha_end", "qat_alpha"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"finalize.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 def _cpu_session(model: bytes):

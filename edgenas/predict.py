@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas.data._folder import IMAGE_SUFFIXES, _open
+from edgenas.data import IMAGE_SUFFIXES, open_image
 from edgenas.preprocess import read_metadata, to_input
 
 __all__ = ["Model", "accuracy_on", "predict_images", "read_images"]
@@ -39,7 +39,7 @@ class Model:
 
     def __post_init__(self) -> None:
         # the sessions the latency tables time with, on the CPU with one thread
-        from edgenas.latency_tables._runtimes import OnnxRuntime, OpenVino
+        from edgenas.latency_tables import OnnxRuntime, OpenVino
 
         if self.path.endswith(".xml"):
             compiled = OpenVino("CPU").compile(self.path)
@@ -71,7 +71,7 @@ def read_images(paths: list[Path], channels: int) -> np.ndarray:
     """Image files as uint8 (N, C, H, W) in the model's channel count (all of one size)."""
     out = []
     for p in paths:
-        a = np.asarray(_open(p).convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+        a = np.asarray(open_image(p).convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
         out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     sizes = {a.shape for a in out}
     if len(sizes) > 1:

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from edgenas.errors import ExportCheckError
-    from edgenas.latency_tables._agent import AgentError
+    from edgenas.latency_tables import AgentError
 
     args = build_parser().parse_args(argv)
     try:

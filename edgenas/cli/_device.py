@@ -73,7 +73,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _agent(args: argparse.Namespace) -> None:
-    from edgenas.latency_tables._agent import TOKEN_ENV, serve_agent
+    from edgenas.latency_tables import TOKEN_ENV, serve_agent
 
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:

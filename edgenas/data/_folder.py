@@ -46,7 +46,7 @@ def list_image_folder(root: Path) -> tuple[list[Path], list[int], tuple[str, ...
     return paths, labels, classes
 
 
-def _open(path: Path):
+def open_image(path: Path):
     from PIL import Image
 
     try:
@@ -84,7 +84,7 @@ class ImageFiles:
         seen = []
         for p in paths[:_PROBE]:
             try:
-                seen.append(_open(p))
+                seen.append(open_image(p))
             except CorruptImageError:
                 if not skip_corrupt:
                     raise
@@ -120,7 +120,7 @@ class ImageFiles:
         out, ok = [], []
         for i in np.asarray(index).reshape(-1):
             try:
-                im = _open(Path(self.paths[i]))
+                im = open_image(Path(self.paths[i]))
             except CorruptImageError:
                 if not self.skip_corrupt:
                     raise

@@ -1,6 +1,6 @@
 """Latency tables: per-device block timings, prediction, and validation against whole networks.
 
-The timing side (``_runtimes``, ``_protocol``, ``_backend``, ``_table``) needs only numpy and the runtime,
+The timing side (``_runtimes``, ``_protocol``, ``_backend``, ``_agent``, ``_table``) needs only numpy and the runtime,
 so it runs on a device with nothing else installed. The building side exports models with
 torch; its names are imported on first use (PEP 562), so ``import edgenas.latency_tables``
 does not import torch.
@@ -12,20 +12,30 @@ import importlib
 from typing import Any
 
 from edgenas.latency_tables._backend import (
-    PROVIDER_ALIASES,
+    TOKEN_ENV,
+    AgentBackend,
+    AgentError,
     LocalBackend,
     MeasurementBackend,
-    expected_providers,
     make_backend,
-    make_runtime,
 )
 from edgenas.latency_tables._memory import session_peak_memory_mb
-from edgenas.latency_tables._protocol import Protocol, Timing, time_models
-from edgenas.latency_tables._runtimes import RUNTIMES, OnnxRuntime, OpenVino, Runtime, cpu_name
+from edgenas.latency_tables._protocol import Protocol, Timing, noop_model, time_models
+from edgenas.latency_tables._runtimes import (
+    DEVICES,
+    PROVIDER_ALIASES,
+    RUNTIMES,
+    OnnxRuntime,
+    OpenVino,
+    Runtime,
+    cpu_name,
+    expected_providers,
+    make_runtime,
+    resolve_providers,
+)
 from edgenas.latency_tables._table import LatencyTable, TableMismatchError
 
 _LAZY = {
-    "AgentBackend": "_agent",
     "make_agent_server": "_agent",
     "serve_agent": "_agent",
     "build_table": "_build",
@@ -42,7 +52,11 @@ _LAZY = {
 }
 
 __all__ = [
+    "DEVICES",
     "PROVIDER_ALIASES",
+    "TOKEN_ENV",
+    "AgentBackend",
+    "AgentError",
     "RUNTIMES",
     "LatencyTable",
     "LocalBackend",
@@ -57,6 +71,8 @@ __all__ = [
     "expected_providers",
     "make_backend",
     "make_runtime",
+    "noop_model",
+    "resolve_providers",
     "session_peak_memory_mb",
     "time_models",
     *_LAZY,

@@ -1,4 +1,4 @@
-"""The device agent (``edgenas agent``) and its client backend. Standard library, numpy, onnxruntime only.
+"""The device agent (``edgenas agent``). Standard library, numpy and the runtime only.
 
 The agent runs on the target device and times ONNX models sent to it with the same
 protocol as in-process measurement::
@@ -21,30 +21,20 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-import os
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from edgenas.latency_tables._backend import MeasurementBackend, make_runtime
-from edgenas.latency_tables._protocol import Protocol, Timing, time_models
-from edgenas.latency_tables._runtimes import RUNTIMES
+from edgenas.latency_tables._protocol import Protocol, time_models
+from edgenas.latency_tables._runtimes import RUNTIMES, make_runtime
 
-__all__ = ["AgentBackend", "AgentError", "make_agent_server", "serve_agent"]
+__all__ = ["make_agent_server", "serve_agent"]
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 8
 UNAUTHORISED_READ = 1024 * 1024  # a refused client's body is read this far (so it sees the 401), no further
-TOKEN_ENV = "EDGENAS_AGENT_TOKEN"
-
-
-class AgentError(RuntimeError):
-    """The agent refused or failed a request."""
 
 
 def make_agent_server(
@@ -203,58 +193,3 @@ def serve_agent(**kwargs: Any) -> None:
         pass
     finally:
         server.server_close()
-
-
-class AgentBackend(MeasurementBackend):
-    """Measures on a remote ``edgenas agent``; retries dropped connections."""
-
-    def __init__(self, url: str, *, token: str | None = None, timeout: float = 900.0, retries: int = 3):
-        if url.startswith("agent://"):
-            url = "http://" + url[len("agent://") :]
-        self.url = url.rstrip("/")
-        self.token = token or os.environ.get(TOKEN_ENV)
-        if not self.token:
-            raise ValueError(f"agent {url}: no token; pass --token or set {TOKEN_ENV}")
-        self.timeout = timeout
-        self.retries = retries
-        self._fingerprint: dict[str, Any] | None = None
-
-    def _call(self, method: str, path: str, payload: dict | None = None) -> dict:
-        data = json.dumps(payload).encode() if payload is not None else None
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            req = urllib.request.Request(self.url + path, data=data, method=method)
-            req.add_header("Authorization", f"Bearer {self.token}")
-            if data is not None:
-                req.add_header("Content-Type", "application/json")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read())
-            except urllib.error.HTTPError as exc:  # the agent answered: do not retry
-                try:
-                    msg = json.loads(exc.read()).get("error", "")
-                except Exception:
-                    msg = ""
-                raise AgentError(f"agent {self.url} answered {exc.code}: {msg or exc.reason}") from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-                last = exc
-                if attempt < self.retries:
-                    time.sleep(min(2.0**attempt, 10.0))
-        raise AgentError(f"agent {self.url} unreachable after {self.retries + 1} attempts: {last}")
-
-    def fingerprint(self) -> dict[str, Any]:
-        if self._fingerprint is None:
-            self._fingerprint = self._call("GET", "/fingerprint")
-        return self._fingerprint
-
-    def measure(
-        self, models: Sequence[bytes], reference: bytes, protocol: Protocol
-    ) -> tuple[list[Timing], Timing, Timing]:
-        payload = {
-            "models": [base64.b64encode(m).decode() for m in models],
-            "reference": base64.b64encode(reference).decode(),
-            "protocol": protocol.to_dict(),
-        }
-        self.fingerprint()  # a wrong token or URL shows on this small GET, before a large body is sent
-        out = self._call("POST", "/measure", payload)  # AgentError is the RuntimeError the contract names
-        return [Timing(**t) for t in out["timings"]], Timing(**out["reference"]), Timing(**out["noop"])

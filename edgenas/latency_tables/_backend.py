@@ -1,42 +1,27 @@
-"""Measurement backends: where timings come from. Needs only numpy and the runtimes.
+"""Measurement backends: where timings come from. Standard library, numpy and the runtimes only.
 
 A backend is "a runtime (:mod:`._runtimes`: ONNX Runtime with a set of execution
-providers, or OpenVINO on a device), somewhere". The in-process one lives here; the remote
-device agent implements the same contract.
+providers, or OpenVINO on a device), somewhere": in this process (:class:`LocalBackend`)
+or behind an ``edgenas agent`` on the device (:class:`AgentBackend`, its HTTP client; the
+server is :mod:`._agent`).
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 from edgenas.latency_tables._protocol import Protocol, Timing, time_models
-from edgenas.latency_tables._runtimes import OnnxRuntime, OpenVino, Runtime, openvino_device
+from edgenas.latency_tables._runtimes import Runtime, make_runtime
 
-__all__ = [
-    "DEVICES",
-    "PROVIDER_ALIASES",
-    "LocalBackend",
-    "MeasurementBackend",
-    "expected_providers",
-    "make_backend",
-    "make_runtime",
-    "resolve_providers",
-]
-
-DEVICES = "'local-cpu', 'local' (with providers), 'openvino[:CPU|GPU|NPU]', 'agent://HOST:PORT'"
-
-# Short names accepted on the command line for ONNX Runtime execution providers.
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "qnn": "QNNExecutionProvider",
-    "nnapi": "NnapiExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-}
+__all__ = ["TOKEN_ENV", "AgentBackend", "AgentError", "LocalBackend", "MeasurementBackend", "make_backend"]
 
 
 class MeasurementBackend(ABC):
@@ -57,22 +42,6 @@ class MeasurementBackend(ABC):
     def measure(
         self, models: Sequence[bytes], reference: bytes, protocol: Protocol
     ) -> tuple[list[Timing], Timing, Timing]: ...
-
-
-def resolve_providers(names: Sequence[str], available: Sequence[str]) -> list[str]:
-    """Map short or full provider names to ONNX Runtime's, refusing unavailable ones."""
-    out = []
-    for name in names:
-        full = PROVIDER_ALIASES.get(name.lower(), name)
-        if full not in available:
-            raise ValueError(
-                f"execution provider {name!r} is not available here; available: {list(available)} "
-                f"(short names: {sorted(PROVIDER_ALIASES)})"
-            )
-        out.append(full)
-    if not out:
-        raise ValueError(f"at least one execution provider is needed; available: {list(available)}")
-    return out
 
 
 class LocalBackend(MeasurementBackend):
@@ -96,30 +65,6 @@ class LocalBackend(MeasurementBackend):
             raise RuntimeError(f"{self.runtime.name} could not run a model: {exc}") from exc
 
 
-def make_runtime(device: str, *, threads: int = 1, providers: Sequence[str] = ("cpu",)) -> Runtime:
-    """The in-process runtime of a device string: ``local-cpu``, ``local`` (with ``providers``),
-    ``openvino`` or ``openvino:CPU|GPU|NPU``."""
-    import onnxruntime as ort
-
-    if device in ("local-cpu", "local"):
-        chosen = providers if device == "local" else ("cpu",)
-        return OnnxRuntime(resolve_providers(chosen, ort.get_available_providers()), threads)
-    if _is_openvino(device):
-        return OpenVino(openvino_device(device), threads)
-    raise ValueError(f"unknown device {device!r}; allowed: {DEVICES}")
-
-
-def _is_openvino(device: str) -> bool:
-    return device == "openvino" or device.startswith("openvino:")
-
-
-def expected_providers(device: str, providers: Sequence[str]) -> list[str]:
-    """What a table measured on ``device`` records as its providers (for checking a table against a config)."""
-    if _is_openvino(device):
-        return [openvino_device(device)]
-    return [PROVIDER_ALIASES.get(p.lower(), p) for p in (providers if device == "local" else ("cpu",))]
-
-
 def make_backend(
     device: str, *, threads: int = 1, providers: Sequence[str] = ("cpu",), token: str | None = None
 ) -> MeasurementBackend:
@@ -131,7 +76,67 @@ def make_backend(
     EDGENAS_AGENT_TOKEN environment variable; runtime, threads and providers are the agent's).
     """
     if device.startswith("agent://"):
-        from edgenas.latency_tables._agent import AgentBackend
-
         return AgentBackend(device, token=token)
     return LocalBackend(runtime=make_runtime(device, threads=threads, providers=providers), threads=threads)
+
+
+TOKEN_ENV = "EDGENAS_AGENT_TOKEN"
+
+
+class AgentError(RuntimeError):
+    """The agent refused or failed a request."""
+
+
+class AgentBackend(MeasurementBackend):
+    """Measures on a remote ``edgenas agent``; retries dropped connections."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 900.0, retries: int = 3):
+        if url.startswith("agent://"):
+            url = "http://" + url[len("agent://") :]
+        self.url = url.rstrip("/")
+        self.token = token or os.environ.get(TOKEN_ENV)
+        if not self.token:
+            raise ValueError(f"agent {url}: no token; pass --token or set {TOKEN_ENV}")
+        self.timeout = timeout
+        self.retries = retries
+        self._fingerprint: dict[str, Any] | None = None
+
+    def _call(self, method: str, path: str, payload: dict | None = None) -> dict:
+        data = json.dumps(payload).encode() if payload is not None else None
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            req = urllib.request.Request(self.url + path, data=data, method=method)
+            req.add_header("Authorization", f"Bearer {self.token}")
+            if data is not None:
+                req.add_header("Content-Type", "application/json")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read())
+            except urllib.error.HTTPError as exc:  # the agent answered: do not retry
+                try:
+                    msg = json.loads(exc.read()).get("error", "")
+                except Exception:
+                    msg = ""
+                raise AgentError(f"agent {self.url} answered {exc.code}: {msg or exc.reason}") from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+                last = exc
+                if attempt < self.retries:
+                    time.sleep(min(2.0**attempt, 10.0))
+        raise AgentError(f"agent {self.url} unreachable after {self.retries + 1} attempts: {last}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = self._call("GET", "/fingerprint")
+        return self._fingerprint
+
+    def measure(
+        self, models: Sequence[bytes], reference: bytes, protocol: Protocol
+    ) -> tuple[list[Timing], Timing, Timing]:
+        payload = {
+            "models": [base64.b64encode(m).decode() for m in models],
+            "reference": base64.b64encode(reference).decode(),
+            "protocol": protocol.to_dict(),
+        }
+        self.fingerprint()  # a wrong token or URL shows on this small GET, before a large body is sent
+        out = self._call("POST", "/measure", payload)  # AgentError is the RuntimeError the contract names
+        return [Timing(**t) for t in out["timings"]], Timing(**out["reference"]), Timing(**out["noop"])

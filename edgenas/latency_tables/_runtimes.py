@@ -25,7 +25,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OnnxRuntime", "OpenVino", "RUNTIMES", "Runtime", "cpu_name", "openvino_device"]
+__all__ = [
+    "DEVICES",
+    "PROVIDER_ALIASES",
+    "RUNTIMES",
+    "OnnxRuntime",
+    "OpenVino",
+    "Runtime",
+    "cpu_name",
+    "expected_providers",
+    "make_runtime",
+    "openvino_device",
+    "resolve_providers",
+]
 
 RUNTIMES = ("onnxruntime", "openvino")
 OPENVINO_DEVICES = ("CPU", "GPU", "NPU")
@@ -185,3 +197,58 @@ class OpenVino(Runtime):
         shape = [d.get_length() if d.is_static else 1 for d in inp.get_partial_shape()]
         request.set_input_tensor(ov.Tensor(_input(shape)))
         return request.infer
+
+
+DEVICES = "'local-cpu', 'local' (with providers), 'openvino[:CPU|GPU|NPU]', 'agent://HOST:PORT'"
+
+
+# Short names accepted on the command line for ONNX Runtime execution providers.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+
+
+def resolve_providers(names: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Map short or full provider names to ONNX Runtime's, refusing unavailable ones."""
+    out = []
+    for name in names:
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise ValueError(
+                f"execution provider {name!r} is not available here; available: {list(available)} "
+                f"(short names: {sorted(PROVIDER_ALIASES)})"
+            )
+        out.append(full)
+    if not out:
+        raise ValueError(f"at least one execution provider is needed; available: {list(available)}")
+    return out
+
+
+def make_runtime(device: str, *, threads: int = 1, providers: Sequence[str] = ("cpu",)) -> Runtime:
+    """The in-process runtime of a device string: ``local-cpu``, ``local`` (with ``providers``),
+    ``openvino`` or ``openvino:CPU|GPU|NPU``."""
+    import onnxruntime as ort
+
+    if device in ("local-cpu", "local"):
+        chosen = providers if device == "local" else ("cpu",)
+        return OnnxRuntime(resolve_providers(chosen, ort.get_available_providers()), threads)
+    if _is_openvino(device):
+        return OpenVino(openvino_device(device), threads)
+    raise ValueError(f"unknown device {device!r}; allowed: {DEVICES}")
+
+
+def _is_openvino(device: str) -> bool:
+    return device == "openvino" or device.startswith("openvino:")
+
+
+def expected_providers(device: str, providers: Sequence[str]) -> list[str]:
+    """What a table measured on ``device`` records as its providers (for checking a table against a config)."""
+    if _is_openvino(device):
+        return [openvino_device(device)]
+    return [PROVIDER_ALIASES.get(p.lower(), p) for p in (providers if device == "local" else ("cpu",))]

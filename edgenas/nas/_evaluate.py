@@ -44,7 +44,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
     """Fold every conv + BatchNorm pair of the edgenas blocks into one conv (eval mode, in place); returns ``model``."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    from edgenas.search_spaces._blocks import ConvBNAct
+    from edgenas.search_spaces import ConvBNAct
 
     model.eval()
     for m in model.modules():

@@ -40,7 +40,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from edgenas.accelerator import check_device
+from edgenas.config import SAMPLERS, SearchConfig
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import Predictor
 from edgenas.progress import progress as progress_bar
@@ -58,8 +58,6 @@ __all__ = [
     "trial_figures",
     "write_results",
 ]
-
-SAMPLERS = ("nsga2", "tpe", "random", "guided")
 
 
 OBJECTIVES = ("latency", "ram", "flash")
@@ -106,40 +104,6 @@ class DeviceObjective:
     def excess(self, row: dict[str, Any]) -> float:
         """The largest ``figure / budget - 1`` over its budgets (<= 0: all met; -1 without budgets)."""
         return max((row[c] / b - 1 for c, b in self.budgets.items()), default=-1.0)
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    sampler: str = "guided"  # bench/strategies.py: +12 % hypervolume over random at equal time; NSGA-II +4 %
-    n_trials: int = 100
-    timeout: float | None = None
-    storage: str | None = None  # None: sqlite file study.db in the output folder
-    study_name: str = "edgenas"
-    seed: int = 0
-    population_size: int | None = None  # NSGA-II's; None: a fifth of n_trials, 8 to 50 (at least 5 generations)
-    # an evaluated subnet: BN statistics re-estimated on this many training batches, accuracy on
-    # the first this many validation images (None: all). bench/ranking.py chose 4 x 2,000: the
-    # ranking of 8 x 3,000 (Kendall tau with stand-alone training within noise) at half the cost
-    calib_batches: int = 4
-    val_images: int | None = 2000
-    device: str = "auto"  # where torch evaluates subnets: auto, cpu, cuda, cuda:N, mps
-    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
-    grace_period: int = 90  # a running trial without a heartbeat for this long is failed and retried
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"search.sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if self.n_trials < 1:
-            raise ValueError(f"search.n_trials must be >= 1, got {self.n_trials}")
-        if self.calib_batches < 1:
-            raise ValueError(f"search.calib_batches must be >= 1, got {self.calib_batches}")
-        if self.val_images is not None and self.val_images < 1:
-            raise ValueError(f"search.val_images must be >= 1 or null (all), got {self.val_images}")
-        if self.population_size is not None and self.population_size < 2:
-            raise ValueError(f"search.population_size must be >= 2, got {self.population_size}")
-        check_device(self.device, "search.device")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"search.timeout must be > 0 seconds, got {self.timeout}")
 
 
 def suggest_arch(trial: optuna.Trial, space: Space) -> Arch:

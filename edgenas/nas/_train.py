@@ -24,7 +24,6 @@ import io
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from edgenas.accelerator import Accelerator, check_device
+from edgenas.accelerator import Accelerator
+from edgenas.config import TrainConfig
 from edgenas.data import Splits, batches
 from edgenas.distill import cosine_schedule, distillation_loss, make_optimizer
 from edgenas.io import atomic_write_bytes
@@ -48,40 +48,6 @@ __all__ = ["TrainConfig", "load_supernet", "set_threads", "train_supernet"]
 # Settings that change where or how fast the training runs, not what it computes: a
 # checkpoint may be resumed with other values of these.
 _RUNTIME_KEYS = ("epochs", "threads", "device")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Supernet training: the sandwich rule, its optimiser and schedule, where it runs."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
-    label_smoothing: float = 0.1  # on the largest subnet's cross-entropy (and the students' CE part)
-    n_random: int = 2
-    temperature: float = 4.0
-    alpha: float = 0.7
-    device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
-    threads: int = 0  # 0: every core
-    seed: int = 0
-    max_steps_per_epoch: int | None = None  # cap for quick runs
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
-            raise ValueError(f"train needs epochs >= 1, batch_size >= 2, lr > 0; got {self}")
-        check_device(self.device, "train.device")
-        if not 0.0 <= self.label_smoothing < 1.0 or self.warmup_epochs < 0:
-            raise ValueError(
-                f"train needs label_smoothing in [0, 1) and warmup_epochs >= 0; got "
-                f"{self.label_smoothing}, {self.warmup_epochs}"
-            )
-        if self.n_random < 0:
-            raise ValueError(f"train.n_random must be >= 0, got {self.n_random}")
-        if self.temperature <= 0 or not 0 <= self.alpha <= 1:
-            raise ValueError(f"train needs temperature > 0 and alpha in [0, 1]; got {self}")
 
 
 def set_threads(threads: int) -> int:

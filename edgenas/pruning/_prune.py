@@ -10,7 +10,6 @@ output layer is never pruned, and channel counts are rounded to a multiple of
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,45 +17,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgenas.config import PruneConfig
+
 __all__ = ["PruneConfig", "PruneStep", "channel_counts", "progressive_prune"]
-
-
-@dataclass(frozen=True)
-class PruneConfig:
-    step: float = 0.1  # share of the original channels removed per step
-    max_steps: int = 5
-    divisor: int = 8
-    tolerance: float = 0.01  # stop when accuracy falls more than this below the start
-    latency_target_ms: float | None = None  # stop once the measured latency is at or below
-    # stop once the predicted activation memory / model size (kB of 1024 bytes, at the device's
-    # precision) is at or below; with several targets, once all of them are met
-    ram_target_kb: float | None = None
-    flash_target_kb: float | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.step <= 0.5:
-            raise ValueError(f"prune.step must be in (0, 0.5], got {self.step}")
-        if self.max_steps < 0 or self.step * self.max_steps >= 1.0:
-            raise ValueError(f"prune.max_steps must be >= 0 with step * max_steps < 1, got {self.max_steps}")
-        if self.divisor < 1:
-            raise ValueError(f"prune.divisor must be >= 1, got {self.divisor}")
-        if self.tolerance < 0:
-            raise ValueError(f"prune.tolerance must be >= 0, got {self.tolerance}")
-        for key in ("latency_target_ms", "ram_target_kb", "flash_target_kb"):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ValueError(f"prune.{key} must be > 0, got {value}")
-
-    @property
-    def targets(self) -> dict[str, float]:
-        """The targets set, by the figure they bound (``latency_ms``, ``ram_kb``, ``flash_kb``)."""
-        limits = {"latency_ms": self.latency_target_ms, "ram_kb": self.ram_target_kb, "flash_kb": self.flash_target_kb}
-        return {k: v for k, v in limits.items() if v is not None}
-
-    def met(self, step: PruneStep) -> bool:
-        """Whether ``step`` meets every target set (False without targets: prune to the end)."""
-        figures = dataclasses.asdict(step)
-        return bool(self.targets) and all(figures[k] is not None and figures[k] <= v for k, v in self.targets.items())
 
 
 @dataclass(frozen=True)

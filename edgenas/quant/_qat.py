@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgenas.search_spaces._blocks import (
+from edgenas.search_spaces import (
     Classifier,
     ConvBNAct,
     DepthwiseSeparable,

@@ -7,7 +7,17 @@ Nothing in this package reads or writes files: spaces load from plain data
 from __future__ import annotations
 
 from edgenas.search_spaces._arch import Arch, BlockChoice
-from edgenas.search_spaces._blocks import SubNet, build_block, build_subnet, current_specs
+from edgenas.search_spaces._blocks import (
+    Classifier,
+    ConvBNAct,
+    DepthwiseSeparable,
+    InvertedResidual,
+    SqueezeExcite,
+    SubNet,
+    build_block,
+    build_subnet,
+    current_specs,
+)
 from edgenas.search_spaces._builtin import SPACES, get_space, reference_archs
 from edgenas.search_spaces._footprint import (
     KB,
@@ -26,6 +36,11 @@ __all__ = [
     "Arch",
     "ArchProfile",
     "BlockChoice",
+    "Classifier",
+    "ConvBNAct",
+    "DepthwiseSeparable",
+    "InvertedResidual",
+    "SqueezeExcite",
     "KB",
     "BlockSpec",
     "Space",

@@ -17,8 +17,7 @@ import urllib.request
 
 import pytest
 
-from edgenas.latency_tables import AgentBackend, LatencyTable, LocalBackend, Protocol, make_backend
-from edgenas.latency_tables._agent import AgentError
+from edgenas.latency_tables import AgentBackend, AgentError, LatencyTable, LocalBackend, Protocol, make_backend
 from edgenas.latency_tables._models import block_model, reference_model
 from edgenas.search_spaces import BlockSpec
 

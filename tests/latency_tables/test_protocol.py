@@ -42,10 +42,28 @@ def test_device_side_does_not_import_torch():
     code = (
         "import sys, edgenas.latency_tables as lt\n"
         "from edgenas.latency_tables import LocalBackend, LatencyTable, Protocol, time_models\n"
-        "from edgenas.latency_tables._agent import AgentBackend, make_agent_server\n"
+        "from edgenas.latency_tables import AgentBackend, make_agent_server\n"
         "import edgenas.cli\n"
         "LocalBackend().fingerprint()\n"
         "make_agent_server(token='12345678').server_close()\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_noop_model_is_the_identity_model_onnx_builds():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgenas.latency_tables import noop_model
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "noop",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert noop_model() == onnx.shape_inference.infer_shapes(model).SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(noop_model()))

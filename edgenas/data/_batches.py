@@ -18,38 +18,8 @@ import torch.nn.functional as F
 from edgenas.accelerator import Accelerator
 from edgenas.data._datasets import ImageData
 from edgenas.data._folder import read_ahead
-from edgenas.data._split import Splits, make_splits
 
-AUGMENTATIONS = ("crop", "flip")
-# Data sets whose classes change under a mirror image (digits): no flip for them by default.
-_NO_FLIP = ("digits", "mnist5k")
-
-__all__ = ["AUGMENTATIONS", "Splits", "augment_batch", "batches", "make_splits", "prepare", "resolve_augment"]
-
-
-def resolve_augment(spec: str | tuple[str, ...] | list[str], dataset: str) -> tuple[str, ...]:
-    """The augmentations for ``spec``: ``auto``, ``none`` or a list of ``crop``, ``crop:PAD``, ``flip``.
-
-    ``auto`` is ``crop`` + ``flip`` (a random crop of the image padded by side/14 pixels, a
-    mirror image half the time), without ``flip`` for digit data sets (``digits``,
-    ``mnist5k``), whose classes a mirror image changes. Raises ValueError naming a bad item.
-    """
-    if isinstance(spec, str):
-        if spec == "none":
-            return ()
-        if spec == "auto":
-            return ("crop",) if dataset in _NO_FLIP else ("crop", "flip")
-        spec = (spec,)
-    out = []
-    for item in spec:
-        name, _, arg = str(item).partition(":")
-        if name not in AUGMENTATIONS or (arg and (name != "crop" or not arg.isdigit())):
-            raise ValueError(
-                f"unknown augmentation {item!r}; allowed: 'auto', 'none' or a list of "
-                "'crop', 'crop:<pad pixels>', 'flip'"
-            )
-        out.append(str(item))
-    return tuple(out)
+__all__ = ["augment_batch", "batches", "prepare"]
 
 
 def _crop_pad(item: str, side: int) -> int:
