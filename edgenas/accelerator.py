@@ -27,7 +27,7 @@ from torch import nn
 
 from edgenas.config import DEVICE_CHOICES, check_device
 
-__all__ = ["DEVICE_CHOICES", "Accelerator", "check_device", "on_device", "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "Accelerator", "check_device", "on_device", "resolve_device", "seeded"]
 
 
 def _mps_available() -> bool:
@@ -153,3 +153,17 @@ def on_device(model: nn.Module, accel: Accelerator) -> Iterator[nn.Module]:
         yield model
     finally:
         model.to(device="cpu", memory_format=torch.contiguous_format)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, accel: Accelerator | None = None) -> Iterator[None]:
+    """Torch's global generators seeded with ``seed`` inside the block and restored after it.
+
+    Weight initialisation and dropout draw from torch's global generators; a library call
+    seeds them for its own work without changing the caller's random state.
+    """
+    cuda = accel is not None and accel.device.type == "cuda"
+    devices = [accel.device.index or 0] if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 __all__ = [
     "AUGMENTATIONS",
     "DEVICE_CHOICES",

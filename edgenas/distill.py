@@ -12,7 +12,8 @@ up linearly and then decays it on a cosine, and runs on an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,11 +21,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgenas.accelerator import Accelerator, on_device
-from edgenas.config import FitConfig
+from edgenas.config import FitConfig, Recipe
 from edgenas.data import Splits, batches
 from edgenas.progress import progress as progress_bar
 
-__all__ = ["FitConfig", "cosine_schedule", "distillation_loss", "fit", "make_optimizer"]
+__all__ = [
+    "FitConfig",
+    "Optimization",
+    "cosine_schedule",
+    "distillation_loss",
+    "fit",
+    "make_optimizer",
+    "resize",
+    "steps_per_epoch",
+    "train_epoch",
+]
 
 
 def distillation_loss(
@@ -82,6 +93,95 @@ def cosine_schedule(
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def resize(x: torch.Tensor, resolution: int, accel: Accelerator) -> torch.Tensor:
+    """A batch at ``resolution`` (bilinear; antialiased when it shrinks, so a smaller input is not aliased)."""
+    if x.shape[-1] == resolution:
+        return x
+    shrink = resolution < x.shape[-1]
+    y = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=shrink)
+    return accel.tensor(y)
+
+
+class Optimization:
+    """One recipe's optimiser, schedule and gradient scaler: what every training step ends with.
+
+    ``backward(loss)`` scales (fp16) and back-propagates; ``step()`` unscales, clips the
+    gradient norm at 5 (as the supernet always did), steps the optimiser and the warm-up +
+    cosine schedule. Its state checkpoints with :meth:`state_dict`.
+    """
+
+    def __init__(self, model: nn.Module, recipe: Recipe, *, total_steps: int, warmup_steps: int, accel: Accelerator):
+        self.params = list(model.parameters())
+        self.opt = make_optimizer(model, recipe.lr, recipe.momentum, recipe.weight_decay)
+        self.sched = cosine_schedule(self.opt, total_steps, warmup_steps)
+        self.scaler = accel.grad_scaler()
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def step(self) -> None:
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+
+    @property
+    def lr(self) -> float:
+        return float(self.sched.get_last_lr()[0])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def steps_per_epoch(splits: Splits, recipe: Recipe) -> int:
+    """Full batches in the training split (at least one), capped by ``max_steps_per_epoch``."""
+    steps = max(1, len(splits.train.labels) // recipe.batch_size)
+    return min(steps, recipe.max_steps_per_epoch) if recipe.max_steps_per_epoch else steps
+
+
+def train_epoch(
+    step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]],
+    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    total: int,
+    desc: str,
+    names: tuple[str, ...] = ("loss",),
+    progress: bool = True,
+) -> tuple[list[float], int, float]:
+    """Run ``step(x, y) -> (losses, images)`` over ``data``: (mean of each loss, images seen, seconds).
+
+    ``losses`` is a device tensor with one value per name; it is read every tenth step only
+    (reading waits for the device), for the progress bar's figures.
+    """
+    sums, seen, count, start = None, 0, 0, time.time()
+    bar = progress_bar(data, total=total, desc=desc, unit="step", disable=not progress, leave=False)
+    for k, (x, y) in enumerate(bar):
+        losses, images = step(x, y)
+        sums = losses if sums is None else sums + losses
+        seen, count = seen + images, count + 1
+        if k % 10 == 9:
+            avg = (sums / (k + 1)).tolist()
+            figures = {n: f"{v:.3f}" for n, v in zip(names, avg)}
+            bar.set_postfix(**figures, img_s=f"{seen / (time.time() - start):.0f}")
+    seconds = time.time() - start
+    means = (sums / count).tolist() if sums is not None else [float("nan")] * len(names)
+    return means, seen, seconds
+
+
 def fit(
     model: nn.Module,
     splits: Splits,
@@ -104,24 +204,37 @@ def fit(
     epoch); a dict it returns is merged into that epoch's stats.
     """
     accel = accel or Accelerator.cpu()
-    n = len(splits.train.labels)
-    steps = n // config.batch_size if n >= config.batch_size else 1
-    if config.max_steps_per_epoch:
-        steps = min(steps, config.max_steps_per_epoch)
+    steps = steps_per_epoch(splits, config)
     total = max(1, steps * config.epochs)
     history: list[dict] = []
     with on_device(model, accel), on_device(teacher or nn.Identity(), accel):
-        opt = make_optimizer(model, config.lr, config.momentum, config.weight_decay)
-        sched = cosine_schedule(opt, total, round(config.warmup_epochs * steps))
-        scaler = accel.grad_scaler()
+        optim = Optimization(
+            model, config, total_steps=total, warmup_steps=round(config.warmup_epochs * steps), accel=accel
+        )
         if teacher is not None:
             teacher.eval()
-        step = 0
+        done = [0]  # optimiser steps taken: alpha decays over the whole run
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+            alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * done[0] / max(1, total - 1)
+            t_logits = None
+            with accel.autocast():
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(resize(x, teacher_resolution or resolution, accel))
+                out = model(x)
+            loss = distillation_loss(
+                out, t_logits, y, temperature=config.temperature, alpha=alpha, label_smoothing=config.label_smoothing
+            )
+            optim.zero_grad()
+            optim.backward(loss)
+            optim.step()
+            done[0] += 1
+            return loss.detach().reshape(1), len(y)
+
         for epoch in range(config.epochs):
             model.train()
-            rng = np.random.default_rng([config.seed, epoch])
-            losses, seen, start = [], 0, time.time()
-            it = batches(
+            data = batches(
                 splits.train,
                 batch_size=config.batch_size,
                 resolution=resolution,
@@ -129,72 +242,16 @@ def fit(
                 mean=splits.mean,
                 std=splits.std,
                 shuffle=True,
-                rng=rng,
+                rng=np.random.default_rng([config.seed, epoch]),
                 drop_last=True,
                 limit=config.max_steps_per_epoch,
                 augment=config.augment,
                 accel=accel,
             )
-            bar = progress_bar(
-                it,
-                total=steps,
-                desc=f"{desc} {epoch + 1}/{config.epochs}",
-                unit="step",
-                disable=not progress,
-                leave=False,
+            (loss,), seen, seconds = train_epoch(
+                step, data, total=steps, desc=f"{desc} {epoch + 1}/{config.epochs}", progress=progress
             )
-            for x, y in bar:
-                alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * step / max(1, total - 1)
-                t_logits = None
-                with accel.autocast():
-                    if teacher is not None:
-                        with torch.no_grad():
-                            tx = (
-                                x
-                                if teacher_resolution in (None, resolution)
-                                else accel.tensor(
-                                    F.interpolate(
-                                        x,
-                                        size=(teacher_resolution, teacher_resolution),
-                                        mode="bilinear",
-                                        align_corners=False,
-                                    )
-                                )
-                            )
-                            t_logits = teacher(tx)
-                    out = model(x)
-                loss = distillation_loss(
-                    out,
-                    t_logits,
-                    y,
-                    temperature=config.temperature,
-                    alpha=alpha,
-                    label_smoothing=config.label_smoothing,
-                )
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)  # as in supernet training
-                scaler.step(opt)
-                scaler.update()
-                sched.step()
-                step += 1
-                losses.append(loss.detach())
-                seen += len(y)
-                if step % 10 == 0:  # .item() waits for the device: not every step
-                    bar.set_postfix(
-                        loss=f"{float(torch.stack(losses[-20:]).mean()):.3f}",
-                        img_s=f"{seen / (time.time() - start):.0f}",
-                    )
-            seconds = time.time() - start
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": float(torch.stack(losses).mean()) if losses else float("nan"),
-                    "seconds": seconds,
-                    "images_per_second": seen / seconds,
-                }
-            )
+            history.append({"epoch": epoch + 1, "loss": loss, "seconds": seconds, "images_per_second": seen / seconds})
             if on_epoch is not None:
                 history[-1].update(on_epoch(epoch + 1, model) or {})
     model.eval()

@@ -11,12 +11,13 @@ weights. Every convolution becomes an int8 convolution in ONNX Runtime.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -114,14 +115,26 @@ class _Reader:
         pass
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs its advice through the root logger: silence it below ERROR
+    for the call only, and give the caller's level back."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_int8(fp32_model: bytes, calibration: np.ndarray) -> bytes:
     """QDQ int8 model from an fp32 ONNX model and calibration inputs (N, C, H, W)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if calibration.ndim != 4 or len(calibration) == 0:
         raise ValueError(f"calibration must be a non-empty (N, C, H, W) array, got shape {calibration.shape}")
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # ORT logs advice via root
-    with tempfile.TemporaryDirectory() as tmp:
+    with _quiet_root_logger(), tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
         Path(src).write_bytes(fp32_model)
         quantize_static(

@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgenas.accelerator import Accelerator
+from edgenas.accelerator import Accelerator, seeded
 from edgenas.config import FinalizeConfig, FitConfig
 from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import fit
@@ -69,6 +70,8 @@ __all__ = [
     "weights_digest",
     "write_model_card",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 # ONNX Runtime requantizes in fixed point where fake quantization rounds in float: logits
@@ -144,9 +147,8 @@ def _reusable(path: Path, record: dict[str, Any]) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         same = False
     if not same:
-        print(
-            f"finalize: {path} was made by other inputs (or its record {meta.name} is missing); making it again",
-            flush=True,
+        logger.info(
+            f"finalize: {path} was made by other inputs (or its record {meta.name} is missing); making it again"
         )
     return same
 
@@ -328,28 +330,30 @@ def finalize_arch(
     the data set and split settings (name, root, seed, val_fraction, test_fraction) written
     into every exported model, so ``edgenas predict`` can rebuild the test split.
     """
-    run = _start(
-        arch,
-        space,
-        supernet,
-        splits,
-        backend,
-        Path(out_dir),
-        config,
-        predictor,
-        device,
-        teacher,
-        teacher_resolution,
-        augment,
-        data,
-        progress,
-    )
-    for name, inputs, make in _MODEL_STEPS:  # each saved with its record; reused when the record matches
-        run.models[name] = _model_step(run, name, inputs(run), make)
-    _export(run)
-    _check(run)
-    _measure(run)
-    card = _card(run)
+    # dropout and initialisation draw from torch's global generators: seeded here, the caller's state kept
+    with seeded(config.seed, Accelerator.create(config.device)):
+        run = _start(
+            arch,
+            space,
+            supernet,
+            splits,
+            backend,
+            Path(out_dir),
+            config,
+            predictor,
+            device,
+            teacher,
+            teacher_resolution,
+            augment,
+            data,
+            progress,
+        )
+        for name, inputs, make in _MODEL_STEPS:  # each saved with its record; reused when the record matches
+            run.models[name] = _model_step(run, name, inputs(run), make)
+        _export(run)
+        _check(run)
+        _measure(run)
+        card = _card(run)
     write_model_card(card, run.out)
     if card["failed_checks"] and not config.accept_failed_checks:
         raise ExportCheckError(
@@ -379,7 +383,6 @@ def _start(
     """The run's fixed state: the evaluator, the device's fingerprint (once: an agent's is a request), the teacher."""
     space.validate(arch)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
     accel = Accelerator.create(config.device)
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed, accel=accel)
     source = "user model (Python API)" if teacher is not None else "largest subnet"

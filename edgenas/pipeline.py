@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -50,6 +51,8 @@ __all__ = [
     "train",
     "write_resolved_config",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def load_space(name_or_path: str) -> Space:
@@ -97,10 +100,9 @@ def train(config: Config, *, progress: bool = True) -> tuple[Supernet, list[dict
     splits = splits_for(config)
     write_resolved_config(config)
     if progress:
-        print(
+        logger.info(
             f"[edgenas] train: augmentation {list(config.data.augmentations) or 'none'} "
-            f"(data.augment: {config.data.augment})",
-            flush=True,
+            f"(data.augment: {config.data.augment})"
         )
     supernet, history = train_supernet(
         space_for(config, splits),
@@ -404,7 +406,7 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
         ):
             done[stage] = {"skipped": True}
             if progress:
-                print(f"[edgenas] {stage}: up to date, skipped", flush=True)
+                logger.info(f"[edgenas] {stage}: up to date, skipped")
             continue
         changed = previous is not None and previous != hashes[stage]
         if stage in forced or (changed and stage not in ("lut", "finalize")):
@@ -415,7 +417,7 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
             _force(config, stage)
             path.unlink(missing_ok=True)
         if progress:
-            print(f"[edgenas] {stage}: running", flush=True)
+            logger.info(f"[edgenas] {stage}: running")
         atomic_write_text(marker, hashes[stage])
         started = time.time()
         outputs = actions[stage]()

@@ -58,7 +58,7 @@ def test_run_kill_resume_skip_and_force(tmp_path):
 
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "run", str(cfg)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "lut: up to date, skipped" in r.stdout
+    assert "lut: up to date, skipped" in r.stderr
     assert (run / "manifests" / "lut.json").read_text() == lut_manifest
     assert (run / "report" / "report.html").exists()
     assert (run / "finalize" / "cpu" / "model_card.json").exists()
@@ -70,7 +70,7 @@ def test_run_kill_resume_skip_and_force(tmp_path):
 
     # a re-run skips everything
     r = subprocess.run([sys.executable, "-m", "edgenas.cli", "run", str(cfg)], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.count("up to date, skipped") == 5
+    assert r.returncode == 0 and r.stderr.count("up to date, skipped") == 5
 
     # --from forces that stage and the later ones
     before = (run / "manifests" / "train.json").read_text()

@@ -14,6 +14,7 @@ __all__ = [
     "load_space",
     "parse_arch",
     "positive",
+    "quiet_optuna",
     "torch_device_arg",
 ]
 
@@ -21,6 +22,14 @@ __all__ = [
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
         self.exit(2, f"edgenas: error: {message} (see '{self.prog} --help')\n")
+
+
+def quiet_optuna() -> None:
+    """Optuna's line per trial would drown the search's own progress: warnings only (the command's choice;
+    the library leaves Optuna's verbosity to its caller)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class Fail(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgenas.cli._common import Fail, load_config, positive, torch_device_arg
+from edgenas.cli._common import Fail, load_config, positive, quiet_optuna, torch_device_arg
 
 __all__ = ["add_commands"]
 
@@ -139,6 +139,7 @@ def _search(args: argparse.Namespace) -> None:
         }
     }
     config = load_config(args, overrides)
+    quiet_optuna()
     study = pipeline.search(config, worker=args.worker, progress=not args.quiet)
     rows, front = pareto_rows(study)
     print(f"{len(rows)} trials, {len(front)} on the Pareto front -> {config.search_dir}/pareto.csv")
@@ -188,6 +189,7 @@ def _run(args: argparse.Namespace) -> None:
 
     device = {"device": args.torch_device}
     config = load_config(args, {"train": device, "search": device, "finalize": device})
+    quiet_optuna()
     pipeline.run(config, from_stage=args.from_stage, progress=not args.quiet)
     print(f"report: {Path(config.run_dir) / 'report' / 'report.html'}")
 

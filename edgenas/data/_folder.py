@@ -13,13 +13,15 @@ its batch, reported once on stderr and counted (:attr:`ImageFiles.skipped`).
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["IMAGE_SUFFIXES", "CorruptImageError", "ImageFiles", "list_image_folder", "read_ahead"]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _GRAY_MODES = ("L", "1", "I;16", "I", "LA", "F")
@@ -140,7 +142,7 @@ class ImageFiles:
             path = self.paths[i]
             if path not in self.skipped:
                 self.skipped.add(path)
-                print(f"edgenas: skipped unreadable image {path!r} ({len(self.skipped)} so far)", file=sys.stderr)
+                logger.warning(f"edgenas: skipped unreadable image {path!r} ({len(self.skipped)} so far)")
 
 
 class _Batches:

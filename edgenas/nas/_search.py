@@ -286,7 +286,6 @@ def run_search(
     storage = make_storage(url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
     objectives = _objective_columns(devices)
     directions = ["maximize"] + ["minimize"] * len(objectives)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for attempt in range(6):
         try:
             study = optuna.create_study(

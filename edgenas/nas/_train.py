@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,18 +31,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from edgenas.accelerator import Accelerator
+from edgenas.accelerator import Accelerator, seeded
 from edgenas.config import TrainConfig
 from edgenas.data import Splits, batches
-from edgenas.distill import cosine_schedule, distillation_loss, make_optimizer
+from edgenas.distill import Optimization, distillation_loss, resize, steps_per_epoch, train_epoch
 from edgenas.io import atomic_write_bytes
 from edgenas.nas._evaluate import SubnetEvaluator
-from edgenas.progress import progress as progress_bar
 from edgenas.search_spaces import Space, Supernet
 
 __all__ = ["TrainConfig", "load_supernet", "set_threads", "train_supernet"]
+
+logger = logging.getLogger(__name__)
 
 
 # Settings that change where or how fast the training runs, not what it computes: a
@@ -55,16 +55,6 @@ def set_threads(threads: int) -> int:
     n = threads or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
-
-
-def _resize(x: torch.Tensor, resolution: int, accel: Accelerator) -> torch.Tensor:
-    if x.shape[-1] == resolution:
-        return x
-    return accel.tensor(
-        F.interpolate(
-            x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=resolution < x.shape[-1]
-        )
-    )
 
 
 def _checkpoint_bytes(state: dict[str, Any]) -> bytes:
@@ -164,29 +154,46 @@ def _sandwich_step(
     largest,
     config: TrainConfig,
     accel: Accelerator,
-    scale: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor]:
+    backward: Callable[[torch.Tensor], None],
+) -> torch.Tensor:
     """Forward and backward of the largest subnet on the labels and of each student on its soft targets.
 
-    ``scale`` is the gradient scaler's (identity unless fp16). Returns (largest's loss,
-    students' mean loss) as device tensors: reading them would make the host wait for the
-    device every step.
+    ``backward`` is the optimisation's (scaled for fp16). Returns (largest's loss, students'
+    mean loss) as one device tensor: reading it would make the host wait for the device.
     """
     with accel.autocast():
-        logits = net(_resize(x, largest.resolution, accel), largest)
+        logits = net(resize(x, largest.resolution, accel), largest)
     loss_big = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-    scale(loss_big).backward()
+    backward(loss_big)
     soft = logits.detach()
     loss_small = torch.zeros((), device=x.device)
     for arch in students:
         with accel.autocast():
-            out = net(_resize(x, arch.resolution, accel), arch)
+            out = net(resize(x, arch.resolution, accel), arch)
         loss = distillation_loss(
             out, soft, y, temperature=config.temperature, alpha=config.alpha, label_smoothing=config.label_smoothing
         )
-        scale(loss).backward()
+        backward(loss)
         loss_small += loss.detach() / len(students)
-    return loss_big.detach(), loss_small
+    return torch.stack([loss_big.detach(), loss_small])
+
+
+def _resume(path: Path, space: Space, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if there is one, refused when it belongs to another space or other settings."""
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("space") != space.to_dict():
+        raise ValueError(f"checkpoint {str(path)!r} belongs to another space; remove it or use another path")
+    old = {k: v for k, v in state["config"].items() if k not in _RUNTIME_KEYS}
+    new = {k: v for k, v in settings.items() if k not in _RUNTIME_KEYS}
+    if old != new:
+        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        changes = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
+        raise ValueError(
+            f"checkpoint {str(path)!r} was trained with other settings ({changes}); remove it or use another path"
+        )
+    return state
 
 
 def train_supernet(
@@ -204,132 +211,134 @@ def train_supernet(
     ``augment``: the training images' augmentation (:func:`edgenas.data.resolve_augment`).
     ``on_epoch(row, supernet)``, if given, runs after each epoch with that epoch's history
     row (losses, speed, validation scores) before the checkpoint is written, e.g. to score
-    subnets on another split; a dict it returns joins the row.
+    subnets on another split; a dict it returns joins the row. Torch's global random state
+    is seeded inside and restored afterwards.
     """
     if space.num_classes != splits.num_classes:
         raise ValueError(
             f"space {space.name!r} has num_classes={space.num_classes}, the data has {splits.num_classes} classes"
         )
     dp = _DataParallel(config.device)
-    accel = dp.accel
     set_threads(config.threads)
-    torch.manual_seed(config.seed)
-    net = Supernet(space)
-    n = len(splits.train.labels)
-    steps = max(1, n // config.batch_size)
-    if config.max_steps_per_epoch:
-        steps = min(steps, config.max_steps_per_epoch)
-    history: list[dict] = []
-    path = Path(checkpoint)
-    cfg = {**dataclasses.asdict(config), "augment": list(augment)}
-    state = None
-    if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state.get("space") != space.to_dict():
-            raise ValueError(f"checkpoint {str(path)!r} belongs to another space; remove it or use another path")
-        old = {k: v for k, v in state["config"].items() if k not in _RUNTIME_KEYS}
-        new = {k: v for k, v in cfg.items() if k not in _RUNTIME_KEYS}
-        if old != new:
-            diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-            changes = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
-            raise ValueError(
-                f"checkpoint {str(path)!r} was trained with other settings ({changes}); remove it or use another path"
-            )
-        net.load_state_dict(state["model"])
-        history = state["history"]
-    accel.module(net)
-    opt = make_optimizer(net, config.lr, config.momentum, config.weight_decay)
-    sched = cosine_schedule(opt, steps * config.epochs, round(config.warmup_epochs * steps))
-    scaler = accel.grad_scaler()
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
-    dp.broadcast(net)  # identical replicas to start from
+    with seeded(config.seed, dp.accel):
+        run = _SupernetRun(space, splits, config, Path(checkpoint), augment, dp, progress)
+        for epoch in range(len(run.history), config.epochs):
+            row = run.epoch(epoch)
+            if on_epoch is not None:
+                row.update(on_epoch(dict(row), run.net) or {})
+                run.net.train()
+            run.history.append(row)
+            run.save()
+            if progress and not dp.rank:
+                logger.info(
+                    f"supernet {epoch + 1}/{config.epochs}: loss {row['loss_largest']:.3f}, students "
+                    f"{row['loss_students']:.3f}, val largest {row['val_largest']:.4f}, smallest "
+                    f"{row['val_smallest']:.4f}, {row['images_per_second']:.0f} images/s on "
+                    f"{dp.accel.describe()['device']}"
+                )
+    run.net.to(device="cpu", memory_format=torch.contiguous_format)
+    return run.net.eval(), run.history
 
-    largest, smallest = space.largest(), space.smallest()
-    for epoch in range(len(history), config.epochs):
+
+class _SupernetRun:
+    """One training of a supernet: the net (resumed from its checkpoint), its optimisation, its history."""
+
+    def __init__(
+        self,
+        space: Space,
+        splits: Splits,
+        config: TrainConfig,
+        path: Path,
+        augment: tuple[str, ...],
+        dp: _DataParallel,
+        progress: bool,
+    ) -> None:
+        self.space, self.splits, self.config, self.path, self.augment = space, splits, config, path, augment
+        self.dp, self.accel, self.progress = dp, dp.accel, progress
+        self.settings = {**dataclasses.asdict(config), "augment": list(augment)}
+        self.steps = steps_per_epoch(splits, config)
+        self.net = Supernet(space)
+        state = _resume(path, space, self.settings)
+        self.history: list[dict] = state["history"] if state else []
+        if state:
+            self.net.load_state_dict(state["model"])
+        self.accel.module(self.net)
+        self.optim = Optimization(
+            self.net,
+            config,
+            total_steps=self.steps * config.epochs,
+            warmup_steps=round(config.warmup_epochs * self.steps),
+            accel=self.accel,
+        )
+        if state:
+            self.optim.load_state_dict(state)
+        dp.broadcast(self.net)  # identical replicas to start from
+
+    def epoch(self, epoch: int) -> dict[str, Any]:
+        """Train one epoch; its history row (losses, speed, the extremes' validation accuracy)."""
+        config, dp, net = self.config, self.dp, self.net
+        largest, smallest = self.space.largest(), self.space.smallest()
         net.train()
         rng = np.random.default_rng([config.seed, epoch])
         torch.manual_seed(config.seed * 1000 + epoch)
-        sums = torch.zeros(2, device=accel.device)
-        seen, start = 0, time.time()
-        it = batches(
-            splits.train,
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+            x, y = dp.shard(x, y)
+            self.optim.zero_grad()
+            students = [smallest] + [self.space.sample(rng) for _ in range(config.n_random)]
+            losses = _sandwich_step(net, x, y, students, largest, config, self.accel, self.optim.backward)
+            dp.average_gradients(net)
+            self.optim.step()
+            return losses, len(y) * dp.world
+
+        data = batches(
+            self.splits.train,
             batch_size=config.batch_size,
-            resolution=splits.train.size,
-            channels=space.in_chs,
-            mean=splits.mean,
-            std=splits.std,
+            resolution=self.splits.train.size,
+            channels=self.space.in_chs,
+            mean=self.splits.mean,
+            std=self.splits.std,
             shuffle=True,
             rng=rng,
             drop_last=True,
-            limit=steps,
-            augment=augment,
-            accel=accel,
+            limit=self.steps,
+            augment=self.augment,
+            accel=self.accel,
         )
-        bar = progress_bar(
-            it,
-            total=steps,
+        (loss_largest, loss_students), seen, seconds = train_epoch(
+            step,
+            data,
+            total=self.steps,
             desc=f"supernet {epoch + 1}/{config.epochs}",
-            unit="step",
-            disable=not progress or bool(dp.rank),
+            names=("loss", "kd"),
+            progress=self.progress and not dp.rank,
         )
-        for k, (x, y) in enumerate(bar):
-            x, y = dp.shard(x, y)
-            opt.zero_grad(set_to_none=True)
-            students = [smallest] + [space.sample(rng) for _ in range(config.n_random)]
-            losses = _sandwich_step(net, x, y, students, largest, config, accel, scaler.scale)
-            dp.average_gradients(net)
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            sums += torch.stack(losses)
-            seen += len(y) * dp.world
-            if k % 10 == 9:  # reading the losses waits for the device: not every step
-                avg = (sums / (k + 1)).tolist()
-                bar.set_postfix(loss=f"{avg[0]:.3f}", kd=f"{avg[1]:.3f}", img_s=f"{seen / (time.time() - start):.0f}")
-        seconds = time.time() - start
         dp.average_buffers(net)
-        loss_largest, loss_students = (sums / steps).tolist()
         row = {
             "epoch": epoch + 1,
             "loss_largest": loss_largest,
             "loss_students": loss_students,
             "seconds": seconds,
             "images_per_second": seen / seconds,
-            "lr_end": float(sched.get_last_lr()[0]),
+            "lr_end": self.optim.lr,
             "world_size": dp.world,
             "replica_checksums": dp.checksums(net),
-            "compute": accel.describe(),
+            "compute": self.accel.describe(),
         }
-        row.update(_score_extremes(net, splits, accel, config.seed))
-        if on_epoch is not None:
-            row.update(on_epoch(dict(row), net) or {})
-            net.train()
-        history.append(row)
-        if dp.rank == 0:  # one writer; every rank holds the same weights
+        row.update(_score_extremes(net, self.splits, self.accel, config.seed))
+        return row
+
+    def save(self) -> None:
+        """The checkpoint, replaced atomically; one writer (every rank holds the same weights)."""
+        if self.dp.rank == 0:
             state = {
-                "space": space.to_dict(),
-                "config": cfg,
-                "model": _cpu_state(net),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(),
-                "history": history,
+                "space": self.space.to_dict(),
+                "config": self.settings,
+                "model": _cpu_state(self.net),
+                **self.optim.state_dict(),
+                "history": self.history,
             }
-            atomic_write_bytes(path, _checkpoint_bytes(state))
-        if progress and not dp.rank:
-            tqdm.write(
-                f"supernet {epoch + 1}/{config.epochs}: loss {loss_largest:.3f}, students {loss_students:.3f}, "
-                f"val largest {row['val_largest']:.4f}, smallest {row['val_smallest']:.4f}, "
-                f"{row['images_per_second']:.0f} images/s on {accel.describe()['device']}"
-            )
-    net.to(device="cpu", memory_format=torch.contiguous_format)
-    return net.eval(), history
+            atomic_write_bytes(self.path, _checkpoint_bytes(state))
 
 
 def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:

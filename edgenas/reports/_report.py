@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +50,8 @@ __all__ = [
     "write_comparison",
     "write_report",
 ]
+
+logger = logging.getLogger(__name__)
 
 _STYLE = {
     "trial": dict(color="#9aa5b1", size=6, symbol="circle"),
@@ -572,11 +574,9 @@ def _html(title: str, intro: str, sections: list[str], page: _Page) -> str:
     from plotly.offline import get_plotlyjs
 
     if page.png_errors:
-        print(
+        logger.warning(
             f"edgenas: report PNGs not written: {page.png_errors[0]}; the HTML and CSVs are complete "
             "(--no-png skips PNGs)",
-            file=sys.stderr,
-            flush=True,
         )
     png_note = (
         "; PNG: <code>report/png</code>"

@@ -13,7 +13,6 @@ weight and bias included).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -47,7 +46,6 @@ def fvcore_flops(spec: BlockSpec) -> int:
 
     module = build_block(spec).eval()
     x = torch.zeros(1, spec.in_chs, spec.in_size, spec.in_size)
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
     analysis = FlopCountAnalysis(module, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     # BatchNorm is folded into the convolutions on export: count only the matrix work.
     return int(sum(v for k, v in analysis.by_operator().items() if k in _MATRIX_OPS))
