@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgenas.layout import RunLayout
+
 __all__ = [
     "AUGMENTATIONS",
     "DEVICE_CHOICES",
@@ -375,24 +377,9 @@ class Config:
     devices: tuple[DeviceConfig, ...] = ()
 
     @property
-    def supernet_path(self) -> Path:
-        return Path(self.run_dir) / "supernet.pt"
-
-    @property
-    def training_path(self) -> Path:
-        """The supernet's training budget and per-epoch curves (JSON, for the report)."""
-        return Path(self.run_dir) / "supernet_training.json"
-
-    @property
-    def search_dir(self) -> Path:
-        return Path(self.run_dir) / "search"
-
-    @property
-    def finalize_dir(self) -> Path:
-        return Path(self.run_dir) / "finalize"
-
-    def lut_path(self, device: DeviceConfig) -> Path:
-        return Path(device.lut) if device.lut else Path(self.run_dir) / "luts" / f"{device.name}.json"
+    def layout(self) -> RunLayout:
+        """Where this run keeps each artifact (the tables the config names itself included)."""
+        return RunLayout(Path(self.run_dir), {d.name: d.lut for d in self.devices})
 
 
 def _type_name(tp: Any) -> str:

@@ -12,7 +12,7 @@ up linearly and then decays it on a cosine, and runs on an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "Optimization",
     "cosine_schedule",
     "distillation_loss",
+    "epoch_batches",
     "fit",
     "make_optimizer",
     "resize",
@@ -153,6 +154,38 @@ def steps_per_epoch(splits: Splits, recipe: Recipe) -> int:
     return min(steps, recipe.max_steps_per_epoch) if recipe.max_steps_per_epoch else steps
 
 
+def epoch_batches(
+    splits: Splits,
+    recipe: Recipe,
+    epoch: int,
+    *,
+    resolution: int,
+    channels: int,
+    augment: tuple[str, ...],
+    accel: Accelerator,
+    rng: np.random.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """An epoch of shuffled, augmented training batches, the same for a given (seed, epoch) on every device.
+
+    ``rng`` (default: seeded by the recipe's seed and ``epoch``) shuffles and augments; a
+    caller that draws more from the same generator (the supernet's students) passes its own.
+    """
+    return batches(
+        splits.train,
+        batch_size=recipe.batch_size,
+        resolution=resolution,
+        channels=channels,
+        mean=splits.mean,
+        std=splits.std,
+        shuffle=True,
+        rng=rng if rng is not None else np.random.default_rng([recipe.seed, epoch]),
+        drop_last=True,
+        limit=steps_per_epoch(splits, recipe),
+        augment=augment,
+        accel=accel,
+    )
+
+
 def train_epoch(
     step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]],
     data: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -211,42 +244,11 @@ def fit(
         optim = Optimization(
             model, config, total_steps=total, warmup_steps=round(config.warmup_epochs * steps), accel=accel
         )
-        if teacher is not None:
-            teacher.eval()
-        done = [0]  # optimiser steps taken: alpha decays over the whole run
-
-        def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
-            alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * done[0] / max(1, total - 1)
-            t_logits = None
-            with accel.autocast():
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(resize(x, teacher_resolution or resolution, accel))
-                out = model(x)
-            loss = distillation_loss(
-                out, t_logits, y, temperature=config.temperature, alpha=alpha, label_smoothing=config.label_smoothing
-            )
-            optim.zero_grad()
-            optim.backward(loss)
-            optim.step()
-            done[0] += 1
-            return loss.detach().reshape(1), len(y)
-
+        step = _distill_step(model, teacher, teacher_resolution or resolution, config, optim, accel, total)
         for epoch in range(config.epochs):
             model.train()
-            data = batches(
-                splits.train,
-                batch_size=config.batch_size,
-                resolution=resolution,
-                channels=channels,
-                mean=splits.mean,
-                std=splits.std,
-                shuffle=True,
-                rng=np.random.default_rng([config.seed, epoch]),
-                drop_last=True,
-                limit=config.max_steps_per_epoch,
-                augment=config.augment,
-                accel=accel,
+            data = epoch_batches(
+                splits, config, epoch, resolution=resolution, channels=channels, augment=config.augment, accel=accel
             )
             (loss,), seen, seconds = train_epoch(
                 step, data, total=steps, desc=f"{desc} {epoch + 1}/{config.epochs}", progress=progress
@@ -256,3 +258,38 @@ def fit(
                 history[-1].update(on_epoch(epoch + 1, model) or {})
     model.eval()
     return history
+
+
+def _distill_step(
+    model: nn.Module,
+    teacher: nn.Module | None,
+    teacher_resolution: int,
+    config: FitConfig,
+    optim: Optimization,
+    accel: Accelerator,
+    total: int,
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]:
+    """One optimiser step on a batch: the teacher's logits (at its resolution), the distillation loss with
+    alpha decaying linearly over the whole run from ``alpha_start`` to ``alpha_end``."""
+    if teacher is not None:
+        teacher.eval()
+    done = [0]  # optimiser steps taken
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+        alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * done[0] / max(1, total - 1)
+        t_logits = None
+        with accel.autocast():
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits = teacher(resize(x, teacher_resolution, accel))
+            out = model(x)
+        loss = distillation_loss(
+            out, t_logits, y, temperature=config.temperature, alpha=alpha, label_smoothing=config.label_smoothing
+        )
+        optim.zero_grad()
+        optim.backward(loss)
+        optim.step()
+        done[0] += 1
+        return loss.detach().reshape(1), len(y)
+
+    return step

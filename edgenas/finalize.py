@@ -56,6 +56,7 @@ from edgenas.latency_tables import (
     session_peak_memory_mb,
 )
 from edgenas.nas import SubnetEvaluator, accuracy
+from edgenas.predict import Model, top1
 from edgenas.preprocess import preprocessing_metadata
 from edgenas.pruning import channel_counts, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
@@ -66,7 +67,7 @@ __all__ = [
     "FinalizeConfig",
     "finalize_arch",
     "load_teacher",
-    "onnx_accuracy",
+    "file_accuracy",
     "weights_digest",
     "write_model_card",
 ]
@@ -86,29 +87,10 @@ def _cpu_session(model: bytes):
     return OnnxRuntime(["CPUExecutionProvider"]).session(model)
 
 
-def onnx_accuracy(model: bytes, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:
-    """Top-1 of an ONNX model (batch 1) run by ONNX Runtime on ``data``."""
-    sess = _cpu_session(model)
-    name = sess.get_inputs()[0].name
-    return _accuracy(lambda x: sess.run(None, {name: x})[0], data, splits, resolution=resolution, channels=channels)
-
-
-def ir_accuracy(path: Path, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:
-    """Top-1 of an OpenVINO IR (batch 1) run by OpenVINO on its CPU on ``data``."""
-    from edgenas.predict import Model
-
-    return _accuracy(Model(str(path), {}).forward, data, splits, resolution=resolution, channels=channels)
-
-
-def _accuracy(run, data: ImageData, splits: Splits, *, resolution: int, channels: int) -> float:
-    correct = 0
-    for x, y in batches(
-        data, batch_size=256, resolution=resolution, channels=channels, mean=splits.mean, std=splits.std
-    ):
-        xs = x.numpy()
-        pred = [int(np.asarray(run(xs[i : i + 1])).argmax()) for i in range(len(xs))]
-        correct += int((np.array(pred) == y.numpy()).sum())
-    return correct / len(data.labels)
+def file_accuracy(path: str | os.PathLike, data: ImageData) -> float:
+    """Top-1 of an exported file (ONNX, or an OpenVINO IR) on ``data`` as ``edgenas predict`` runs it:
+    its runtime on the CPU, batch 1, the preprocessing its metadata records."""
+    return top1(Model.load(path), data)
 
 
 def _save(model: nn.Module, path: Path) -> None:
@@ -661,7 +643,7 @@ def _measure(run: _Run) -> None:
             r = run.teacher_resolution if n == "teacher" else run.res
             acc = accuracy(in_torch[n], s.test, s, resolution=r, channels=run.chans)
         else:
-            acc = onnx_accuracy(model, s.test, s, resolution=run.res, channels=run.chans)
+            acc = file_accuracy(run.out / f"{n}.onnx", s.test)
         run.stages.append(
             {
                 "stage": n,
@@ -701,7 +683,7 @@ def _deploy(run: _Run) -> dict[str, Any]:
     }
     if stage and run.openvino:  # the model in the form its device runs: OpenVINO IR
         xml = save_openvino_ir(run.exports[stage], run.out / f"{stage}.xml")
-        acc = ir_accuracy(xml, run.splits.test, run.splits, resolution=run.res, channels=run.chans)
+        acc = file_accuracy(xml, run.splits.test)
         deployed.update(file=xml.name, test_accuracy=acc)
     return {
         "chosen_precision": chosen,
@@ -802,16 +784,6 @@ def _predicted_footprint(fp: Footprint | None, stage: str, meta: dict[str, str])
     return {"predicted_size_kb": size, "predicted_activation_kb": fp.activation_bytes[precision] / KB}
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.0f} %"
-
-
-def _kb(measured: float | None, predicted: float | None) -> str:
-    if measured is None:
-        return "n/a"
-    return f"{measured:.1f}" + (f" ({predicted:.1f})" if predicted is not None else "")
-
-
 def _read(path: Path) -> Any:
     from edgenas.io import read_json
 
@@ -819,62 +791,9 @@ def _read(path: Path) -> Any:
 
 
 def write_model_card(card: dict[str, Any], out_dir: str | os.PathLike) -> None:
-    """model_card.json and model_card.md (with the stage table) in ``out_dir``."""
+    """model_card.json and model_card.md (with the stage table, drawn by :mod:`edgenas.reports`) in ``out_dir``."""
+    from edgenas.reports import model_card_markdown
+
     out = Path(out_dir)
     atomic_write_json(out / "model_card.json", card)
-    lines = [
-        f"# Model card: `{card['arch']}`",
-        "",
-        f"- space `{card['space']}`, device `{card['device']}` ({card['device_fingerprint'].get('cpu', '')}, "
-        f"{card['device_fingerprint'].get('runtime', 'onnxruntime ' + card['versions']['onnxruntime'])}, "
-        f"{card['device_fingerprint'].get('threads')} thread(s))",
-        f"- deploy: **{card['chosen_model'] or 'nothing'}** ({card['chosen_precision'] or '-'}): {card['why']}",
-    ]
-    dep = card.get("deployed") or {}
-    if dep.get("file"):
-        lines.append(
-            f"- deployed file: `{dep['file']}` for {dep['runtime']} on {', '.join(dep['device'] or [])}, "
-            f"{dep['precision']}, test accuracy {dep['test_accuracy'] * 100:.2f} % as that runtime runs it"
-        )
-    lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
-    if card.get("predicted_ms") is not None:
-        vs = ", ".join(f"`{k}` {v:.3f} ms" for k, v in card["predicted_stage_ms"].items())
-        lines.append(
-            f"- predicted latency ({card['predicted_precision']} table) of the searched arch: "
-            f"{card['predicted_ms']:.3f} ms; of each export: {vs}"
-            + (" (pruned blocks estimated)" if card["predicted_pruned_estimated"] else "")
-        )
-    qat = card.get("qat_epochs")
-    if qat:
-        vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in qat["epochs"])
-        lines.append(
-            f"- QAT: val accuracy (%) after epochs 0 (calibrated only) to {len(qat['epochs']) - 1}: {vals}; "
-            f"kept epoch {qat['kept_epoch']}"
-        )
-    c = card["checks"]
-    lines += [
-        f"- fp32 ONNX vs torch: max abs diff {c['fp32_vs_torch']['max_abs_diff']:.2e}; int8 ONNX vs fake-quant "
-        f"torch: top-1 agreement {c['int8_vs_fake_quant']['top1_agreement'] * 100:.1f} %",
-        "",
-        "| stage | precision | size (MB) | latency (ms) | peak memory (MB) | test accuracy | size vs teacher "
-        "| speed-up vs teacher | memory vs teacher | flash kB (predicted) | RAM kB (predicted) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in card["stages"]:
-        lines.append(
-            f"| {r['stage']} | {r['precision']} | {r['size_mb']:.3f} | {r['latency_ms']:.3f} | "
-            f"{r['peak_memory_mb']:.1f} | {r['test_accuracy'] * 100:.2f} % | {r['size_vs_teacher_pct']:+.0f} % | "
-            f"{r['speedup_vs_teacher']:.2f}x | {_pct(r['memory_vs_teacher_pct'])} | "
-            f"{_kb(r.get('size_kb'), r.get('predicted_size_kb'))} | "
-            f"{_kb(r.get('activation_kb'), r.get('predicted_activation_kb'))} |"
-        )
-    lines += [
-        "",
-        "Latency: every stage's ONNX model timed in one interleaved batch (10th percentile of all runs, "
-        "batch 1). Peak memory: growth of the peak RSS of a fresh process that creates the session and runs "
-        "it 10 times (the runtime's own buffers included). Flash: the file's bytes; RAM: the largest sum of "
-        "activation tensors alive at once along the file's graph (int8 tensors 1 byte); in brackets the "
-        "predictions from the blocks alone, as the search uses them. Accuracy: the test split; int8 rows run "
-        "in ONNX Runtime.",
-    ]
-    atomic_write_text(out / "model_card.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "model_card.md", model_card_markdown(card))

@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from edgenas.config import Config, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.io import atomic_write_json, atomic_write_text, json_digest, read_json
 from edgenas.latency_tables import LatencyTable, Predictor, TableMismatchError, expected_providers, make_backend
+from edgenas.layout import STAGES, Front
 from edgenas.nas import (
     DeviceObjective,
     SubnetEvaluator,
@@ -92,7 +94,8 @@ def space_for(config: Config, splits: Splits) -> Space:
 
 
 def write_resolved_config(config: Config, name: str = "config.resolved.yaml") -> Path:
-    return atomic_write_text(Path(config.run_dir) / name, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    path = config.layout.resolved_config.with_name(name)
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def train(config: Config, *, progress: bool = True) -> tuple[Supernet, list[dict]]:
@@ -108,7 +111,7 @@ def train(config: Config, *, progress: bool = True) -> tuple[Supernet, list[dict
         space_for(config, splits),
         splits,
         config.train,
-        config.supernet_path,
+        config.layout.supernet,
         augment=config.data.augmentations,
         progress=progress,
     )
@@ -119,7 +122,7 @@ def train(config: Config, *, progress: bool = True) -> tuple[Supernet, list[dict
         "train_limit": config.data.train_limit,
         "augment": list(config.data.augmentations),
     }
-    atomic_write_json(config.training_path, {"budget": budget, "history": history})
+    atomic_write_json(config.layout.training, {"budget": budget, "history": history})
     return supernet, history
 
 
@@ -128,7 +131,7 @@ def devices(config: Config, space: Space) -> list[DeviceObjective]:
         raise ValueError("the config has no devices: add e.g. devices: [{name: cpu, lut: lut.json, budget_ms: 2.0}]")
     out = []
     for d in config.devices:
-        lut = config.lut_path(d)
+        lut = config.layout.lut(d.name)
         table = LatencyTable.load(lut)
         # a table measured some other way (device, precision, threads, providers, space) would
         # steer the search with another device's costs
@@ -175,7 +178,7 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
     space = space_for(config, splits)
     devs = devices(config, space)
     set_threads(config.train.threads)
-    supernet = load_supernet(space, config.supernet_path)
+    supernet = load_supernet(space, config.layout.supernet)
     evaluator = SubnetEvaluator(
         supernet,
         splits,
@@ -185,7 +188,7 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
         accel=Accelerator.create(config.search.device),
     )
     write_resolved_config(config)
-    study = run_search(space, evaluator, devs, config.search, config.search_dir, worker=worker, progress=progress)
+    study = run_search(space, evaluator, devs, config.search, config.layout.search, worker=worker, progress=progress)
     # the MobileNetV3 layouts, scored the same way, for the report's front
     from edgenas.search_spaces import reference_archs
 
@@ -198,22 +201,20 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
         }
         for name, arch in reference_archs(space).items()
     ]
-    atomic_write_text(config.search_dir / "references.json", json.dumps(refs, indent=1))
+    atomic_write_text(config.layout.references, json.dumps(refs, indent=1))
     return study
 
 
 def choose_arch(config: Config, device: str) -> str:
     """The most accurate arch of ``device``'s own front that meets its budget."""
-    path = config.search_dir / "pareto.json"
+    path = config.layout.front
     if not path.exists():
         raise FileNotFoundError(f"no search results at {str(path)!r}; run 'edgenas search' first or pass --arch")
-    data = read_json(path, "Pareto set")
-    front = data.get("per_device", {}).get(device) or data["pareto"]
-    ok = [r for r in front if r.get(f"within_budget:{device}", True)]
-    if not ok:
-        budgets = (data.get("budgets") or {}).get(device) or data.get("budgets_ms", {}).get(device)
-        raise ValueError(f"no arch on the Pareto front meets device {device!r}'s budgets {budgets}")
-    return max(ok, key=lambda r: r["accuracy"])["arch"]
+    front = Front.load(path)
+    best = front.best(device)
+    if best is None:
+        raise ValueError(f"no arch on the Pareto front meets device {device!r}'s budgets {front.budgets(device)}")
+    return best["arch"]
 
 
 def finalize(config: Config, *, archs: dict[str, str] | None = None, progress: bool = True) -> dict[str, dict]:
@@ -226,7 +227,7 @@ def finalize(config: Config, *, archs: dict[str, str] | None = None, progress: b
     splits = splits_for(config)
     space = space_for(config, splits)
     set_threads(config.train.threads)
-    supernet = load_supernet(space, config.supernet_path)
+    supernet = load_supernet(space, config.layout.supernet)
     cards = {}
     for d in devices(config, space):
         text = (archs or {}).get(d.name) or choose_arch(config, d.name)
@@ -237,10 +238,8 @@ def finalize(config: Config, *, archs: dict[str, str] | None = None, progress: b
         h = d.predictor.table.header
         backend = make_backend(h["device"], threads=h["threads"], providers=h["providers"])
         # finalize compares its measurements with the table's predictions: the same machine and runtime
-        fp = backend.fingerprint()
-        keys = ("cpu", "runtime", "onnxruntime", "threads", "providers")
-        d.predictor.table.check(
-            {k: fp[k] for k in keys if k in fp}, f"devices[{d.name}].lut vs the device finalize measures on"
+        d.predictor.table.check_device(
+            backend.fingerprint(), f"devices[{d.name}].lut vs the device finalize measures on"
         )
         cards[d.name] = finalize_arch(
             arch,
@@ -248,7 +247,7 @@ def finalize(config: Config, *, archs: dict[str, str] | None = None, progress: b
             supernet=supernet,
             splits=splits,
             backend=backend,
-            out_dir=config.finalize_dir / d.name,
+            out_dir=config.layout.finalize(d.name),
             config=config.finalize,
             predictor=d.predictor,
             device=d.name,
@@ -263,7 +262,6 @@ def finalize(config: Config, *, archs: dict[str, str] | None = None, progress: b
 
 
 # ------------------------------------------------------------------------------------------ run
-STAGES = ("lut", "train", "search", "finalize", "report")
 
 
 def _stage_inputs(config: Config) -> dict[str, str]:
@@ -303,12 +301,8 @@ def _unfinished(config: Config, stage: str) -> bool:
     """A finished stage with work left to do: a search with fewer complete trials than ``n_trials``."""
     if stage != "search":
         return False
-    outputs = read_json(_manifest_path(config, stage), "manifest").get("outputs", {})
+    outputs = read_json(config.layout.manifest(stage), "manifest").get("outputs", {})
     return outputs.get("complete_trials", outputs.get("trials", 0)) < config.search.n_trials
-
-
-def _manifest_path(config: Config, stage: str) -> Path:
-    return Path(config.run_dir) / "manifests" / f"{stage}.json"
 
 
 def _versions() -> dict[str, str]:
@@ -327,20 +321,20 @@ def _versions() -> dict[str, str]:
 
 def _force(config: Config, stage: str) -> None:
     """Remove a stage's outputs so that it runs again from scratch."""
-    run = Path(config.run_dir)
+    layout = config.layout
     if stage == "lut":
         for d in config.devices:
-            if d.lut is None:  # only tables the run owns
-                config.lut_path(d).unlink(missing_ok=True)
+            if layout.owns_lut(d.name):  # never a table the user named
+                layout.lut(d.name).unlink(missing_ok=True)
     elif stage == "train":
-        config.supernet_path.unlink(missing_ok=True)
-        config.training_path.unlink(missing_ok=True)
+        config.layout.supernet.unlink(missing_ok=True)
+        config.layout.training.unlink(missing_ok=True)
     elif stage == "search":
-        shutil.rmtree(config.search_dir, ignore_errors=True)
+        shutil.rmtree(config.layout.search, ignore_errors=True)
     elif stage == "finalize":
-        shutil.rmtree(config.finalize_dir, ignore_errors=True)
+        shutil.rmtree(config.layout.finalize_root, ignore_errors=True)
     elif stage == "report":
-        shutil.rmtree(run / "report", ignore_errors=True)
+        shutil.rmtree(layout.report, ignore_errors=True)
 
 
 def build_luts(config: Config, *, progress: bool = True) -> dict[str, Path]:
@@ -350,21 +344,21 @@ def build_luts(config: Config, *, progress: bool = True) -> dict[str, Path]:
     space = space_for(config, splits_for(config))  # the classifier's width: the data's classes
     out = {}
     for d in config.devices:
-        path = config.lut_path(d)
+        path = config.layout.lut(d.name)
         backend = make_backend(d.device, threads=d.threads, providers=d.providers)
         try:
             build_table(space, backend, path, device=d.device, precision=d.precision, progress=progress)
         except TableMismatchError:
-            if d.lut is not None:  # the user's table: never deleted
+            if not config.layout.owns_lut(d.name):  # the user's table: never deleted
                 raise
             # the run's own table, measured some other way (device, precision, threads, ...):
             # measure this device again; the other devices' tables are kept
             path.unlink()
-            path.with_name(path.stem + "_validation.json").unlink(missing_ok=True)
+            config.layout.lut_validation(d.name).unlink(missing_ok=True)
             build_table(space, backend, path, device=d.device, precision=d.precision, progress=progress)
         if LatencyTable.load(path).calibration is None:
             report = validate_table(path, backend, n=d.validate_n, progress=progress)
-            atomic_write_text(path.with_name(path.stem + "_validation.json"), json.dumps(report, indent=1))
+            atomic_write_text(config.layout.lut_validation(d.name), json.dumps(report, indent=1))
         out[d.name] = path
     return out
 
@@ -389,55 +383,72 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
         "finalize": lambda: {k: v["chosen_model"] for k, v in finalize(config, progress=progress).items()},
         "report": lambda: {"html": str(_report(config))},
     }
-    done = {}
+    done: dict[str, dict] = {}
     for stage in STAGES:
-        path = _manifest_path(config, stage)
-        marker = path.with_suffix(".started")  # the input hash of a stage that began and has not finished
-        previous = read_json(path, "manifest").get("input_hash") if path.exists() else None
-        if previous is None and marker.exists():
-            previous = marker.read_text().strip()
         upstream_ran = any(not v.get("skipped") for v in done.values())  # e.g. a search extended
-        if (
-            previous == hashes[stage]
-            and path.exists()
-            and stage not in forced
-            and not upstream_ran
-            and not _unfinished(config, stage)
-        ):
+        if _up_to_date(config, stage, hashes[stage], forced=stage in forced, upstream_ran=upstream_ran):
             done[stage] = {"skipped": True}
             if progress:
                 logger.info(f"[edgenas] {stage}: up to date, skipped")
             continue
-        changed = previous is not None and previous != hashes[stage]
-        if stage in forced or (changed and stage not in ("lut", "finalize")):
-            # outputs made with other inputs (or a forced re-run): start the stage over; an
-            # unfinished stage with the same inputs resumes instead. Tables check their own
-            # header, so the lut stage re-measures only the devices whose measurement changed;
-            # finalize steps check their own record, so only the steps whose inputs changed run.
-            _force(config, stage)
-            path.unlink(missing_ok=True)
         if progress:
             logger.info(f"[edgenas] {stage}: running")
-        atomic_write_text(marker, hashes[stage])
-        started = time.time()
-        outputs = actions[stage]()
-        manifest = {
-            "stage": stage,
-            "input_hash": hashes[stage],
-            "config": config_to_dict(config),
-            "versions": _versions(),
-            "device_fingerprints": _fingerprints(config),
-            "compute": _compute(config, stage),
-            "seed": config.train.seed,
-            "started": started,
-            "finished": time.time(),
-            "seconds": time.time() - started,
-            "outputs": outputs,
-        }
-        atomic_write_text(path, json.dumps(manifest, indent=1, default=str))
-        marker.unlink(missing_ok=True)
-        done[stage] = manifest
+        done[stage] = _run_stage(config, stage, hashes[stage], actions[stage])
     return done
+
+
+def _previous_hash(config: Config, stage: str) -> str | None:
+    """The input hash the stage last finished with, or began with and has not finished."""
+    path, marker = config.layout.manifest(stage), config.layout.started(stage)
+    previous = read_json(path, "manifest").get("input_hash") if path.exists() else None
+    if previous is None and marker.exists():
+        previous = marker.read_text().strip()
+    return previous
+
+
+def _up_to_date(config: Config, stage: str, input_hash: str, *, forced: bool, upstream_ran: bool) -> bool:
+    """Whether ``stage`` can be skipped; else its outputs are cleared where they cannot be resumed.
+
+    A stage whose inputs are unchanged still runs when an earlier stage ran (a search
+    extended: finalize may choose again), resuming its own work.
+    """
+    path = config.layout.manifest(stage)
+    previous = _previous_hash(config, stage)
+    if previous == input_hash and path.exists() and not (forced or upstream_ran or _unfinished(config, stage)):
+        return True
+    changed = previous is not None and previous != input_hash
+    if forced or (changed and stage not in ("lut", "finalize")):
+        # outputs made with other inputs (or a forced re-run): start the stage over; an
+        # unfinished stage with the same inputs resumes instead. Tables check their own
+        # header, so the lut stage re-measures only the devices whose measurement changed;
+        # finalize steps check their own record, so only the steps whose inputs changed run.
+        _force(config, stage)
+        path.unlink(missing_ok=True)
+    return False
+
+
+def _run_stage(config: Config, stage: str, input_hash: str, action: Callable[[], dict]) -> dict[str, Any]:
+    """Run ``stage``; its manifest (inputs, versions, compute, outputs) written when it finishes."""
+    marker = config.layout.started(stage)
+    atomic_write_text(marker, input_hash)
+    started = time.time()
+    outputs = action()
+    manifest = {
+        "stage": stage,
+        "input_hash": input_hash,
+        "config": config_to_dict(config),
+        "versions": _versions(),
+        "device_fingerprints": _fingerprints(config),
+        "compute": _compute(config, stage),
+        "seed": config.train.seed,
+        "started": started,
+        "finished": time.time(),
+        "seconds": time.time() - started,
+        "outputs": outputs,
+    }
+    atomic_write_text(config.layout.manifest(stage), json.dumps(manifest, indent=1, default=str))
+    marker.unlink(missing_ok=True)
+    return manifest
 
 
 def _compute(config: Config, stage: str) -> dict[str, Any] | None:
@@ -451,7 +462,7 @@ def _compute(config: Config, stage: str) -> dict[str, Any] | None:
 def _fingerprints(config: Config) -> dict[str, Any]:
     out = {}
     for d in config.devices:
-        path = config.lut_path(d)
+        path = config.layout.lut(d.name)
         if path.exists():
             out[d.name] = LatencyTable.load(path).header.get("fingerprint")
     return out

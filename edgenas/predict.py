@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas.data import IMAGE_SUFFIXES, open_image
+from edgenas.data import IMAGE_SUFFIXES, ImageData, open_image
 from edgenas.preprocess import read_metadata, to_input
 
-__all__ = ["Model", "accuracy_on", "predict_images", "read_images"]
+__all__ = ["Model", "accuracy_on", "predict_images", "read_images", "top1"]
 
 
 @dataclass
@@ -91,6 +91,24 @@ def predict_images(model: Model, paths: list[Path], top: int = 3) -> list[dict]:
     return rows
 
 
+def top1(model: Model, data: ImageData, *, to_model: np.ndarray | None = None, chunk: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on every image of ``data``, preprocessed as its metadata says.
+
+    ``to_model`` maps the data's class indices to the model's (default: the same order). An
+    image that cannot be read counts as wrong. This is how every exported file is scored:
+    finalize's card and ``edgenas predict`` agree by construction.
+    """
+    n = len(data.labels)
+    correct = 0
+    for start in range(0, n, chunk):
+        index = np.arange(start, min(start + chunk, n))
+        pixels, ok = data.pixels(index)
+        labels = data.labels[index][ok]
+        pred = model.logits(pixels).argmax(1)
+        correct += int((pred == (to_model[labels] if to_model is not None else labels)).sum())
+    return correct / n
+
+
 def accuracy_on(model: Model, target: str) -> dict:
     """Top-1 accuracy on a data set: the model's own test split when ``target`` is its training data."""
     from edgenas.data import load_dataset, make_splits
@@ -110,15 +128,9 @@ def accuracy_on(model: Model, target: str) -> dict:
         raise ValueError(
             f"{target!r} has classes the model does not know: {missing[:5]}; model classes: {model.classes[:10]}"
         )
-    to_model = np.array([model.classes.index(c) for c in data.classes])
-    correct = 0
-    for start in range(0, len(data.labels), 512):
-        index = np.arange(start, min(start + 512, len(data.labels)))
-        pixels, ok = data.pixels(index)
-        pred = model.logits(pixels).argmax(1)
-        correct += int((pred == to_model[data.labels[index][ok]]).sum())
+    accuracy = top1(model, data, to_model=np.array([model.classes.index(c) for c in data.classes]))
     split = "test split" if own else "all images"
-    return {"target": target, "split": split, "images": len(data.labels), "accuracy": correct / len(data.labels)}
+    return {"target": target, "split": split, "images": len(data.labels), "accuracy": accuracy}
 
 
 def image_paths(target: Path) -> list[Path] | None:

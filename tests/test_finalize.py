@@ -252,7 +252,7 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
     config = load_config(tiny_run)
     splits = pipeline.splits_for(config)
     space = pipeline.space_for(config, splits)
-    supernet = load_supernet(space, config.supernet_path)
+    supernet = load_supernet(space, config.layout.supernet)
     card = finalize_arch(
         space.parse("r16|k3e2|k3e3se"),
         space=space,

@@ -95,17 +95,29 @@ def _arch_info(args: argparse.Namespace) -> None:
     space = load_space(args.space)
     arch = parse_arch(space, args.arch)
     prof = profile_arch(space, arch)
-    fp = footprint(space.block_specs(arch)).record()
+    folded = footprint(space.block_specs(arch))
+    fp = folded.record()
     if args.json:
-        blocks = [{"key": s.key, "params": p, "flops": f} for s, p, f in prof.blocks]
-        info = {"arch": str(arch), **arch.to_dict(), "params": prof.params, "flops": prof.flops, **fp, "blocks": blocks}
+        blocks = [{"key": s.key, "train_params": p, "flops": f} for s, p, f in prof.blocks]
+        info = {
+            "arch": str(arch),
+            **arch.to_dict(),
+            "params": folded.params,
+            "train_params": prof.params,
+            "flops": prof.flops,
+            **fp,
+            "blocks": blocks,
+        }
         print(json.dumps(info, indent=1))
         return
     print(f"arch    {arch}")
     print(f"space   {space.name}   input {space.in_chs}x{arch.resolution}x{arch.resolution}   width {arch.width:g}")
-    print(f"params  {prof.params:,}   FLOPs {prof.flops / 1e6:.2f} M (multiply-adds)   blocks {len(prof.blocks)}")
+    print(
+        f"params  {folded.params:,} deployed (BatchNorm folded; {prof.params:,} in training)   "
+        f"FLOPs {prof.flops / 1e6:.2f} M (multiply-adds)   blocks {len(prof.blocks)}"
+    )
     print(f"flash   {fp['flash_kb:fp32']:.1f} kB fp32, {fp['flash_kb:int8']:.1f} kB int8 (the exported file)")
     print(f"RAM     {fp['ram_kb:fp32']:.1f} kB fp32, {fp['ram_kb:int8']:.1f} kB int8 (peak live activations, batch 1)")
-    print(f"{'params':>10} {'MFLOPs':>8}  block")
+    print(f"{'params*':>10} {'MFLOPs':>8}  block   (*in training, BatchNorm separate)")
     for spec, p, f in prof.blocks:
         print(f"{p:10,} {f / 1e6:8.3f}  {spec.key}")

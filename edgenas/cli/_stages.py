@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from edgenas.cli._common import Fail, load_config, positive, quiet_optuna, torch_device_arg
 
@@ -117,7 +116,7 @@ def _train(args: argparse.Namespace) -> None:
     _, history = pipeline.train(config, progress=not args.quiet)
     last = history[-1]
     print(
-        f"{config.supernet_path}: {len(history)} epochs, last loss {last['loss_largest']:.4f} (largest), "
+        f"{config.layout.supernet}: {len(history)} epochs, last loss {last['loss_largest']:.4f} (largest), "
         f"{last['loss_students']:.4f} (students), val accuracy {last['val_largest'] * 100:.2f} % (largest) "
         f"{last['val_smallest'] * 100:.2f} % (smallest), {last['images_per_second']:.0f} images/s on "
         f"{last['compute']['device']}"
@@ -142,7 +141,7 @@ def _search(args: argparse.Namespace) -> None:
     quiet_optuna()
     study = pipeline.search(config, worker=args.worker, progress=not args.quiet)
     rows, front = pareto_rows(study)
-    print(f"{len(rows)} trials, {len(front)} on the Pareto front -> {config.search_dir}/pareto.csv")
+    print(f"{len(rows)} trials, {len(front)} on the Pareto front -> {config.layout.search / 'pareto.csv'}")
     for r in front:
         lat = "  ".join(f"{k.split(':', 1)[1]} {v:.3f} ms" for k, v in r.items() if k.startswith("latency_ms:"))
         print(f"  acc {r['accuracy']:.4f}  {lat}  {r['arch']}")
@@ -160,6 +159,7 @@ def _search(args: argparse.Namespace) -> None:
 
 def _finalize(args: argparse.Namespace) -> None:
     from edgenas import pipeline
+    from edgenas.layout import ModelCard
 
     config = load_config(args, {"finalize": {"device": args.torch_device}})
     archs = None
@@ -173,14 +173,14 @@ def _finalize(args: argparse.Namespace) -> None:
 
         config = dc.replace(config, devices=tuple(d for d in config.devices if d.name == args.device))
     cards = pipeline.finalize(config, archs=archs, progress=not args.quiet)
-    for device, card in cards.items():
-        by = {r["stage"]: r for r in card["stages"]}
-        final = by[card["chosen_model"].removesuffix(".onnx")]
+    for device in cards:
+        card = ModelCard.load(config.layout.model_card(device))
+        final = card.deployed
         print(
-            f"{device}: {card['arch']} -> {config.finalize_dir / device / card['chosen_model']} "
-            f"({card['chosen_precision']}, {final['latency_ms']:.3f} ms measured, "
+            f"{device}: {card.arch} -> {config.layout.deployed_file(device)} "
+            f"({card.precision}, {final['latency_ms']:.3f} ms measured, "
             f"test accuracy {final['test_accuracy'] * 100:.2f} %, {final['size_mb']:.2f} MB); "
-            f"model card: {config.finalize_dir / device / 'model_card.md'}"
+            f"model card: {config.layout.finalize(device) / 'model_card.md'}"
         )
 
 
@@ -191,7 +191,7 @@ def _run(args: argparse.Namespace) -> None:
     config = load_config(args, {"train": device, "search": device, "finalize": device})
     quiet_optuna()
     pipeline.run(config, from_stage=args.from_stage, progress=not args.quiet)
-    print(f"report: {Path(config.run_dir) / 'report' / 'report.html'}")
+    print(f"report: {config.layout.report / 'report.html'}")
 
 
 def _report(args: argparse.Namespace) -> None:

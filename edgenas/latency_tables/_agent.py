@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from edgenas.latency_tables._protocol import Protocol, time_models
-from edgenas.latency_tables._runtimes import RUNTIMES, make_runtime
+from edgenas.latency_tables._runtimes import RUNTIMES, Runtime, make_runtime
 
 __all__ = ["make_agent_server", "serve_agent"]
 
@@ -61,89 +61,100 @@ def make_agent_server(
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; allowed: {RUNTIMES}")
     device = f"openvino:{ov_device}" if runtime == "openvino" else "local"
-    chosen = make_runtime(device, threads=threads, providers=providers)
-    lock = threading.Lock()
-    expected = f"Bearer {token}".encode()
 
-    class Handler(BaseHTTPRequestHandler):
-        timeout = request_timeout
-        protocol_version = "HTTP/1.1"
+    settings = {
+        "timeout": request_timeout,
+        "runtime": make_runtime(device, threads=threads, providers=providers),
+        "lock": threading.Lock(),  # one measurement at a time: concurrent timings would disturb each other
+        "expected": f"Bearer {token}".encode(),
+        "max_bytes": max_bytes,
+    }
+    handler = type("Handler", (_Handler,), settings)
+    return _CappedServer((host, port), handler, max_connections)
 
-        def log_message(self, fmt: str, *args: Any) -> None:  # quiet; errors go in responses
-            pass
 
-        def _send(self, status: int, payload: dict) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+class _Handler(BaseHTTPRequestHandler):
+    """The agent's requests; the server it serves sets ``runtime``, ``lock``, ``expected`` and ``max_bytes``."""
 
-        def _authorised(self) -> bool:
-            given = self.headers.get("Authorization", "").encode()
-            if hmac.compare_digest(given, expected):
-                return True
-            self._discard_body()  # read (never parse) a small body, so the client sees the 401
+    protocol_version = "HTTP/1.1"
+    runtime: Runtime
+    lock: threading.Lock
+    expected: bytes
+    max_bytes: int
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet; errors go in responses
+        pass
+
+    def _send(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorised(self) -> bool:
+        given = self.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, self.expected):
+            return True
+        self._discard_body()  # read (never parse) a small body, so the client sees the 401
+        self.close_connection = True
+        self._send(401, {"error": "missing or wrong token"})
+        return False
+
+    def _discard_body(self) -> None:
+        try:
+            left = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            return
+        if left > UNAUTHORISED_READ:  # answer from the headers alone and close
+            return
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+
+    def do_GET(self) -> None:  # http.server's naming
+        if not self._authorised():
+            return
+        if self.path != "/fingerprint":
+            self._send(404, {"error": f"unknown path {self.path!r}; GET /fingerprint, POST /measure"})
+            return
+        self._send(200, self.runtime.fingerprint())
+
+    def do_POST(self) -> None:
+        if not self._authorised():
+            return
+        if self.path != "/measure":
             self.close_connection = True
-            self._send(401, {"error": "missing or wrong token"})
-            return False
-
-        def _discard_body(self) -> None:
-            try:
-                left = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                return
-            if left > UNAUTHORISED_READ:  # answer from the headers alone and close
-                return
-            while left > 0:
-                chunk = self.rfile.read(min(left, 1 << 20))
-                if not chunk:
-                    break
-                left -= len(chunk)
-
-        def do_GET(self) -> None:  # http.server's naming
-            if not self._authorised():
-                return
-            if self.path != "/fingerprint":
-                self._send(404, {"error": f"unknown path {self.path!r}; GET /fingerprint, POST /measure"})
-                return
-            self._send(200, chosen.fingerprint())
-
-        def do_POST(self) -> None:
-            if not self._authorised():
-                return
-            if self.path != "/measure":
-                self.close_connection = True
-                self._send(404, {"error": f"unknown path {self.path!r}; GET /fingerprint, POST /measure"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self.close_connection = True
-                self._send(411, {"error": "Content-Length required"})
-                return
-            if length > max_bytes:
-                self.close_connection = True
-                self._send(413, {"error": f"request of {length} bytes exceeds the limit of {max_bytes}"})
-                return
-            try:
-                request = json.loads(self.rfile.read(length))
-                models = [base64.b64decode(m) for m in request["models"]]
-                reference = base64.b64decode(request["reference"])
-                protocol = Protocol(**request.get("protocol", {}))
-            except Exception as exc:  # malformed request of any kind
-                self._send(400, {"error": f"malformed request: {exc}"})
-                return
-            try:
-                with lock:  # one measurement at a time: concurrent timings would disturb each other
-                    timings, ref, noop = time_models(models, reference, runtime=chosen, protocol=protocol)
-            except Exception as exc:  # ONNX Runtime could not load or run a model
-                self._send(422, {"error": f"could not run a model: {exc}"})
-                return
-            self._send(200, {"timings": [asdict(t) for t in timings], "reference": asdict(ref), "noop": asdict(noop)})
-
-    return _CappedServer((host, port), Handler, max_connections)
+            self._send(404, {"error": f"unknown path {self.path!r}; GET /fingerprint, POST /measure"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self.close_connection = True
+            self._send(411, {"error": "Content-Length required"})
+            return
+        if length > self.max_bytes:
+            self.close_connection = True
+            self._send(413, {"error": f"request of {length} bytes exceeds the limit of {self.max_bytes}"})
+            return
+        try:
+            request = json.loads(self.rfile.read(length))
+            models = [base64.b64decode(m) for m in request["models"]]
+            reference = base64.b64decode(request["reference"])
+            protocol = Protocol(**request.get("protocol", {}))
+        except Exception as exc:  # malformed request of any kind
+            self._send(400, {"error": f"malformed request: {exc}"})
+            return
+        try:
+            with self.lock:  # one measurement at a time: concurrent timings would disturb each other
+                timings, ref, noop = time_models(models, reference, runtime=self.runtime, protocol=protocol)
+        except Exception as exc:  # ONNX Runtime could not load or run a model
+            self._send(422, {"error": f"could not run a model: {exc}"})
+            return
+        self._send(200, {"timings": [asdict(t) for t in timings], "reference": asdict(ref), "noop": asdict(noop)})
 
 
 class _CappedServer(ThreadingHTTPServer):

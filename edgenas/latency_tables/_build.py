@@ -99,9 +99,29 @@ def build_table(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    header = table_header(space, backend, device, precision)
     part = restrict_space(space, resolutions, widths)
     out = Path(out)
+    table = _open_table(out, table_header(space, backend, device, precision), space, protocol, part)
+    specs = list(part.all_block_specs())
+    np.random.default_rng(seed).shuffle(specs)  # mix sizes within a batch
+    build = _Build(table, out, backend, protocol, reference_model(precision))
+    pending = build.todo(specs, max_spread, retries)
+    with progress_bar(
+        total=len(pending), desc=f"lut {space.name} {precision}", unit="block", disable=not progress
+    ) as bar:
+        while pending:
+            for i in range(0, len(pending), batch_size):
+                build.record(pending[i : i + batch_size], bar)
+            pending = build.todo(specs, max_spread, retries)
+            bar.total += len(pending)
+            bar.refresh()
+        if drift_check and "drift" not in table.header:
+            build.check_drift([s.key for s in specs], drift_check, bar)
+    return table
+
+
+def _open_table(out: Path, header: dict[str, Any], space: Space, protocol: Protocol, part: Space) -> LatencyTable:
+    """The table at ``out`` to resume (refused when measured otherwise) or a new one, covering ``part`` too."""
     if out.exists():
         table = LatencyTable.load(out, expect=header)
     else:
@@ -122,73 +142,65 @@ def build_table(
         "resolutions": sorted(set(cov["resolutions"]) | set(part.resolutions)),
         "widths": sorted(set(cov["widths"]) | set(part.widths)),
     }
+    return table
 
-    specs = list(part.all_block_specs())
-    np.random.default_rng(seed).shuffle(specs)  # mix sizes within a batch
-    reference = reference_model(precision)
-    start = time.time()
 
-    def measure(batch: list[BlockSpec], bar) -> list:  # a progress bar
-        models = []
-        for spec in batch:
-            models.append(block_model(spec, precision))
-        timings, ref, noop = backend.measure(models, reference, protocol)
-        table.header["batches"].append(
+class _Build:
+    """One build of a table: measures batches of blocks, keeps each entry's best attempt, saves after each batch."""
+
+    def __init__(
+        self, table: LatencyTable, out: Path, backend: MeasurementBackend, protocol: Protocol, reference: bytes
+    ):
+        self.table, self.out, self.backend, self.protocol, self.reference = table, out, backend, protocol, reference
+        self.start = time.time()
+
+    def todo(self, specs: list[BlockSpec], max_spread: float, retries: int) -> list[BlockSpec]:
+        """Blocks without an entry, or whose entry is too noisy and has retries left."""
+        entries = self.table.entries
+        return [
+            s
+            for s in specs
+            if entries.get(s.key) is None
+            or (entries[s.key]["spread"] > max_spread and entries[s.key]["attempts"] <= retries)
+        ]
+
+    def measure(self, batch: list[BlockSpec], bar: Any) -> list:
+        models = [block_model(spec, self.table.header["precision"]) for spec in batch]
+        timings, ref, noop = self.backend.measure(models, self.reference, self.protocol)
+        self.table.header["batches"].append(
             {"reference_ms": ref.ms, "noop_rel": noop.rel, "noop_ms": noop.ms, "time": time.time()}
         )
-        _aggregate(table.header)
+        _aggregate(self.table.header)
         bar.update(len(batch))
         bar.set_postfix(ref_ms=f"{ref.ms:.3f}")
         return timings
 
-    def todo() -> list[BlockSpec]:
-        out_ = []
-        for s in specs:
-            e = table.entries.get(s.key)
-            if e is None or (e["spread"] > max_spread and e["attempts"] <= retries):
-                out_.append(s)
-        return out_
+    def record(self, batch: list[BlockSpec], bar: Any) -> None:
+        """Measure ``batch``; an entry measured before keeps the attempt with the lower spread."""
+        for spec, t in zip(batch, self.measure(batch, bar)):
+            prev = self.table.entries.get(spec.key)
+            entry = {"ms": t.ms, "rel": t.rel, "spread": t.spread, "runs": t.runs, "params": spec_params(spec)}
+            entry["attempts"] = prev["attempts"] + 1 if prev else 1
+            if prev is not None and prev["spread"] <= t.spread:
+                entry = {**prev, "attempts": entry["attempts"]}
+            self.table.entries[spec.key] = entry
+        self.save()
 
-    pending = todo()
-    with progress_bar(
-        total=len(pending), desc=f"lut {space.name} {precision}", unit="block", disable=not progress
-    ) as bar:
-        while pending:
-            for i in range(0, len(pending), batch_size):
-                batch = pending[i : i + batch_size]
-                for spec, t in zip(batch, measure(batch, bar)):
-                    prev = table.entries.get(spec.key)
-                    entry = {
-                        "ms": t.ms,
-                        "rel": t.rel,
-                        "spread": t.spread,
-                        "runs": t.runs,
-                        "params": spec_params(spec),
-                        "attempts": 1,
-                    }
-                    if prev is not None:
-                        entry["attempts"] = prev["attempts"] + 1
-                        if prev["spread"] <= t.spread:
-                            entry = {**prev, "attempts": entry["attempts"]}
-                    table.entries[spec.key] = entry
-                table.header["build_seconds"] += time.time() - start
-                start = time.time()
-                table.save(out)
-            pending = todo()
-            bar.total += len(pending)
-            bar.refresh()
+    def check_drift(self, keys: list[str], n: int, bar: Any) -> None:
+        """The first ``n`` entries measured again at the end: how far the device's speed moved during the build."""
+        first = [k for k in keys if k in self.table.entries][:n]
+        again = self.measure([BlockSpec.from_key(k) for k in first], bar)
+        rel = [t.rel / self.table.entries[k]["rel"] - 1 for k, t in zip(first, again)]
+        ms = [t.ms / self.table.entries[k]["ms"] - 1 for k, t in zip(first, again)]
+        self.table.header["drift"] = {
+            "n": len(first),
+            "median_rel_change": float(np.median(rel)),
+            "median_abs_rel_change": float(np.median(np.abs(rel))),
+            "median_ms_change": float(np.median(ms)),
+        }
+        self.save()
 
-        if drift_check and "drift" not in table.header:
-            first = [k for k in (s.key for s in specs) if k in table.entries][:drift_check]
-            again = measure([BlockSpec.from_key(k) for k in first], bar)
-            rel = [t.rel / table.entries[k]["rel"] - 1 for k, t in zip(first, again)]
-            ms = [t.ms / table.entries[k]["ms"] - 1 for k, t in zip(first, again)]
-            table.header["drift"] = {
-                "n": len(first),
-                "median_rel_change": float(np.median(rel)),
-                "median_abs_rel_change": float(np.median(np.abs(rel))),
-                "median_ms_change": float(np.median(ms)),
-            }
-            table.header["build_seconds"] += time.time() - start
-            table.save(out)
-    return table
+    def save(self) -> None:
+        self.table.header["build_seconds"] += time.time() - self.start
+        self.start = time.time()
+        self.table.save(self.out)

@@ -26,6 +26,10 @@ class TableMismatchError(ValueError):
     """A table's header does not match what was asked for."""
 
 
+# The fingerprint keys that identify the machine and runtime a table's timings hold for.
+DEVICE_KEYS = ("cpu", "runtime", "onnxruntime", "threads", "providers")
+
+
 @dataclass
 class LatencyTable:
     header: dict[str, Any]
@@ -42,6 +46,11 @@ class LatencyTable:
         ]
         if diffs:
             raise TableMismatchError(f"{source} does not match the request ({'; '.join(diffs)})")
+
+    def check_device(self, fingerprint: dict[str, Any], source: str) -> None:
+        """Raise TableMismatchError unless ``fingerprint`` (a backend's) is the machine and runtime the table timed:
+        predictions compared with this device's measurements would otherwise mix two devices."""
+        self.check({k: fingerprint[k] for k in DEVICE_KEYS if k in fingerprint}, source)
 
     def to_dict(self) -> dict[str, Any]:
         return {

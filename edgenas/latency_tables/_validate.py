@@ -29,7 +29,7 @@ from edgenas.latency_tables._predict import Predictor, fit_calibration
 from edgenas.latency_tables._protocol import Protocol
 from edgenas.latency_tables._table import LatencyTable
 from edgenas.progress import progress as progress_bar
-from edgenas.search_spaces import Arch
+from edgenas.search_spaces import Arch, Space
 
 __all__ = ["accuracy_metrics", "sample_spread", "validate_table"]
 
@@ -83,11 +83,7 @@ def validate_table(
         raise ValueError(f"holdout must be in [0.1, 0.9], got {holdout}")
     path = Path(path)
     table = LatencyTable.load(path)
-    fp = backend.fingerprint()
-    table.check(
-        {k: fp[k] for k in ("threads", "providers", "runtime", "onnxruntime", "cpu") if k in fp},
-        f"latency table {str(path)!r} vs this device",
-    )
+    table.check_device(backend.fingerprint(), f"latency table {str(path)!r} vs this device")
     precision = table.header["precision"]
     protocol = Protocol(**table.header["protocol"])
     full = Predictor(dataclasses.replace(table, calibration=None))
@@ -95,26 +91,12 @@ def validate_table(
     space = restrict_space(full.space, resolutions or cov["resolutions"], widths or cov["widths"])
     predictor = Predictor(dataclasses.replace(table, calibration=None), space)
     archs = sample_spread(predictor, n, np.random.default_rng(seed))
-
     started = time.time()
-    reference = reference_model(precision)
-    measured_rel, measured_ms = [], []
-    with progress_bar(total=len(archs), desc=f"validate {precision}", unit="net", disable=not progress) as bar:
-        for i in range(0, len(archs), batch_size):
-            batch = archs[i : i + batch_size]
-            models = [arch_model(space, a, precision) for a in batch]
-            timings, _, _ = backend.measure(models, reference, protocol)
-            measured_rel += [t.rel for t in timings]
-            measured_ms += [t.ms for t in timings]
-            bar.update(len(batch))
-
-    k = len(archs)
-    idx = np.arange(k)
+    measured_rel, measured_ms = _measure_archs(space, archs, precision, backend, protocol, batch_size, progress)
+    idx = np.arange(len(archs))
     held = np.floor((idx + 1) * holdout) > np.floor(idx * holdout)
     feats = [predictor.features(a) for a in archs]
-    y = np.asarray(measured_rel)
-    calibration = fit_calibration([feats[i] for i in idx[~held]], y[~held])
-    table.calibration = calibration
+    table.calibration = fit_calibration([feats[i] for i in idx[~held]], measured_rel[~held])
     calibrated = Predictor(table, space)
     pred_rel = np.array([calibrated.predict_rel(a) for a in archs])
     raw_rel = np.array([f["t"] for f in feats])
@@ -128,7 +110,7 @@ def validate_table(
             "measured_raw_ms": float(r),
             "uncalibrated_ms": float(u * ref_ms),
         }
-        for a, h, p, m, r, u in zip(archs, held, pred_rel, y, measured_ms, raw_rel)
+        for a, h, p, m, r, u in zip(archs, held, pred_rel, measured_rel, measured_ms, raw_rel)
     ]
     report = {
         "table": str(path),
@@ -139,10 +121,10 @@ def validate_table(
         "widths": list(space.widths),
         "n_calibration": int((~held).sum()),
         "n_heldout": int(held.sum()),
-        "calibration": calibration,
-        "heldout": accuracy_metrics(pred_rel[held], y[held]),
-        "heldout_uncalibrated": accuracy_metrics(raw_rel[held], y[held]),
-        "heldout_raw_ms": accuracy_metrics(pred_rel[held] * ref_ms, np.asarray(measured_ms)[held]),
+        "calibration": table.calibration,
+        "heldout": accuracy_metrics(pred_rel[held], measured_rel[held]),
+        "heldout_uncalibrated": accuracy_metrics(raw_rel[held], measured_rel[held]),
+        "heldout_raw_ms": accuracy_metrics(pred_rel[held] * ref_ms, measured_ms[held]),
         "seconds": time.time() - started,
         "protocol": protocol.to_dict(),
         "rows": rows,
@@ -150,3 +132,25 @@ def validate_table(
     table.validation = {k: v for k, v in report.items() if k != "rows"}
     table.save(path)
     return report
+
+
+def _measure_archs(
+    space: Space,
+    archs: list[Arch],
+    precision: str,
+    backend: MeasurementBackend,
+    protocol: Protocol,
+    batch_size: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every arch's end-to-end timing, in batches: (relative to the reference model, milliseconds)."""
+    reference = reference_model(precision)
+    rel, ms = [], []
+    with progress_bar(total=len(archs), desc=f"validate {precision}", unit="net", disable=not progress) as bar:
+        for i in range(0, len(archs), batch_size):
+            batch = archs[i : i + batch_size]
+            timings, _, _ = backend.measure([arch_model(space, a, precision) for a in batch], reference, protocol)
+            rel += [t.rel for t in timings]
+            ms += [t.ms for t in timings]
+            bar.update(len(batch))
+    return np.asarray(rel), np.asarray(ms)

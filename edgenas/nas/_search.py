@@ -282,6 +282,21 @@ def run_search(
         raise ValueError(f"device names must be unique, got {names}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    study = _open_study(space, devices, config, out, worker)
+    remaining = config.n_trials - _complete(study)
+    if remaining > 0:
+        _optimize(study, _objective(study, space, evaluate, devices), remaining, config, progress)
+    write_results(study, out)
+    history = getattr(study.sampler, "history", None)
+    if history:  # the guided sampler's accuracy predictor: its cross-validated error as trials accrue
+        atomic_write_json(out / f"predictor_worker{worker}.json", {"history": history})
+    return study
+
+
+def _open_study(
+    space: Space, devices: Sequence[DeviceObjective], config: SearchConfig, out: Path, worker: int
+) -> optuna.Study:
+    """The study, created or joined; refused when it was made for other objectives, space, devices or budgets."""
     url = config.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     storage = make_storage(url, heartbeat_interval=config.heartbeat_interval, grace_period=config.grace_period)
     objectives = _objective_columns(devices)
@@ -304,7 +319,7 @@ def run_search(
         raise ValueError(f"study {config.study_name!r} in {url} has other objectives; use another study_name")
     meta = {
         "space": space.name,
-        "devices": names,
+        "devices": [d.name for d in devices],
         "objectives": ["accuracy", *objectives],
         "budgets_ms": {d.name: d.budget_ms for d in devices},
         "budgets": {d.name: d.budgets for d in devices},
@@ -319,6 +334,18 @@ def run_search(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def _complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def _objective(
+    study: optuna.Study, space: Space, evaluate: Callable[[Arch], float], devices: Sequence[DeviceObjective]
+) -> Callable[[optuna.Trial], list[float]]:
+    """A trial: an arch sampled, its figures and budget excess recorded, its accuracy (reused when known)."""
+    objectives = _objective_columns(devices)
 
     def objective(trial: optuna.Trial) -> list[float]:
         arch = suggest_arch(trial, space)
@@ -339,37 +366,32 @@ def run_search(
         trial.set_user_attr("accuracy", acc)
         return [acc] + [figures[c] for c in objectives]
 
-    def complete() -> int:
-        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-    remaining = config.n_trials - complete()
-    if remaining > 0:
-        # edgenas's bar, not Optuna's: in a log file it is one line, not a frame per trial
-        with progress_bar(
-            total=remaining, desc=f"search {config.study_name}", unit="trial", disable=not progress
-        ) as bar:
-
-            def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-                bar.update(1)
-                if trial.state == TrialState.COMPLETE:
-                    bar.set_postfix(accuracy=f"{trial.user_attrs.get('accuracy', float('nan')):.4f}")
-
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=config.timeout,
-                callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)), advance],
-                catch=(),
-            )
-    write_results(study, out)
-    history = getattr(study.sampler, "history", None)
-    if history:  # the guided sampler's accuracy predictor: its cross-validated error as trials accrue
-        atomic_write_json(out / f"predictor_worker{worker}.json", {"history": history})
-    return study
+    return objective
 
 
-def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.all(a <= b) and np.any(a < b))
+def _optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], list[float]],
+    remaining: int,
+    config: SearchConfig,
+    progress: bool,
+) -> None:
+    """``remaining`` more trials (all workers together stop at ``n_trials`` complete ones), with edgenas's bar:
+    in a log file it is one line, not a frame per trial."""
+    with progress_bar(total=remaining, desc=f"search {config.study_name}", unit="trial", disable=not progress) as bar:
+
+        def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            bar.update(1)
+            if trial.state == TrialState.COMPLETE:
+                bar.set_postfix(accuracy=f"{trial.user_attrs.get('accuracy', float('nan')):.4f}")
+
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=config.timeout,
+            callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=(TrialState.COMPLETE,)), advance],
+            catch=(),
+        )
 
 
 def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -393,18 +415,14 @@ def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[st
             feasible=all(c <= 0 for c in t.constraints.values()),
         )
         rows.append(row)
-    feasible = [r for r in rows if r["feasible"]]
-    # minimise: -accuracy and each objective
-    keys = [lambda r: -r["accuracy"]] + [lambda r, c=c: r[c] for c in objectives]
-    points = np.array([[k(r) for k in keys] for r in feasible]).reshape(len(feasible), len(keys))
+    # Optuna's front: the feasible trials no other feasible trial dominates (an arch sampled twice: once)
+    best = {t.number for t in study.best_trials}
     front, seen = [], set()
-    for i, r in enumerate(feasible):
-        if any(_dominates(points[j], points[i]) for j in range(len(feasible)) if j != i):
-            continue
-        if r["arch"] in seen:  # the same arch sampled twice: report it once
-            continue
-        seen.add(r["arch"])
-        front.append(r)
+    for r in rows:
+        if r["trial"] in best and r["arch"] not in seen:
+            seen.add(r["arch"])
+            front.append(r)
+    keys = [lambda r: -r["accuracy"]] + [lambda r, c=c: r[c] for c in objectives]
     front.sort(key=lambda r: keys[1](r) if len(keys) > 1 else -r["accuracy"])
     return rows, front
 

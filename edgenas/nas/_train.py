@@ -34,8 +34,8 @@ from torch import nn
 
 from edgenas.accelerator import Accelerator, seeded
 from edgenas.config import TrainConfig
-from edgenas.data import Splits, batches
-from edgenas.distill import Optimization, distillation_loss, resize, steps_per_epoch, train_epoch
+from edgenas.data import Splits
+from edgenas.distill import Optimization, distillation_loss, epoch_batches, resize, steps_per_epoch, train_epoch
 from edgenas.io import atomic_write_bytes
 from edgenas.nas._evaluate import SubnetEvaluator
 from edgenas.search_spaces import Space, Supernet
@@ -291,19 +291,15 @@ class _SupernetRun:
             self.optim.step()
             return losses, len(y) * dp.world
 
-        data = batches(
-            self.splits.train,
-            batch_size=config.batch_size,
+        data = epoch_batches(
+            self.splits,
+            config,
+            epoch,
             resolution=self.splits.train.size,
             channels=self.space.in_chs,
-            mean=self.splits.mean,
-            std=self.splits.std,
-            shuffle=True,
-            rng=rng,
-            drop_last=True,
-            limit=self.steps,
             augment=self.augment,
             accel=self.accel,
+            rng=rng,
         )
         (loss_largest, loss_students), seen, seconds = train_epoch(
             step,

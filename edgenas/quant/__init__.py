@@ -7,9 +7,9 @@ from edgenas.quant._qat import (
     QuantNet,
     calibrate_qat,
     export_qat,
+    fake_quant_off,
     frozen_for_export,
     prepare_qat,
-    qat_enabled,
 )
 
-__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "export_qat", "frozen_for_export", "prepare_qat", "qat_enabled"]
+__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "export_qat", "fake_quant_off", "frozen_for_export", "prepare_qat"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ from edgenas.search_spaces import (
     SubNet,
 )
 
-__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "export_qat", "frozen_for_export", "prepare_qat", "qat_enabled"]
+__all__ = ["ActQuant", "QuantNet", "calibrate_qat", "export_qat", "frozen_for_export", "fake_quant_off", "prepare_qat"]
 
 WEIGHT_QMAX = 63  # 7-bit magnitude, stored in int8
 
@@ -275,11 +276,18 @@ def prepare_qat(net: SubNet) -> QuantNet:
     return QuantNet(copy.deepcopy(net).eval())
 
 
-def qat_enabled(model: nn.Module, enabled: bool) -> None:
-    """Switch fake-quant on or off everywhere (off: the folded fp32 model)."""
-    for m in model.modules():
-        if hasattr(m, "enabled"):
-            m.enabled = enabled
+@contextlib.contextmanager
+def fake_quant_off(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` without fake quantization inside the block (the BN-folded fp32 model), as it was after it."""
+    switches = [m for m in model.modules() if hasattr(m, "enabled")]
+    before = [m.enabled for m in switches]
+    for m in switches:
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m, on in zip(switches, before):
+            m.enabled = on
 
 
 @torch.no_grad()

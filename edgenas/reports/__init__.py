@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgenas.reports._card import model_card_markdown
 from edgenas.reports._data import (
     RunFiles,
     block_breakdown_data,
@@ -27,6 +28,7 @@ __all__ = [
     "candidates_data",
     "lut_validation_data",
     "measurement_info",
+    "model_card_markdown",
     "pareto_data",
     "predicted_vs_measured_data",
     "provenance_data",

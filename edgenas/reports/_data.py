@@ -6,7 +6,6 @@ report draws and also writes as CSV so any figure can be redrawn elsewhere.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import yaml
 
 from edgenas.io import read_json
 from edgenas.latency_tables import LatencyTable
+from edgenas.layout import STAGE_COLUMNS, Front, ModelCard, RunLayout
 from edgenas.metrics import hypervolume
 
 __all__ = [
@@ -38,51 +38,44 @@ __all__ = [
 
 
 class RunFiles:
-    """The files of a run directory that the report reads."""
+    """The files of a run directory that the report reads (where each lives: :class:`~edgenas.layout.RunLayout`)."""
 
     def __init__(self, run_dir: str | Path):
         self.run = Path(run_dir)
-        cfg = self.run / "config.resolved.yaml"
+        cfg = RunLayout(self.run).resolved_config
         if not cfg.exists():
             raise FileNotFoundError(f"{str(self.run)!r} is not an edgenas run directory (no config.resolved.yaml)")
         self.config: dict[str, Any] = yaml.safe_load(cfg.read_text())
         self.devices = [d["name"] for d in self.config["devices"]]
+        self.layout = RunLayout(self.run, {d["name"]: d.get("lut") for d in self.config["devices"]})
         self._tables: dict[str, LatencyTable | None] = {}  # several figures read each table: load it once
-
-    def lut_path(self, device: str) -> Path:
-        d = next(x for x in self.config["devices"] if x["name"] == device)
-        return Path(d["lut"]) if d.get("lut") else self.run / "luts" / f"{device}.json"
 
     def table(self, device: str) -> LatencyTable | None:
         if device not in self._tables:
-            path = self.lut_path(device)
+            path = self.layout.lut(device)
             self._tables[device] = LatencyTable.load(path) if path.exists() else None
         return self._tables[device]
 
     def validation_rows(self, device: str) -> list[dict]:
-        path = self.lut_path(device)
-        path = path.with_name(path.stem + "_validation.json")
+        path = self.layout.lut_validation(device)
         return read_json(path)["rows"] if path.exists() else []
 
     def trials(self) -> pd.DataFrame:
-        path = self.run / "search" / "trials.csv"
+        path = self.layout.trials
         return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
     def front(self, device: str | None = None) -> list[dict]:
         """The search's Pareto set, or ``device``'s own front (accuracy vs its latency, within its budget)."""
-        path = self.run / "search" / "pareto.json"
-        if not path.exists():
-            return []
-        data = read_json(path)
-        return data.get("per_device", {}).get(device, data["pareto"]) if device else data["pareto"]
+        path = self.layout.front
+        return Front.load(path).rows(device) if path.exists() else []
 
     def references(self) -> list[dict]:
-        path = self.run / "search" / "references.json"
+        path = self.layout.references
         return read_json(path) if path.exists() else []
 
     def training(self) -> dict | None:
         """The supernet's training budget and per-epoch history, if the run trained one."""
-        path = self.run / "supernet_training.json"
+        path = self.layout.training
         return read_json(path) if path.exists() else None
 
     def precision(self, device: str) -> str:
@@ -95,8 +88,8 @@ class RunFiles:
         return {k: d[k] for k in ("budget_ms", "ram_kb", "flash_kb") if d.get(k) is not None}
 
     def card(self, device: str) -> dict | None:
-        path = self.run / "finalize" / device / "model_card.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        path = self.layout.model_card(device)
+        return ModelCard.load(path).data if path.exists() else None
 
     def searched_row(self, arch: str) -> dict | None:
         """The search's trial of ``arch`` (supernet val accuracy, predicted latency), if the search scored it."""
@@ -107,7 +100,7 @@ class RunFiles:
 
 def deployed_stage(card: dict) -> str | None:
     """The stage whose file finalize deployed: ``qat_int8``, ``pruned`` or None (no export passed its checks)."""
-    return card["chosen_model"].removesuffix(".onnx") if card.get("chosen_model") else None
+    return ModelCard(card).deployed_stage
 
 
 def training_curve_data(run: RunFiles) -> pd.DataFrame:
@@ -241,7 +234,7 @@ def search_convergence_data(run: RunFiles, slowest_ms: dict[str, float] | None =
                 rows.append(
                     {"trials": n, "series": f"hypervolume ({device})", "value": hypervolume(pts[:n][ok.to_numpy()[:n]])}
                 )
-    for path in sorted((run.run / "search").glob("predictor_worker*.json")):
+    for path in run.layout.predictor_histories():
         for h in read_json(path)["history"]:
             rows.append(
                 {
@@ -299,22 +292,7 @@ def stage_table_data(run: RunFiles, device: str) -> pd.DataFrame:
     card = run.card(device)
     if not card:
         return pd.DataFrame()
-    cols = [
-        "stage",
-        "precision",
-        "size_mb",
-        "latency_ms",
-        "peak_memory_mb",
-        "test_accuracy",
-        "size_vs_teacher_pct",
-        "speedup_vs_teacher",
-        "memory_vs_teacher_pct",
-        "size_kb",
-        "predicted_size_kb",
-        "activation_kb",
-        "predicted_activation_kb",
-    ]
-    return pd.DataFrame(card["stages"]).reindex(columns=cols)  # older cards: no size and RAM predictions
+    return pd.DataFrame(ModelCard(card).stage_rows(), columns=list(STAGE_COLUMNS))
 
 
 def lut_validation_data(run: RunFiles) -> pd.DataFrame:
@@ -386,7 +364,7 @@ def summary_data(run: RunFiles, device: str) -> dict[str, Any] | None:
         return None
     by = {s["stage"]: s for s in card["stages"]}
     final, teacher = by[stage], by["teacher"]
-    dep = card.get("deployed") or {"runtime": "onnxruntime", "file": card["chosen_model"]}
+    dep = card.get("deployed") or {"runtime": "onnxruntime", "file": ModelCard(card).deployed_file}
     accuracy = dep.get("test_accuracy", final["test_accuracy"])
     row = {
         "device": device,

@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from edgenas.io import atomic_write_text
+from edgenas.layout import ModelCard
 from edgenas.reports._data import (
     RunFiles,
     block_breakdown_data,
@@ -517,10 +518,9 @@ def _compression_section(run: RunFiles, device: str, page: _Page) -> str:
     parts = [f"<h2>Compression on {_code(device)}</h2>"]
     if not card:
         return parts[0] + "<p><em>not finalized in this run</em></p>"
-    dep = card.get("deployed") or {}
     parts.append(
         f"<p>Arch {_code(card['arch'])}; teacher: {html.escape(card.get('teacher', 'largest subnet'))}; "
-        f"deployed: <b>{html.escape(str(dep.get('file') or card['chosen_model'] or 'nothing'))}</b> — "
+        f"deployed: <b>{html.escape(str(ModelCard(card).deployed_file or 'nothing'))}</b> — "
         f"{html.escape(card['why'])}.</p>"
     )
     stages = stage_table_data(run, device)

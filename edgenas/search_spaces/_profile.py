@@ -29,6 +29,12 @@ _MATRIX_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
 
 @dataclass(frozen=True)
 class ArchProfile:
+    """Per block and in all: torch parameters as trained (BatchNorm separate) and FLOPs.
+
+    Deployed models fold BatchNorm into the convolutions: their count is
+    :func:`~edgenas.search_spaces.footprint`'s ``params`` (what trials and reports show).
+    """
+
     params: int
     flops: int
     blocks: tuple[tuple[BlockSpec, int, int], ...]  # (spec, params, flops) per block

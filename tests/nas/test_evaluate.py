@@ -24,7 +24,7 @@ def test_evaluator_caches_and_leaves_supernet_alone(tiny_run):
     config = load_config(tiny_run)
     splits = pipeline.splits_for(config)
     space = pipeline.space_for(config, splits)
-    supernet = load_supernet(space, config.supernet_path)
+    supernet = load_supernet(space, config.layout.supernet)
     before = {k: v.clone() for k, v in supernet.state_dict().items()}
     ev = SubnetEvaluator(supernet, splits, calib_batches=2)
     arch = space.largest()
@@ -43,7 +43,7 @@ def test_evaluator_on_the_first_images_equals_accuracy_on_that_prefix(tiny_run):
     config = load_config(tiny_run)
     splits = pipeline.splits_for(config)
     space = pipeline.space_for(config, splits)
-    supernet = load_supernet(space, config.supernet_path)
+    supernet = load_supernet(space, config.layout.supernet)
     arch = space.largest()
     ev = SubnetEvaluator(supernet, splits, calib_batches=2, images=37)
     prefix = splits.val.subset(np.arange(37))

@@ -57,7 +57,7 @@ def test_search_writes_a_non_dominated_feasible_front(tiny_run, tmp_path):
     feasible = [r for r in rows if r["feasible"]]
     assert all(not _dominated(r, feasible, lat) for r in front)
     assert all(_dominated(r, front, lat) or r["arch"] in {f["arch"] for f in front} for r in feasible)
-    csv = (config.search_dir / "pareto.csv").read_text().splitlines()
+    csv = (config.layout.search / "pareto.csv").read_text().splitlines()
     assert csv[0].startswith("trial,arch,accuracy,latency_ms:cpu") and len(csv) == len(front) + 1
     # resuming with a larger budget of trials adds trials and keeps the old ones
     study2 = pipeline.search(load_config(path, {"search": {"n_trials": 16}}), progress=False)
@@ -78,7 +78,7 @@ def test_several_devices_each_get_their_own_front_and_winner(tiny_run, tmp_path)
     ]
     data["run_dir"] = str(tmp_path / "run")
     (tmp_path / "run").mkdir()
-    shutil.copy(config.supernet_path, tmp_path / "run" / "supernet.pt")
+    shutil.copy(config.layout.supernet, tmp_path / "run" / "supernet.pt")
     data["search"].update(n_trials=14, storage=f"sqlite:///{tmp_path / 'study.db'}")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -91,7 +91,7 @@ def test_several_devices_each_get_their_own_front_and_winner(tiny_run, tmp_path)
         assert r["feasible"] == any(within.values())
         assert all(r[f"within_budget:{d}"] == w for d, w in within.items())
     assert any(r["within_budget:loose"] and not r["within_budget:tight"] for r in rows)  # not only the overlap
-    per_device = read_json(config.search_dir / "pareto.json")["per_device"]
+    per_device = read_json(config.layout.front)["per_device"]
     for d, b in budgets.items():
         lat = f"latency_ms:{d}"
         front, ok = per_device[d], [r for r in rows if r[lat] <= b]

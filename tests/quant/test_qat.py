@@ -14,7 +14,7 @@ import torch
 from edgenas.data import batches
 from edgenas.distill import FitConfig, fit
 from edgenas.nas import accuracy
-from edgenas.quant import calibrate_qat, export_qat, prepare_qat, qat_enabled
+from edgenas.quant import calibrate_qat, export_qat, fake_quant_off, prepare_qat
 from edgenas.search_spaces import SPACES, build_subnet
 
 _CHILD = """
@@ -37,14 +37,12 @@ def test_qat_int8_matches_fake_quant_in_a_torch_free_process(digits_splits, tmp_
     calib = batches(s.train, batch_size=64, resolution=16, channels=1, mean=s.mean, std=s.std, limit=4)
     calibrate_qat(q, (x for x, _ in calib))
     # with fake-quant off, the BN-folded model is the fp32 model
-    qat_enabled(q, False)
     x = torch.cat(
         [b for b, _ in batches(s.val, batch_size=400, resolution=16, channels=1, mean=s.mean, std=s.std)]
         + [b for b, _ in batches(s.test, batch_size=400, resolution=16, channels=1, mean=s.mean, std=s.std)]
     )
-    with torch.no_grad():
+    with fake_quant_off(q), torch.no_grad():
         assert torch.allclose(q(x), net.eval()(x), atol=1e-4)
-    qat_enabled(q, True)
     fit(q, s, FitConfig(epochs=1, batch_size=64, lr=0.01), resolution=16, channels=1, progress=False)
     assert accuracy(q, s.test, s, resolution=16, channels=1) > 0.9
 

@@ -1,0 +1,79 @@
+"""The model card in Markdown: what was deployed and why, the checks, and the stage table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgenas.layout import ModelCard
+
+__all__ = ["model_card_markdown"]
+
+
+def model_card_markdown(card: dict[str, Any]) -> str:
+    """``model_card.md``: the deployed file, its device and runtime, the teacher, predictions, QAT, checks, stages."""
+    lines = [
+        f"# Model card: `{card['arch']}`",
+        "",
+        f"- space `{card['space']}`, device `{card['device']}` ({card['device_fingerprint'].get('cpu', '')}, "
+        f"{card['device_fingerprint'].get('runtime', 'onnxruntime ' + card['versions']['onnxruntime'])}, "
+        f"{card['device_fingerprint'].get('threads')} thread(s))",
+        f"- deploy: **{card['chosen_model'] or 'nothing'}** ({card['chosen_precision'] or '-'}): {card['why']}",
+    ]
+    dep = card.get("deployed") or {}
+    if dep.get("file"):
+        lines.append(
+            f"- deployed file: `{dep['file']}` for {dep['runtime']} on {', '.join(dep['device'] or [])}, "
+            f"{dep['precision']}, test accuracy {dep['test_accuracy'] * 100:.2f} % as that runtime runs it"
+        )
+    lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
+    if card.get("predicted_ms") is not None:
+        vs = ", ".join(f"`{k}` {v:.3f} ms" for k, v in card["predicted_stage_ms"].items())
+        lines.append(
+            f"- predicted latency ({card['predicted_precision']} table) of the searched arch: "
+            f"{card['predicted_ms']:.3f} ms; of each export: {vs}"
+            + (" (pruned blocks estimated)" if card["predicted_pruned_estimated"] else "")
+        )
+    qat = card.get("qat_epochs")
+    if qat:
+        vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in qat["epochs"])
+        lines.append(
+            f"- QAT: val accuracy (%) after epochs 0 (calibrated only) to {len(qat['epochs']) - 1}: {vals}; "
+            f"kept epoch {qat['kept_epoch']}"
+        )
+    c = card["checks"]
+    lines += [
+        f"- fp32 ONNX vs torch: max abs diff {c['fp32_vs_torch']['max_abs_diff']:.2e}; int8 ONNX vs fake-quant "
+        f"torch: top-1 agreement {c['int8_vs_fake_quant']['top1_agreement'] * 100:.1f} %",
+        "",
+        "| stage | precision | size (MB) | latency (ms) | peak memory (MB) | test accuracy | size vs teacher "
+        "| speed-up vs teacher | memory vs teacher | flash kB (predicted) | RAM kB (predicted) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ModelCard(card).stage_rows():
+        lines.append(
+            f"| {r['stage']} | {r['precision']} | {r['size_mb']:.3f} | {r['latency_ms']:.3f} | "
+            f"{r['peak_memory_mb']:.1f} | {r['test_accuracy'] * 100:.2f} % | {r['size_vs_teacher_pct']:+.0f} % | "
+            f"{r['speedup_vs_teacher']:.2f}x | {_pct(r['memory_vs_teacher_pct'])} | "
+            f"{_kb(r['size_kb'], r['predicted_size_kb'])} | "
+            f"{_kb(r['activation_kb'], r['predicted_activation_kb'])} |"
+        )
+    lines += [
+        "",
+        "Latency: every stage's ONNX model timed in one interleaved batch (10th percentile of all runs, "
+        "batch 1). Peak memory: growth of the peak RSS of a fresh process that creates the session and runs "
+        "it 10 times (the runtime's own buffers included). Flash: the file's bytes; RAM: the largest sum of "
+        "activation tensors alive at once along the file's graph (int8 tensors 1 byte); in brackets the "
+        "predictions from the blocks alone, as the search uses them. Accuracy: the test split; int8 rows run "
+        "in ONNX Runtime.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.0f} %"
+
+
+def _kb(measured: float | None, predicted: float | None) -> str:
+    if measured is None:
+        return "n/a"
+    return f"{measured:.1f}" + (f" ({predicted:.1f})" if predicted is not None else "")
