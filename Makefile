@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 OUT ?= runs/lut-demo
 THREADS ?= 1
 
-.PHONY: install sysdeps demo lut-demo test bench lint clean
+.PHONY: install sysdeps demo lut-demo test bench lint docs clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ lut-demo: $(STAMP)
 	$(BIN)/edgenas lut validate $(OUT)/lut_mbv3_fp32.json --n 60 --out $(OUT)/lut_mbv3_fp32_validation.json
 	$(BIN)/edgenas lut show $(OUT)/lut_mbv3_fp32.json
 
-test: $(STAMP) sysdeps lint
+test: $(STAMP) sysdeps lint docs
 	$(BIN)/python -m pytest -q -x tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
@@ -55,6 +55,10 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check --extend-select RUF100 edgenas tests bench
 	$(BIN)/ruff format --check edgenas tests bench
+
+# The documentation under docs/ as a site in build/site; strict: a broken link or anchor fails
+docs: $(STAMP)
+	$(BIN)/mkdocs build --quiet
 
 clean:
 	rm -rf $(VENV) build *.egg-info

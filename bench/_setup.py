@@ -1,13 +1,15 @@
-"""The space and data the Fashion-MNIST benchmarks share, the start of those built on one supernet, Markdown.
+"""What the Fashion-MNIST benchmarks share: the space and splits, the start of those built on one supernet,
+the recipe they train stand-alone archs with, Markdown helpers and a timestamped log line.
 
-bench/finalize.py and bench/multi_device.py reuse the supernet and tables of
-bench/search.py, so all three must build exactly the same space and splits.
+The benches that start from the supernet of bench/supernet.py (deploy, ranking,
+references, multi_device, ...) must build exactly the same space and splits: they do it here.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from pathlib import Path
 
 from edgenas.data import Splits, load_dataset, make_splits
@@ -82,3 +84,8 @@ def supernet_bench(args: argparse.Namespace) -> tuple[Space, Splits, Supernet]:
     set_threads(args.threads)
     space = bench_space(args.resolutions)
     return space, bench_splits(None), load_supernet(space, args.supernet)
+
+
+def log(msg: str) -> None:
+    """A bench's progress line, timestamped (benches are programs: they print)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, md_code, supernet_bench
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, log, md_code, supernet_bench
 
 from edgenas.accelerator import Accelerator
 from edgenas.data import resolve_augment
@@ -35,10 +35,6 @@ from edgenas.nas import (
     run_search,
 )
 from edgenas.pruning import PruneConfig
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def main() -> None:

@@ -27,12 +27,11 @@ estimated from the table's entries of the same shape (``Predictor.predict_specs`
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, md_code, supernet_bench
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, log, md_code, supernet_bench
 
 from edgenas.data import batches
 from edgenas.export import export_onnx
@@ -51,10 +50,6 @@ KINDS = {
     "pruned_fp32": "fp32",
     "pruned_qat_int8": "int8",
 }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def exports(space, arch, evaluator, splits, prune: float) -> tuple[dict[str, bytes], tuple]:

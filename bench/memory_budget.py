@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _setup import add_supernet_args, bench_predictor, md_code, supernet_bench
+from _setup import add_supernet_args, bench_predictor, log, md_code, supernet_bench
 
 from edgenas.data import batches
 from edgenas.export import activation_peak
@@ -38,10 +38,6 @@ from edgenas.quant import calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import KB
 
 DEVICE = "mcu-int8"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def deployed(space, arch, evaluator, splits) -> bytes:

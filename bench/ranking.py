@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import add_supernet_args, bench_predictor, bench_splits, md_code, recipe_fit, supernet_bench
+from _setup import add_supernet_args, bench_predictor, bench_splits, log, md_code, recipe_fit, supernet_bench
 from scipy.stats import kendalltau, spearmanr
 
 from edgenas.accelerator import Accelerator
@@ -41,10 +41,6 @@ from edgenas.search_spaces import build_subnet
 
 CALIB_BATCHES = (1, 2, 4, 8, 16, 32)
 VAL_SIZES = (500, 1000, 2000, 3000)  # prefixes of the validation split
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 @torch.no_grad()

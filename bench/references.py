@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, bench_splits, md_code, recipe_fit, supernet_bench
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, bench_splits, log, md_code, recipe_fit, supernet_bench
 
 from edgenas.distill import fit
 from edgenas.export import export_onnx
@@ -50,10 +50,6 @@ from edgenas.pruning import PruneConfig
 from edgenas.search_spaces import build_subnet, reference_archs
 
 LAT = "latency_ms:cpu-fp32"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def picks_for(refs: dict[str, dict], front: list[dict]) -> dict[str, str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, supernet_bench
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, log, supernet_bench
 from scipy.stats import ttest_ind
 
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
@@ -33,10 +33,6 @@ from edgenas.metrics import hypervolume
 from edgenas.nas import DeviceObjective, SearchConfig, SubnetEvaluator, run_search
 
 STRATEGIES = ("nsga2", "tpe", "random", "guided")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def front_hypervolume(points: list[tuple[float, float]], lat_ref: float, acc_ref: float = 0.0) -> float:

@@ -3,7 +3,7 @@
 What a sandwich step should cost is what its four subnets (largest, smallest, two random)
 cost when each is extracted and trained stand-alone in plain PyTorch: forward, cross-
 entropy, backward, SGD step, input batches prepared beforehand. The engine's step is the
-real one (:func:`edgenas.nas._train._sandwich_step` with the optimiser step, gradient
+real one (:func:`edgenas.nas.sandwich_step` with the optimiser step, gradient
 clipping and its data pipeline: uint8 batch -> pad-crop + flip -> float -> resize) on the
 device the engine picks. Both are timed interleaved, step by step, over ``--configs`` sets
 of four archs and ``--rounds`` rounds, so the machine's drift falls on both alike.
@@ -29,10 +29,9 @@ from _setup import bench_space
 
 from edgenas.accelerator import Accelerator
 from edgenas.data import ImageData, Splits, batches, load_dataset, make_splits
-from edgenas.distill import make_optimizer
+from edgenas.distill import Optimization
 from edgenas.io import atomic_write_json, atomic_write_text
-from edgenas.nas import TrainConfig, set_threads
-from edgenas.nas._train import _sandwich_step
+from edgenas.nas import TrainConfig, sandwich_step, set_threads
 from edgenas.search_spaces import Supernet
 
 
@@ -80,8 +79,7 @@ def main() -> None:
     configs = [[largest, smallest, space.sample(rng), space.sample(rng)] for _ in range(args.configs)]
 
     net = accel.module(Supernet(space)).train()
-    opt = make_optimizer(net, cfg.lr, cfg.momentum, cfg.weight_decay)
-    scaler = accel.grad_scaler()
+    optim = Optimization(net, cfg, total_steps=10**6, warmup_steps=0, accel=accel)
     data_rng = np.random.default_rng(args.seed)
 
     def engine_step(archs) -> None:
@@ -100,12 +98,9 @@ def main() -> None:
                 accel=accel,
             )
         )
-        opt.zero_grad(set_to_none=True)
-        _sandwich_step(net, x, y, archs[1:], archs[0], cfg, accel, scaler.scale)
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        scaler.step(opt)
-        scaler.update()
+        optim.zero_grad()
+        sandwich_step(net, x, y, archs[1:], archs[0], cfg, accel, optim.backward)
+        optim.step()
         if accel.device.type == "cuda":
             torch.cuda.synchronize()
 

@@ -40,7 +40,7 @@ from edgenas.io import atomic_write_bytes
 from edgenas.nas._evaluate import SubnetEvaluator
 from edgenas.search_spaces import Space, Supernet
 
-__all__ = ["TrainConfig", "load_supernet", "set_threads", "train_supernet"]
+__all__ = ["TrainConfig", "load_supernet", "sandwich_step", "set_threads", "train_supernet"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def load_supernet(space: Space, checkpoint: str | os.PathLike) -> Supernet:
     return net.eval()
 
 
-def _sandwich_step(
+def sandwich_step(
     net: Supernet,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -286,7 +286,7 @@ class _SupernetRun:
             x, y = dp.shard(x, y)
             self.optim.zero_grad()
             students = [smallest] + [self.space.sample(rng) for _ in range(config.n_random)]
-            losses = _sandwich_step(net, x, y, students, largest, config, self.accel, self.optim.backward)
+            losses = sandwich_step(net, x, y, students, largest, config, self.accel, self.optim.backward)
             dp.average_gradients(net)
             self.optim.step()
             return losses, len(y) * dp.world
