@@ -253,8 +253,11 @@ class PruneConfig:
 class FinalizeConfig(Recipe):
     """Finalize's finetunes (distillation, pruning, QAT), its teacher, exports and measurements."""
 
+    # the distillation finetune: a warm-up then cosine schedule of this many epochs; the epoch
+    # with the best validation accuracy is kept and the whole curve goes into the model card
     distill_epochs: int = 3
     lr: float = 0.01
+    warmup_epochs: float = 0.0
     alpha_start: float = 0.7
     alpha_end: float = 0.3
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -268,6 +271,11 @@ class FinalizeConfig(Recipe):
     # taking the data's (N, C, H, W) normalised images and returning class logits
     teacher: str | None = None
     teacher_resolution: int | None = None  # its input size; default: the finalized arch's
+    # without a user teacher: train the largest subnet further, alone, for this many epochs (the
+    # best on validation kept); it teaches only if it measures better on validation than the
+    # largest subnet with the supernet's weights
+    teacher_epochs: int = 0
+    teacher_lr: float = 0.02
     label_smoothing: float = 0.1  # on the cross-entropy part of every finetune
     calib_batches: int = 8
     measure_rounds: int = 20
@@ -278,11 +286,15 @@ class FinalizeConfig(Recipe):
 
     def __post_init__(self) -> None:
         self._check_recipe("finalize")
-        for name in ("distill_epochs", "prune_finetune_epochs", "qat_epochs"):
+        for name in ("distill_epochs", "prune_finetune_epochs", "qat_epochs", "teacher_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"finalize.{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.qat_lr <= 0:
-            raise ValueError(f"finalize.lr and finalize.qat_lr must be > 0, got {self.lr}, {self.qat_lr}")
+        if self.lr <= 0 or self.qat_lr <= 0 or self.teacher_lr <= 0:
+            raise ValueError(
+                f"finalize.lr, qat_lr and teacher_lr must be > 0, got {self.lr}, {self.qat_lr}, {self.teacher_lr}"
+            )
+        if self.warmup_epochs < 0:
+            raise ValueError(f"finalize.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         check_device(self.device, "finalize.device")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"finalize.label_smoothing must be in [0, 1), got {self.label_smoothing}")

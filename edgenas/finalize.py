@@ -228,6 +228,7 @@ class _Run:
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     reference_ms: float | None = None
+    teacher_selection: dict[str, Any] | None = None  # the candidates' validation accuracy, when there was a choice
 
     @property
     def res(self) -> int:
@@ -257,12 +258,18 @@ class _Run:
     def val_acc(self, m: nn.Module) -> float:
         return accuracy(m, self.splits.val, self.splits, resolution=self.res, channels=self.chans)
 
-    def fit_config(self, epochs: int, lr: float, alpha: tuple[float, float]) -> FitConfig:
+    def teacher_val_acc(self, m: nn.Module) -> float:
+        return accuracy(m, self.splits.val, self.splits, resolution=self.teacher_resolution, channels=self.chans)
+
+    def fit_config(self, epochs: int, lr: float, alpha: tuple[float, float], warmup: float = 0.0) -> FitConfig:
         c = self.config
         return FitConfig(
             epochs=epochs,
             batch_size=c.batch_size,
             lr=lr,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+            warmup_epochs=min(warmup, epochs),
             temperature=c.temperature,
             alpha_start=alpha[0],
             alpha_end=alpha[1],
@@ -330,6 +337,8 @@ def finalize_arch(
             data,
             progress,
         )
+        if config.teacher_epochs and run.teacher_source == "largest subnet":
+            _stronger_teacher(run)
         for name, inputs, make in _MODEL_STEPS:  # each saved with its record; reused when the record matches
             run.models[name] = _model_step(run, name, inputs(run), make)
         _export(run)
@@ -434,6 +443,58 @@ def _extract(run: _Run) -> nn.Module:
     return run.evaluator.subnet(run.arch).cpu()
 
 
+def _teacher_inputs(run: _Run) -> dict[str, Any]:
+    s = run.splits
+    return {
+        "teacher": "largest subnet",
+        "supernet": run.supernet_digest,
+        "data": s.describe(),
+        "augment": list(run.augment),
+        **run.settings(
+            "teacher_epochs",
+            "teacher_lr",
+            "batch_size",
+            "label_smoothing",
+            "max_steps_per_epoch",
+            "seed",
+            "calib_batches",
+            "momentum",
+            "weight_decay",
+        ),
+    }
+
+
+def _train_teacher(run: _Run) -> nn.Module:
+    """The largest subnet trained further on its own (labels only), the best epoch on validation kept."""
+    c = run.config
+    m = copy.deepcopy(run.teacher)
+    best = _BestEpoch(run.teacher_val_acc, m)
+    ft = run.fit_config(c.teacher_epochs, c.teacher_lr, (0.0, 0.0), warmup=min(1.0, c.teacher_epochs / 3))
+    fit(
+        m,
+        run.splits,
+        ft,
+        resolution=run.teacher_resolution,
+        channels=run.chans,
+        progress=run.progress,
+        desc="teacher",
+        on_epoch=best,
+        accel=run.accel,
+    )
+    return best.restore(m, run.out / "teacher_epochs.json")
+
+
+def _stronger_teacher(run: _Run) -> None:
+    """The largest subnet trained further teaches instead of the supernet's, if it measures better on validation."""
+    trained = _model_step(run, "teacher", _teacher_inputs(run), _train_teacher)
+    further = f"largest subnet, trained {run.config.teacher_epochs} more epochs alone"
+    scores = {"largest subnet": run.teacher_val_acc(run.teacher), further: run.teacher_val_acc(trained)}
+    chosen = max(scores, key=scores.get)
+    run.teacher_selection = {"val_accuracy": scores, "chosen": chosen}
+    if chosen == further:
+        run.teacher, run.teacher_source = trained, further
+
+
 def _distill_inputs(run: _Run) -> dict[str, Any]:
     return {
         "teacher": run.teacher_source,
@@ -448,6 +509,9 @@ def _distill_inputs(run: _Run) -> dict[str, Any]:
             "seed",
             "distill_epochs",
             "lr",
+            "warmup_epochs",
+            "momentum",
+            "weight_decay",
             "alpha_start",
             "alpha_end",
         ),
@@ -455,17 +519,45 @@ def _distill_inputs(run: _Run) -> dict[str, Any]:
 
 
 def _distill(run: _Run) -> nn.Module:
-    """Finetune with knowledge distillation from the teacher, alpha decaying."""
+    """Finetune with knowledge distillation from the teacher, alpha decaying; the best epoch on validation kept."""
     c = run.config
     m = copy.deepcopy(run.models["searched"])
+    best = _BestEpoch(run.val_acc, m)
     fit(
         m,
         run.splits,
-        run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end)),
+        run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end), c.warmup_epochs),
         desc="distill",
+        on_epoch=best,
         **run.distillation(),
     )
-    return m
+    return best.restore(m, run.out / "distill_epochs.json")
+
+
+class _BestEpoch:
+    """An ``on_epoch`` for :func:`fit` that keeps the weights of the epoch with the best validation accuracy.
+
+    Epoch 0 is the model before the finetune: a finetune that only loses is undone. The
+    curve (every epoch's validation accuracy and loss) is written beside the model.
+    """
+
+    def __init__(self, score: Callable[[nn.Module], float], model: nn.Module) -> None:
+        self.score = score
+        acc = score(model)
+        self.best = {"epoch": 0, "val_accuracy": acc, "state": copy.deepcopy(model.state_dict())}
+        self.log: list[dict[str, Any]] = [{"epoch": 0, "val_accuracy": acc}]
+
+    def __call__(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        acc = self.score(model)
+        self.log.append({"epoch": epoch, "val_accuracy": acc})
+        if acc > self.best["val_accuracy"]:
+            self.best.update(epoch=epoch, val_accuracy=acc, state=copy.deepcopy(model.state_dict()))
+        return {"val_accuracy": acc}
+
+    def restore(self, model: nn.Module, curve: Path) -> nn.Module:
+        model.load_state_dict(self.best["state"])
+        atomic_write_json(curve, {"kept_epoch": self.best["epoch"], "epochs": self.log})
+        return model.eval()
 
 
 def _prune_inputs(run: _Run) -> dict[str, Any]:
@@ -530,22 +622,11 @@ def _qat(run: _Run) -> nn.Module:
         limit=c.calib_batches,
     )
     calibrate_qat(q, (x for x, _ in calib))
-    best = {"epoch": 0, "val_accuracy": run.val_acc(q), "state": copy.deepcopy(q.state_dict())}
-    log = [{"epoch": 0, "val_accuracy": best["val_accuracy"]}]
-
-    def keep_best(epoch: int, m: nn.Module) -> dict:
-        acc = run.val_acc(m)
-        log.append({"epoch": epoch, "val_accuracy": acc})
-        if acc > best["val_accuracy"]:
-            best.update(epoch=epoch, val_accuracy=acc, state=copy.deepcopy(m.state_dict()))
-        return {"val_accuracy": acc}
-
+    best = _BestEpoch(run.val_acc, q)
     # fake quantisation wants fp32: no autocast in QAT
     own = run.distillation(teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
-    fit(q, s, run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha)), desc="qat", on_epoch=keep_best, **own)
-    q.load_state_dict(best["state"])
-    atomic_write_json(run.out / "qat_epochs.json", {"kept_epoch": best["epoch"], "epochs": log})
-    return q.eval()
+    fit(q, s, run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha)), desc="qat", on_epoch=best, **own)
+    return best.restore(q, run.out / "qat_epochs.json")
 
 
 _MODEL_STEPS: tuple[tuple[str, Callable[[_Run], dict[str, Any]], Callable[[_Run], nn.Module]], ...] = (
@@ -700,6 +781,7 @@ def _card(run: _Run) -> dict[str, Any]:
     return {
         "arch": str(run.arch),
         "space": run.space.name,
+        "data_sizes": run.splits.describe(),  # how many images each accuracy rests on
         "device": run.device,
         "device_fingerprint": run.fingerprint,
         "compute": run.accel.describe(),
@@ -711,6 +793,13 @@ def _card(run: _Run) -> dict[str, Any]:
         "checks": run.checks,
         "prune_steps": run.prune_log or _read(run.out / "prune_steps.json"),
         "qat_epochs": _read(run.out / "qat_epochs.json"),
+        "distill_epochs": _read(run.out / "distill_epochs.json"),
+        "teacher_selection": run.teacher_selection,
+        # what each step cost or gained: validation accuracy after it (QAT: the fake-quant model)
+        "validation": {
+            "teacher": run.teacher_val_acc(run.teacher),
+            **{name: run.val_acc(model) for name, model in m.items() if name != "teacher"},
+        },
         "searched_channels": channel_counts(m["searched"]),
         "pruned_channels": channel_counts(m["pruned"]),
         "config": dataclasses.asdict(run.config),

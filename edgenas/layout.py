@@ -195,7 +195,7 @@ class Front:
         return self.data.get("per_device", {}).get(device, self.data["pareto"]) if device else self.data["pareto"]
 
     def budgets(self, device: str) -> dict[str, float] | None:
-        return (self.data.get("budgets") or {}).get(device) or self.data.get("budgets_ms", {}).get(device)
+        return (self.data.get("budgets") or {}).get(device)
 
     def within_budget(self, device: str) -> list[dict[str, Any]]:
         """``device``'s front, the archs that meet its budgets."""

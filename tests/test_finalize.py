@@ -112,7 +112,7 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     other = "r24|k5e3|k3e2se"
     r = subprocess.run(cmd[:-3] + ["--arch", other, "--quiet"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "searched.pt was made by other inputs" in r.stdout
+    assert "searched.pt was made by other inputs" in r.stderr
     assert json.loads((out / "model_card.json").read_text())["arch"] == other
     import onnx
 
@@ -276,3 +276,57 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
     onnx_acc = by[dep["file"].removesuffix(".xml")]["test_accuracy"]
     assert abs(dep["test_accuracy"] - onnx_acc) <= 0.02
     assert "deployed file: `" in (tmp_path / "ov" / "model_card.md").read_text()
+
+
+def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_run, tmp_path):
+    """The distillation's best epoch on validation is the model kept (epoch 0: the searched model itself);
+    the largest subnet trained further teaches only where it measures better; each step's validation is carded."""
+    from edgenas import pipeline
+    from edgenas.config import FinalizeConfig, PruneConfig, load_config
+    from edgenas.finalize import finalize_arch
+    from edgenas.latency_tables import LocalBackend
+    from edgenas.nas import load_supernet
+
+    config = load_config(tiny_run)
+    splits = pipeline.splits_for(config)
+    space = pipeline.space_for(config, splits)
+    fin = FinalizeConfig(
+        distill_epochs=2,
+        lr=0.05,
+        warmup_epochs=0.5,
+        teacher_epochs=1,
+        prune=PruneConfig(max_steps=0),
+        qat_epochs=0,
+        measure_rounds=3,
+        accept_failed_checks=True,
+    )
+    card = finalize_arch(
+        space.parse("r16|k3e2|k3e3se"),
+        space=space,
+        supernet=load_supernet(space, config.layout.supernet),
+        splits=splits,
+        backend=LocalBackend(threads=1),
+        out_dir=tmp_path / "fin",
+        config=fin,
+        progress=False,
+    )
+    curve = card["distill_epochs"]
+    vals = [e["val_accuracy"] for e in curve["epochs"]]
+    assert len(vals) == 3 and vals[curve["kept_epoch"]] == max(vals)
+    val = card["validation"]
+    assert val["distilled"] == pytest.approx(max(vals)) and val["distilled"] >= val["searched"]
+    assert val["searched"] == pytest.approx(vals[0]) and set(val) == {
+        "teacher",
+        "searched",
+        "distilled",
+        "pruned",
+        "qat",
+    }
+    choice = card["teacher_selection"]
+    scores = choice["val_accuracy"]
+    assert len(scores) == 2 and choice["chosen"] == max(scores, key=scores.get)
+    assert card["teacher"] == choice["chosen"] and val["teacher"] == pytest.approx(max(scores.values()))
+    assert list(card["steps"])[0] == "teacher" and (tmp_path / "fin" / "teacher.pt").exists()
+    assert card["data_sizes"]["test"] == len(splits.test.labels)
+    md = (tmp_path / "fin" / "model_card.md").read_text()
+    assert "- distillation: val accuracy (%)" in md and "validation accuracy after each step" in md

@@ -321,7 +321,6 @@ def _open_study(
         "space": space.name,
         "devices": [d.name for d in devices],
         "objectives": ["accuracy", *objectives],
-        "budgets_ms": {d.name: d.budget_ms for d in devices},
         "budgets": {d.name: d.budgets for d in devices},
     }
     for k, v in meta.items():
@@ -397,11 +396,8 @@ def _optimize(
 def pareto_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(all complete trials, the feasible non-dominated ones) as flat rows."""
     devices = study.user_attrs.get("devices", [])
-    # objectives as row columns (a study of an earlier version stored device names: latencies)
-    objectives = [o if ":" in o else f"latency_ms:{o}" for o in study.user_attrs.get("objectives", ["accuracy"])[1:]]
-    budgets = study.user_attrs.get("budgets") or {
-        d: ({f"latency_ms:{d}": b} if b is not None else {}) for d, b in study.user_attrs.get("budgets_ms", {}).items()
-    }
+    objectives = study.user_attrs.get("objectives", ["accuracy"])[1:]
+    budgets = study.user_attrs.get("budgets", {})
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         row = {"trial": t.number, "arch": t.user_attrs["arch"], "accuracy": t.values[0]}
@@ -462,7 +458,6 @@ def write_results(study: optuna.Study, out_dir: str | os.PathLike) -> dict[str, 
                 "study": study.study_name,
                 "devices": study.user_attrs.get("devices"),
                 "objectives": study.user_attrs.get("objectives"),
-                "budgets_ms": study.user_attrs.get("budgets_ms"),
                 "budgets": study.user_attrs.get("budgets"),
                 "n_trials": len(rows),
                 "pareto": front,

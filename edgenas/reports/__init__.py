@@ -5,8 +5,10 @@ from __future__ import annotations
 from edgenas.reports._card import model_card_markdown
 from edgenas.reports._data import (
     RunFiles,
+    accuracy_margin_pts,
     block_breakdown_data,
     candidates_data,
+    difference_margin_pts,
     lut_validation_data,
     measurement_info,
     pareto_data,
@@ -24,8 +26,10 @@ from edgenas.reports._report import write_comparison, write_report
 
 __all__ = [
     "RunFiles",
+    "accuracy_margin_pts",
     "block_breakdown_data",
     "candidates_data",
+    "difference_margin_pts",
     "lut_validation_data",
     "measurement_info",
     "model_card_markdown",

@@ -33,13 +33,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             f"{card['predicted_ms']:.3f} ms; of each export: {vs}"
             + (" (pruned blocks estimated)" if card["predicted_pruned_estimated"] else "")
         )
-    qat = card.get("qat_epochs")
-    if qat:
-        vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in qat["epochs"])
-        lines.append(
-            f"- QAT: val accuracy (%) after epochs 0 (calibrated only) to {len(qat['epochs']) - 1}: {vals}; "
-            f"kept epoch {qat['kept_epoch']}"
-        )
+    lines += _training_lines(card)
+    if card.get("qat_epochs"):
+        lines.append(f"- QAT: {_curve(card['qat_epochs'])} (epoch 0: calibrated only)")
     c = card["checks"]
     lines += [
         f"- fp32 ONNX vs torch: max abs diff {c['fp32_vs_torch']['max_abs_diff']:.2e}; int8 ONNX vs fake-quant "
@@ -67,6 +63,30 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "in ONNX Runtime.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _curve(log: dict[str, Any]) -> str:
+    vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in log["epochs"])
+    return (
+        f"val accuracy (%) after epochs 0 (before) to {len(log['epochs']) - 1}: {vals}; kept epoch {log['kept_epoch']}"
+    )
+
+
+def _training_lines(card: dict[str, Any]) -> list[str]:
+    """The teacher's choice, the distillation curve, and what each step cost on validation."""
+    lines = []
+    choice = card.get("teacher_selection")
+    if choice:
+        scores = ", ".join(f"{k} {v * 100:.2f} %" for k, v in choice["val_accuracy"].items())
+        lines.append(f"- teacher candidates (val accuracy): {scores}; chosen: {choice['chosen']}")
+    if card.get("distill_epochs"):
+        lines.append(f"- distillation: {_curve(card['distill_epochs'])}")
+    val = card.get("validation")
+    if val:
+        steps = [k for k in ("searched", "distilled", "pruned", "qat") if k in val]
+        chain = " -> ".join(f"{k} {val[k] * 100:.2f} %" for k in steps)
+        lines.append(f"- validation accuracy after each step: {chain} (teacher {val['teacher'] * 100:.2f} %)")
+    return lines
 
 
 def _pct(value: float | None) -> str:

@@ -6,6 +6,7 @@ report draws and also writes as CSV so any figure can be redrawn elsewhere.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from edgenas.metrics import hypervolume
 
 __all__ = [
     "RunFiles",
+    "accuracy_margin_pts",
     "block_breakdown_data",
+    "difference_margin_pts",
     "candidates_data",
     "lut_validation_data",
     "measurement_info",
@@ -364,7 +367,7 @@ def summary_data(run: RunFiles, device: str) -> dict[str, Any] | None:
         return None
     by = {s["stage"]: s for s in card["stages"]}
     final, teacher = by[stage], by["teacher"]
-    dep = card.get("deployed") or {"runtime": "onnxruntime", "file": ModelCard(card).deployed_file}
+    dep = card["deployed"]
     accuracy = dep.get("test_accuracy", final["test_accuracy"])
     row = {
         "device": device,
@@ -385,8 +388,33 @@ def summary_data(run: RunFiles, device: str) -> dict[str, Any] | None:
         "size_vs_teacher": final["size_mb"] / teacher["size_mb"],
     }
     row.update(_nearest_reference(run, device, card["arch"]))
+    sizes = card.get("data_sizes") or {}
+    row["test_images"] = sizes.get("test")
+    row["test_margin_pts"] = accuracy_margin_pts(accuracy, row["test_images"])
+    row["teacher_margin_pts"] = difference_margin_pts(accuracy, teacher["test_accuracy"], row["test_images"])
+    if row["reference"]:
+        val_images = min(filter(None, [sizes.get("val"), run.config.get("search", {}).get("val_images")]), default=None)
+        row["reference_images"] = val_images
+        row["reference_margin_pts"] = difference_margin_pts(
+            row["searched_val_accuracy"], row["reference_val_accuracy"], val_images
+        )
     row["sentence"] = _summary_sentence(row)
     return row
+
+
+def accuracy_margin_pts(accuracy: float, images: int | None) -> float | None:
+    """Half the 95 % interval of an accuracy measured on ``images`` images, in points: 1.96 x the binomial
+    standard error (sampling noise of the split alone; a second training run adds its own)."""
+    if not images:
+        return None
+    return 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1 / images) / images) * 100
+
+
+def difference_margin_pts(a: float, b: float, images: int | None) -> float | None:
+    """Half the 95 % interval of the difference of two accuracies, each on ``images`` images (taken as
+    independent: conservative for two models scored on the same images)."""
+    ma, mb = accuracy_margin_pts(a, images), accuracy_margin_pts(b, images)
+    return None if ma is None or mb is None else math.hypot(ma, mb)
 
 
 def _nearest_reference(run: RunFiles, device: str, arch: str) -> dict[str, Any]:
@@ -404,20 +432,32 @@ def _nearest_reference(run: RunFiles, device: str, arch: str) -> dict[str, Any]:
     }
 
 
+def _change(pts: float, margin: float | None, what: str) -> str:
+    """A difference of accuracies in words; one inside its uncertainty is not called a gain or a loss."""
+    if margin is None:
+        return f"{pts:+.2f} pt of {what} (uncertainty unknown: an older model card)"
+    if abs(pts) <= margin:
+        return f"{pts:+.2f} pt of {what}, within the ±{margin:.2f} pt the split's size allows: no measurable change"
+    verb = "gains" if pts > 0 else "gives up"
+    return f"{verb} {abs(pts):.2f} pt of {what} (±{margin:.2f} pt)"
+
+
 def _summary_sentence(r: dict[str, Any]) -> str:
-    change = r["accuracy_change_pts"]
-    trade = f"gives up {-change:.2f} pt of test accuracy" if change < 0 else f"gains {change:.2f} pt of test accuracy"
+    margin = f" ±{r['test_margin_pts']:.2f} pt ({r['test_images']:,} images)" if r["test_margin_pts"] else ""
     text = (
         f"{r['file']} ({r['precision']}, {r['runtime']}) runs in {r['latency_ms']:.3f} ms at "
-        f"{r['test_accuracy'] * 100:.2f} % test accuracy: against the teacher it {trade} for a "
+        f"{r['test_accuracy'] * 100:.2f} %{margin} test accuracy: against the teacher it "
+        f"{_change(r['accuracy_change_pts'], r['teacher_margin_pts'], 'test accuracy')} for a "
         f"{r['speedup_vs_teacher']:.1f}x speed-up and a file {1 / r['size_vs_teacher']:.1f}x smaller."
     )
     if r["reference"]:
         gain = (r["searched_val_accuracy"] - r["reference_val_accuracy"]) * 100
         ratio = r["searched_predicted_ms"] / r["reference_predicted_ms"]
+        images = f" on {r['reference_images']:,} validation images" if r.get("reference_images") else ""
         text += (
             f" Against {r['reference']}, the MobileNetV3 layout nearest in predicted latency, the searched "
-            f"arch scores {gain:+.2f} pt on the supernet at {ratio:.2f}x its predicted latency."
+            f"arch {_change(gain, r.get('reference_margin_pts'), 'supernet accuracy' + images)} at {ratio:.2f}x its "
+            "predicted latency (both scored by the supernet: a stand-alone comparison is bench/references.py's)."
         )
     return text
 

@@ -344,6 +344,7 @@ _SUMMARY = [
     ("runtime", "runtime", str),
     ("precision", "precision", str),
     ("test_accuracy", "test accuracy", _pct),
+    ("test_margin_pts", "± (95 %, split size)", lambda v: "n/a" if v is None or v != v else f"±{v:.2f} pt"),
     ("latency_ms", "latency (ms)", _num(3)),
     ("size_mb", "file (MB)", _num(3)),
     ("activation_kb", "RAM kB (activations)", _num(1)),

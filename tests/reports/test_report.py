@@ -268,3 +268,29 @@ def test_report_pngs_are_written_or_the_reason_is_said(finished_run, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "report PNGs not written: Kaleido could not find a Chrome executable" in err[0]
     assert "PNGs not written: Kaleido could not find" in page
+
+
+def test_a_difference_inside_the_splits_uncertainty_is_not_called_a_gain():
+    from edgenas.reports import accuracy_margin_pts, difference_margin_pts
+    from edgenas.reports._data import _change
+
+    # 10,000 test images at 92 %: ±0.53 pt; 48 validation images at 50 %: ±14 pt
+    assert accuracy_margin_pts(0.92, 10_000) == pytest.approx(1.96 * (0.92 * 0.08 / 10_000) ** 0.5 * 100)
+    assert accuracy_margin_pts(0.5, 48) == pytest.approx(14.1, abs=0.1)
+    assert accuracy_margin_pts(1.0, 48) > 0  # never a certainty from a small split
+    # the tiny run's "+9.09 pt on the supernet" from 48 validation images
+    margin = difference_margin_pts(0.5909, 0.50, 48)
+    assert margin > 9.09
+    assert "no measurable change" in _change(9.09, margin, "supernet accuracy")
+    assert _change(1.2, difference_margin_pts(0.93, 0.918, 10_000), "test accuracy").startswith("gains 1.20 pt")
+    assert _change(-1.2, 0.5, "test accuracy").startswith("gives up 1.20 pt")
+
+
+def test_the_summary_states_each_accuracy_with_its_uncertainty(finished_run):
+    run = RunFiles(finished_run)
+    s = summary_data(run, "cpu")
+    n = run.card("cpu")["data_sizes"]["test"]
+    assert s["test_images"] == n and s["test_margin_pts"] == pytest.approx(
+        1.96 * (max(s["test_accuracy"] * (1 - s["test_accuracy"]), 1 / n) / n) ** 0.5 * 100
+    )
+    assert f"±{s['test_margin_pts']:.2f} pt ({n:,} images)" in s["sentence"]
