@@ -1,142 +1,116 @@
-"""From the full-Fashion-MNIST supernet to a deployed model at <= 1/3 of the largest subnet's latency.
+"""The headline run: ``edgenas run configs/fashion-mnist.yaml``, its deployed files and cards kept.
 
-Takes the supernet of ``bench/supernet.py`` and an fp32 table of this CPU (the one
-``bench/ranking.py`` builds, or built here), searches it (the default sampler and
-evaluation, ``--trials``) with a
-budget of ``--share`` x the largest subnet's predicted latency, and finalizes the most
-accurate arch within it on the full training split: distillation from the largest subnet,
-progressive pruning, QAT, fp32 / int8 exports, every stage timed in one interleaved batch
-on this CPU. The largest subnet is the teacher, so its measured latency is in the same
-table. Target: a model at <= 1/3 of the largest's measured latency with >= 91 % test
-accuracy; int8 and fp32 rows both reported. Results: bench/results/deploy.{json,md}.
+Seeds the run directory with ``bench/results/supernet_fmnist.pt`` (trained by
+``bench/supernet.py`` with exactly the config's settings; ``--train`` trains it again, about
+80 minutes on 2 cores), runs every stage through the package's pipeline (the path
+``edgenas run`` takes), then copies each device's fp32 and QAT int8 ONNX files and model card
+to ``bench/results/fashion-mnist/<device>/`` and writes ``bench/results/deploy.{json,md}``:
+per device the budget, the arch, the stage table, the distillation curve, the validation
+accuracy after each step, and the compute every stage used.
 
-    python bench/deploy.py                 # after bench/supernet.py; ~35 minutes on 2 cores
+    python bench/deploy.py        # resumable: run it again after an interruption
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, log, md_code, supernet_bench
+from _setup import SUPERNET, log, md_code
 
-from edgenas.accelerator import Accelerator
-from edgenas.data import resolve_augment
-from edgenas.finalize import FinalizeConfig, finalize_arch
-from edgenas.io import atomic_write_json, atomic_write_text
-from edgenas.latency_tables import LocalBackend
-from edgenas.nas import (
-    DeviceObjective,
-    SearchConfig,
-    SubnetEvaluator,
-    device_front,
-    pareto_rows,
-    run_search,
-)
-from edgenas.pruning import PruneConfig
+from edgenas import pipeline
+from edgenas.config import load_config
+from edgenas.io import atomic_write_json, atomic_write_text, read_json
+from edgenas.layout import STAGES, Front, ModelCard
+from edgenas.reports import accuracy_margin_pts
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--share", type=float, default=1 / 3, help="budget: this share of the largest's predicted latency")
-    p.add_argument("--trials", type=int, default=60)
-    p.add_argument("--distill-epochs", type=int, default=3)
-    p.add_argument("--qat-epochs", type=int, default=2)
-    p.add_argument("--lut", default=LUT_FP32, help="built and validated here if missing")
-    p.add_argument("--device", default="auto")
-    add_supernet_args(p, workdir="runs/bench_deploy")
+    p.add_argument("--config", default="configs/fashion-mnist.yaml")
+    p.add_argument("--train", action="store_true", help="train the supernet instead of starting from SUPERNET")
+    p.add_argument("--out", default="bench/results")
     args = p.parse_args()
 
-    work, out = Path(args.workdir), Path(args.out)
-    space, splits, supernet = supernet_bench(args)
-    backend = LocalBackend(threads=1)
-    predictor = bench_predictor(space, Path(args.lut), backend)
-    budget = args.share * predictor.predict(space.largest())
-    log(f"budget {budget:.3f} ms ({args.share:.2f} x the largest's predicted latency)")
-
-    accel = Accelerator.create(args.device)
-    config = SearchConfig(n_trials=args.trials, device=args.device)
-    evaluator = SubnetEvaluator(
-        supernet, splits, calib_batches=config.calib_batches, images=config.val_images, seed=0, accel=accel
-    )
-    device = DeviceObjective("cpu-fp32", predictor, budget)
-    study = run_search(space, evaluator, [device], config, work / "search", progress=False)
-    rows, _ = pareto_rows(study)
-    front = device_front(rows, device.name)
-    arch = max(front, key=lambda r: r["accuracy"])["arch"]
-    log(f"search: {len(rows)} trials, {len(front)} on the front within budget; most accurate {arch}")
-
-    fin = FinalizeConfig(
-        distill_epochs=args.distill_epochs,
-        qat_epochs=args.qat_epochs,
-        device=args.device,
-        prune=PruneConfig(step=0.1, max_steps=4, divisor=8, tolerance=0.005),
-    )
+    config = load_config(args.config)
+    layout, out = config.layout, Path(args.out)
+    if not args.train and not layout.supernet.exists():
+        layout.root.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SUPERNET, layout.supernet)  # the train stage finds it finished and resumes nothing
+        log(f"supernet: {SUPERNET} (trained by bench/supernet.py with these settings)")
     start = time.time()
-    card = finalize_arch(
-        space.parse(arch),
-        space=space,
-        supernet=supernet,
-        splits=splits,
-        backend=backend,
-        out_dir=work / "finalize",
-        config=fin,
-        predictor=predictor,
-        device="local-cpu",
-        augment=resolve_augment("auto", "fashion-mnist"),
-        progress=False,
-    )
-    by = {s["stage"]: s for s in card["stages"]}
-    largest_ms = by["teacher"]["latency_ms"]
-    verdicts = {}
-    for stage in ("pruned", "qat_int8", "ptq_int8"):
-        s = by[stage]
-        verdicts[stage] = {
-            "latency_vs_largest": s["latency_ms"] / largest_ms,
-            "test_accuracy": s["test_accuracy"],
-            "met": s["latency_ms"] <= largest_ms / 3 and s["test_accuracy"] >= 0.91,
-        }
-    results = {
-        "settings": vars(args),
-        "budget_ms": budget,
-        "arch": arch,
-        "card": card,
-        "verdicts": verdicts,
-        "finalize_seconds": time.time() - start,
-        "trials": len(rows),
-    }
+    pipeline.run(config)
+    log(f"run finished in {(time.time() - start) / 60:.1f} minutes")
+
+    kept = out / "fashion-mnist"
+    results = {"config": args.config, "devices": {}, "compute": _compute(layout)}
+    for d in config.devices:
+        card = ModelCard.load(layout.model_card(d.name))
+        folder = kept / d.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("pruned.onnx", "qat_int8.onnx", "model_card.json", "model_card.md"):
+            shutil.copy(layout.finalize(d.name) / name, folder / name)
+        budget = Front.load(layout.front).budgets(d.name)
+        results["devices"][d.name] = {"budget": budget, "card": card.data}
     atomic_write_json(out / "deploy.json", results)
-    md = [
-        f"# Deployed from the full-Fashion-MNIST supernet: `{md_code(arch)[1:-1]}`",
+    md = _markdown(results, args.config)
+    atomic_write_text(out / "deploy.md", md)
+    print(md)
+
+
+def _compute(layout) -> dict[str, float]:  # a RunLayout
+    """Minutes per stage from the manifests; the supernet's own training time from its history."""
+    minutes = {s: read_json(layout.manifest(s))["seconds"] / 60 for s in STAGES if layout.manifest(s).exists()}
+    training = read_json(layout.training) if layout.training.exists() else None
+    if training:
+        minutes["supernet training (its epochs)"] = sum(h["seconds"] for h in training["history"]) / 60
+    return minutes
+
+
+def _markdown(results: dict, config: str) -> str:
+    lines = [
+        "# The headline run: `edgenas run " + config + "`",
         "",
-        f"`python bench/deploy.py`: budget {budget:.3f} ms predicted ({args.share:.2f} x the largest subnet), "
-        f"{config.sampler} sampler, {len(rows)} trials, finalize on {splits.describe()['train']:,} images "
-        f"({args.distill_epochs} distillation epochs from the largest subnet, pruning steps of 10 %, "
-        f"{args.qat_epochs} QAT epochs); "
-        "every stage timed in one interleaved batch on this CPU (1 thread, batch 1), test accuracy on the "
-        "official 10,000 images (int8 rows in ONNX Runtime).",
+        "Full Fashion-MNIST (57,000 training, 3,000 validation, the official 10,000 test images), ONNX Runtime "
+        "fp32 on this CPU, 1 thread, batch 1; every stage timed in one interleaved batch per device. "
+        "Accuracy ± half the 95 % interval from the test split's size.",
         "",
-        "| stage | precision | size (MB) | latency (ms) | vs largest | test accuracy | RAM kB (predicted) |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | minutes |",
+        "|---|---|",
+        *(f"| {k} | {v:.1f} |" for k, v in results["compute"].items()),
     ]
-    for s in card["stages"]:
-        md.append(
-            f"| {s['stage']} | {s['precision']} | {s['size_mb']:.3f} | {s['latency_ms']:.3f} | "
-            f"{s['latency_ms'] / largest_ms:.2f}x | {s['test_accuracy'] * 100:.2f} % | "
-            f"{s['activation_kb']:.1f} ({s['predicted_activation_kb']:.1f}) |"
-        )
-    md += [
-        "",
-        "Target (<= 1/3 of the largest's measured latency and >= 91 % test): "
-        + ", ".join(
-            f"{k} {'met' if v['met'] else 'not met'} ({v['latency_vs_largest']:.2f}x, {v['test_accuracy'] * 100:.2f} %)"
-            for k, v in verdicts.items()
-        )
-        + ".",
-    ]
-    atomic_write_text(out / "deploy.md", "\n".join(md) + "\n")
-    print("\n".join(md))
+    for device, r in results["devices"].items():
+        card = ModelCard(r["card"])
+        final = card.deployed
+        acc = final["test_accuracy"]
+        n = card.data["data_sizes"]["test"]
+        lines += [
+            "",
+            f"## {device}: `{md_code(card.arch)[1:-1]}`",
+            "",
+            f"Budget {r['budget']}; deployed {card.deployed_file} ({card.precision}): "
+            f"**{acc * 100:.2f} % ± {accuracy_margin_pts(acc, n):.2f}** at **{final['latency_ms']:.3f} ms**. "
+            f"Teacher: {card.data['teacher']}.",
+            "",
+            "| stage | precision | size (MB) | latency (ms) | test accuracy |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {s['stage']} | {s['precision']} | {s['size_mb']:.3f} | {s['latency_ms']:.3f} | "
+                f"{s['test_accuracy'] * 100:.2f} % |"
+                for s in card.stage_rows()
+            ),
+            "",
+            "Validation accuracy after each step: "
+            + ", ".join(f"{k} {v * 100:.2f} %" for k, v in card.data["validation"].items())
+            + ".",
+        ]
+        curve = card.data.get("distill_epochs")
+        if curve:
+            vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in curve["epochs"])
+            lines.append(f"Distillation, val accuracy (%) per epoch from 0: {vals}; kept epoch {curve['kept_epoch']}.")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -346,12 +346,17 @@ class DeviceConfig:
 
     ``ram_kb`` bounds the peak activation memory and ``flash_kb`` the model file, both at
     the device's precision, in kB of 1024 bytes; ``objectives`` are what the search
-    minimises for this device beside maximising accuracy (none: budgets only).
+    minimises for this device beside maximising accuracy (none: budgets only). A latency
+    budget is ``budget_ms``, or ``budget_of`` a model on this device: a MobileNetV3 layout
+    of the space (``mbv3-small-0.75``, ...) or an arch string, whose predicted latency times
+    ``budget_scale`` is the budget (the same config then means the same thing on any machine).
     """
 
     name: str
     lut: str | None = None  # default: RUN_DIR/luts/<name>.json (built by `edgenas run`)
     budget_ms: float | None = None
+    budget_of: str | None = None
+    budget_scale: float = 1.0
     ram_kb: float | None = None
     flash_kb: float | None = None
     objectives: tuple[str, ...] = ("latency",)
@@ -366,6 +371,10 @@ class DeviceConfig:
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ValueError(f"devices[{self.name}].{key} must be > 0, got {value}")
+        if self.budget_ms is not None and self.budget_of is not None:
+            raise ValueError(f"devices[{self.name}]: give budget_ms or budget_of, not both")
+        if self.budget_scale <= 0:
+            raise ValueError(f"devices[{self.name}].budget_scale must be > 0, got {self.budget_scale}")
         bad = [o for o in self.objectives if o not in DEVICE_OBJECTIVES]
         if bad or len(set(self.objectives)) != len(self.objectives):
             raise ValueError(

@@ -23,7 +23,7 @@ import optuna
 import yaml
 
 from edgenas.accelerator import Accelerator
-from edgenas.config import Config, config_to_dict
+from edgenas.config import Config, DeviceConfig, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.io import atomic_write_json, atomic_write_text, json_digest, read_json
 from edgenas.latency_tables import LatencyTable, Predictor, TableMismatchError, expected_providers, make_backend
@@ -37,7 +37,7 @@ from edgenas.nas import (
     train_supernet,
     trial_figures,
 )
-from edgenas.search_spaces import SPACES, Space, Supernet
+from edgenas.search_spaces import SPACES, Space, Supernet, reference_archs
 
 __all__ = [
     "STAGES",
@@ -148,10 +148,30 @@ def devices(config: Config, space: Space) -> list[DeviceObjective]:
         )
         if table.calibration is None:
             raise ValueError(f"latency table {str(lut)!r} has no calibration yet; run: edgenas lut validate {lut}")
-        device = DeviceObjective(d.name, Predictor(table, space), d.budget_ms, d.objectives, d.ram_kb, d.flash_kb)
+        predictor = Predictor(table, space)
+        budget = _latency_budget(d, space, predictor)
+        device = DeviceObjective(d.name, predictor, budget, d.objectives, d.ram_kb, d.flash_kb)
         _check_budgets(device, space)
         out.append(device)
     return out
+
+
+def _latency_budget(d: DeviceConfig, space: Space, predictor: Predictor) -> float | None:
+    """``budget_ms``, or ``budget_scale`` x the predicted latency on this device of the model ``budget_of`` names."""
+    if d.budget_of is None:
+        return d.budget_ms
+    refs = reference_archs(space)
+    if d.budget_of in refs:
+        arch = refs[d.budget_of]
+    else:
+        try:
+            arch = space.parse(d.budget_of)
+        except ValueError as exc:
+            raise ValueError(
+                f"devices[{d.name}].budget_of={d.budget_of!r} is neither a MobileNetV3 layout of the space "
+                f"({', '.join(refs)}) nor an arch of it: {exc}"
+            ) from None
+    return d.budget_scale * predictor.predict(arch)
 
 
 def _check_budgets(device: DeviceObjective, space: Space) -> None:
@@ -190,8 +210,6 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
     write_resolved_config(config)
     study = run_search(space, evaluator, devs, config.search, config.layout.search, worker=worker, progress=progress)
     # the MobileNetV3 layouts, scored the same way, for the report's front
-    from edgenas.search_spaces import reference_archs
-
     refs = [
         {
             "name": name,
@@ -281,7 +299,7 @@ def _stage_inputs(config: Config) -> dict[str, str]:
     c["search"].pop("timeout", None)
     space = load_space(config.space).to_dict()
     # a table depends on how a device is measured, not on its budget (the search's input)
-    goals = ("budget_ms", "ram_kb", "flash_kb", "objectives")
+    goals = ("budget_ms", "budget_of", "budget_scale", "ram_kb", "flash_kb", "objectives")
     measure = [{k: v for k, v in d.items() if k not in goals} for d in c["devices"]]
     budgets = [{k: d.get(k) for k in ("name", *goals)} for d in c["devices"]]
     h = {"lut": json_digest([space, measure, c["data"]["name"], c["data"].get("root")])}

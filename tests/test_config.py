@@ -49,6 +49,14 @@ def test_defaults_and_overrides(tmp_path):
         ({"search": {"device": "cuda:a"}}, "search.device must be one of"),
         ({"finalize": {"device": "tpu"}}, "finalize.device must be one of"),
         ({"train": {"label_smoothing": 1.0}}, "label_smoothing in [0, 1)"),
+        (
+            {"devices": [{"name": "a", "budget_ms": 1.0, "budget_of": "mbv3-small-1"}]},
+            "devices[a]: give budget_ms or budget_of, not both",
+        ),
+        ({"devices": [{"name": "a", "budget_of": "mbv3-small-1", "budget_scale": 0}]}, "budget_scale must be > 0"),
+        ({"finalize": {"teacher_epochs": -1}}, "finalize.teacher_epochs must be >= 0, got -1"),
+        ({"finalize": {"warmup_epochs": -0.5}}, "finalize.warmup_epochs must be >= 0"),
+        ({"train": {"momentum": 1.0}}, "train needs momentum in [0, 1)"),
     ],
 )
 def test_bad_configs(data, fragment):

@@ -197,3 +197,31 @@ def test_a_changed_device_remeasures_only_its_own_table(tmp_path):
     with pytest.raises(TableMismatchError, match="does not match the request"):
         pipeline.build_luts(load_config(tmp_path / "two.yaml"), progress=False)
     assert luts["b"].exists()
+
+
+def test_a_budget_of_a_reference_is_its_predicted_latency_on_the_device(tiny_run, tmp_path):
+    import yaml
+
+    from edgenas.latency_tables import LatencyTable, Predictor
+    from edgenas.search_spaces import reference_archs
+
+    data = yaml.safe_load(tiny_run.read_text())
+    lut = data["devices"][0]["lut"]
+    data["devices"] = [
+        {"name": "same", "lut": lut, "budget_of": "mbv3-large-1"},
+        {"name": "faster", "lut": lut, "budget_of": "mbv3-large-1", "budget_scale": 0.5},
+        {"name": "arch", "lut": lut, "budget_of": "r24|k3e3-k3e3|k5e3-k5e3"},
+    ]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    config = load_config(tmp_path / "c.yaml")
+    space = pipeline.space_for(config, pipeline.splits_for(config))
+    predictor = Predictor(LatencyTable.load(lut), space)
+    ref_ms = predictor.predict(reference_archs(space)["mbv3-large-1"])
+    budgets = {d.name: d.budget_ms for d in pipeline.devices(config, space)}
+    assert budgets["same"] == pytest.approx(ref_ms) and budgets["faster"] == pytest.approx(0.5 * ref_ms)
+    assert budgets["arch"] == pytest.approx(predictor.predict(space.parse("r24|k3e3-k3e3|k5e3-k5e3")))
+
+    data["devices"] = [{"name": "bad", "lut": lut, "budget_of": "mbv3-huge"}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match="budget_of='mbv3-huge' is neither a MobileNetV3 layout"):
+        pipeline.devices(load_config(tmp_path / "c.yaml"), space)

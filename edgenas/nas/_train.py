@@ -139,7 +139,7 @@ def load_supernet(space: Space, checkpoint: str | os.PathLike) -> Supernet:
     if not path.is_file():
         raise FileNotFoundError(f"supernet checkpoint {str(path)!r} does not exist; train it first (edgenas train)")
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("space") != space.to_dict():
+    if not _same_weights(state.get("space"), space):
         raise ValueError(f"checkpoint {str(path)!r} was trained for another space than {space.name!r}")
     net = Supernet(space)
     net.load_state_dict(state["model"])
@@ -178,12 +178,22 @@ def sandwich_step(
     return torch.stack([loss_big.detach(), loss_small])
 
 
+def _same_weights(stored: dict[str, Any] | None, space: Space) -> bool:
+    """Whether a checkpoint's space has ``space``'s layers and choices: its name and description may differ
+    (a space file that renames the built-in space it copies holds the same supernet)."""
+
+    def layers(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k not in ("name", "description")}
+
+    return stored is not None and layers(stored) == layers(space.to_dict())
+
+
 def _resume(path: Path, space: Space, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint at ``path`` if there is one, refused when it belongs to another space or other settings."""
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("space") != space.to_dict():
+    if not _same_weights(state.get("space"), space):
         raise ValueError(f"checkpoint {str(path)!r} belongs to another space; remove it or use another path")
     old = {k: v for k, v in state["config"].items() if k not in _RUNTIME_KEYS}
     new = {k: v for k, v in settings.items() if k not in _RUNTIME_KEYS}

@@ -86,9 +86,13 @@ class RunFiles:
         return next(d.get("precision", "fp32") for d in self.config["devices"] if d["name"] == device)
 
     def budgets(self, device: str) -> dict[str, float]:
-        """``device``'s budgets as set: ``budget_ms``, ``ram_kb``, ``flash_kb``."""
+        """``device``'s budgets: ``budget_ms`` (as set, or resolved from ``budget_of``), ``ram_kb``, ``flash_kb``."""
         d = next(x for x in self.config["devices"] if x["name"] == device)
-        return {k: d[k] for k in ("budget_ms", "ram_kb", "flash_kb") if d.get(k) is not None}
+        out = {k: d[k] for k in ("budget_ms", "ram_kb", "flash_kb") if d.get(k) is not None}
+        resolved = (Front.load(self.layout.front).budgets(device) or {}) if self.layout.front.exists() else {}
+        if "budget_ms" not in out and f"latency_ms:{device}" in resolved:
+            out["budget_ms"] = resolved[f"latency_ms:{device}"]
+        return out
 
     def card(self, device: str) -> dict | None:
         path = self.layout.model_card(device)
