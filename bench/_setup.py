@@ -86,6 +86,13 @@ def supernet_bench(args: argparse.Namespace) -> tuple[Space, Splits, Supernet]:
     return space, bench_splits(None), load_supernet(space, args.supernet)
 
 
+def quiet_optuna() -> None:
+    """Optuna's line per trial would drown a bench's log: warnings only (as the edgenas command does)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def log(msg: str) -> None:
     """A bench's progress line, timestamped (benches are programs: they print)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from _setup import SUPERNET, log, md_code
+from _setup import SUPERNET, log, md_code, quiet_optuna
 
 from edgenas import pipeline
 from edgenas.config import load_config
@@ -41,6 +41,7 @@ def main() -> None:
         shutil.copy(SUPERNET, layout.supernet)  # the train stage finds it finished and resumes nothing
         log(f"supernet: {SUPERNET} (trained by bench/supernet.py with these settings)")
     start = time.time()
+    quiet_optuna()
     pipeline.run(config)
     log(f"run finished in {(time.time() - start) / 60:.1f} minutes")
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _setup import add_supernet_args, bench_predictor, log, md_code, supernet_bench
+from _setup import add_supernet_args, bench_predictor, log, md_code, quiet_optuna, supernet_bench
 
 from edgenas.data import batches
 from edgenas.export import activation_peak
@@ -68,6 +68,7 @@ def main() -> None:
     p.add_argument("--lut-int8", default="runs/bench_deployed/lut_int8.json", help="built and validated if missing")
     add_supernet_args(p, workdir="runs/bench_memory")
     args = p.parse_args()
+    quiet_optuna()
 
     work, out = Path(args.workdir), Path(args.out)
     space, splits, supernet = supernet_bench(args)

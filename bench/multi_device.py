@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _setup import LUT_FP32, add_supernet_args, md_code, supernet_bench
+from _setup import LUT_FP32, add_supernet_args, md_code, quiet_optuna, supernet_bench
 from scipy.stats import kendalltau
 
 from edgenas.io import atomic_write_json, atomic_write_text
@@ -112,6 +112,7 @@ def main() -> None:
     )
     add_supernet_args(p, workdir="runs/bench_multi")
     args = p.parse_args()
+    quiet_optuna()
 
     work = Path(args.workdir)
     space, splits, supernet = supernet_bench(args)

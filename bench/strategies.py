@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, log, supernet_bench
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, log, quiet_optuna, supernet_bench
 from scipy.stats import ttest_ind
 
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--rate-trials", type=int, default=60, help="trials of the wall-clock trial-rate run per strategy")
     add_supernet_args(p, workdir="runs/bench_strategies")
     args = p.parse_args()
+    quiet_optuna()
 
     work, out = Path(args.workdir), Path(args.out)
     space, splits, supernet = supernet_bench(args)

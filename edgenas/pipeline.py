@@ -33,7 +33,7 @@ from edgenas.nas import (
     SubnetEvaluator,
     load_supernet,
     run_search,
-    set_threads,
+    torch_threads,
     train_supernet,
     trial_figures,
 )
@@ -197,30 +197,32 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
     splits = splits_for(config)
     space = space_for(config, splits)
     devs = devices(config, space)
-    set_threads(config.train.threads)
-    supernet = load_supernet(space, config.layout.supernet)
-    evaluator = SubnetEvaluator(
-        supernet,
-        splits,
-        calib_batches=config.search.calib_batches,
-        images=config.search.val_images,
-        seed=config.search.seed,
-        accel=Accelerator.create(config.search.device),
-    )
-    write_resolved_config(config)
-    study = run_search(space, evaluator, devs, config.search, config.layout.search, worker=worker, progress=progress)
-    # the MobileNetV3 layouts, scored the same way, for the report's front
-    refs = [
-        {
-            "name": name,
-            "arch": str(arch),
-            "accuracy": evaluator(arch),
-            **{f"latency_ms:{d.name}": d.predictor.predict(arch) for d in devs},
-        }
-        for name, arch in reference_archs(space).items()
-    ]
-    atomic_write_text(config.layout.references, json.dumps(refs, indent=1))
-    return study
+    with torch_threads(config.train.threads):
+        supernet = load_supernet(space, config.layout.supernet)
+        evaluator = SubnetEvaluator(
+            supernet,
+            splits,
+            calib_batches=config.search.calib_batches,
+            images=config.search.val_images,
+            seed=config.search.seed,
+            accel=Accelerator.create(config.search.device),
+        )
+        write_resolved_config(config)
+        study = run_search(
+            space, evaluator, devs, config.search, config.layout.search, worker=worker, progress=progress
+        )
+        # the MobileNetV3 layouts, scored the same way, for the report's front
+        refs = [
+            {
+                "name": name,
+                "arch": str(arch),
+                "accuracy": evaluator(arch),
+                **{f"latency_ms:{d.name}": d.predictor.predict(arch) for d in devs},
+            }
+            for name, arch in reference_archs(space).items()
+        ]
+        atomic_write_text(config.layout.references, json.dumps(refs, indent=1))
+        return study
 
 
 def choose_arch(config: Config, device: str) -> str:
@@ -244,39 +246,39 @@ def finalize(config: Config, *, archs: dict[str, str] | None = None, progress: b
 
     splits = splits_for(config)
     space = space_for(config, splits)
-    set_threads(config.train.threads)
-    supernet = load_supernet(space, config.layout.supernet)
-    cards = {}
-    for d in devices(config, space):
-        text = (archs or {}).get(d.name) or choose_arch(config, d.name)
-        try:
-            arch = space.parse(text)
-        except ValueError as exc:
-            raise ValueError(f"finalize arch for device {d.name!r}: {exc}") from exc
-        h = d.predictor.table.header
-        backend = make_backend(h["device"], threads=h["threads"], providers=h["providers"])
-        # finalize compares its measurements with the table's predictions: the same machine and runtime
-        d.predictor.table.check_device(
-            backend.fingerprint(), f"devices[{d.name}].lut vs the device finalize measures on"
-        )
-        cards[d.name] = finalize_arch(
-            arch,
-            space=space,
-            supernet=supernet,
-            splits=splits,
-            backend=backend,
-            out_dir=config.layout.finalize(d.name),
-            config=config.finalize,
-            predictor=d.predictor,
-            device=d.name,
-            augment=config.data.augmentations,
-            progress=progress,
-            data={
-                k: getattr(config.data, k)
-                for k in ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")
-            },
-        )
-    return cards
+    with torch_threads(config.train.threads):
+        supernet = load_supernet(space, config.layout.supernet)
+        cards = {}
+        for d in devices(config, space):
+            text = (archs or {}).get(d.name) or choose_arch(config, d.name)
+            try:
+                arch = space.parse(text)
+            except ValueError as exc:
+                raise ValueError(f"finalize arch for device {d.name!r}: {exc}") from exc
+            h = d.predictor.table.header
+            backend = make_backend(h["device"], threads=h["threads"], providers=h["providers"])
+            # finalize compares its measurements with the table's predictions: the same machine and runtime
+            d.predictor.table.check_device(
+                backend.fingerprint(), f"devices[{d.name}].lut vs the device finalize measures on"
+            )
+            cards[d.name] = finalize_arch(
+                arch,
+                space=space,
+                supernet=supernet,
+                splits=splits,
+                backend=backend,
+                out_dir=config.layout.finalize(d.name),
+                config=config.finalize,
+                predictor=d.predictor,
+                device=d.name,
+                augment=config.data.augmentations,
+                progress=progress,
+                data={
+                    k: getattr(config.data, k)
+                    for k in ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")
+                },
+            )
+        return cards
 
 
 # ------------------------------------------------------------------------------------------ run

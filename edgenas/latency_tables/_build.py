@@ -189,6 +189,8 @@ class _Build:
     def check_drift(self, keys: list[str], n: int, bar: Any) -> None:
         """The first ``n`` entries measured again at the end: how far the device's speed moved during the build."""
         first = [k for k in keys if k in self.table.entries][:n]
+        if bar.total is not None:
+            bar.total += len(first)
         again = self.measure([BlockSpec.from_key(k) for k in first], bar)
         rel = [t.rel / self.table.entries[k]["rel"] - 1 for k, t in zip(first, again)]
         ms = [t.ms / self.table.entries[k]["ms"] - 1 for k, t in zip(first, again)]

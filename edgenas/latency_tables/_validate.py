@@ -77,10 +77,8 @@ def validate_table(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Measure ``n`` subnets end to end, fit and store the calibration, return the report."""
-    if n < 8:
-        raise ValueError(f"validation needs n >= 8 subnets, got {n}")
-    if not 0.1 <= holdout <= 0.9:
-        raise ValueError(f"holdout must be in [0.1, 0.9], got {holdout}")
+    if n < 8 or not 0.1 <= holdout <= 0.9:
+        raise ValueError(f"validation needs n >= 8 subnets and holdout in [0.1, 0.9], got n={n}, holdout={holdout}")
     path = Path(path)
     table = LatencyTable.load(path)
     table.check_device(backend.fingerprint(), f"latency table {str(path)!r} vs this device")
@@ -101,17 +99,6 @@ def validate_table(
     pred_rel = np.array([calibrated.predict_rel(a) for a in archs])
     raw_rel = np.array([f["t"] for f in feats])
     ref_ms = table.header["reference_ms"]
-    rows = [
-        {
-            "arch": str(a),
-            "split": "heldout" if h else "calibration",
-            "predicted_ms": float(p * ref_ms),
-            "measured_ms": float(m * ref_ms),
-            "measured_raw_ms": float(r),
-            "uncalibrated_ms": float(u * ref_ms),
-        }
-        for a, h, p, m, r, u in zip(archs, held, pred_rel, measured_rel, measured_ms, raw_rel)
-    ]
     report = {
         "table": str(path),
         "space": space.name,
@@ -122,16 +109,47 @@ def validate_table(
         "n_calibration": int((~held).sum()),
         "n_heldout": int(held.sum()),
         "calibration": table.calibration,
-        "heldout": accuracy_metrics(pred_rel[held], measured_rel[held]),
-        "heldout_uncalibrated": accuracy_metrics(raw_rel[held], measured_rel[held]),
-        "heldout_raw_ms": accuracy_metrics(pred_rel[held] * ref_ms, measured_ms[held]),
+        **_heldout_metrics(pred_rel[held], raw_rel[held], measured_rel[held], measured_ms[held], ref_ms),
         "seconds": time.time() - started,
         "protocol": protocol.to_dict(),
-        "rows": rows,
+        "rows": _rows(archs, held, pred_rel * ref_ms, measured_rel * ref_ms, measured_ms, raw_rel * ref_ms),
     }
     table.validation = {k: v for k, v in report.items() if k != "rows"}
     table.save(path)
     return report
+
+
+def _rows(
+    archs: list[Arch],
+    held: np.ndarray,
+    predicted_ms: np.ndarray,
+    measured_ms: np.ndarray,
+    raw_ms: np.ndarray,
+    uncalibrated_ms: np.ndarray,
+) -> list[dict[str, Any]]:
+    """One row per subnet: its split, predicted and measured ms (drift-corrected and raw), the plain sum."""
+    return [
+        {
+            "arch": str(a),
+            "split": "heldout" if h else "calibration",
+            "predicted_ms": float(p),
+            "measured_ms": float(m),
+            "measured_raw_ms": float(r),
+            "uncalibrated_ms": float(u),
+        }
+        for a, h, p, m, r, u in zip(archs, held, predicted_ms, measured_ms, raw_ms, uncalibrated_ms)
+    ]
+
+
+def _heldout_metrics(
+    predicted: np.ndarray, uncalibrated: np.ndarray, measured: np.ndarray, measured_ms: np.ndarray, ref_ms: float
+) -> dict[str, dict[str, float]]:
+    """The held-out subnets' errors: calibrated and uncalibrated (reference units), and in raw milliseconds."""
+    return {
+        "heldout": accuracy_metrics(predicted, measured),
+        "heldout_uncalibrated": accuracy_metrics(uncalibrated, measured),
+        "heldout_raw_ms": accuracy_metrics(predicted * ref_ms, measured_ms),
+    }
 
 
 def _measure_archs(

@@ -15,7 +15,7 @@ from edgenas.nas._search import (
     trial_figures,
     write_results,
 )
-from edgenas.nas._train import TrainConfig, load_supernet, sandwich_step, set_threads, train_supernet
+from edgenas.nas._train import TrainConfig, load_supernet, sandwich_step, set_threads, torch_threads, train_supernet
 
 __all__ = [
     "SAMPLERS",
@@ -33,6 +33,7 @@ __all__ = [
     "run_search",
     "sandwich_step",
     "set_threads",
+    "torch_threads",
     "suggest_arch",
     "trial_figures",
     "train_supernet",

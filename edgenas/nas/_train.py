@@ -19,11 +19,12 @@ epoch; a killed training resumes from it. Random choices come from generators se
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from edgenas.io import atomic_write_bytes
 from edgenas.nas._evaluate import SubnetEvaluator
 from edgenas.search_spaces import Space, Supernet
 
-__all__ = ["TrainConfig", "load_supernet", "sandwich_step", "set_threads", "train_supernet"]
+__all__ = ["TrainConfig", "load_supernet", "sandwich_step", "set_threads", "torch_threads", "train_supernet"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,20 @@ _RUNTIME_KEYS = ("epochs", "threads", "device")
 
 
 def set_threads(threads: int) -> int:
-    """Use ``threads`` torch threads (0: every core) and return the number set."""
+    """Use ``threads`` torch threads (0: every core) and return the number set (a program's choice: process-wide)."""
     n = threads or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """``threads`` torch threads (0: every core) inside the block, the caller's count given back after it."""
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(threads)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _checkpoint_bytes(state: dict[str, Any]) -> bytes:
@@ -229,8 +240,7 @@ def train_supernet(
             f"space {space.name!r} has num_classes={space.num_classes}, the data has {splits.num_classes} classes"
         )
     dp = _DataParallel(config.device)
-    set_threads(config.threads)
-    with seeded(config.seed, dp.accel):
+    with torch_threads(config.threads), seeded(config.seed, dp.accel):
         run = _SupernetRun(space, splits, config, Path(checkpoint), augment, dp, progress)
         for epoch in range(len(run.history), config.epochs):
             row = run.epoch(epoch)
@@ -280,7 +290,12 @@ class _SupernetRun:
             warmup_steps=round(config.warmup_epochs * self.steps),
             accel=self.accel,
         )
-        if state:
+        if state and len(self.history) < config.epochs:  # a finished training needs its weights only
+            if "optimizer" not in state:
+                raise ValueError(
+                    f"checkpoint {str(path)!r} holds weights without the optimiser's state: it can be used, "
+                    f"not trained further ({len(self.history)} of {config.epochs} epochs done)"
+                )
             self.optim.load_state_dict(state)
         dp.broadcast(self.net)  # identical replicas to start from
 
