@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("--config", default="configs/fashion-mnist.yaml")
     p.add_argument("--train", action="store_true", help="train the supernet instead of starting from SUPERNET")
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--collect", action="store_true", help="only gather the devices finalized so far (no run)")
     args = p.parse_args()
 
     config = load_config(args.config)
@@ -40,14 +41,18 @@ def main() -> None:
         layout.root.mkdir(parents=True, exist_ok=True)
         shutil.copy(SUPERNET, layout.supernet)  # the train stage finds it finished and resumes nothing
         log(f"supernet: {SUPERNET} (trained by bench/supernet.py with these settings)")
-    start = time.time()
-    quiet_optuna()
-    pipeline.run(config)
-    log(f"run finished in {(time.time() - start) / 60:.1f} minutes")
+    if not args.collect:
+        start = time.time()
+        quiet_optuna()
+        pipeline.run(config)
+        log(f"run finished in {(time.time() - start) / 60:.1f} minutes")
 
     kept = out / "fashion-mnist"
-    results = {"config": args.config, "devices": {}, "compute": _compute(layout)}
+    results = {"config": args.config, "devices": {}, "compute": _compute(layout), "not_finalized": []}
     for d in config.devices:
+        if not layout.model_card(d.name).exists():
+            results["not_finalized"].append(d.name)
+            continue
         card = ModelCard.load(layout.model_card(d.name))
         folder = kept / d.name
         folder.mkdir(parents=True, exist_ok=True)
@@ -81,6 +86,7 @@ def _markdown(results: dict, config: str) -> str:
         "| stage | minutes |",
         "|---|---|",
         *(f"| {k} | {v:.1f} |" for k, v in results["compute"].items()),
+        *(f"| finalize of `{d}` | not run to its end |" for d in results["not_finalized"]),
     ]
     for device, r in results["devices"].items():
         card = ModelCard(r["card"])
@@ -93,7 +99,9 @@ def _markdown(results: dict, config: str) -> str:
             "",
             f"Budget {r['budget']}; deployed {card.deployed_file} ({card.precision}): "
             f"**{acc * 100:.2f} % ± {accuracy_margin_pts(acc, n):.2f}** at **{final['latency_ms']:.3f} ms**. "
-            f"Teacher: {card.data['teacher']}.",
+            f"Teacher: {card.data['teacher']}. Finalize's model steps took "
+            + ", ".join(f"{k} {v / 60:.1f}" for k, v in card.data["step_seconds"].items())
+            + " minutes.",
             "",
             "| stage | precision | size (MB) | latency (ms) | test accuracy |",
             "|---|---|---|---|---|",

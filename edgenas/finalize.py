@@ -468,7 +468,7 @@ def _train_teacher(run: _Run) -> nn.Module:
     """The largest subnet trained further on its own (labels only), the best epoch on validation kept."""
     c = run.config
     m = copy.deepcopy(run.teacher)
-    best = _BestEpoch(run.teacher_val_acc, m)
+    best = _BestEpoch(run.teacher_val_acc, m, "teacher", run.progress)
     ft = run.fit_config(c.teacher_epochs, c.teacher_lr, (0.0, 0.0), warmup=min(1.0, c.teacher_epochs / 3))
     fit(
         m,
@@ -522,7 +522,7 @@ def _distill(run: _Run) -> nn.Module:
     """Finetune with knowledge distillation from the teacher, alpha decaying; the best epoch on validation kept."""
     c = run.config
     m = copy.deepcopy(run.models["searched"])
-    best = _BestEpoch(run.val_acc, m)
+    best = _BestEpoch(run.val_acc, m, "distill", run.progress)
     fit(
         m,
         run.splits,
@@ -541,8 +541,8 @@ class _BestEpoch:
     curve (every epoch's validation accuracy and loss) is written beside the model.
     """
 
-    def __init__(self, score: Callable[[nn.Module], float], model: nn.Module) -> None:
-        self.score = score
+    def __init__(self, score: Callable[[nn.Module], float], model: nn.Module, name: str, log: bool) -> None:
+        self.score, self.name, self.log_lines = score, name, log
         acc = score(model)
         self.best = {"epoch": 0, "val_accuracy": acc, "state": copy.deepcopy(model.state_dict())}
         self.log: list[dict[str, Any]] = [{"epoch": 0, "val_accuracy": acc}]
@@ -552,6 +552,11 @@ class _BestEpoch:
         self.log.append({"epoch": epoch, "val_accuracy": acc})
         if acc > self.best["val_accuracy"]:
             self.best.update(epoch=epoch, val_accuracy=acc, state=copy.deepcopy(model.state_dict()))
+        if self.log_lines:
+            logger.info(
+                f"{self.name} epoch {epoch}: val accuracy {acc * 100:.2f} % "
+                f"(best {self.best['val_accuracy'] * 100:.2f} % at epoch {self.best['epoch']})"
+            )
         return {"val_accuracy": acc}
 
     def restore(self, model: nn.Module, curve: Path) -> nn.Module:
@@ -622,7 +627,7 @@ def _qat(run: _Run) -> nn.Module:
         limit=c.calib_batches,
     )
     calibrate_qat(q, (x for x, _ in calib))
-    best = _BestEpoch(run.val_acc, q)
+    best = _BestEpoch(run.val_acc, q, "qat", run.progress)
     # fake quantisation wants fp32: no autocast in QAT
     own = run.distillation(teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
     fit(q, s, run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha)), desc="qat", on_epoch=best, **own)
