@@ -439,9 +439,12 @@ def _nearest_reference(run: RunFiles, device: str, arch: str) -> dict[str, Any]:
 def _change(pts: float, margin: float | None, what: str) -> str:
     """A difference of accuracies in words; one inside its uncertainty is not called a gain or a loss."""
     if margin is None:
-        return f"{pts:+.2f} pt of {what} (uncertainty unknown: an older model card)"
+        return f"differs by {pts:+.2f} pt of {what} (uncertainty unknown: an older model card)"
     if abs(pts) <= margin:
-        return f"{pts:+.2f} pt of {what}, within the ±{margin:.2f} pt the split's size allows: no measurable change"
+        return (
+            f"differs by {pts:+.2f} pt of {what}, within the ±{margin:.2f} pt the split's size allows: "
+            "no measurable change"
+        )
     verb = "gains" if pts > 0 else "gives up"
     return f"{verb} {abs(pts):.2f} pt of {what} (±{margin:.2f} pt)"
 
