@@ -141,6 +141,9 @@ def compare(config, names: list[str], seeds: int, results_dir: Path, work: Path)
     layout_out = Path("bench/results/fashion-mnist")
     models, rows = [], []
     for d in config.devices:
+        if not (layout_out / d.name / "model_card.json").exists():
+            log(f"{d.name}: not deployed by bench/deploy.py yet; left out")
+            continue
         card = ModelCard.load(layout_out / d.name / "model_card.json")
         n = card.data["data_sizes"]["test"]
         for stage in ("pruned", "qat_int8"):
@@ -200,7 +203,7 @@ def markdown(summary: dict, epochs: int, seeds: int) -> str:
         "",
         f"References: the MobileNetV3 layouts of the space, trained from scratch for {epochs} epochs on the full "
         f"training split (lr 0.1, warm-up + cosine, label smoothing 0.1, crop + flip, best epoch on validation), "
-        f"{seeds} seeds (mean shown). Every file timed in one interleaved batch (ONNX Runtime fp32/int8, 1 thread, "
+        f"{seeds} seed(s) (mean shown). Every file timed in one interleaved batch (ONNX Runtime fp32/int8, 1 thread, "
         "batch 1); test accuracy on the official 10,000 images as `edgenas predict` scores the file (± half the "
         "95 % interval from the split's size).",
         "",
