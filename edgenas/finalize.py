@@ -803,7 +803,7 @@ def _card(run: _Run) -> dict[str, Any]:
         # what each step cost or gained: validation accuracy after it (QAT: the fake-quant model)
         "validation": {
             "teacher": run.teacher_val_acc(run.teacher),
-            **{name: run.val_acc(model) for name, model in m.items() if name != "teacher"},
+            **{name: run.val_acc(model) for name, model in m.items()},
         },
         "searched_channels": channel_counts(m["searched"]),
         "pruned_channels": channel_counts(m["pruned"]),

@@ -406,7 +406,7 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
     done: dict[str, dict] = {}
     for stage in STAGES:
         upstream_ran = any(not v.get("skipped") for v in done.values())  # e.g. a search extended
-        if _up_to_date(config, stage, hashes[stage], forced=stage in forced, upstream_ran=upstream_ran):
+        if _skip_or_reset(config, stage, hashes[stage], forced=stage in forced, upstream_ran=upstream_ran):
             done[stage] = {"skipped": True}
             if progress:
                 logger.info(f"[edgenas] {stage}: up to date, skipped")
@@ -426,7 +426,7 @@ def _previous_hash(config: Config, stage: str) -> str | None:
     return previous
 
 
-def _up_to_date(config: Config, stage: str, input_hash: str, *, forced: bool, upstream_ran: bool) -> bool:
+def _skip_or_reset(config: Config, stage: str, input_hash: str, *, forced: bool, upstream_ran: bool) -> bool:
     """Whether ``stage`` can be skipped; else its outputs are cleared where they cannot be resumed.
 
     A stage whose inputs are unchanged still runs when an earlier stage ran (a search

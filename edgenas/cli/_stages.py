@@ -177,7 +177,7 @@ def _finalize(args: argparse.Namespace) -> None:
         card = ModelCard.load(config.layout.model_card(device))
         final = card.deployed
         print(
-            f"{device}: {card.arch} -> {config.layout.deployed_file(device)} "
+            f"{device}: {card.arch} -> {config.layout.finalize(device) / card.deployed_file} "
             f"({card.precision}, {final['latency_ms']:.3f} ms measured, "
             f"test accuracy {final['test_accuracy'] * 100:.2f} %, {final['size_mb']:.2f} MB); "
             f"model card: {config.layout.finalize(device) / 'model_card.md'}"

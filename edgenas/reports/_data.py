@@ -6,6 +6,7 @@ report draws and also writes as CSV so any figure can be redrawn elsewhere.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,14 @@ class RunFiles:
         path = self.layout.trials
         return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
+    @functools.cached_property
+    def search_results(self) -> Front | None:
+        """The search's results file (``pareto.json``), read once; None before the search."""
+        return Front.load(self.layout.front) if self.layout.front.exists() else None
+
     def front(self, device: str | None = None) -> list[dict]:
         """The search's Pareto set, or ``device``'s own front (accuracy vs its latency, within its budget)."""
-        path = self.layout.front
-        return Front.load(path).rows(device) if path.exists() else []
+        return self.search_results.rows(device) if self.search_results else []
 
     def references(self) -> list[dict]:
         path = self.layout.references
@@ -89,7 +94,7 @@ class RunFiles:
         """``device``'s budgets: ``budget_ms`` (as set, or resolved from ``budget_of``), ``ram_kb``, ``flash_kb``."""
         d = next(x for x in self.config["devices"] if x["name"] == device)
         out = {k: d[k] for k in ("budget_ms", "ram_kb", "flash_kb") if d.get(k) is not None}
-        resolved = (Front.load(self.layout.front).budgets(device) or {}) if self.layout.front.exists() else {}
+        resolved = (self.search_results.budgets(device) or {}) if self.search_results else {}
         if "budget_ms" not in out and f"latency_ms:{device}" in resolved:
             out["budget_ms"] = resolved[f"latency_ms:{device}"]
         return out
