@@ -68,16 +68,21 @@ def main() -> None:
     for name in names:
         for seed in range(args.seeds):
             path = results_dir / f"{name}_s{seed}.json"
-            if path.exists() and (seed or (work / f"{name}_s0.onnx").exists()):
+            if _done(path, epochs) and (seed or (work / f"{name}_s0.onnx").exists()):
                 continue  # done (seed 0's file is needed for the timing batch: made again where missing)
             row = train_reference(space, refs[name], splits, dataclasses.replace(recipe, seed=seed), work / name, seed)
-            atomic_write_json(path, {"name": name, "arch": str(refs[name]), "seed": seed, **row})
+            atomic_write_json(path, {"name": name, "arch": str(refs[name]), "seed": seed, "epochs": epochs, **row})
             log(f"{name} seed {seed}: test {row['test_accuracy'] * 100:.2f} % ({row['minutes']:.1f} min)")
     summary = compare(config, names, args.seeds, results_dir, work)
     atomic_write_json(Path(args.out) / "references.json", summary)
     atomic_write_text(Path(args.out) / "references.md", markdown(summary, epochs, args.seeds))
     figure(summary).write_image(str(Path(args.out) / "references.png"), width=900, height=520)
     print(markdown(summary, epochs, args.seeds))
+
+
+def _done(path: Path, epochs: int) -> bool:
+    """A result trained with another number of epochs is stale: trained again, never compared."""
+    return path.exists() and read_json(path).get("epochs", len(read_json(path)["val_curve"])) == epochs
 
 
 def train_reference(space, arch, splits, recipe: FitConfig, stem: Path, seed: int) -> dict:
