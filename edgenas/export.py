@@ -1,4 +1,4 @@
-"""ONNX export of torch modules in fp32 and int8 (QDQ), as bytes or as a file written atomically.
+"""Export of torch modules in fp32 and int8: ONNX (QDQ), and the formats of the phone runtimes.
 
 fp32 uses torch's TorchScript-based exporter (``dynamo=False``): it is about 40x faster
 than the dynamo exporter on a single block (15 ms vs 600 ms), which matters when a latency
@@ -7,14 +7,22 @@ mode just as deployment does. int8 is ONNX Runtime's static quantization in QDQ 
 with per-channel weights, uint8 activations and int8 weights in a 7-bit range
 (``reduce_range``): on AVX2 CPUs without VNNI the u8s8 kernels saturate with full 8-bit
 weights. Every convolution becomes an int8 convolution in ONNX Runtime.
+
+:func:`export_for` writes the bytes a runtime loads (``edgenas.latency_tables.FORMATS``):
+ONNX; an ExecuTorch program delegated to XNNPACK (``pte``: ``torch.export``, int8 through
+the pt2e flow with XNNPACK's quantizer, per-channel symmetric weights); an ncnn model
+(``ncnn``: pnnx converts the traced module, fp32 weights, packed in one zip with the input
+shape).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -25,7 +33,7 @@ import onnx
 import torch
 from torch import nn
 
-from edgenas.io import atomic_write_bytes
+from edgenas.io import atomic_write_bytes, pack_ncnn
 from edgenas.preprocess import METADATA_KEY
 
 __all__ = [
@@ -33,7 +41,10 @@ __all__ = [
     "PRECISIONS",
     "activation_peak",
     "compact_names",
+    "export_for",
+    "export_ncnn",
     "export_onnx",
+    "export_pte",
     "export_quantized",
     "fold_constant_quantization",
     "quantize_int8",
@@ -179,6 +190,99 @@ def export_onnx(
     if path is not None:
         atomic_write_bytes(path, data)
     return data
+
+
+def _calibration_or_noise(calibration: np.ndarray | None, input_shape: tuple[int, ...]) -> np.ndarray:
+    if calibration is None:  # right for latency, not for accuracy
+        return np.random.default_rng(0).standard_normal((8, *input_shape[1:]), dtype=np.float32)
+    return calibration
+
+
+def export_pte(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    precision: str = "fp32",
+    calibration: np.ndarray | None = None,
+) -> bytes:
+    """An ExecuTorch program of ``model`` for one input shape, its graph delegated to XNNPACK.
+
+    int8: pt2e post-training quantization with XNNPACK's quantizer (per-channel symmetric
+    weights, int8 activations) calibrated on ``calibration`` (N, C, H, W), else on noise.
+    """
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise RuntimeError("ExecuTorch is not installed: pip install 'edgenas[executorch]'") from None
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    example = (torch.zeros(input_shape),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = copy.deepcopy(model).eval()
+        if precision == "int8":
+            module = _pt2e_int8(module, example, _calibration_or_noise(calibration, input_shape))
+        program = torch.export.export(module, example)
+        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def _pt2e_int8(model: nn.Module, example: tuple[torch.Tensor], calibration: np.ndarray) -> nn.Module:
+    """``model`` quantized for XNNPACK by the pt2e flow, calibrated one input at a time."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
+    with torch.no_grad():
+        for x in calibration:
+            prepared(torch.from_numpy(np.ascontiguousarray(x[None], dtype=np.float32)))
+    return convert_pt2e(prepared)
+
+
+def export_ncnn(model: nn.Module, input_shape: tuple[int, ...], *, precision: str = "fp32") -> bytes:
+    """An ncnn model of ``model`` (pnnx converts its trace; fp32 weights), as the zip ``Ncnn`` loads."""
+    try:
+        import pnnx
+    except ImportError:
+        raise RuntimeError("ncnn's converter is not installed: pip install 'edgenas[ncnn]'") from None
+    if precision != "fp32":
+        raise ValueError(
+            "ncnn models are fp32 here: ncnn quantizes with its ncnn2table/ncnn2int8 tools, "
+            "which its Python package does not ship"
+        )
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = os.path.join(tmp, "model.pt")
+        torch.jit.trace(copy.deepcopy(model).eval(), torch.zeros(input_shape)).save(traced)
+        files = {k: os.path.join(tmp, f"out.{k}") for k in ("ncnnparam", "ncnnbin", "pnnxparam", "pnnxbin")}
+        shape = "[" + ",".join(map(str, input_shape)) + "]f32"
+        args = [pnnx.EXEC_PATH, traced, f"inputshape={shape}", "fp16=0", "pnnxpy=", "pnnxonnx=", "ncnnpy="]
+        done = subprocess.run(args + [f"{k}={v}" for k, v in files.items()], capture_output=True, text=True, cwd=tmp)
+        if done.returncode != 0 or not os.path.exists(files["ncnnbin"]):
+            raise RuntimeError(f"pnnx could not convert the model: {(done.stderr or done.stdout)[-500:]}")
+        return pack_ncnn(Path(files["ncnnparam"]).read_bytes(), Path(files["ncnnbin"]).read_bytes(), input_shape)
+
+
+def export_for(
+    fmt: str,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    precision: str = "fp32",
+    calibration: np.ndarray | None = None,
+) -> bytes:
+    """The bytes of ``model`` in a runtime's format: ``onnx``, ``pte`` (ExecuTorch + XNNPACK) or ``ncnn``."""
+    if fmt == "onnx":
+        return export_onnx(model, input_shape, precision=precision, calibration=calibration)
+    if fmt == "pte":
+        return export_pte(model, input_shape, precision=precision, calibration=calibration)
+    if fmt == "ncnn":
+        return export_ncnn(model, input_shape, precision=precision)
+    raise ValueError(f"unknown model format {fmt!r}; allowed: onnx, pte, ncnn")
 
 
 def export_quantized(

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the target's folder, fsync, then rename.
+"""Atomic file writes (a temp file in the target's folder, fsync, then rename) and the one
+container of several files a runtime loads as one model (an ncnn ``.param`` + ``.bin``).
 
 A reader (or a run killed with SIGKILL mid-write) sees either the old file or the new one,
 never half of one. Only the standard library is used, so device-side code can import it.
@@ -7,13 +8,17 @@ never half of one. Only the standard library is used, so device-side code can im
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "pack_ncnn", "read_json", "unpack_ncnn"]
+
+NCNN_PARAM, NCNN_BIN, NCNN_SHAPE = "model.param", "model.bin", "input_shape.json"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -55,3 +60,21 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
 def json_digest(data: Any) -> str:
     """A short digest of ``data`` as sorted JSON (values JSON cannot hold are written with ``str``)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pack_ncnn(param: bytes, weights: bytes, input_shape: list[int] | tuple[int, ...]) -> bytes:
+    """An ncnn model as one blob (a zip): its ``.param``, its ``.bin`` and its input shape."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(NCNN_PARAM, param)
+        z.writestr(NCNN_BIN, weights)
+        z.writestr(NCNN_SHAPE, json.dumps(list(input_shape)))
+    return buf.getvalue()
+
+
+def unpack_ncnn(data: bytes, folder: str | os.PathLike) -> tuple[str, str, list[int]]:
+    """The files of :func:`pack_ncnn`'s blob written into ``folder``: (``.param`` path, ``.bin`` path, input shape)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        z.extractall(folder, members=[NCNN_PARAM, NCNN_BIN])
+        shape = json.loads(z.read(NCNN_SHAPE))
+    return os.path.join(folder, NCNN_PARAM), os.path.join(folder, NCNN_BIN), shape

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from edgenas.cli._common import Fail, positive
+from edgenas.latency_tables import RUNTIMES
 
 __all__ = ["add_commands"]
 
@@ -35,17 +36,17 @@ def _add_agent(sub: argparse._SubParsersAction) -> None:
     ag = sub.add_parser(
         "agent",
         help="serve latency measurements on this device over HTTP",
-        description="Run on the target device (needs only numpy and the runtime: onnxruntime, or openvino with "
-        "--runtime openvino). Receives ONNX models, times "
-        "them with the latency-table protocol and returns the timings and the device fingerprint. Every request "
-        "needs the token. Binds 127.0.0.1 unless --host says otherwise.",
+        description="Run on the target device (needs only numpy and the runtime: onnxruntime; openvino, executorch "
+        "or ncnn with --runtime). Receives models in the runtime's format (ONNX, an ExecuTorch .pte delegated to "
+        "XNNPACK, an ncnn .param/.bin), times them with the latency-table protocol and returns the timings and "
+        "the device fingerprint. Every request needs the token. Binds 127.0.0.1 unless --host says otherwise.",
     )
     ag.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ag.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
     ag.add_argument("--token", help="shared secret, >= 8 characters (default: $EDGENAS_AGENT_TOKEN)")
     ag.add_argument(
         "--runtime",
-        choices=("onnxruntime", "openvino"),
+        choices=RUNTIMES,
         default="onnxruntime",
         help="what runs the models (default onnxruntime)",
     )

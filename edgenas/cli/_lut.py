@@ -27,7 +27,8 @@ def _add_build(lsub: argparse._SubParsersAction) -> None:
     b = lsub.add_parser(
         "build",
         help="measure every block of a space on a device",
-        description="Export every block of the space to ONNX and time it on the device with the noise-robust "
+        description="Export every block of the space (in the device runtime's format: ONNX, an ExecuTorch .pte, "
+        "an ncnn model) and time it on the device with the noise-robust "
         "protocol (interleaved with a reference model). Resumable: an existing --out is extended, entries "
         "already measured are kept.",
     )
@@ -36,8 +37,9 @@ def _add_build(lsub: argparse._SubParsersAction) -> None:
         "--device",
         default="local-cpu",
         help="'local-cpu' (default: ONNX Runtime, CPU), 'local' with --providers, 'openvino' or "
-        "'openvino:CPU|GPU|NPU' (OpenVINO in this process; pip install 'edgenas[openvino]'), or "
-        "agent://HOST:PORT",
+        "'openvino:CPU|GPU|NPU' (OpenVINO in this process; pip install 'edgenas[openvino]'), 'executorch' "
+        "(ExecuTorch with XNNPACK, the kernels phone apps run; pip install 'edgenas[executorch]'), 'ncnn' "
+        "(fp32; pip install 'edgenas[ncnn]'), or agent://HOST:PORT",
     )
     b.add_argument("--token", help="agent token (default: $EDGENAS_AGENT_TOKEN)")
     b.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="block precision (default fp32)")

@@ -1,9 +1,9 @@
 """Latency tables: per-device block timings, prediction, and validation against whole networks.
 
-The timing side (``_runtimes``, ``_protocol``, ``_backend``, ``_agent``, ``_table``) needs only numpy and the runtime,
-so it runs on a device with nothing else installed. The building side exports models with
-torch; its names are imported on first use (PEP 562), so ``import edgenas.latency_tables``
-does not import torch.
+The timing side (``_runtimes``: ONNX Runtime, OpenVINO, ExecuTorch, ncnn; ``_protocol``,
+``_backend``, ``_agent``, ``_table``) needs only numpy and the runtime, so it runs on a device
+with nothing else installed. The building side exports models with torch; its names are
+imported on first use (PEP 562), so ``import edgenas.latency_tables`` does not import torch.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from edgenas.latency_tables._memory import session_peak_memory_mb
 from edgenas.latency_tables._protocol import Protocol, Timing, noop_model, time_models
 from edgenas.latency_tables._runtimes import (
     DEVICES,
+    FORMATS,
     PROVIDER_ALIASES,
     RUNTIMES,
+    ExecuTorch,
+    Ncnn,
     OnnxRuntime,
     OpenVino,
     Runtime,
@@ -49,6 +52,7 @@ _LAZY = {
     "arch_model": "_models",
     "block_model": "_models",
     "reference_model": "_models",
+    "noop_for": "_models",
 }
 
 __all__ = [
@@ -57,10 +61,13 @@ __all__ = [
     "TOKEN_ENV",
     "AgentBackend",
     "AgentError",
+    "FORMATS",
     "RUNTIMES",
+    "ExecuTorch",
     "LatencyTable",
     "LocalBackend",
     "MeasurementBackend",
+    "Ncnn",
     "OnnxRuntime",
     "OpenVino",
     "Protocol",

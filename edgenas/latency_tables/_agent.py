@@ -4,14 +4,18 @@ The agent runs on the target device and times ONNX models sent to it with the sa
 protocol as in-process measurement::
 
     GET  /fingerprint   -> {"cpu": ..., "onnxruntime": ..., "available_providers": [...], ...}
-    POST /measure       <- {"models": [b64, ...], "reference": b64, "protocol": {...}}
+    POST /measure       <- {"models": [b64, ...], "reference": b64, "protocol": {...}, "noop": b64}
                         -> {"timings": [...], "reference": {...}, "noop": {...}}
+
+The models are in the format of the agent's runtime (``format`` in its fingerprint: ONNX,
+an ExecuTorch ``.pte``, an ncnn zip); ``noop`` (the per-call overhead model) may be left out
+for ONNX runtimes, which keep their own.
 
 Every request needs ``Authorization: Bearer <token>`` (compared in constant time), else
 401 and nothing runs; an unauthorised body is not read beyond 1 MiB. Bodies over the size
 limit are refused (413) before they are read, and connections beyond ``max_connections``
 open at once get a 503.
-A model ONNX Runtime cannot load or run gets a 422 with the error; the agent keeps serving.
+A model the runtime cannot load or run gets a 422 with the error; the agent keeps serving.
 Requests are handled on their own threads but measured one at a time (a lock), so timings
 never overlap. It binds 127.0.0.1 unless told otherwise.
 """
@@ -52,7 +56,8 @@ def make_agent_server(
 ) -> ThreadingHTTPServer:
     """An HTTP server ready to ``serve_forever()``; ``server.server_address`` has the bound port.
 
-    ``runtime``: ``onnxruntime`` (with ``providers``) or ``openvino`` (on ``ov_device``).
+    ``runtime``: ``onnxruntime`` (with ``providers``), ``openvino`` (on ``ov_device``),
+    ``executorch`` (XNNPACK) or ``ncnn``.
     """
     if not token or len(token) < 8:
         raise ValueError("the agent token must be at least 8 characters")
@@ -60,7 +65,7 @@ def make_agent_server(
         raise ValueError(f"the agent needs max_connections >= 1, got {max_connections}")
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; allowed: {RUNTIMES}")
-    device = f"openvino:{ov_device}" if runtime == "openvino" else "local"
+    device = {"openvino": f"openvino:{ov_device}", "onnxruntime": "local"}.get(runtime, runtime)
 
     settings = {
         "timeout": request_timeout,
@@ -145,16 +150,17 @@ class _Handler(BaseHTTPRequestHandler):
             models = [base64.b64decode(m) for m in request["models"]]
             reference = base64.b64decode(request["reference"])
             protocol = Protocol(**request.get("protocol", {}))
+            noop = base64.b64decode(request["noop"]) if "noop" in request else None
         except Exception as exc:  # malformed request of any kind
             self._send(400, {"error": f"malformed request: {exc}"})
             return
         try:
             with self.lock:  # one measurement at a time: concurrent timings would disturb each other
-                timings, ref, noop = time_models(models, reference, runtime=self.runtime, protocol=protocol)
-        except Exception as exc:  # ONNX Runtime could not load or run a model
+                timings, ref, idle = time_models(models, reference, runtime=self.runtime, protocol=protocol, noop=noop)
+        except Exception as exc:  # the runtime could not load or run a model
             self._send(422, {"error": f"could not run a model: {exc}"})
             return
-        self._send(200, {"timings": [asdict(t) for t in timings], "reference": asdict(ref), "noop": asdict(noop)})
+        self._send(200, {"timings": [asdict(t) for t in timings], "reference": asdict(ref), "noop": asdict(idle)})
 
 
 class _CappedServer(ThreadingHTTPServer):
@@ -193,7 +199,7 @@ def serve_agent(**kwargs: Any) -> None:
     host, port = server.server_address[:2]
     runtime = kwargs.get("runtime", "onnxruntime")
     ov, ort = kwargs.get("ov_device", "CPU"), kwargs.get("providers")
-    where = f"device {ov}" if runtime == "openvino" else f"providers {ort}"
+    where = {"openvino": f"device {ov}", "onnxruntime": f"providers {ort}"}.get(runtime, "CPU")
     print(
         f"edgenas agent listening on http://{host}:{port} ({runtime}, {where}, threads {kwargs.get('threads', 1)})",
         flush=True,

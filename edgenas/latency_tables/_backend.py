@@ -27,8 +27,9 @@ __all__ = ["TOKEN_ENV", "AgentBackend", "AgentError", "LocalBackend", "Measureme
 class MeasurementBackend(ABC):
     """Times ONNX models on one device.
 
-    Contract: :meth:`measure` times ``models`` interleaved with ``reference`` under
-    ``protocol`` and returns (timings in the order of ``models``, reference timing, no-op
+    Contract: :meth:`measure` times ``models`` interleaved with ``reference`` (and ``noop``,
+    the per-call overhead model; ONNX's by default) under ``protocol``, all in the device
+    runtime's :attr:`format`, and returns (timings in the order of ``models``, reference timing, no-op
     timing); it raises ``RuntimeError`` when the device cannot load or run a model. Calls are
     serialised by the caller (one batch at a time per device: concurrent batches would
     disturb each other's timings). :meth:`fingerprint` describes the device and the
@@ -38,9 +39,14 @@ class MeasurementBackend(ABC):
     @abstractmethod
     def fingerprint(self) -> dict[str, Any]: ...
 
+    @property
+    def format(self) -> str:
+        """The model format the device's runtime loads (an agent of an earlier version ran ONNX)."""
+        return self.fingerprint().get("format", "onnx")
+
     @abstractmethod
     def measure(
-        self, models: Sequence[bytes], reference: bytes, protocol: Protocol
+        self, models: Sequence[bytes], reference: bytes, protocol: Protocol, noop: bytes | None = None
     ) -> tuple[list[Timing], Timing, Timing]: ...
 
 
@@ -57,10 +63,10 @@ class LocalBackend(MeasurementBackend):
         return self.runtime.fingerprint()
 
     def measure(
-        self, models: Sequence[bytes], reference: bytes, protocol: Protocol
+        self, models: Sequence[bytes], reference: bytes, protocol: Protocol, noop: bytes | None = None
     ) -> tuple[list[Timing], Timing, Timing]:
         try:
-            return time_models(models, reference, runtime=self.runtime, protocol=protocol)
+            return time_models(models, reference, runtime=self.runtime, protocol=protocol, noop=noop)
         except Exception as exc:  # the runtimes raise their own exception types
             raise RuntimeError(f"{self.runtime.name} could not run a model: {exc}") from exc
 
@@ -71,7 +77,8 @@ def make_backend(
     """A backend from a device name.
 
     ``local-cpu`` (or ``local`` with ``providers``) runs ONNX Runtime in this process;
-    ``openvino`` / ``openvino:CPU|GPU|NPU`` runs OpenVINO in this process;
+    ``openvino`` / ``openvino:CPU|GPU|NPU`` runs OpenVINO, ``executorch`` ExecuTorch with
+    XNNPACK and ``ncnn`` ncnn, in this process;
     ``agent://HOST:PORT`` measures on an ``edgenas agent`` (token from ``token`` or the
     EDGENAS_AGENT_TOKEN environment variable; runtime, threads and providers are the agent's).
     """
@@ -130,13 +137,15 @@ class AgentBackend(MeasurementBackend):
         return self._fingerprint
 
     def measure(
-        self, models: Sequence[bytes], reference: bytes, protocol: Protocol
+        self, models: Sequence[bytes], reference: bytes, protocol: Protocol, noop: bytes | None = None
     ) -> tuple[list[Timing], Timing, Timing]:
         payload = {
             "models": [base64.b64encode(m).decode() for m in models],
             "reference": base64.b64encode(reference).decode(),
             "protocol": protocol.to_dict(),
         }
+        if noop is not None:
+            payload["noop"] = base64.b64encode(noop).decode()
         self.fingerprint()  # a wrong token or URL shows on this small GET, before a large body is sent
         out = self._call("POST", "/measure", payload)  # AgentError is the RuntimeError the contract names
         return [Timing(**t) for t in out["timings"]], Timing(**out["reference"]), Timing(**out["noop"])

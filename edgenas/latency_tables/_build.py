@@ -19,7 +19,7 @@ import numpy as np
 
 from edgenas.export import OPSET, PRECISIONS
 from edgenas.latency_tables._backend import MeasurementBackend
-from edgenas.latency_tables._models import block_model, reference_model
+from edgenas.latency_tables._models import block_model, noop_for, reference_model
 from edgenas.latency_tables._protocol import Protocol
 from edgenas.latency_tables._table import LatencyTable, TableMismatchError
 from edgenas.progress import progress as progress_bar
@@ -104,7 +104,7 @@ def build_table(
     table = _open_table(out, table_header(space, backend, device, precision), space, protocol, part)
     specs = list(part.all_block_specs())
     np.random.default_rng(seed).shuffle(specs)  # mix sizes within a batch
-    build = _Build(table, out, backend, protocol, reference_model(precision))
+    build = _Build(table, out, backend, protocol)
     pending = build.todo(specs, max_spread, retries)
     with progress_bar(
         total=len(pending), desc=f"lut {space.name} {precision}", unit="block", disable=not progress
@@ -148,10 +148,10 @@ def _open_table(out: Path, header: dict[str, Any], space: Space, protocol: Proto
 class _Build:
     """One build of a table: measures batches of blocks, keeps each entry's best attempt, saves after each batch."""
 
-    def __init__(
-        self, table: LatencyTable, out: Path, backend: MeasurementBackend, protocol: Protocol, reference: bytes
-    ):
-        self.table, self.out, self.backend, self.protocol, self.reference = table, out, backend, protocol, reference
+    def __init__(self, table: LatencyTable, out: Path, backend: MeasurementBackend, protocol: Protocol):
+        self.table, self.out, self.backend, self.protocol = table, out, backend, protocol
+        self.precision, self.format = table.header["precision"], backend.format  # the device runtime's format
+        self.reference, self.noop = reference_model(self.precision, self.format), noop_for(self.format)
         self.start = time.time()
 
     def todo(self, specs: list[BlockSpec], max_spread: float, retries: int) -> list[BlockSpec]:
@@ -165,8 +165,8 @@ class _Build:
         ]
 
     def measure(self, batch: list[BlockSpec], bar: Any) -> list:
-        models = [block_model(spec, self.table.header["precision"]) for spec in batch]
-        timings, ref, noop = self.backend.measure(models, self.reference, self.protocol)
+        models = [block_model(spec, self.precision, self.format) for spec in batch]
+        timings, ref, noop = self.backend.measure(models, self.reference, self.protocol, self.noop)
         self.table.header["batches"].append(
             {"reference_ms": ref.ms, "noop_rel": noop.rel, "noop_ms": noop.ms, "time": time.time()}
         )

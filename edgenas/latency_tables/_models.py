@@ -1,4 +1,5 @@
-"""The ONNX models a latency table times: single blocks, whole subnets, the reference.
+"""The models a latency table times: single blocks, whole subnets, the reference, the no-op;
+in the format of the runtime that times them (ONNX unless told: ``fmt``).
 
 Weights are random but deterministic (seeded by what is exported), BatchNorm statistics
 too, so that a table's models are reproducible and their values are like a trained
@@ -13,10 +14,11 @@ import zlib
 import torch
 from torch import nn
 
-from edgenas.export import export_onnx
+from edgenas.export import export_for
+from edgenas.latency_tables._protocol import noop_model
 from edgenas.search_spaces import Arch, BlockSpec, Space, SubNet, build_block, build_subnet
 
-__all__ = ["REFERENCE_SPECS", "arch_model", "block_model", "reference_model"]
+__all__ = ["REFERENCE_SPECS", "arch_model", "block_model", "noop_for", "reference_model"]
 
 # A fixed three-block net (~0.5 ms on one 2020s x86 core) timed beside everything else to
 # track the device's speed of the moment.
@@ -45,19 +47,26 @@ def _seed(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-def block_model(spec: BlockSpec, precision: str) -> bytes:
-    return export_onnx(
-        _randomised(build_block(spec), _seed(spec.key)),
-        (1, spec.in_chs, spec.in_size, spec.in_size),
-        precision=precision,
-    )
+def block_model(spec: BlockSpec, precision: str, fmt: str = "onnx") -> bytes:
+    module = _randomised(build_block(spec), _seed(spec.key))
+    return export_for(fmt, module, (1, spec.in_chs, spec.in_size, spec.in_size), precision=precision)
 
 
-def arch_model(space: Space, arch: Arch, precision: str) -> bytes:
+def arch_model(space: Space, arch: Arch, precision: str, fmt: str = "onnx") -> bytes:
     net = _randomised(build_subnet(space, arch), _seed(str(arch)))
-    return export_onnx(net, net.input_shape, precision=precision)
+    return export_for(fmt, net, net.input_shape, precision=precision)
 
 
-def reference_model(precision: str) -> bytes:
+def reference_model(precision: str, fmt: str = "onnx") -> bytes:
     net = _randomised(SubNet(REFERENCE_SPECS, "reference"), 0)
-    return export_onnx(net, net.input_shape, precision=precision)
+    return export_for(fmt, net, net.input_shape, precision=precision)
+
+
+class _Noop(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)  # on one float: the cost of a call (an Identity would be optimised away)
+
+
+def noop_for(fmt: str) -> bytes:
+    """The per-call overhead model in a format (ONNX's is a constant the device side keeps)."""
+    return noop_model() if fmt == "onnx" else export_for(fmt, _Noop(), (1, 1, 1, 1))

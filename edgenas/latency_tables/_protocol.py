@@ -78,6 +78,17 @@ def noop_model() -> bytes:
     return _NOOP_MODEL
 
 
+def _warm_up(run, protocol: Protocol) -> int:
+    """Run ``protocol.warmup`` times; how many runs make one turn of about ``protocol.turn_ms``."""
+    samples = []
+    for _ in range(protocol.warmup):
+        t0 = time.perf_counter_ns()
+        run()
+        samples.append(time.perf_counter_ns() - t0)
+    est_ms = float(np.median(samples)) / 1e6
+    return int(np.clip(round(protocol.turn_ms / max(est_ms, 1e-3)), 1, protocol.max_runs_per_turn))
+
+
 def time_models(
     models: Sequence[bytes],
     reference: bytes,
@@ -87,27 +98,21 @@ def time_models(
     protocol: Protocol = Protocol(),
     seed: int = 0,
     runtime: Runtime | None = None,
+    noop: bytes | None = None,
 ) -> tuple[list[Timing], Timing, Timing]:
     """Time ``models`` interleaved with ``reference`` and a no-op model.
 
-    ``runtime`` runs them (default: ONNX Runtime with ``providers`` and ``threads``).
+    ``runtime`` runs them (default: ONNX Runtime with ``providers`` and ``threads``); every
+    model is in its format, the no-op too (``noop``: ONNX's :func:`noop_model` by default).
     Returns (timings of ``models`` in order, timing of the reference, timing of the no-op).
     Raises whatever the runtime raises for a model it cannot load or run.
     """
     runtime = runtime or OnnxRuntime(providers, threads)
-    runners = [runtime.load(m) for m in (reference, noop_model(), *models)]
+    if noop is None and runtime.format != "onnx":
+        raise ValueError(f"{runtime.name} runs {runtime.format} models: pass the no-op model in that format")
+    runners = [runtime.load(m) for m in (reference, noop or noop_model(), *models)]
     perf = time.perf_counter_ns
-
-    runs_per_turn = []
-    for run in runners:
-        samples = []
-        for _ in range(protocol.warmup):
-            t0 = perf()
-            run()
-            samples.append(perf() - t0)
-        est_ms = float(np.median(samples)) / 1e6
-        runs_per_turn.append(int(np.clip(round(protocol.turn_ms / max(est_ms, 1e-3)), 1, protocol.max_runs_per_turn)))
-
+    runs_per_turn = [_warm_up(run, protocol) for run in runners]
     rng = np.random.default_rng(seed)
     n = len(runners)
     per_round = np.zeros((protocol.rounds, n))

@@ -1,7 +1,8 @@
-"""Runtimes that run an ONNX model: ONNX Runtime, and OpenVINO where installed. numpy and the runtime only.
+"""Runtimes that run a model: ONNX Runtime; OpenVINO, ExecuTorch and ncnn where installed.
+numpy and the runtime only.
 
-A :class:`Runtime` loads an ONNX model (bytes) into a ready-to-call runner with a fixed
-random input; the timing protocol (:func:`edgenas.latency_tables.time_models`) only calls
+A :class:`Runtime` loads a model (bytes in its :attr:`~Runtime.format`) into a ready-to-call
+runner with a fixed random input; the timing protocol (:func:`edgenas.latency_tables.time_models`) only calls
 runners, so every runtime is timed the same way, and a table's header names the runtime
 and version it was measured with (``runtime``). Block costs, and so the best arch, differ
 between runtimes on the same chip: each runtime gets its own tables.
@@ -12,6 +13,17 @@ between runtimes on the same chip: each runtime gets its own tables.
   the latency hint, one stream, ``threads`` inference threads, and float32 inference for
   float models (OpenVINO would otherwise run them in bfloat16 on CPUs that have it); QDQ
   int8 models run in int8. Optional: ``pip install 'edgenas[openvino]'``.
+- ``executorch``: an ExecuTorch program (``.pte``) whose graph is delegated to XNNPACK, the
+  CPU kernel library Android and iOS apps run (LiteRT's default CPU kernels too), on
+  ``threads`` threads of its thread pool. Its Python bindings take torch tensors, so this
+  one runtime imports torch on the device (an app links the C++ runtime instead).
+  Optional: ``pip install 'edgenas[executorch]'``.
+- ``ncnn``: an ncnn model (``.param`` + ``.bin``, sent as one zip with its input shape)
+  on ``threads`` threads. fp32 only: ncnn quantizes with its ``ncnn2table``/``ncnn2int8``
+  tools, which its Python package does not ship. Optional: ``pip install 'edgenas[ncnn]'``.
+
+The ONNX models are made by :func:`edgenas.export.export_onnx`; the others by
+:func:`edgenas.export.export_for` (on the host, with torch).
 """
 
 from __future__ import annotations
@@ -19,16 +31,22 @@ from __future__ import annotations
 import io
 import os
 import platform
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from edgenas.io import unpack_ncnn
+
 __all__ = [
     "DEVICES",
+    "FORMATS",
     "PROVIDER_ALIASES",
     "RUNTIMES",
+    "ExecuTorch",
+    "Ncnn",
     "OnnxRuntime",
     "OpenVino",
     "Runtime",
@@ -39,9 +57,13 @@ __all__ = [
     "resolve_providers",
 ]
 
-RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES = ("onnxruntime", "openvino", "executorch", "ncnn")
+# the format of the bytes each runtime loads (and of the file finalize deploys for it)
+FORMATS = {"onnxruntime": "onnx", "openvino": "onnx", "executorch": "pte", "ncnn": "ncnn"}
 OPENVINO_DEVICES = ("CPU", "GPU", "NPU")
 OPENVINO_MISSING = "OpenVINO is not installed: pip install 'edgenas[openvino]' (or pip install openvino)"
+EXECUTORCH_MISSING = "ExecuTorch is not installed: pip install 'edgenas[executorch]'"
+NCNN_MISSING = "ncnn is not installed: pip install 'edgenas[ncnn]'"
 
 
 def cpu_name() -> str:
@@ -62,14 +84,19 @@ def _input(shape: Sequence[Any], dtype: type = np.float32) -> np.ndarray:
 
 
 class Runtime(ABC):
-    """Loads ONNX models into runners; says what it is (:meth:`fingerprint`)."""
+    """Loads models into runners; says what it is (:meth:`fingerprint`)."""
 
     name: str
     threads: int
 
+    @property
+    def format(self) -> str:
+        """The format of the models it loads: ``onnx``, ``pte`` (ExecuTorch) or ``ncnn``."""
+        return FORMATS[self.name]
+
     @abstractmethod
     def load(self, model: bytes) -> Callable[[], Any]:
-        """A runner: one inference of ``model`` on a fixed random input per call."""
+        """A runner: one inference of ``model`` (bytes in :attr:`format`) on a fixed random input per call."""
 
     @abstractmethod
     def version(self) -> str: ...
@@ -89,7 +116,8 @@ class Runtime(ABC):
             "machine": platform.machine(),
             "os": f"{platform.system()} {platform.release()}",
             "runtime": f"{self.name} {self.version()}",
-            # the int8 models are quantized by ONNX Runtime's quantizer whatever runs them
+            "format": self.format,
+            # the int8 ONNX models are quantized by ONNX Runtime's quantizer whatever runs them
             "onnxruntime": ort.__version__,
             "providers": self.providers,
             "threads": self.threads,
@@ -199,7 +227,93 @@ class OpenVino(Runtime):
         return request.infer
 
 
-DEVICES = "'local-cpu', 'local' (with providers), 'openvino[:CPU|GPU|NPU]', 'agent://HOST:PORT'"
+class ExecuTorch(Runtime):
+    """ExecuTorch programs delegated to XNNPACK (see the module docstring)."""
+
+    name = "executorch"
+
+    def __init__(self, threads: int = 1):
+        try:
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime as EtRuntime
+        except ImportError:
+            raise RuntimeError(EXECUTORCH_MISSING) from None
+        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool: the only way its bindings offer
+        self._runtime, self.threads = EtRuntime.get(), threads
+
+    @property
+    def providers(self) -> list[str]:
+        return ["XnnpackBackend"]
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("executorch")
+
+    def method(self, model: bytes | str):
+        """The ``forward`` method of a program (``.pte`` bytes or a path), ready to execute."""
+        return self._runtime.load_program(model).load_method("forward")
+
+    def load(self, model: bytes) -> Callable[[], Any]:
+        import torch  # ExecuTorch's Python bindings execute on torch tensors
+
+        method = self.method(model)
+        sizes = list(method.metadata.input_tensor_meta(0).sizes())
+        x = [torch.from_numpy(_input(sizes))]
+        return lambda: method.execute(x)
+
+
+class Ncnn(Runtime):
+    """ncnn models (see the module docstring): the blob of :func:`edgenas.io.pack_ncnn`."""
+
+    name = "ncnn"
+
+    def __init__(self, threads: int = 1):
+        try:
+            import ncnn  # noqa: F401
+        except ImportError:
+            raise RuntimeError(NCNN_MISSING) from None
+        self.threads = threads
+
+    @property
+    def providers(self) -> list[str]:
+        return ["CPU"]
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("ncnn")
+
+    def net(self, param: str, weights: str):
+        """An ``ncnn.Net`` of a ``.param`` and a ``.bin`` file, on :attr:`threads` threads, fp32."""
+        import ncnn
+
+        net = ncnn.Net()
+        net.opt.num_threads = self.threads
+        net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
+        if net.load_param(param) or net.load_model(weights):
+            raise RuntimeError(f"ncnn could not load {param} / {weights}")
+        return net
+
+    def load(self, model: bytes) -> Callable[[], Any]:
+        import ncnn
+
+        with tempfile.TemporaryDirectory() as d:
+            param, weights, shape = unpack_ncnn(model, d)
+            net = self.net(param, weights)
+        data = np.ascontiguousarray(_input(shape)[0])  # a Mat of an array borrows its memory: the array outlives it
+        x = ncnn.Mat(data).clone()
+
+        def run() -> np.ndarray:
+            ex = net.create_extractor()
+            ex.input("in0", x)
+            # the output lives in the extractor's memory: copied out, as ONNX Runtime's outputs are
+            return np.array(ex.extract("out0")[1])
+
+        return run
+
+
+DEVICES = "'local-cpu', 'local' (with providers), 'openvino[:CPU|GPU|NPU]', 'executorch', 'ncnn', 'agent://HOST:PORT'"
 
 
 # Short names accepted on the command line for ONNX Runtime execution providers.
@@ -232,7 +346,7 @@ def resolve_providers(names: Sequence[str], available: Sequence[str]) -> list[st
 
 def make_runtime(device: str, *, threads: int = 1, providers: Sequence[str] = ("cpu",)) -> Runtime:
     """The in-process runtime of a device string: ``local-cpu``, ``local`` (with ``providers``),
-    ``openvino`` or ``openvino:CPU|GPU|NPU``."""
+    ``openvino`` or ``openvino:CPU|GPU|NPU``, ``executorch`` (``executorch:xnnpack``), ``ncnn``."""
     import onnxruntime as ort
 
     if device in ("local-cpu", "local"):
@@ -240,6 +354,10 @@ def make_runtime(device: str, *, threads: int = 1, providers: Sequence[str] = ("
         return OnnxRuntime(resolve_providers(chosen, ort.get_available_providers()), threads)
     if _is_openvino(device):
         return OpenVino(openvino_device(device), threads)
+    if device in ("executorch", "executorch:xnnpack"):
+        return ExecuTorch(threads)
+    if device == "ncnn":
+        return Ncnn(threads)
     raise ValueError(f"unknown device {device!r}; allowed: {DEVICES}")
 
 
@@ -251,4 +369,8 @@ def expected_providers(device: str, providers: Sequence[str]) -> list[str]:
     """What a table measured on ``device`` records as its providers (for checking a table against a config)."""
     if _is_openvino(device):
         return [openvino_device(device)]
+    if device in ("executorch", "executorch:xnnpack"):
+        return ["XnnpackBackend"]
+    if device == "ncnn":
+        return ["CPU"]
     return [PROVIDER_ALIASES.get(p.lower(), p) for p in (providers if device == "local" else ("cpu",))]

@@ -24,7 +24,7 @@ from scipy.stats import kendalltau
 
 from edgenas.latency_tables._backend import MeasurementBackend
 from edgenas.latency_tables._build import restrict_space
-from edgenas.latency_tables._models import arch_model, reference_model
+from edgenas.latency_tables._models import arch_model, noop_for, reference_model
 from edgenas.latency_tables._predict import Predictor, fit_calibration
 from edgenas.latency_tables._protocol import Protocol
 from edgenas.latency_tables._table import LatencyTable
@@ -162,12 +162,14 @@ def _measure_archs(
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every arch's end-to-end timing, in batches: (relative to the reference model, milliseconds)."""
-    reference = reference_model(precision)
+    fmt = backend.format
+    reference, noop = reference_model(precision, fmt), noop_for(fmt)
     rel, ms = [], []
     with progress_bar(total=len(archs), desc=f"validate {precision}", unit="net", disable=not progress) as bar:
         for i in range(0, len(archs), batch_size):
             batch = archs[i : i + batch_size]
-            timings, _, _ = backend.measure([arch_model(space, a, precision) for a in batch], reference, protocol)
+            models = [arch_model(space, a, precision, fmt) for a in batch]
+            timings, _, _ = backend.measure(models, reference, protocol, noop)
             rel += [t.rel for t in timings]
             ms += [t.ms for t in timings]
             bar.update(len(batch))

@@ -6,6 +6,7 @@ The same conformance checks run against every backend (in-process and agent).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import signal
 import socket
@@ -17,8 +18,16 @@ import urllib.request
 
 import pytest
 
-from edgenas.latency_tables import AgentBackend, AgentError, LatencyTable, LocalBackend, Protocol, make_backend
-from edgenas.latency_tables._models import block_model, reference_model
+from edgenas.latency_tables import (
+    RUNTIMES,
+    AgentBackend,
+    AgentError,
+    LatencyTable,
+    LocalBackend,
+    Protocol,
+    make_backend,
+)
+from edgenas.latency_tables._models import block_model, noop_for, reference_model
 from edgenas.search_spaces import BlockSpec
 
 TOKEN = "s3cret-token-for-tests"
@@ -52,33 +61,53 @@ def agent():
 
 
 @pytest.fixture(scope="module")
-def openvino_agent():
-    port = _free_port()
-    proc = _start_agent(port, "--runtime", "openvino", "--ov-device", "cpu")
-    yield f"agent://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+def agents():
+    """Agents of the other runtimes (openvino, executorch, ncnn), started on first use, stopped with the module."""
+    started: dict[str, tuple[subprocess.Popen, str]] = {}
+
+    def get(runtime: str) -> str:
+        if runtime not in started:
+            port = _free_port()
+            started[runtime] = (_start_agent(port, "--runtime", runtime), f"agent://127.0.0.1:{port}")
+        return started[runtime][1]
+
+    yield get
+    for proc, _ in started.values():
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
-def _openvino() -> bool:
+def _installed(module: str) -> bool:
     try:
-        import openvino  # noqa: F401
+        __import__(module)
     except ImportError:
         return False
     return True
 
 
-# every backend present: ONNX Runtime and OpenVINO, each in process and through the agent
-@pytest.fixture(params=["local", "agent", "openvino", "agent-openvino"])
+# every backend present: each runtime in process and through the agent
+RUNTIME_DEVICES = {"openvino": "openvino:CPU", "executorch": "executorch", "ncnn": "ncnn"}
+BACKENDS = ["local", "agent", *(f"{where}{r}" for r in RUNTIME_DEVICES for where in ("", "agent-"))]
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request):
-    if "openvino" in request.param and not _openvino():
-        pytest.skip("OpenVINO is not installed (pip install 'edgenas[openvino]'); its backends are not tested")
+    runtime = request.param.removeprefix("agent-")
+    if runtime in RUNTIME_DEVICES and not _installed(runtime):
+        pytest.skip(f"{runtime} is not installed (pip install 'edgenas[{runtime}]'); its backends are not tested")
     if request.param == "local":
         return LocalBackend(threads=1)
-    if request.param == "openvino":
-        return make_backend("openvino:CPU", threads=1)
-    agent = request.getfixturevalue("openvino_agent" if "openvino" in request.param else "agent")
-    return AgentBackend(agent, token=TOKEN)
+    if request.param == "agent":
+        return AgentBackend(request.getfixturevalue("agent"), token=TOKEN)
+    if runtime == request.param:
+        return make_backend(RUNTIME_DEVICES[runtime], threads=1)
+    return AgentBackend(request.getfixturevalue("agents")(runtime), token=TOKEN)
+
+
+@functools.cache
+def _model(spec: BlockSpec | None, precision: str, fmt: str) -> bytes:
+    """A block (or the reference, for None) in a format; cached: an ExecuTorch export takes seconds."""
+    return block_model(spec, precision, fmt) if spec else reference_model(precision, fmt)
 
 
 SMALL = BlockSpec("ir", 16, 16, 16, 3, 1, 48, False, "relu6")
@@ -87,16 +116,20 @@ BIG = BlockSpec("ir", 16, 16, 64, 7, 1, 96, True, "relu6")
 
 def test_backend_contract(backend):
     fp = backend.fingerprint()
-    assert {"cpu", "runtime", "onnxruntime", "providers", "threads"} <= set(fp)
-    assert fp["runtime"].split()[0] in ("onnxruntime", "openvino") and fp["threads"] == 1
-    for precision in ("fp32", "int8"):
+    assert {"cpu", "runtime", "format", "onnxruntime", "providers", "threads"} <= set(fp)
+    assert fp["runtime"].split()[0] in RUNTIMES and fp["threads"] == 1
+    fmt = backend.format
+    for precision in ("fp32", "int8") if fmt != "ncnn" else ("fp32",):  # ncnn's int8 tools are not in its package
         timings, ref, noop = backend.measure(
-            [block_model(SMALL, precision), block_model(BIG, precision)], reference_model(precision), Protocol(rounds=5)
+            [_model(SMALL, precision, fmt), _model(BIG, precision, fmt)],
+            _model(None, precision, fmt),
+            Protocol(rounds=5),
+            noop_for(fmt),
         )
         assert len(timings) == 2 and ref.rel == 1.0
         assert 0 < noop.ms < timings[0].ms < timings[1].ms, precision
     with pytest.raises(RuntimeError, match="could not run a model"):
-        backend.measure([b"not an onnx model"], reference_model("fp32"), Protocol(rounds=3))
+        backend.measure([b"not a model"], _model(None, "fp32", fmt), Protocol(rounds=3), noop_for(fmt))
 
 
 def test_agent_matches_in_process_within_noise(agent):
