@@ -65,6 +65,7 @@ from edgenas.search_spaces import KB, Arch, Footprint, Space, SubNet, Supernet, 
 __all__ = [
     "ExportCheckError",
     "FinalizeConfig",
+    "check_deployable",
     "finalize_arch",
     "load_teacher",
     "file_accuracy",
@@ -355,6 +356,16 @@ def finalize_arch(
     return card
 
 
+def check_deployable(where: str, fmt: str) -> None:
+    """Finalize deploys ONNX models (ONNX Runtime, OpenVINO IR); a device whose runtime loads another format
+    (ExecuTorch, ncnn) is refused before any training, in one line (``where`` names the device)."""
+    if fmt != "onnx":
+        raise ValueError(
+            f"{where} runs {fmt} models: finalize deploys to ONNX Runtime and OpenVINO devices only "
+            "for now; its latency tables, validation and search work (edgenas lut build / edgenas search)"
+        )
+
+
 def _start(
     arch: Arch,
     space: Space,
@@ -373,6 +384,8 @@ def _start(
 ) -> _Run:
     """The run's fixed state: the evaluator, the device's fingerprint (once: an agent's is a request), the teacher."""
     space.validate(arch)
+    fingerprint = backend.fingerprint()
+    check_deployable(f"device {device!r}", fingerprint.get("format", "onnx"))
     out.mkdir(parents=True, exist_ok=True)
     accel = Accelerator.create(config.device)
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed, accel=accel)
@@ -398,7 +411,7 @@ def _start(
         progress=progress,
         accel=accel,
         evaluator=evaluator,
-        fingerprint=backend.fingerprint(),
+        fingerprint=fingerprint,
         supernet_digest=weights_digest(supernet),
         teacher=teacher,
         teacher_resolution=teacher_resolution or arch.resolution,

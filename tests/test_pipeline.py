@@ -137,6 +137,17 @@ def test_an_unknown_stage_fails_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("device", ["executorch", "ncnn"])
+def test_a_device_finalize_cannot_deploy_to_fails_before_any_work(tmp_path, device):
+    data = yaml.safe_load(_config(tmp_path).read_text())
+    data["devices"] = [{"name": "phone", "device": device, "budget_ms": 1.0}]
+    (tmp_path / "phone.yaml").write_text(yaml.safe_dump(data))
+    message = rf"^devices\[phone\].device '{device}' runs \w+ models: finalize deploys to ONNX Runtime and"
+    with pytest.raises(ValueError, match=message):
+        pipeline.run(load_config(tmp_path / "phone.yaml"), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def _devices(tmp_path, **device):
     data = yaml.safe_load(_config(tmp_path).read_text())
     data["devices"] = [{"name": "cpu", **device}]
