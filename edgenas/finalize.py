@@ -52,6 +52,8 @@ from edgenas.latency_tables import (
     OnnxRuntime,
     Predictor,
     Protocol,
+    placement,
+    placement_summary,
     reference_model,
     session_peak_memory_mb,
 )
@@ -793,6 +795,19 @@ def _deploy(run: _Run) -> dict[str, Any]:
     }
 
 
+def _placements(run: _Run) -> dict[str, Any] | None:
+    """Which kernel ran each node of the fp32 and int8 candidates, as the device's runtime reports it
+    (in process only: an agent does not report placements yet)."""
+    runtime = getattr(run.backend, "runtime", None)
+    if runtime is None:
+        return None
+    out = {}
+    for stage in ("pruned", "qat_int8"):
+        rows = placement(runtime, run.exports[stage])
+        out[stage] = {"summary": placement_summary(rows), "rows": rows}
+    return out
+
+
 def _card(run: _Run) -> dict[str, Any]:
     """The model card: what was deployed and why, every stage's figures, the checks, what made each step."""
     m = run.models
@@ -805,6 +820,7 @@ def _card(run: _Run) -> dict[str, Any]:
         "compute": run.accel.describe(),
         "teacher": run.teacher_source,
         **_deploy(run),
+        "placement": _placements(run),
         **_prediction(run.predictor, run.arch, m["searched"], m["pruned"]),
         "measured_reference_ms": run.reference_ms,
         "stages": run.stages,

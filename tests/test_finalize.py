@@ -91,6 +91,14 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     assert len(vals) == 2 and vals[qat["kept_epoch"]] == max(vals)
     assert card["checks"]["fp32_vs_torch"]["ok"]
     assert "| stage | precision | size (MB)" in (out / "model_card.md").read_text()
+    # which kernel ran each node: all on ONNX Runtime's CPU provider; the int8 graph keeps float activations
+    placed = card["placement"]
+    assert {r["executed_by"] for r in placed["pruned"]["rows"]} == {"CPUExecutionProvider"}
+    assert placed["pruned"]["summary"]["fallbacks"] == [] and placed["pruned"]["summary"]["float_nodes_in_int8"] == 0
+    assert (
+        placed["qat_int8"]["summary"]["float_nodes_in_int8"] > 0 and placed["qat_int8"]["summary"]["conversion_us"] > 0
+    )
+    assert "## Where each node ran" in (out / "model_card.md").read_text()
     for name in ("pruned.onnx", "qat_int8.onnx", "ptq_int8.onnx"):
         assert (out / name).stat().st_size > 0
 
@@ -276,6 +284,9 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
     onnx_acc = by[dep["file"].removesuffix(".xml")]["test_accuracy"]
     assert abs(dep["test_accuracy"] - onnx_acc) <= 0.02
     assert "deployed file: `" in (tmp_path / "ov" / "model_card.md").read_text()
+    ov_rows = card["placement"]["qat_int8"]["rows"]  # OpenVINO's primitives, e.g. jit_avx2_I8
+    assert ov_rows and all(r["us"] >= 0 and r["executed_by"] for r in ov_rows)
+    assert any(r["precision"] == "int8" for r in ov_rows)
 
 
 def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_run, tmp_path):

@@ -20,6 +20,7 @@ from edgenas.latency_tables._backend import (
     make_backend,
 )
 from edgenas.latency_tables._memory import session_peak_memory_mb
+from edgenas.latency_tables._placement import placement, placement_summary
 from edgenas.latency_tables._protocol import Protocol, Timing, noop_model, time_models
 from edgenas.latency_tables._runtimes import (
     DEVICES,
@@ -79,6 +80,8 @@ __all__ = [
     "make_backend",
     "make_runtime",
     "noop_model",
+    "placement",
+    "placement_summary",
     "resolve_providers",
     "session_peak_memory_mb",
     "time_models",

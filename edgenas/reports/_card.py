@@ -62,7 +62,44 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         "predictions from the blocks alone, as the search uses them. Accuracy: the test split; int8 rows run "
         "in ONNX Runtime.",
     ]
+    lines += _placement_lines(card.get("placement"))
     return "\n".join(lines) + "\n"
+
+
+def _placement_lines(placements: dict[str, Any] | None) -> list[str]:
+    """Which kernel ran each node of the candidates: executors, fallbacks, float nodes of int8, costliest ops."""
+    if not placements:
+        return []
+    lines = ["", "## Where each node ran", ""]
+    for stage, p in placements.items():
+        s = p["summary"]
+        executors = ", ".join(
+            f"{name} {v['nodes']}" + (f" ({v['us'] / s['total_us'] * 100:.0f} % of the time)" if s["timed"] else "")
+            for name, v in sorted(s["by_executor"].items(), key=lambda kv: -kv[1]["nodes"])
+        )
+        lines.append(f"- `{stage}`: {s['nodes']} nodes: {executors}")
+        if s["fallbacks"]:
+            shown = ", ".join(s["fallbacks"][:5]) + (
+                f" and {len(s['fallbacks']) - 5} more" if len(s["fallbacks"]) > 5 else ""
+            )
+            lines.append(f"  - **fallbacks ({len(s['fallbacks'])})**: {shown}")
+        if s["float_nodes_in_int8"]:
+            share = f", quantize/dequantize conversions {s['conversion_us'] / s['total_us'] * 100:.0f} % of the time"
+            lines.append(
+                f"  - {s['float_nodes_in_int8']} float nodes inside the int8 graph" + (share if s["timed"] else "")
+            )
+        if s["costliest_ops"]:
+            lines.append(
+                "  - costliest ops: "
+                + ", ".join(f"{op} {us / s['total_us'] * 100:.0f} %" for op, us in s["costliest_ops"])
+            )
+    lines += [
+        "",
+        "Times from the runtime's own profiler (it adds a fixed cost per node: shares, not latencies). "
+        "A fallback is a node on another execution provider than the first one asked for (ONNX Runtime), a "
+        "reference kernel (OpenVINO `ref_*`) or a portable kernel outside the delegate (ExecuTorch).",
+    ]
+    return lines
 
 
 def _curve(log: dict[str, Any]) -> str:
