@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,13 +46,14 @@ from edgenas.config import FinalizeConfig, FitConfig
 from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import fit
 from edgenas.errors import ExportCheckError
-from edgenas.export import activation_peak, export_onnx, save_openvino_ir, with_metadata
-from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_digest
+from edgenas.export import activation_peak, export_for, export_onnx, export_pte, save_openvino_ir, with_metadata
+from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_digest, unpack_ncnn
 from edgenas.latency_tables import (
     MeasurementBackend,
     OnnxRuntime,
     Predictor,
     Protocol,
+    noop_for,
     placement,
     placement_summary,
     reference_model,
@@ -59,17 +61,17 @@ from edgenas.latency_tables import (
 )
 from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.predict import Model, top1
-from edgenas.preprocess import preprocessing_metadata
+from edgenas.preprocess import METADATA_KEY, preprocessing_metadata
 from edgenas.pruning import channel_counts, progressive_prune
-from edgenas.quant import calibrate_qat, export_qat, prepare_qat
+from edgenas.quant import calibrate_qat, export_qat, fake_quant_off, prepare_qat
 from edgenas.search_spaces import KB, Arch, Footprint, Space, SubNet, Supernet, current_specs, net_footprint
 
 __all__ = [
     "ExportCheckError",
     "FinalizeConfig",
-    "check_deployable",
     "finalize_arch",
     "load_teacher",
+    "write_device_file",
     "file_accuracy",
     "weights_digest",
     "write_model_card",
@@ -227,6 +229,7 @@ class _Run:
     step_seconds: dict[str, float] = field(default_factory=dict)
     prune_log: list[dict] = field(default_factory=list)
     exports: dict[str, bytes] = field(default_factory=dict)  # stage -> ONNX file
+    device_files: dict[str, bytes] = field(default_factory=dict)  # stage -> the device runtime's format (not ONNX)
     predicted: dict[str, dict[str, float | None]] = field(default_factory=dict)  # stage -> size/RAM predictions
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
@@ -257,6 +260,15 @@ class _Run:
     @property
     def openvino(self) -> bool:
         return self.runtime.startswith("openvino")
+
+    @property
+    def format(self) -> str:
+        """The format the device's runtime loads: ``onnx``, ``pte`` (ExecuTorch) or ``ncnn``."""
+        return self.fingerprint.get("format", "onnx")
+
+    def timed(self) -> dict[str, bytes]:
+        """What the device runs of each stage: its ONNX file, or its file in the device runtime's format."""
+        return self.exports if self.format == "onnx" else self.device_files
 
     def val_acc(self, m: nn.Module) -> float:
         return accuracy(m, self.splits.val, self.splits, resolution=self.res, channels=self.chans)
@@ -358,16 +370,6 @@ def finalize_arch(
     return card
 
 
-def check_deployable(where: str, fmt: str) -> None:
-    """Finalize deploys ONNX models (ONNX Runtime, OpenVINO IR); a device whose runtime loads another format
-    (ExecuTorch, ncnn) is refused before any training, in one line (``where`` names the device)."""
-    if fmt != "onnx":
-        raise ValueError(
-            f"{where} runs {fmt} models: finalize deploys to ONNX Runtime and OpenVINO devices only "
-            "for now; its latency tables, validation and search work (edgenas lut build / edgenas search)"
-        )
-
-
 def _start(
     arch: Arch,
     space: Space,
@@ -387,7 +389,6 @@ def _start(
     """The run's fixed state: the evaluator, the device's fingerprint (once: an agent's is a request), the teacher."""
     space.validate(arch)
     fingerprint = backend.fingerprint()
-    check_deployable(f"device {device!r}", fingerprint.get("format", "onnx"))
     out.mkdir(parents=True, exist_ok=True)
     accel = Accelerator.create(config.device)
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed, accel=accel)
@@ -594,10 +595,11 @@ def _prune_inputs(run: _Run) -> dict[str, Any]:
 
 def _prune(run: _Run) -> nn.Module:
     """Progressive structured pruning with a short distillation finetune after each step."""
-    c, quick, ref = run.config, Protocol(rounds=5), reference_model("fp32")
+    c, quick, fmt = run.config, Protocol(rounds=5), run.format
+    ref, noop = reference_model("fp32", fmt), noop_for(fmt)
 
     def latency(m: nn.Module) -> float:
-        return run.backend.measure([export_onnx(m, run.input_shape)], ref, quick)[0][0].ms
+        return run.backend.measure([export_for(fmt, m, run.input_shape)], ref, quick, noop)[0][0].ms
 
     def memory(m: nn.Module) -> tuple[float, float]:  # predicted at the table's precision: RAM, flash
         fp = net_footprint(m)
@@ -696,6 +698,7 @@ def _export(run: _Run) -> None:
         "distilled": net_footprint(m["distilled"]),
         **dict.fromkeys(("pruned", "qat_int8", "ptq_int8"), pruned),
     }
+    metas = {}
     for name, model in files.items():
         teacher = name == "teacher"
         meta = preprocessing_metadata(
@@ -712,6 +715,54 @@ def _export(run: _Run) -> None:
         run.exports[name] = with_metadata(model, meta)
         atomic_write_bytes(run.out / f"{name}.onnx", run.exports[name])
         run.predicted[name] = _predicted_footprint(footprints[name], name, meta)
+        metas[name] = meta
+    if run.format != "onnx":
+        _device_exports(run, calib_x.numpy(), metas)
+
+
+def _device_exports(run: _Run, calibration: np.ndarray, metas: dict[str, dict[str, str]]) -> None:
+    """Each stage in the device runtime's format (ExecuTorch ``.pte``, ncnn ``.param``/``.bin``), metadata beside it.
+
+    fp32 stages as they are. int8 for ExecuTorch through XNNPACK's pt2e quantizer calibrated on
+    training images: ``qat_int8`` from the QAT-finetuned weights (BN folded, fake quantization
+    off: the weights QAT trained, quantized by the runtime's own quantizer), ``ptq_int8`` from
+    the pruned model. ncnn gets fp32 only (its int8 tools are not in its Python package).
+    """
+    fmt, m, shape, t = run.format, run.models, run.input_shape, run.teacher_resolution
+    makers = {
+        "teacher": lambda: export_for(fmt, run.teacher, (1, run.chans, t, t)),
+        **{k: (lambda k=k: export_for(fmt, m[k], shape)) for k in ("searched", "distilled", "pruned")},
+    }
+    if fmt == "pte":
+        makers["qat_int8"] = lambda: _xnnpack_int8_of_qat(m["qat"], shape, calibration)
+        makers["ptq_int8"] = lambda: export_pte(m["pruned"], shape, precision="int8", calibration=calibration)
+    for name, make in makers.items():
+        run.device_files[name] = make()
+        write_device_file(run.out / name, fmt, run.device_files[name], metas[name])
+
+
+def _xnnpack_int8_of_qat(qat: nn.Module, shape: tuple[int, ...], calibration: np.ndarray) -> bytes:
+    with fake_quant_off(qat):
+        return export_pte(qat, shape, precision="int8", calibration=calibration)
+
+
+def write_device_file(stem: Path, fmt: str, model: bytes, meta: dict[str, str]) -> Path:
+    """``stem.pte`` (ExecuTorch) or ``stem.param`` + ``stem.bin`` (ncnn), and the metadata in ``<file>.json``
+    (these formats have no place for it); returns the file :class:`edgenas.predict.Model` loads."""
+    if fmt == "pte":
+        path = atomic_write_bytes(stem.with_suffix(".pte"), model)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            param, weights, _ = unpack_ncnn(model, tmp)
+            atomic_write_bytes(stem.with_suffix(".bin"), Path(weights).read_bytes())
+            path = atomic_write_bytes(stem.with_suffix(".param"), Path(param).read_bytes())
+    atomic_write_text(Path(f"{path}.json"), meta[METADATA_KEY])  # the JSON text ONNX files carry
+    return path
+
+
+def _device_path(run: _Run, stage: str) -> Path:
+    """The file of a stage as the device runs it."""
+    return run.out / f"{stage}.{ {'onnx': 'onnx', 'pte': 'pte', 'ncnn': 'param'}[run.format] }"
 
 
 def _check(run: _Run) -> None:
@@ -732,29 +783,34 @@ def _check(run: _Run) -> None:
 
 def _measure(run: _Run) -> None:
     """Every stage's file timed on the device in one interleaved batch, its peak memory and test accuracy."""
-    s, names = run.splits, list(run.exports)
+    s, timed, fmt = run.splits, run.timed(), run.format
+    names = list(timed)
     timing, ref, _ = run.backend.measure(
-        [run.exports[n] for n in names], reference_model("fp32"), Protocol(rounds=run.config.measure_rounds)
+        [timed[n] for n in names],
+        reference_model("fp32", fmt),
+        Protocol(rounds=run.config.measure_rounds),
+        noop_for(fmt),
     )
     run.reference_ms = ref.ms
     in_torch = {"teacher": run.teacher, **{n: run.models[n] for n in ("searched", "distilled", "pruned")}}
     for n, t in zip(names, timing):
-        model = run.exports[n]
+        model = run.exports[n]  # ONNX: peak memory and activations are the graph's, whatever runs it
         if n in in_torch:
             r = run.teacher_resolution if n == "teacher" else run.res
             acc = accuracy(in_torch[n], s.test, s, resolution=r, channels=run.chans)
         else:
-            acc = file_accuracy(run.out / f"{n}.onnx", s.test)
+            acc = file_accuracy(_device_path(run, n), s.test)
         run.stages.append(
             {
                 "stage": n,
+                "file": _device_path(run, n).name,
                 "precision": "int8" if n.endswith("int8") else "fp32",
-                "size_mb": len(model) / 1e6,
+                "size_mb": len(timed[n]) / 1e6,
                 "latency_ms": t.ms,
                 "latency_spread": t.spread,
                 "peak_memory_mb": session_peak_memory_mb(model, threads=1),
                 "test_accuracy": acc,
-                "size_kb": len(model) / KB,
+                "size_kb": len(timed[n]) / KB,
                 "activation_kb": activation_peak(model) / KB,
                 **run.predicted[n],
             }
@@ -771,21 +827,21 @@ def _deploy(run: _Run) -> dict[str, Any]:
     """The precision deployed, why, the failed checks, and the deployed file (an OpenVINO IR for OpenVINO)."""
     by = {r["stage"]: r for r in run.stages}
     failed = [p for p, c in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not run.checks[c]["ok"]]
-    chosen, why = _choose_precision(
-        by["pruned"]["latency_ms"], by["qat_int8"]["latency_ms"], failed, run.config.accept_failed_checks
-    )
+    int8_ms = by["qat_int8"]["latency_ms"] if "qat_int8" in by else None
+    chosen, why = _choose_precision(by["pruned"]["latency_ms"], int8_ms, failed, run.config.accept_failed_checks)
     stage = {"int8": "qat_int8", "fp32": "pruned"}.get(chosen)
     deployed = {
         "runtime": run.runtime,
         "device": run.fingerprint.get("providers"),
         "precision": chosen,
-        "file": f"{stage}.onnx" if stage else None,
+        "file": _device_path(run, stage).name if stage else None,
         "test_accuracy": by[stage]["test_accuracy"] if stage else None,
     }
     if stage and run.openvino:  # the model in the form its device runs: OpenVINO IR
         xml = save_openvino_ir(run.exports[stage], run.out / f"{stage}.xml")
-        acc = file_accuracy(xml, run.splits.test)
-        deployed.update(file=xml.name, test_accuracy=acc)
+        deployed.update(file=xml.name, test_accuracy=file_accuracy(xml, run.splits.test))
+    elif stage and run.format != "onnx":  # scored as the device's runtime runs it
+        deployed.update(test_accuracy=file_accuracy(_device_path(run, stage), run.splits.test))
     return {
         "chosen_precision": chosen,
         "chosen_model": f"{stage}.onnx" if stage else None,
@@ -801,10 +857,11 @@ def _placements(run: _Run) -> dict[str, Any] | None:
     runtime = getattr(run.backend, "runtime", None)
     if runtime is None:
         return None
-    out = {}
+    out, timed = {}, run.timed()
     for stage in ("pruned", "qat_int8"):
-        rows = placement(runtime, run.exports[stage])
-        out[stage] = {"summary": placement_summary(rows), "rows": rows}
+        if stage in timed:
+            rows = placement(runtime, timed[stage])
+            out[stage] = {"summary": placement_summary(rows), "rows": rows}
     return out
 
 
@@ -843,8 +900,13 @@ def _card(run: _Run) -> dict[str, Any]:
     }
 
 
-def _choose_precision(fp32_ms: float, int8_ms: float, failed: list[str], accept: bool) -> tuple[str | None, str]:
-    """The faster precision among those whose export passed its check (all of them with ``accept``)."""
+def _choose_precision(fp32_ms: float, int8_ms: float | None, failed: list[str], accept: bool) -> tuple[str | None, str]:
+    """The faster precision among those whose export passed its check (all of them with ``accept``);
+    fp32 where the device's runtime has no int8 model (``int8_ms`` None)."""
+    if int8_ms is None:
+        if accept or "fp32" not in failed:
+            return "fp32", f"measured fp32 {fp32_ms:.3f} ms; this runtime gets no int8 model"
+        return None, "no precision deployed: the fp32 export failed its check and this runtime gets no int8 model"
     timing = (
         f"measured int8 (QAT) {int8_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms (int8 is {fp32_ms / int8_ms:.2f}x "
         "the fp32 speed) on this device"

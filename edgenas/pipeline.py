@@ -26,14 +26,7 @@ from edgenas.accelerator import Accelerator
 from edgenas.config import Config, DeviceConfig, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
 from edgenas.io import atomic_write_json, atomic_write_text, json_digest, read_json
-from edgenas.latency_tables import (
-    FORMATS,
-    LatencyTable,
-    Predictor,
-    TableMismatchError,
-    expected_providers,
-    make_backend,
-)
+from edgenas.latency_tables import LatencyTable, Predictor, TableMismatchError, expected_providers, make_backend
 from edgenas.layout import STAGES, Front
 from edgenas.nas import (
     DeviceObjective,
@@ -400,10 +393,6 @@ def run(config: Config, *, from_stage: str | None = None, progress: bool = True)
         raise ValueError(f"unknown stage {from_stage!r}; stages: {STAGES}")
     if not config.devices:
         raise ValueError("the config has no devices: add e.g. devices: [{name: cpu, budget_ms: 2.0}]")
-    from edgenas.finalize import check_deployable
-
-    for d in config.devices:  # before hours of training (an agent's runtime is known when it answers)
-        check_deployable(f"devices[{d.name}].device {d.device!r}", FORMATS.get(d.device.split(":")[0], "onnx"))
     write_resolved_config(config)
     hashes = _stage_inputs(config)
     forced = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()

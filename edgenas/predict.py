@@ -1,6 +1,8 @@
 """Run an exported model with its runtime alone: ``edgenas predict MODEL TARGET``.
 
-MODEL: an ONNX file (run by ONNX Runtime) or an OpenVINO IR ``.xml`` (run by OpenVINO).
+MODEL: an ONNX file (run by ONNX Runtime), an OpenVINO IR ``.xml`` (run by OpenVINO), an
+ExecuTorch program ``.pte`` (run by ExecuTorch with XNNPACK) or an ncnn ``.param`` (with its
+``.bin``, run by ncnn).
 
 The model carries its preprocessing, classes and the data it was scored on
 (:mod:`edgenas.preprocess`), so nothing else is needed and torch is never imported. TARGET:
@@ -28,7 +30,8 @@ __all__ = ["Model", "accuracy_on", "predict_images", "read_images", "top1"]
 
 @dataclass
 class Model:
-    """A model ready to run (ONNX Runtime for ``.onnx``, OpenVINO on its CPU for ``.xml``) and its metadata.
+    """A model ready to run (ONNX Runtime for ``.onnx``, OpenVINO on its CPU for ``.xml``, ExecuTorch for
+    ``.pte``, ncnn for ``.param``) and its metadata.
 
     ``forward(x)``: logits of an already preprocessed float32 batch of one; :meth:`logits`
     preprocesses uint8 images as the metadata says.
@@ -39,8 +42,16 @@ class Model:
 
     def __post_init__(self) -> None:
         # the sessions the latency tables time with, on the CPU with one thread
-        from edgenas.latency_tables import OnnxRuntime, OpenVino
+        from edgenas.latency_tables import ExecuTorch, Ncnn, OnnxRuntime, OpenVino
 
+        if self.path.endswith(".pte"):
+            method = ExecuTorch(1).method(self.path)
+            self.forward = lambda x: _array(method.execute([_tensor(x)])[0])
+            return
+        if self.path.endswith(".param"):
+            net = Ncnn(1).net(self.path, self.path.removesuffix(".param") + ".bin")
+            self.forward = lambda x: _ncnn_forward(net, x)
+            return
         if self.path.endswith(".xml"):
             compiled = OpenVino("CPU").compile(self.path)
             request = compiled.create_infer_request()
@@ -65,6 +76,25 @@ class Model:
         i = self.meta["input"]
         x = to_input(images, i["resolution"], i["channels"], i["mean"], i["std"])
         return np.concatenate([np.asarray(self.forward(x[k : k + 1])) for k in range(len(x))])
+
+
+def _tensor(x: np.ndarray):
+    import torch  # ExecuTorch's Python bindings take torch tensors (an app links its C++ runtime instead)
+
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _array(t) -> np.ndarray:
+    return t.numpy()
+
+
+def _ncnn_forward(net, x: np.ndarray) -> np.ndarray:
+    import ncnn
+
+    image = np.ascontiguousarray(x[0])  # a Mat borrows the array's memory: kept alive until the output is copied
+    ex = net.create_extractor()
+    ex.input("in0", ncnn.Mat(image))
+    return np.array(ex.extract("out0")[1]).reshape(1, -1)
 
 
 def read_images(paths: list[Path], channels: int) -> np.ndarray:

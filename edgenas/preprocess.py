@@ -10,6 +10,7 @@ alone. The preprocessing an exported model needs is stored in the model
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -107,8 +108,13 @@ def preprocessing_metadata(
 
 
 def read_metadata(model_path: str) -> dict:
-    """The edgenas metadata of an ONNX model file, or of an OpenVINO IR (``.xml``) (ValueError if it has none)."""
-    if model_path.endswith(".xml"):
+    """The edgenas metadata of an ONNX model file, of an OpenVINO IR (``.xml``), or of an ExecuTorch ``.pte``
+    or ncnn ``.param`` (kept beside it in ``<file>.json``: those formats have no place for it); ValueError
+    if it has none."""
+    if model_path.endswith((".pte", ".param")):
+        sidecar = f"{model_path}.json"
+        text = open(sidecar, encoding="utf-8").read() if os.path.exists(sidecar) else None
+    elif model_path.endswith(".xml"):
         import openvino as ov
 
         model = ov.Core().read_model(model_path)

@@ -341,3 +341,47 @@ def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_
     assert card["data_sizes"]["test"] == len(splits.test.labels)
     md = (tmp_path / "fin" / "model_card.md").read_text()
     assert "- distillation: val accuracy (%)" in md and "validation accuracy after each step" in md
+
+
+@pytest.mark.parametrize(("device", "suffix"), [("executorch", ".pte"), ("ncnn", ".param")])
+def test_a_phone_runtime_device_deploys_its_own_format_scored_as_it_runs(tiny_run, tmp_path, device, suffix):
+    pytest.importorskip(device, reason=f"pip install 'edgenas[{device}]'")
+    from edgenas import pipeline
+    from edgenas.config import load_config
+    from edgenas.finalize import FinalizeConfig, finalize_arch
+    from edgenas.latency_tables import make_backend
+    from edgenas.nas import load_supernet
+    from edgenas.predict import Model, top1
+    from edgenas.pruning import PruneConfig
+
+    config = load_config(tiny_run)
+    splits = pipeline.splits_for(config)
+    space = pipeline.space_for(config, splits)
+    out = tmp_path / device
+    card = finalize_arch(
+        space.parse("r16|k3e2|k3e3se"),
+        space=space,
+        supernet=load_supernet(space, config.layout.supernet),
+        splits=splits,
+        backend=make_backend(device),
+        out_dir=out,
+        config=FinalizeConfig(
+            distill_epochs=1, qat_epochs=1, measure_rounds=3, prune=PruneConfig(max_steps=0), accept_failed_checks=True
+        ),
+        progress=False,
+    )
+    dep, by = card["deployed"], {s["stage"]: s for s in card["stages"]}
+    assert dep["runtime"].startswith(f"{device} ") and dep["file"].endswith(suffix)
+    # every stage the device runs is timed in its format; ncnn gets no int8 model, ExecuTorch its XNNPACK int8
+    int8 = {"qat_int8", "ptq_int8"} if device == "executorch" else set()
+    assert set(by) == {"teacher", "searched", "distilled", "pruned"} | int8
+    assert all(by[s]["file"].endswith(suffix) and (out / by[s]["file"]).exists() for s in by)
+    model = Model.load(out / dep["file"])  # what edgenas predict runs: the file and its metadata beside it
+    assert model.meta["arch"] == card["arch"] and top1(model, splits.test) == dep["test_accuracy"]
+    assert abs(dep["test_accuracy"] - by["pruned"]["test_accuracy"]) <= (0.05 if int8 else 0.005)
+    if device == "executorch":
+        assert abs(by["qat_int8"]["test_accuracy"] - by["pruned"]["test_accuracy"]) <= 0.05
+        assert "XnnpackBackend" in card["placement"]["qat_int8"]["summary"]["by_executor"]
+    else:
+        assert card["chosen_precision"] == "fp32" and "no int8 model" in card["why"]
+    assert "## Where each node ran" in (out / "model_card.md").read_text()

@@ -137,17 +137,6 @@ def test_an_unknown_stage_fails_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("device", ["executorch", "ncnn"])
-def test_a_device_finalize_cannot_deploy_to_fails_before_any_work(tmp_path, device):
-    data = yaml.safe_load(_config(tmp_path).read_text())
-    data["devices"] = [{"name": "phone", "device": device, "budget_ms": 1.0}]
-    (tmp_path / "phone.yaml").write_text(yaml.safe_dump(data))
-    message = rf"^devices\[phone\].device '{device}' runs \w+ models: finalize deploys to ONNX Runtime and"
-    with pytest.raises(ValueError, match=message):
-        pipeline.run(load_config(tmp_path / "phone.yaml"), progress=False)
-    assert not (tmp_path / "run").exists()
-
-
 def _devices(tmp_path, **device):
     data = yaml.safe_load(_config(tmp_path).read_text())
     data["devices"] = [{"name": "cpu", **device}]
@@ -220,7 +209,8 @@ def test_a_budget_of_a_reference_is_its_predicted_latency_on_the_device(tiny_run
     lut = data["devices"][0]["lut"]
     data["devices"] = [
         {"name": "same", "lut": lut, "budget_of": "mbv3-large-1"},
-        {"name": "faster", "lut": lut, "budget_of": "mbv3-large-1", "budget_scale": 0.5},
+        # above the smallest subnet's latency however the tiny table was timed (mbv3-large-1 is ~2x it)
+        {"name": "faster", "lut": lut, "budget_of": "mbv3-large-1", "budget_scale": 0.75},
         {"name": "arch", "lut": lut, "budget_of": "r24|k3e3-k3e3|k5e3-k5e3"},
     ]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
@@ -229,7 +219,7 @@ def test_a_budget_of_a_reference_is_its_predicted_latency_on_the_device(tiny_run
     predictor = Predictor(LatencyTable.load(lut), space)
     ref_ms = predictor.predict(reference_archs(space)["mbv3-large-1"])
     budgets = {d.name: d.budget_ms for d in pipeline.devices(config, space)}
-    assert budgets["same"] == pytest.approx(ref_ms) and budgets["faster"] == pytest.approx(0.5 * ref_ms)
+    assert budgets["same"] == pytest.approx(ref_ms) and budgets["faster"] == pytest.approx(0.75 * ref_ms)
     assert budgets["arch"] == pytest.approx(predictor.predict(space.parse("r24|k3e3-k3e3|k5e3-k5e3")))
 
     data["devices"] = [{"name": "bad", "lut": lut, "budget_of": "mbv3-huge"}]

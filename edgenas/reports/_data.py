@@ -485,7 +485,7 @@ def pruning_data(run: RunFiles, device: str) -> pd.DataFrame:
 
 
 def quantization_data(run: RunFiles, device: str) -> pd.DataFrame:
-    """The pruned fp32 model and its two int8 versions (QAT, ONNX Runtime's PTQ): accuracy, latency, size."""
+    """The pruned fp32 model and its int8 versions (QAT, PTQ) the device ran: accuracy, latency, size."""
     card = run.card(device)
     if not card:
         return pd.DataFrame()
@@ -493,11 +493,13 @@ def quantization_data(run: RunFiles, device: str) -> pd.DataFrame:
     base = by["pruned"]
     rows = []
     for stage, method in (("pruned", "fp32 (pruned)"), ("qat_int8", "int8, QAT"), ("ptq_int8", "int8, PTQ")):
+        if stage not in by:  # a runtime without int8 models (ncnn)
+            continue
         s = by[stage]
         rows.append(
             {
                 "model": method,
-                "file": f"{stage}.onnx",
+                "file": s.get("file", f"{stage}.onnx"),
                 "test_accuracy": s["test_accuracy"],
                 "accuracy_vs_fp32_pts": (s["test_accuracy"] - base["test_accuracy"]) * 100,
                 "latency_ms": s["latency_ms"],
