@@ -29,6 +29,7 @@ __all__ = [
     "lut_validation_data",
     "measurement_info",
     "pareto_data",
+    "placement_data",
     "provenance_data",
     "pruning_data",
     "quantization_data",
@@ -482,6 +483,30 @@ def pruning_data(run: RunFiles, device: str) -> pd.DataFrame:
     after = card["pruned_channels"]
     before = card.get("searched_channels") or [None] * len(after)
     return pd.DataFrame({"layer": [f"conv {i}" for i in range(len(after))], "before": before, "after": after})
+
+
+def placement_data(run: RunFiles, device: str) -> pd.DataFrame:
+    """Which kernels ran the fp32 and int8 candidates (the card's placement): a row per candidate."""
+    card = run.card(device)
+    rows = []
+    for stage, p in ((card or {}).get("placement") or {}).items():
+        s = p["summary"]
+        total = s["total_us"] or 0.0
+        rows.append(
+            {
+                "stage": stage,
+                "nodes": s["nodes"],
+                "executed_by": ", ".join(f"{k} ({v['nodes']})" for k, v in s["by_executor"].items()),
+                "fallbacks": len(s["fallbacks"]),
+                "fallback_nodes": "; ".join(s["fallbacks"][:3]) + (" ..." if len(s["fallbacks"]) > 3 else ""),
+                "float_nodes_in_int8": s["float_nodes_in_int8"],
+                "conversion_share": s["conversion_us"] / total if s["timed"] and total else None,
+                "costliest": ", ".join(f"{op} {us / total * 100:.0f} %" for op, us in s["costliest_ops"][:3])
+                if total
+                else "",
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def quantization_data(run: RunFiles, device: str) -> pd.DataFrame:

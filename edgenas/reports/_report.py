@@ -32,6 +32,7 @@ from edgenas.reports._data import (
     lut_validation_data,
     measurement_info,
     pareto_data,
+    placement_data,
     predicted_vs_measured_data,
     provenance_data,
     pruning_data,
@@ -327,6 +328,16 @@ _QUANT = [
     ("speedup_vs_fp32", "speed-up vs fp32", _x),
     ("size_mb", "file (MB)", _num(3)),
 ]
+_PLACEMENT = [
+    ("stage", "candidate", _code),
+    ("nodes", "nodes", _num(0)),
+    ("executed_by", "executed by (nodes)", str),
+    ("fallbacks", "fallbacks", _num(0)),
+    ("fallback_nodes", "first fallbacks", str),
+    ("float_nodes_in_int8", "float nodes in int8", _num(0)),
+    ("conversion_share", "time in (de)quantize", lambda v: _pct(v) if v == v and v is not None else "-"),
+    ("costliest", "costliest ops (share of time)", str),
+]
 _VALIDATION = [
     ("device", "device", str),
     ("precision", "precision", str),
@@ -548,6 +559,16 @@ def _compression_section(run: RunFiles, device: str, page: _Page) -> str:
         "<h3>Quantization: QAT vs PTQ</h3>"
         + page.table(quantization_data(run, device), f"quantization_{device}", _QUANT)
     )
+    placed = placement_data(run, device)
+    if not placed.empty:
+        parts.append(
+            "<h3>Which kernel ran each node</h3>"
+            + page.table(placed, f"placement_{device}", _PLACEMENT)
+            + "<p class='note'>As the device's runtime reports it (ONNX Runtime's profiler, OpenVINO's counters, "
+            "ExecuTorch's program). A fallback: a node on another execution provider than the first asked for, "
+            "an OpenVINO reference kernel, an ExecuTorch portable kernel. Float nodes inside an int8 graph and "
+            "the conversions around them are what an int8 file can lose its speed to.</p>"
+        )
     d = block_breakdown_data(run, device)
     parts.append(page.figure(breakdown_figure(d, device), f"breakdown_{device}", d))
     return "".join(parts)

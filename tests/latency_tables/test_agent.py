@@ -6,7 +6,6 @@ The same conformance checks run against every backend (in-process and agent).
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import signal
 import socket
@@ -29,6 +28,7 @@ from edgenas.latency_tables import (
 )
 from edgenas.latency_tables._models import block_model, noop_for, reference_model
 from edgenas.search_spaces import BlockSpec
+from tests._models import model_in
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -104,12 +104,6 @@ def backend(request):
     return AgentBackend(request.getfixturevalue("agents")(runtime), token=TOKEN)
 
 
-@functools.cache
-def _model(spec: BlockSpec | None, precision: str, fmt: str) -> bytes:
-    """A block (or the reference, for None) in a format; cached: an ExecuTorch export takes seconds."""
-    return block_model(spec, precision, fmt) if spec else reference_model(precision, fmt)
-
-
 SMALL = BlockSpec("ir", 16, 16, 16, 3, 1, 48, False, "relu6")
 BIG = BlockSpec("ir", 16, 16, 64, 7, 1, 96, True, "relu6")
 
@@ -121,15 +115,15 @@ def test_backend_contract(backend):
     fmt = backend.format
     for precision in ("fp32", "int8") if fmt != "ncnn" else ("fp32",):  # ncnn's int8 tools are not in its package
         timings, ref, noop = backend.measure(
-            [_model(SMALL, precision, fmt), _model(BIG, precision, fmt)],
-            _model(None, precision, fmt),
+            [model_in(SMALL, precision, fmt), model_in(BIG, precision, fmt)],
+            model_in(None, precision, fmt),
             Protocol(rounds=5),
             noop_for(fmt),
         )
         assert len(timings) == 2 and ref.rel == 1.0
         assert 0 < noop.ms < timings[0].ms < timings[1].ms, precision
     with pytest.raises(RuntimeError, match="could not run a model"):
-        backend.measure([b"not a model"], _model(None, "fp32", fmt), Protocol(rounds=3), noop_for(fmt))
+        backend.measure([b"not a model"], model_in(None, "fp32", fmt), Protocol(rounds=3), noop_for(fmt))
 
 
 def test_agent_matches_in_process_within_noise(agent):

@@ -22,6 +22,7 @@ from edgenas.latency_tables import (
     validate_table,
 )
 from edgenas.search_spaces import Space
+from tests._models import model_in
 
 # one stage, two kernels, one or two blocks, SE or not: 20 subnets of 16 blocks (an ExecuTorch export takes seconds)
 STAGE = {"channels": 16, "stride": 2, "act": "hswish", "depths": [1, 2], "kernels": [3, 5], "expands": [3]}
@@ -61,8 +62,8 @@ def test_each_runtime_computes_what_onnx_runtime_computes(device):
     """The reference net in each runtime's format, on the runners' fixed input, against ONNX Runtime's output."""
     _need(device)
     runtime = make_runtime(device, threads=1)
-    got = _first_output(runtime.load(reference_model("fp32", runtime.format))())
-    want = _first_output(make_runtime("local-cpu").load(reference_model("fp32"))())
+    got = _first_output(runtime.load(model_in(None, "fp32", runtime.format))())
+    want = _first_output(make_runtime("local-cpu").load(model_in(None, "fp32", "onnx"))())
     assert got.size == want.size
     np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-3, atol=1e-4)
 

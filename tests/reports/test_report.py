@@ -20,6 +20,7 @@ from edgenas.config import load_config
 from edgenas.reports import (
     RunFiles,
     pareto_data,
+    placement_data,
     predicted_vs_measured_data,
     provenance_data,
     pruning_data,
@@ -113,6 +114,9 @@ def test_compression_and_provenance_data(finished_run):
     assert len(pr) == len(run.card("cpu")["pruned_channels"]) and (pr["before"] >= pr["after"]).all()
     q = quantization_data(run, "cpu")
     assert list(q["model"]) == ["fp32 (pruned)", "int8, QAT", "int8, PTQ"] and q["accuracy_vs_fp32_pts"].iloc[0] == 0
+    placed = placement_data(run, "cpu")  # which kernels ran the two candidates
+    assert list(placed["stage"]) == ["pruned", "qat_int8"] and (placed["nodes"] > 0).all()
+    assert placed["float_nodes_in_int8"].iloc[0] == 0 < placed["float_nodes_in_int8"].iloc[1]
     prov = dict(zip(*provenance_data(run).to_dict("list").values()))
     assert prov["seeds"] == "train 0, search 0, finalize 0"
     assert {"cpu: runtime", "cpu-b: runtime", "cpu: protocol", "cpu: finalize"} <= set(prov)
@@ -256,7 +260,7 @@ def test_report_pngs_are_written_or_the_reason_is_said(finished_run, monkeypatch
     write_report(finished_run)
     names = sorted(p.stem for p in (finished_run / "report" / "data").glob("*.csv"))
     pngs = {p.stem: p.read_bytes()[:8] for p in (finished_run / "report" / "png").glob("*.png")}
-    tables = ("stages_", "candidates_", "lut_validation", "summary", "quantization_", "provenance")
+    tables = ("stages_", "candidates_", "lut_validation", "summary", "quantization_", "placement_", "provenance")
     figures = [n for n in names if not n.startswith(tables)]
     assert figures and all(pngs.get(n) == b"\x89PNG\r\n\x1a\n" for n in figures), (figures, sorted(pngs))
 
