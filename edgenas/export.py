@@ -12,7 +12,8 @@ weights. Every convolution becomes an int8 convolution in ONNX Runtime.
 ONNX; an ExecuTorch program delegated to XNNPACK (``pte``: ``torch.export``, int8 through
 the pt2e flow with XNNPACK's quantizer, per-channel symmetric weights); an ncnn model
 (``ncnn``: pnnx converts the traced module, fp32 weights, packed in one zip with the input
-shape).
+shape); a Core ML ML program (``mlpackage``: coremltools converts the exported program,
+float16 compute as the Neural Engine runs it, packed in one zip).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import onnx
 import torch
 from torch import nn
 
-from edgenas.io import atomic_write_bytes, pack_ncnn
+from edgenas.io import atomic_write_bytes, pack_folder, pack_ncnn
 from edgenas.preprocess import METADATA_KEY
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "PRECISIONS",
     "activation_peak",
     "compact_names",
+    "export_coreml",
     "export_for",
     "export_ncnn",
     "export_onnx",
@@ -267,6 +269,32 @@ def export_ncnn(model: nn.Module, input_shape: tuple[int, ...], *, precision: st
         return pack_ncnn(Path(files["ncnnparam"]).read_bytes(), Path(files["ncnnbin"]).read_bytes(), input_shape)
 
 
+def export_coreml(model: nn.Module, input_shape: tuple[int, ...], *, precision: str = "fp32") -> bytes:
+    """A Core ML ML program of ``model`` (inputs ``input``, outputs ``output``), as :func:`pack_folder`'s zip.
+
+    Weights stay float32 in the file; compute is float16 (Core ML's default, what the Neural
+    Engine runs). int8 is not made here (Core ML quantizes with coremltools.optimize).
+    """
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise RuntimeError("coremltools is not installed: pip install coremltools") from None
+    if precision != "fp32":
+        raise ValueError("Core ML packages are made in float here: coremltools.optimize quantizes them")
+    example = torch.zeros(input_shape)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        program = torch.export.export(copy.deepcopy(model).eval(), (example,)).run_decompositions({})
+        converted = ct.convert(
+            program,
+            inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(input_shape))],
+            outputs=[ct.TensorType(name=OUTPUT_NAME)],
+            minimum_deployment_target=ct.target.iOS17,
+        )
+        converted.save(os.path.join(tmp, "model.mlpackage"))
+        return pack_folder(os.path.join(tmp, "model.mlpackage"))
+
+
 def export_for(
     fmt: str,
     model: nn.Module,
@@ -275,14 +303,16 @@ def export_for(
     precision: str = "fp32",
     calibration: np.ndarray | None = None,
 ) -> bytes:
-    """The bytes of ``model`` in a runtime's format: ``onnx``, ``pte`` (ExecuTorch + XNNPACK) or ``ncnn``."""
+    """``model`` in a runtime's format: ``onnx``, ``pte`` (ExecuTorch + XNNPACK), ``ncnn``, ``mlpackage`` (Core ML)."""
     if fmt == "onnx":
         return export_onnx(model, input_shape, precision=precision, calibration=calibration)
     if fmt == "pte":
         return export_pte(model, input_shape, precision=precision, calibration=calibration)
     if fmt == "ncnn":
         return export_ncnn(model, input_shape, precision=precision)
-    raise ValueError(f"unknown model format {fmt!r}; allowed: onnx, pte, ncnn")
+    if fmt == "mlpackage":
+        return export_coreml(model, input_shape, precision=precision)
+    raise ValueError(f"unknown model format {fmt!r}; allowed: onnx, pte, ncnn, mlpackage")
 
 
 def export_quantized(

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,7 +48,14 @@ from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import fit
 from edgenas.errors import ExportCheckError
 from edgenas.export import activation_peak, export_for, export_onnx, export_pte, save_openvino_ir, with_metadata
-from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text, json_digest, unpack_ncnn
+from edgenas.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    json_digest,
+    unpack_mlpackage,
+    unpack_ncnn,
+)
 from edgenas.latency_tables import (
     MeasurementBackend,
     OnnxRuntime,
@@ -747,10 +755,16 @@ def _xnnpack_int8_of_qat(qat: nn.Module, shape: tuple[int, ...], calibration: np
 
 
 def write_device_file(stem: Path, fmt: str, model: bytes, meta: dict[str, str]) -> Path:
-    """``stem.pte`` (ExecuTorch) or ``stem.param`` + ``stem.bin`` (ncnn), and the metadata in ``<file>.json``
-    (these formats have no place for it); returns the file :class:`edgenas.predict.Model` loads."""
+    """``stem.pte`` (ExecuTorch), ``stem.param`` + ``stem.bin`` (ncnn) or the folder ``stem.mlpackage`` (Core ML),
+    and the metadata in ``<file>.json`` (these formats have no place for it); returns the file
+    :class:`edgenas.predict.Model` loads."""
     if fmt == "pte":
         path = atomic_write_bytes(stem.with_suffix(".pte"), model)
+    elif fmt == "mlpackage":
+        path = stem.with_suffix(".mlpackage")
+        with tempfile.TemporaryDirectory(dir=stem.parent) as tmp:  # complete before it takes the name
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(unpack_mlpackage(model, tmp), path)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             param, weights, _ = unpack_ncnn(model, tmp)
@@ -762,7 +776,7 @@ def write_device_file(stem: Path, fmt: str, model: bytes, meta: dict[str, str]) 
 
 def _device_path(run: _Run, stage: str) -> Path:
     """The file of a stage as the device runs it."""
-    return run.out / f"{stage}.{ {'onnx': 'onnx', 'pte': 'pte', 'ncnn': 'param'}[run.format] }"
+    return run.out / f"{stage}.{ {'onnx': 'onnx', 'pte': 'pte', 'ncnn': 'param'}.get(run.format, run.format) }"
 
 
 def _check(run: _Run) -> None:
@@ -840,6 +854,8 @@ def _deploy(run: _Run) -> dict[str, Any]:
     if stage and run.openvino:  # the model in the form its device runs: OpenVINO IR
         xml = save_openvino_ir(run.exports[stage], run.out / f"{stage}.xml")
         deployed.update(file=xml.name, test_accuracy=file_accuracy(xml, run.splits.test))
+    elif stage and run.format == "mlpackage":  # Core ML runs only on Apple's systems: torch's score, said so
+        deployed.update(scored_by="torch (fp32): run edgenas predict on a Mac to score it as Core ML runs it")
     elif stage and run.format != "onnx":  # scored as the device's runtime runs it
         deployed.update(test_accuracy=file_accuracy(_device_path(run, stage), run.splits.test))
     return {

@@ -16,7 +16,16 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "pack_ncnn", "read_json", "unpack_ncnn"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "pack_folder",
+    "pack_ncnn",
+    "read_json",
+    "unpack_mlpackage",
+    "unpack_ncnn",
+]
 
 NCNN_PARAM, NCNN_BIN, NCNN_SHAPE = "model.param", "model.bin", "input_shape.json"
 
@@ -78,3 +87,21 @@ def unpack_ncnn(data: bytes, folder: str | os.PathLike) -> tuple[str, str, list[
         z.extractall(folder, members=[NCNN_PARAM, NCNN_BIN])
         shape = json.loads(z.read(NCNN_SHAPE))
     return os.path.join(folder, NCNN_PARAM), os.path.join(folder, NCNN_BIN), shape
+
+
+def pack_folder(folder: str | os.PathLike) -> bytes:
+    """A folder (a Core ML ``.mlpackage``) as one blob: a zip of its files, paths relative to it."""
+    buf = io.BytesIO()
+    root = Path(folder)
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            z.write(path, path.relative_to(root).as_posix())
+    return buf.getvalue()
+
+
+def unpack_mlpackage(data: bytes, folder: str | os.PathLike) -> str:
+    """:func:`pack_folder`'s blob of a Core ML package written as ``folder/model.mlpackage``; its path."""
+    path = os.path.join(folder, "model.mlpackage")
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        z.extractall(path)
+    return path

@@ -1,8 +1,8 @@
 """Run an exported model with its runtime alone: ``edgenas predict MODEL TARGET``.
 
 MODEL: an ONNX file (run by ONNX Runtime), an OpenVINO IR ``.xml`` (run by OpenVINO), an
-ExecuTorch program ``.pte`` (run by ExecuTorch with XNNPACK) or an ncnn ``.param`` (with its
-``.bin``, run by ncnn).
+ExecuTorch program ``.pte`` (run by ExecuTorch with XNNPACK), an ncnn ``.param`` (with its
+``.bin``, run by ncnn) or a Core ML ``.mlpackage`` (run by Core ML, on macOS).
 
 The model carries its preprocessing, classes and the data it was scored on
 (:mod:`edgenas.preprocess`), so nothing else is needed and torch is never imported. TARGET:
@@ -42,11 +42,18 @@ class Model:
 
     def __post_init__(self) -> None:
         # the sessions the latency tables time with, on the CPU with one thread
-        from edgenas.latency_tables import ExecuTorch, Ncnn, OnnxRuntime, OpenVino
+        from edgenas.latency_tables import CoreML, ExecuTorch, Ncnn, OnnxRuntime, OpenVino
 
         if self.path.endswith(".pte"):
             method = ExecuTorch(1).method(self.path)
             self.forward = lambda x: _array(method.execute([_tensor(x)])[0])
+            return
+        if self.path.rstrip("/").endswith(".mlpackage"):
+            CoreML(1)  # refused in one line where Core ML cannot run (anything but macOS)
+            import coremltools as ct
+
+            ml = ct.models.MLModel(self.path.rstrip("/"), compute_units=ct.ComputeUnit.ALL)
+            self.forward = lambda x: ml.predict({"input": x})["output"]
             return
         if self.path.endswith(".param"):
             net = Ncnn(1).net(self.path, self.path.removesuffix(".param") + ".bin")
@@ -63,7 +70,7 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
-        if not Path(path).is_file():
+        if not (Path(path).is_file() or str(path).rstrip("/").endswith(".mlpackage") and Path(path).is_dir()):
             raise FileNotFoundError(f"model {str(path)!r} does not exist")
         return cls(str(path), read_metadata(str(path)))
 

@@ -108,11 +108,11 @@ def preprocessing_metadata(
 
 
 def read_metadata(model_path: str) -> dict:
-    """The edgenas metadata of an ONNX model file, of an OpenVINO IR (``.xml``), or of an ExecuTorch ``.pte``
-    or ncnn ``.param`` (kept beside it in ``<file>.json``: those formats have no place for it); ValueError
-    if it has none."""
-    if model_path.endswith((".pte", ".param")):
-        sidecar = f"{model_path}.json"
+    """The edgenas metadata of an ONNX model file, of an OpenVINO IR (``.xml``), or of an ExecuTorch ``.pte``,
+    ncnn ``.param`` or Core ML ``.mlpackage`` (kept beside it in ``<file>.json``: those formats have no place
+    for it); ValueError if it has none."""
+    if model_path.rstrip("/").endswith((".pte", ".param", ".mlpackage")):
+        sidecar = f"{model_path.rstrip('/')}.json"
         text = open(sidecar, encoding="utf-8").read() if os.path.exists(sidecar) else None
     elif model_path.endswith(".xml"):
         import openvino as ov

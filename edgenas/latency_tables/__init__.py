@@ -62,6 +62,7 @@ __all__ = [
     "TOKEN_ENV",
     "AgentBackend",
     "AgentError",
+    "CoreML",
     "FORMATS",
     "RUNTIMES",
     "ExecuTorch",

@@ -18,6 +18,9 @@ between runtimes on the same chip: each runtime gets its own tables.
   ``threads`` threads of its thread pool. Its Python bindings take torch tensors, so this
   one runtime imports torch on the device (an app links the C++ runtime instead).
   Optional: ``pip install 'edgenas[executorch]'``.
+- ``coreml``: a Core ML ``.mlpackage`` (ML program, float16 compute as the Neural Engine runs it,
+  sent as a zip of the package), predicted by coremltools with every compute unit allowed. macOS
+  only: elsewhere it is refused in one line (the host converts; a Mac's agent times).
 - ``ncnn``: an ncnn model (``.param`` + ``.bin``, sent as one zip with its input shape)
   on ``threads`` threads. fp32 only: ncnn quantizes with its ``ncnn2table``/``ncnn2int8``
   tools, which its Python package does not ship. Optional: ``pip install 'edgenas[ncnn]'``.
@@ -38,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from edgenas.io import unpack_ncnn
+from edgenas.io import unpack_mlpackage, unpack_ncnn
 
 __all__ = [
     "DEVICES",
     "FORMATS",
+    "CoreML",
     "PROVIDER_ALIASES",
     "RUNTIMES",
     "ExecuTorch",
@@ -57,13 +61,17 @@ __all__ = [
     "resolve_providers",
 ]
 
-RUNTIMES = ("onnxruntime", "openvino", "executorch", "ncnn")
+RUNTIMES = ("onnxruntime", "openvino", "executorch", "ncnn", "coreml")
 # the format of the bytes each runtime loads (and of the file finalize deploys for it)
-FORMATS = {"onnxruntime": "onnx", "openvino": "onnx", "executorch": "pte", "ncnn": "ncnn"}
+FORMATS = {"onnxruntime": "onnx", "openvino": "onnx", "executorch": "pte", "ncnn": "ncnn", "coreml": "mlpackage"}
 OPENVINO_DEVICES = ("CPU", "GPU", "NPU")
 OPENVINO_MISSING = "OpenVINO is not installed: pip install 'edgenas[openvino]' (or pip install openvino)"
 EXECUTORCH_MISSING = "ExecuTorch is not installed: pip install 'edgenas[executorch]'"
 NCNN_MISSING = "ncnn is not installed: pip install 'edgenas[ncnn]'"
+COREML_ELSEWHERE = (
+    "Core ML runs models on macOS and iOS only: start `edgenas agent --runtime coreml` on a Mac "
+    "(pip install coremltools numpy) and use the device agent://MAC:PORT"
+)
 
 
 def cpu_name() -> str:
@@ -313,7 +321,44 @@ class Ncnn(Runtime):
         return run
 
 
-DEVICES = "'local-cpu', 'local' (with providers), 'openvino[:CPU|GPU|NPU]', 'executorch', 'ncnn', 'agent://HOST:PORT'"
+class CoreML(Runtime):
+    """Core ML packages through coremltools (macOS only; see the module docstring)."""
+
+    name = "coreml"
+
+    def __init__(self, threads: int = 1):
+        if platform.system() != "Darwin":
+            raise RuntimeError(COREML_ELSEWHERE)
+        try:
+            import coremltools  # noqa: F401
+        except ImportError:
+            raise RuntimeError("coremltools is not installed: pip install coremltools") from None
+        self.threads = threads  # Core ML chooses its own threads; recorded for the table header
+
+    @property
+    def providers(self) -> list[str]:
+        return ["ALL"]  # CPU, GPU and Neural Engine: Core ML places each layer
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("coremltools")
+
+    def load(self, model: bytes) -> Callable[[], Any]:
+        import coremltools as ct
+
+        folder = tempfile.mkdtemp(prefix="edgenas-coreml-")  # the package must outlive the runner
+        path = unpack_mlpackage(model, folder)
+        ml = ct.models.MLModel(path, compute_units=ct.ComputeUnit.ALL)
+        spec = ml.get_spec().description.input[0]
+        feed = {spec.name: _input(list(spec.type.multiArrayType.shape))}
+        return lambda: ml.predict(feed)
+
+
+DEVICES = (
+    "'local-cpu', 'local' (with providers), 'openvino[:CPU|GPU|NPU]', 'executorch', 'ncnn', 'coreml' (macOS), "
+    "'agent://HOST:PORT'"
+)
 
 
 # Short names accepted on the command line for ONNX Runtime execution providers.
@@ -358,6 +403,8 @@ def make_runtime(device: str, *, threads: int = 1, providers: Sequence[str] = ("
         return ExecuTorch(threads)
     if device == "ncnn":
         return Ncnn(threads)
+    if device == "coreml":
+        return CoreML(threads)
     raise ValueError(f"unknown device {device!r}; allowed: {DEVICES}")
 
 
@@ -373,4 +420,6 @@ def expected_providers(device: str, providers: Sequence[str]) -> list[str]:
         return ["XnnpackBackend"]
     if device == "ncnn":
         return ["CPU"]
+    if device == "coreml":
+        return ["ALL"]
     return [PROVIDER_ALIASES.get(p.lower(), p) for p in (providers if device == "local" else ("cpu",))]

@@ -23,7 +23,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     if dep.get("file"):
         lines.append(
             f"- deployed file: `{dep['file']}` for {dep['runtime']} on {', '.join(dep['device'] or [])}, "
-            f"{dep['precision']}, test accuracy {dep['test_accuracy'] * 100:.2f} % as that runtime runs it"
+            f"{dep['precision']}, test accuracy {dep['test_accuracy'] * 100:.2f} % "
+            + (f"scored by {dep['scored_by']}" if dep.get("scored_by") else "as that runtime runs it")
         )
     lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}")
     if card.get("predicted_ms") is not None:

@@ -123,3 +123,39 @@ def test_a_missing_phone_runtime_is_one_line_naming_the_install(monkeypatch, mod
         monkeypatch.setitem(sys.modules, "executorch.extension.pybindings", None)
     with pytest.raises(RuntimeError, match=line):
         make_backend(device)
+
+
+def test_a_core_ml_package_is_converted_and_declares_what_the_model_takes(tmp_path):
+    """Checked as far as Linux allows: converted, loads as a spec, input and output as declared; its metadata
+    beside it; running it is refused in one line off macOS (a Mac's agent times it)."""
+    _need("coremltools")
+    import platform
+
+    import coremltools as ct
+
+    from edgenas.export import export_for
+    from edgenas.finalize import write_device_file
+    from edgenas.preprocess import preprocessing_metadata, read_metadata
+    from edgenas.search_spaces import build_subnet
+
+    arch = MICRO.parse("r16|k5e3se")
+    net = build_subnet(MICRO, arch).eval()
+    meta = preprocessing_metadata(
+        resolution=16,
+        channels=1,
+        mean=[0.5],
+        std=[0.25],
+        classes=list("0123456789"),
+        arch=str(arch),
+        space="micro",
+        data={"name": "digits"},
+    )
+    path = write_device_file(tmp_path / "pruned", "mlpackage", export_for("mlpackage", net, net.input_shape), meta)
+    assert path.name == "pruned.mlpackage" and path.is_dir()
+    spec = ct.utils.load_spec(str(path))
+    (inp,), (out,) = spec.description.input, spec.description.output
+    assert inp.name == "input" and list(inp.type.multiArrayType.shape) == [1, 1, 16, 16] and out.name == "output"
+    assert read_metadata(str(path))["arch"] == str(arch)
+    if platform.system() != "Darwin":
+        with pytest.raises(RuntimeError, match=r"^Core ML runs models on macOS and iOS only: start `edgenas agent"):
+            make_runtime("coreml")
