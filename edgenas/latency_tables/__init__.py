@@ -27,6 +27,7 @@ from edgenas.latency_tables._runtimes import (
     FORMATS,
     PROVIDER_ALIASES,
     RUNTIMES,
+    CoreML,
     ExecuTorch,
     Ncnn,
     OnnxRuntime,
