@@ -131,6 +131,17 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def test_every_exported_name_exists():
+    """``__all__`` of every package names what it defines or imports (a lazy ``__getattr__`` hides the gap)."""
+    import importlib
+
+    missing = []
+    for path in sorted(PACKAGE.rglob("__init__.py")):
+        module = importlib.import_module(_module_name(path))
+        missing += [f"{module.__name__}.{n}" for n in getattr(module, "__all__", []) if not hasattr(module, n)]
+    assert not missing
+
+
 def test_the_package_has_no_import_cycle():
     graph = _import_graph()
     assert "edgenas.cli._lut" in graph and "edgenas.finalize" in graph["edgenas.pipeline"]
