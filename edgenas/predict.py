@@ -46,7 +46,7 @@ class Model:
 
         if self.path.endswith(".pte"):
             method = ExecuTorch(1).method(self.path)
-            self.forward = lambda x: _array(method.execute([_tensor(x)])[0])
+            self.forward = lambda x: ExecuTorch.infer(method, x)
             return
         if self.path.rstrip("/").endswith(".mlpackage"):
             CoreML(1)  # refused in one line where Core ML cannot run (anything but macOS)
@@ -57,7 +57,7 @@ class Model:
             return
         if self.path.endswith(".param"):
             net = Ncnn(1).net(self.path, self.path.removesuffix(".param") + ".bin")
-            self.forward = lambda x: _ncnn_forward(net, x)
+            self.forward = lambda x: Ncnn.infer(net, x)
             return
         if self.path.endswith(".xml"):
             compiled = OpenVino("CPU").compile(self.path)
@@ -83,25 +83,6 @@ class Model:
         i = self.meta["input"]
         x = to_input(images, i["resolution"], i["channels"], i["mean"], i["std"])
         return np.concatenate([np.asarray(self.forward(x[k : k + 1])) for k in range(len(x))])
-
-
-def _tensor(x: np.ndarray):
-    import torch  # ExecuTorch's Python bindings take torch tensors (an app links its C++ runtime instead)
-
-    return torch.from_numpy(np.ascontiguousarray(x))
-
-
-def _array(t) -> np.ndarray:
-    return t.numpy()
-
-
-def _ncnn_forward(net, x: np.ndarray) -> np.ndarray:
-    import ncnn
-
-    image = np.ascontiguousarray(x[0])  # a Mat borrows the array's memory: kept alive until the output is copied
-    ex = net.create_extractor()
-    ex.input("in0", ncnn.Mat(image))
-    return np.array(ex.extract("out0")[1]).reshape(1, -1)
 
 
 def read_images(paths: list[Path], channels: int) -> np.ndarray:

@@ -51,13 +51,8 @@ def placement(runtime: Runtime, model: bytes, *, runs: int = 20) -> list[dict[st
 
 
 def _onnxruntime(runtime: OnnxRuntime, model: bytes, runs: int) -> list[dict[str, Any]]:
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = runtime.threads, 1
-        so.enable_profiling, so.profile_file_prefix = True, os.path.join(tmp, "profile")
-        session = ort.InferenceSession(model, so, providers=runtime.providers)
+        session = runtime.session(model, profile_prefix=os.path.join(tmp, "profile"))
         inp = session.get_inputs()[0]
         feed = {inp.name: _input(inp.shape)}
         for _ in range(runs + 1):  # the first run warms up: not counted

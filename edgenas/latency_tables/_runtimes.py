@@ -106,8 +106,11 @@ class Runtime(ABC):
     def load(self, model: bytes) -> Callable[[], Any]:
         """A runner: one inference of ``model`` (bytes in :attr:`format`) on a fixed random input per call."""
 
-    @abstractmethod
-    def version(self) -> str: ...
+    def version(self) -> str:
+        """The runtime's version: its Python package's, where the package is named as the runtime."""
+        from importlib.metadata import version
+
+        return version(self.name)
 
     @property
     @abstractmethod
@@ -156,11 +159,14 @@ class OnnxRuntime(Runtime):
 
         return {"available_providers": list(ort.get_available_providers())}
 
-    def session(self, model: bytes | str):
-        """An ONNX Runtime session (of ONNX bytes or a file) with these execution providers and intra-op threads."""
+    def session(self, model: bytes | str, profile_prefix: str | None = None):
+        """An ONNX Runtime session (of ONNX bytes or a file) with these execution providers and intra-op threads;
+        with ``profile_prefix``, profiling each node into files of that prefix."""
         import onnxruntime as ort
 
         so = ort.SessionOptions()
+        if profile_prefix:
+            so.enable_profiling, so.profile_file_prefix = True, profile_prefix
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -253,22 +259,21 @@ class ExecuTorch(Runtime):
     def providers(self) -> list[str]:
         return ["XnnpackBackend"]
 
-    def version(self) -> str:
-        from importlib.metadata import version
-
-        return version("executorch")
-
     def method(self, model: bytes | str):
         """The ``forward`` method of a program (``.pte`` bytes or a path), ready to execute."""
         return self._runtime.load_program(model).load_method("forward")
 
-    def load(self, model: bytes) -> Callable[[], Any]:
-        import torch  # ExecuTorch's Python bindings execute on torch tensors
+    @staticmethod
+    def infer(method, x: np.ndarray) -> np.ndarray:
+        """The first output of ``method`` on one float32 input."""
+        import torch  # ExecuTorch's Python bindings execute on torch tensors (an app links its C++ runtime)
 
+        return method.execute([torch.from_numpy(np.ascontiguousarray(x))])[0].numpy()
+
+    def load(self, model: bytes) -> Callable[[], Any]:
         method = self.method(model)
-        sizes = list(method.metadata.input_tensor_meta(0).sizes())
-        x = [torch.from_numpy(_input(sizes))]
-        return lambda: method.execute(x)
+        x = _input(list(method.metadata.input_tensor_meta(0).sizes()))
+        return lambda: self.infer(method, x)
 
 
 class Ncnn(Runtime):
@@ -287,11 +292,6 @@ class Ncnn(Runtime):
     def providers(self) -> list[str]:
         return ["CPU"]
 
-    def version(self) -> str:
-        from importlib.metadata import version
-
-        return version("ncnn")
-
     def net(self, param: str, weights: str):
         """An ``ncnn.Net`` of a ``.param`` and a ``.bin`` file, on :attr:`threads` threads, fp32."""
         import ncnn
@@ -303,22 +303,23 @@ class Ncnn(Runtime):
             raise RuntimeError(f"ncnn could not load {param} / {weights}")
         return net
 
-    def load(self, model: bytes) -> Callable[[], Any]:
+    @staticmethod
+    def infer(net, x: np.ndarray) -> np.ndarray:
+        """The logits (1, classes) of ``net`` on one float32 input (1, C, H, W)."""
         import ncnn
 
+        ex = net.create_extractor()
+        # a Mat of an array borrows its memory, and an in-place first layer then crashes ncnn: an owned copy
+        ex.input("in0", ncnn.Mat(np.ascontiguousarray(x[0])).clone())
+        # the output lives in the extractor's memory: copied out, as ONNX Runtime's outputs are
+        return np.array(ex.extract("out0")[1]).reshape(1, -1)
+
+    def load(self, model: bytes) -> Callable[[], Any]:
         with tempfile.TemporaryDirectory() as d:
             param, weights, shape = unpack_ncnn(model, d)
             net = self.net(param, weights)
-        data = np.ascontiguousarray(_input(shape)[0])  # a Mat of an array borrows its memory: the array outlives it
-        x = ncnn.Mat(data).clone()
-
-        def run() -> np.ndarray:
-            ex = net.create_extractor()
-            ex.input("in0", x)
-            # the output lives in the extractor's memory: copied out, as ONNX Runtime's outputs are
-            return np.array(ex.extract("out0")[1])
-
-        return run
+        x = _input(shape)
+        return lambda: self.infer(net, x)
 
 
 class CoreML(Runtime):
@@ -338,11 +339,6 @@ class CoreML(Runtime):
     @property
     def providers(self) -> list[str]:
         return ["ALL"]  # CPU, GPU and Neural Engine: Core ML places each layer
-
-    def version(self) -> str:
-        from importlib.metadata import version
-
-        return version("coremltools")
 
     def load(self, model: bytes) -> Callable[[], Any]:
         import coremltools as ct
