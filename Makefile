@@ -46,7 +46,7 @@ lut-demo: $(STAMP)
 	$(BIN)/edgenas lut show $(OUT)/lut_mbv3_fp32.json
 
 test: $(STAMP) sysdeps lint docs
-	$(BIN)/python -m pytest -q -x tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(BIN)/python -m pytest -q -x --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
 	$(BIN)/python bench/lut_accuracy.py

@@ -5,6 +5,13 @@ width), validate it on ``--n`` subnets spread over the latency range (half fit t
 calibration, half are held out), and print the held-out figures, the build time and the
 predictor's speed. Results go to ``bench/results/lut_accuracy.{json,md}``.
 
+Then the check a user would make (``--unseen``, 30 by default): subnets sampled at random
+(not spread, none of the validation's), exported in the runtime's format and timed one file
+at a time the plain way (load, warm up, time each call), against the calibrated table's
+prediction in milliseconds: share within ±10 % of the median call, the level (median of
+measured / predicted: 1 is unbiased), Kendall tau. The reference model is timed the same way
+first, so a machine that got faster or slower since the build shows as the reference's level.
+
     python bench/lut_accuracy.py                      # mbv3 @160 and small @28, fp32 and int8
     python bench/lut_accuracy.py --cases mbv3:224 --precisions fp32 --n 80
     python bench/lut_accuracy.py --device openvino:CPU   # the same with OpenVINO: lut_accuracy_openvino.*
@@ -20,7 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from edgenas.io import atomic_write_json, atomic_write_text
-from edgenas.latency_tables import LatencyTable, Predictor, build_table, make_backend, validate_table
+from edgenas.latency_tables import (
+    LatencyTable,
+    Predictor,
+    arch_model,
+    build_table,
+    make_backend,
+    make_runtime,
+    reference_model,
+    validate_table,
+)
 from edgenas.search_spaces import get_space
 
 
@@ -38,13 +54,69 @@ def predictor_speed(table_path: Path, resolution: int, n: int = 20000) -> float:
     return n / (time.perf_counter() - start)
 
 
+def plain_timings(runners: list, rounds: int = 20, turn_s: float = 0.05, warmup: int = 20) -> list[dict]:
+    """Files timed as a user times them (each call on its own), round-robin so that a slow spell of the
+    machine hits every file alike: per file, the median call of each turn, then over the turns
+    their median and their 25th percentile (the machine's fast state) in ms."""
+    for run in runners:
+        for _ in range(warmup):
+            run()
+    turns: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for run, kept in zip(runners, turns):
+            calls, end = [], time.perf_counter() + turn_s
+            while time.perf_counter() < end or len(calls) < 5:
+                t = time.perf_counter()
+                run()
+                calls.append(time.perf_counter() - t)
+            kept.append(float(np.median(calls)) * 1000)
+    return [{"median_ms": float(np.median(k)), "q25_ms": float(np.quantile(k, 0.25)), "turns": k} for k in turns]
+
+
+def unseen_check(
+    table_path: Path, device: str, threads: int, resolution: int, n: int, seen: set[str], seed: int = 1000
+) -> dict:
+    """``n`` random subnets (not the validation's) timed alone, file by file, against the calibrated prediction."""
+    from scipy.stats import kendalltau
+
+    table = LatencyTable.load(table_path)
+    predictor = Predictor(table)
+    space, precision = predictor.space, table.header["precision"]
+    runtime = make_runtime(device, threads=threads)
+    rng, archs = np.random.default_rng(seed), []
+    while len(archs) < n:
+        a = space.sample(rng)
+        if a.resolution == resolution and str(a) not in seen and a not in archs:
+            archs.append(a)
+    files = [reference_model(precision, runtime.format)] + [
+        arch_model(space, a, precision, runtime.format) for a in archs
+    ]
+    ref, *timed = plain_timings([runtime.load(f) for f in files])
+    rows = [{"arch": str(a), "predicted_ms": predictor.predict(a), **t} for a, t in zip(archs, timed)]
+    pred = np.array([r["predicted_ms"] for r in rows])
+    summary = {"n": n, "reference_level": ref["q25_ms"] / table.header["reference_ms"], "reference": ref}
+    for stat in ("median_ms", "q25_ms"):
+        meas = np.array([r[stat] for r in rows])
+        ratio = meas / pred
+        summary[stat.removesuffix("_ms")] = {
+            "within_10pct": float(np.mean(np.abs(ratio - 1) <= 0.10)),
+            "level": float(np.median(ratio)),
+            "mape_pct": float(np.mean(np.abs(ratio - 1)) * 100),
+            "kendall_tau": float(kendalltau(pred, meas).statistic),
+        }
+    return {**summary, "rows": rows}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="mbv3:160,small:28", help="space:resolution pairs")
     p.add_argument("--precisions", default="fp32,int8")
     p.add_argument("--n", type=int, default=80, help="validation subnets (half held out)")
+    p.add_argument("--unseen", type=int, default=30, help="random subnets timed alone, file by file (0: none)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--device", default="local-cpu", help="local-cpu (ONNX Runtime) or openvino[:CPU|GPU|NPU]")
+    p.add_argument(
+        "--device", default="local-cpu", help="local-cpu (ONNX Runtime), openvino[:CPU|GPU|NPU], executorch, ncnn"
+    )
     p.add_argument("--workdir", default="runs/bench_lut", help="where tables are kept (resumable)")
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
@@ -63,6 +135,8 @@ def main() -> None:
             build_wall = time.time() - started
             report = validate_table(path, backend, n=args.n, resolutions=[int(res)])
             speed = predictor_speed(path, int(res))
+            seen = {r["arch"] for r in report["rows"]}
+            unseen = unseen_check(path, args.device, args.threads, int(res), args.unseen, seen) if args.unseen else None
             row = {
                 "space": space_name,
                 "resolution": int(res),
@@ -83,6 +157,7 @@ def main() -> None:
                 "heldout_raw_ms": report["heldout_raw_ms"],
                 "validate_seconds": report["seconds"],
                 "predictions_per_second": speed,
+                "unseen": unseen,
                 "cpu": table.header["cpu"],
                 "runtime": table.header["runtime"],
                 "device": args.device,
@@ -96,6 +171,13 @@ def main() -> None:
                 f"build {row['build_seconds']:.0f}s, {speed:,.0f} predictions/s",
                 flush=True,
             )
+            if unseen:
+                u = unseen["q25"]
+                print(
+                    f"  {args.unseen} unseen, timed alone: within10 {u['within_10pct']:.0%} level {u['level']:.3f} "
+                    f"tau {u['kendall_tau']:.3f} (reference level {unseen['reference_level']:.3f})",
+                    flush=True,
+                )
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"lut_accuracy{tag}.json", results)
@@ -113,6 +195,26 @@ def main() -> None:
             f"| {raw['mape_pct']:.1f} % | {lo:.2f}-{hi:.2f} | {r['entries']} | {r['build_seconds']:.0f} "
             f"| {r['predictions_per_second']:,.0f} |"
         )
+    lines += [
+        "",
+        "Unseen subnets timed file by file as a user times them (random, none of the validation's; each call "
+        "timed on its own, 20 round-robin turns of 50 ms; per file the median call of each turn, then the "
+        "25th percentile over turns (q25: the machine's fast state) and their median, against the calibrated "
+        "prediction in ms; level = median of measured / predicted; the reference's level: its q25 now over "
+        "the table's):",
+        "",
+        "| space @ res | precision | n | within ±10 % (q25) | level (q25) | Kendall τ (q25) | within ±10 % (median) "
+        "| level (median) | reference level |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if u := r["unseen"]:
+            q, m = u["q25"], u["median"]
+            lines.append(
+                f"| {r['space']} @ {r['resolution']} | {r['precision']} | {u['n']} | {q['within_10pct']:.0%} "
+                f"| {q['level']:.3f} | {q['kendall_tau']:.3f} | {m['within_10pct']:.0%} | {m['level']:.3f} "
+                f"| {u['reference_level']:.3f} |"
+            )
     table_md = "\n".join(lines) + "\n"
     atomic_write_text(
         out / f"lut_accuracy{tag}.md",

@@ -49,10 +49,12 @@ __all__ = [
     "export_pte",
     "export_quantized",
     "fold_constant_quantization",
+    "lower_to_pte",
     "quantize_int8",
     "save_openvino_ir",
     "unshare_initializers",
     "with_metadata",
+    "xnnpack_quantizer",
 ]
 
 OPSET = 17
@@ -209,14 +211,9 @@ def export_pte(
 ) -> bytes:
     """An ExecuTorch program of ``model`` for one input shape, its graph delegated to XNNPACK.
 
-    int8: pt2e post-training quantization with XNNPACK's quantizer (per-channel symmetric
-    weights, int8 activations) calibrated on ``calibration`` (N, C, H, W), else on noise.
+    int8: pt2e post-training quantization with XNNPACK's quantizer (:func:`xnnpack_quantizer`)
+    calibrated on ``calibration`` (N, C, H, W), else on noise.
     """
-    try:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
-    except ImportError:
-        raise RuntimeError("ExecuTorch is not installed: pip install 'edgenas[executorch]'") from None
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     example = (torch.zeros(input_shape),)
@@ -225,20 +222,38 @@ def export_pte(
         module = copy.deepcopy(model).eval()
         if precision == "int8":
             module = _pt2e_int8(module, example, _calibration_or_noise(calibration, input_shape))
-        program = torch.export.export(module, example)
-        return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+        return lower_to_pte(module, example)
+
+
+def lower_to_pte(module: nn.Module, example: tuple[torch.Tensor, ...]) -> bytes:
+    """``module`` (float, or int8 as pt2e's ``convert_pt2e`` leaves it) exported and delegated to XNNPACK."""
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+    except ImportError:
+        raise RuntimeError("ExecuTorch is not installed: pip install 'edgenas[executorch]'") from None
+    program = torch.export.export(module, example)
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def xnnpack_quantizer(*, qat: bool = False):
+    """XNNPACK's pt2e quantizer: int8 weights per output channel (symmetric), int8 activations per tensor;
+    ``qat``: its fake quantization for training (BatchNorm folded as the int8 program folds it)."""
+    try:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+    except ImportError:
+        raise RuntimeError("ExecuTorch is not installed: pip install 'edgenas[executorch]'") from None
+    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
 
 
 def _pt2e_int8(model: nn.Module, example: tuple[torch.Tensor], calibration: np.ndarray) -> nn.Module:
     """``model`` quantized for XNNPACK by the pt2e flow, calibrated one input at a time."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(torch.export.export(model, example).module(), quantizer)
+    prepared = prepare_pt2e(torch.export.export(model, example).module(), xnnpack_quantizer())
     with torch.no_grad():
         for x in calibration:
             prepared(torch.from_numpy(np.ascontiguousarray(x[None], dtype=np.float32)))

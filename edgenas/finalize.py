@@ -58,7 +58,6 @@ from edgenas.io import (
 )
 from edgenas.latency_tables import (
     MeasurementBackend,
-    OnnxRuntime,
     Predictor,
     Protocol,
     noop_for,
@@ -71,7 +70,7 @@ from edgenas.nas import SubnetEvaluator, accuracy
 from edgenas.predict import Model, top1
 from edgenas.preprocess import METADATA_KEY, preprocessing_metadata
 from edgenas.pruning import channel_counts, progressive_prune
-from edgenas.quant import calibrate_qat, export_qat, fake_quant_off, prepare_qat
+from edgenas.quant import XnnpackQat, calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import KB, Arch, Footprint, Space, SubNet, Supernet, current_specs, net_footprint
 
 __all__ = [
@@ -94,10 +93,7 @@ logger = logging.getLogger(__name__)
 # models of the tests). A broken export (layout, preprocessing, a wrong graph) agrees on a
 # fraction of the images near chance instead.
 INT8_AGREEMENT_MIN = 0.95
-
-
-def _cpu_session(model: bytes):
-    return OnnxRuntime(["CPUExecutionProvider"]).session(model)
+STAGES_CHECKED = ("pruned", "qat_int8")  # the fp32 and int8 candidates, each against its torch model
 
 
 def file_accuracy(path: str | os.PathLike, data: ImageData) -> float:
@@ -197,14 +193,13 @@ def _archive_kind(path: Path) -> str | None:
         return None
 
 
-def _agreement(model_bytes: bytes, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """(top-1 agreement, max abs difference) of ONNX Runtime vs torch on ``x``."""
-    sess = _cpu_session(model_bytes)
-    name = sess.get_inputs()[0].name
-    onnx_out = np.concatenate([sess.run(None, {name: x[i : i + 1].numpy()})[0] for i in range(len(x))])
+def _agreement(path: Path, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(top-1 agreement, max abs difference) of an exported file, run as ``edgenas predict`` runs it, vs torch."""
+    forward = Model.load(path).forward
+    out = np.concatenate([np.asarray(forward(x[i : i + 1].numpy())).reshape(1, -1) for i in range(len(x))])
     with torch.no_grad():
         torch_out = torch_model.eval()(x).numpy()
-    return float((onnx_out.argmax(1) == torch_out.argmax(1)).mean()), float(np.abs(onnx_out - torch_out).max())
+    return float((out.argmax(1) == torch_out.argmax(1)).mean()), float(np.abs(out - torch_out).max())
 
 
 @dataclass
@@ -629,7 +624,8 @@ def _prune(run: _Run) -> nn.Module:
 
 
 def _qat_inputs(run: _Run) -> dict[str, Any]:
-    return run.settings("qat_epochs", "qat_lr", "qat_alpha", "calib_batches")
+    scheme = "xnnpack" if run.format == "pte" else "onnxruntime"  # whose int8 the fake quantization is
+    return {**run.settings("qat_epochs", "qat_lr", "qat_alpha", "calib_batches"), "scheme": scheme}
 
 
 def _qat(run: _Run) -> nn.Module:
@@ -639,7 +635,8 @@ def _qat(run: _Run) -> nn.Module:
     calibrated, not yet finetuned) with the best validation accuracy is the one exported.
     """
     c, s, pruned = run.config, run.splits, run.models["pruned"]
-    q = prepare_qat(pruned)
+    # the fake quantization of the int8 model the device runs: XNNPACK's for ExecuTorch, else ONNX Runtime's
+    q = XnnpackQat(pruned, run.input_shape) if run.format == "pte" else prepare_qat(pruned)
     calib = batches(
         s.train,
         batch_size=c.batch_size,
@@ -651,7 +648,10 @@ def _qat(run: _Run) -> nn.Module:
         rng=np.random.default_rng(c.seed),
         limit=c.calib_batches,
     )
-    calibrate_qat(q, (x for x, _ in calib))
+    if isinstance(q, XnnpackQat):
+        q.calibrate(x for x, _ in calib)
+    else:
+        calibrate_qat(q, (x for x, _ in calib))
     best = _BestEpoch(run.val_acc, q, "qat", run.progress)
     # fake quantisation wants fp32: no autocast in QAT
     own = run.distillation(teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
@@ -696,7 +696,7 @@ def _export(run: _Run) -> None:
         "searched": export_onnx(m["searched"], shape, **kw),
         "distilled": export_onnx(m["distilled"], shape, **kw),
         "pruned": export_onnx(m["pruned"], shape, **kw),
-        "qat_int8": export_qat(m["qat"], shape, **kw),
+        "qat_int8": m["qat"].to_onnx(**kw) if isinstance(m["qat"], XnnpackQat) else export_qat(m["qat"], shape, **kw),
         "ptq_int8": export_onnx(m["pruned"], shape, precision="int8", calibration=calib_x.numpy(), **kw),
     }
     pruned = net_footprint(m["pruned"])
@@ -731,10 +731,10 @@ def _export(run: _Run) -> None:
 def _device_exports(run: _Run, calibration: np.ndarray, metas: dict[str, dict[str, str]]) -> None:
     """Each stage in the device runtime's format (ExecuTorch ``.pte``, ncnn ``.param``/``.bin``), metadata beside it.
 
-    fp32 stages as they are. int8 for ExecuTorch through XNNPACK's pt2e quantizer calibrated on
-    training images: ``qat_int8`` from the QAT-finetuned weights (BN folded, fake quantization
-    off: the weights QAT trained, quantized by the runtime's own quantizer), ``ptq_int8`` from
-    the pruned model. ncnn gets fp32 only (its int8 tools are not in its Python package).
+    fp32 stages as they are. int8 for ExecuTorch in XNNPACK's pt2e scheme: ``qat_int8`` converted
+    from the graph QAT finetuned in that scheme (:class:`edgenas.quant.XnnpackQat`), ``ptq_int8``
+    the pruned model quantized by XNNPACK's quantizer calibrated on training images. ncnn gets
+    fp32 only (its int8 tools are not in its Python package).
     """
     fmt, m, shape, t = run.format, run.models, run.input_shape, run.teacher_resolution
     makers = {
@@ -742,16 +742,11 @@ def _device_exports(run: _Run, calibration: np.ndarray, metas: dict[str, dict[st
         **{k: (lambda k=k: export_for(fmt, m[k], shape)) for k in ("searched", "distilled", "pruned")},
     }
     if fmt == "pte":
-        makers["qat_int8"] = lambda: _xnnpack_int8_of_qat(m["qat"], shape, calibration)
+        makers["qat_int8"] = m["qat"].to_pte
         makers["ptq_int8"] = lambda: export_pte(m["pruned"], shape, precision="int8", calibration=calibration)
     for name, make in makers.items():
         run.device_files[name] = make()
         write_device_file(run.out / name, fmt, run.device_files[name], metas[name])
-
-
-def _xnnpack_int8_of_qat(qat: nn.Module, shape: tuple[int, ...], calibration: np.ndarray) -> bytes:
-    with fake_quant_off(qat):
-        return export_pte(qat, shape, precision="int8", calibration=calibration)
 
 
 def write_device_file(stem: Path, fmt: str, model: bytes, meta: dict[str, str]) -> Path:
@@ -783,14 +778,23 @@ def _check(run: _Run) -> None:
     """The fp32 export against torch (max abs difference), the int8 one against fake quantization (top-1 agreement)."""
     s = run.splits
     test_x = next(batches(s.test, batch_size=200, resolution=run.res, channels=run.chans, mean=s.mean, std=s.std))[0]
-    fp32_agree, fp32_diff = _agreement(run.exports["pruned"], run.models["pruned"], test_x)
-    int8_agree, int8_diff = _agreement(run.exports["qat_int8"], run.models["qat"], test_x)
+    # the files the device runs (Core ML's only on a Mac: its ONNX twin here)
+    checked = (_device_path(run, n) if run.format != "mlpackage" else run.out / f"{n}.onnx" for n in STAGES_CHECKED)
+    fp32, int8 = checked
+    fp32_agree, fp32_diff = _agreement(fp32, run.models["pruned"], test_x)
+    int8_agree, int8_diff = _agreement(int8, run.models["qat"], test_x) if int8.exists() else (None, None)
     run.checks = {
-        "fp32_vs_torch": {"top1_agreement": fp32_agree, "max_abs_diff": fp32_diff, "ok": fp32_diff < 1e-3},
+        "fp32_vs_torch": {
+            "file": fp32.name,
+            "top1_agreement": fp32_agree,
+            "max_abs_diff": fp32_diff,
+            "ok": fp32_diff < 1e-3,
+        },
         "int8_vs_fake_quant": {
+            "file": int8.name,
             "top1_agreement": int8_agree,
             "max_abs_diff": int8_diff,
-            "ok": int8_agree >= INT8_AGREEMENT_MIN,
+            "ok": int8_agree is None or int8_agree >= INT8_AGREEMENT_MIN,
         },
     }
 

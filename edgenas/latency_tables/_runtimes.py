@@ -308,9 +308,11 @@ class Ncnn(Runtime):
         """The logits (1, classes) of ``net`` on one float32 input (1, C, H, W)."""
         import ncnn
 
+        # a Mat of an array borrows its memory (the array must outlive the clone), and an in-place first
+        # layer on a borrowed Mat crashes ncnn: the network gets an owned copy
+        image = np.ascontiguousarray(x[0])
         ex = net.create_extractor()
-        # a Mat of an array borrows its memory, and an in-place first layer then crashes ncnn: an owned copy
-        ex.input("in0", ncnn.Mat(np.ascontiguousarray(x[0])).clone())
+        ex.input("in0", ncnn.Mat(image).clone())
         # the output lives in the extractor's memory: copied out, as ONNX Runtime's outputs are
         return np.array(ex.extract("out0")[1]).reshape(1, -1)
 

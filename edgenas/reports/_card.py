@@ -37,10 +37,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
     lines += _training_lines(card)
     if card.get("qat_epochs"):
         lines.append(f"- QAT: {_curve(card['qat_epochs'])} (epoch 0: calibrated only)")
-    c = card["checks"]
     lines += [
-        f"- fp32 ONNX vs torch: max abs diff {c['fp32_vs_torch']['max_abs_diff']:.2e}; int8 ONNX vs fake-quant "
-        f"torch: top-1 agreement {c['int8_vs_fake_quant']['top1_agreement'] * 100:.1f} %",
+        _checks_line(card["checks"]),
         "",
         "| stage | precision | size (MB) | latency (ms) | peak memory (MB) | test accuracy | size vs teacher "
         "| speed-up vs teacher | memory vs teacher | flash kB (predicted) | RAM kB (predicted) |",
@@ -135,3 +133,13 @@ def _kb(measured: float | None, predicted: float | None) -> str:
     if measured is None:
         return "n/a"
     return f"{measured:.1f}" + (f" ({predicted:.1f})" if predicted is not None else "")
+
+
+def _checks_line(checks: dict) -> str:
+    """The exported files against torch: the fp32 file's max difference, the int8 file's top-1 agreement."""
+    fp32, int8 = checks["fp32_vs_torch"], checks["int8_vs_fake_quant"]
+    line = f"- fp32 file ({fp32.get('file', 'ONNX')}) vs torch: max abs diff {fp32['max_abs_diff']:.2e}"
+    if int8["top1_agreement"] is None:
+        return line + "; no int8 file for this runtime"
+    agree = int8["top1_agreement"] * 100
+    return line + f"; int8 file ({int8.get('file', 'ONNX')}) vs fake-quant torch: top-1 agreement {agree:.1f} %"
