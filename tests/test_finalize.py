@@ -379,7 +379,13 @@ def test_a_phone_runtime_device_deploys_its_own_format_scored_as_it_runs(tiny_ru
     model = Model.load(out / dep["file"])  # what edgenas predict runs: the file and its metadata beside it
     assert model.meta["arch"] == card["arch"] and top1(model, splits.test) == dep["test_accuracy"]
     assert abs(dep["test_accuracy"] - by["pruned"]["test_accuracy"]) <= (0.05 if int8 else 0.005)
+    checks = card["checks"]  # on the files the device runs
+    assert checks["fp32_vs_torch"]["file"] == f"pruned{suffix}" and checks["fp32_vs_torch"]["ok"]
     if device == "executorch":
+        # the int8 program is checked against the fake-quant model it came from (their agreement on a trained
+        # model: tests/quant/test_xnnpack.py; this 2-epoch supernet's logits are too close to call)
+        assert checks["int8_vs_fake_quant"]["file"] == "qat_int8.pte"
+        assert 0 <= checks["int8_vs_fake_quant"]["top1_agreement"] <= 1
         assert abs(by["qat_int8"]["test_accuracy"] - by["pruned"]["test_accuracy"]) <= 0.05
         assert "XnnpackBackend" in card["placement"]["qat_int8"]["summary"]["by_executor"]
     else:

@@ -108,6 +108,7 @@ class XnnpackQat(nn.Module):
                 out,
                 dynamo=True,
                 dynamic_shapes=dims,
+                verbose=False,  # no progress lines on stdout
                 input_names=["input"],
                 output_names=["output"],
             )
