@@ -648,10 +648,7 @@ def _qat(run: _Run) -> nn.Module:
         rng=np.random.default_rng(c.seed),
         limit=c.calib_batches,
     )
-    if isinstance(q, XnnpackQat):
-        q.calibrate(x for x, _ in calib)
-    else:
-        calibrate_qat(q, (x for x, _ in calib))
+    calibrate_qat(q, (x for x, _ in calib))
     best = _BestEpoch(run.val_acc, q, "qat", run.progress)
     # fake quantisation wants fp32: no autocast in QAT
     own = run.distillation(teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
@@ -696,7 +693,7 @@ def _export(run: _Run) -> None:
         "searched": export_onnx(m["searched"], shape, **kw),
         "distilled": export_onnx(m["distilled"], shape, **kw),
         "pruned": export_onnx(m["pruned"], shape, **kw),
-        "qat_int8": m["qat"].to_onnx(**kw) if isinstance(m["qat"], XnnpackQat) else export_qat(m["qat"], shape, **kw),
+        "qat_int8": export_qat(m["qat"], shape, **kw),
         "ptq_int8": export_onnx(m["pruned"], shape, precision="int8", calibration=calib_x.numpy(), **kw),
     }
     pruned = net_footprint(m["pruned"])
@@ -779,8 +776,7 @@ def _check(run: _Run) -> None:
     s = run.splits
     test_x = next(batches(s.test, batch_size=200, resolution=run.res, channels=run.chans, mean=s.mean, std=s.std))[0]
     # the files the device runs (Core ML's only on a Mac: its ONNX twin here)
-    checked = (_device_path(run, n) if run.format != "mlpackage" else run.out / f"{n}.onnx" for n in STAGES_CHECKED)
-    fp32, int8 = checked
+    fp32, int8 = (_device_path(run, n) if run.format != "mlpackage" else run.out / f"{n}.onnx" for n in STAGES_CHECKED)
     fp32_agree, fp32_diff = _agreement(fp32, run.models["pruned"], test_x)
     int8_agree, int8_diff = _agreement(int8, run.models["qat"], test_x) if int8.exists() else (None, None)
     run.checks = {

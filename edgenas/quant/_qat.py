@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgenas.quant._xnnpack import XnnpackQat
 from edgenas.search_spaces import (
     Classifier,
     ConvBNAct,
@@ -262,11 +263,22 @@ def frozen_for_export(model: QuantNet):
 
 
 def export_qat(
-    model: QuantNet, input_shape: tuple[int, ...], path: str | os.PathLike | None = None, *, dynamic_batch: bool = False
+    model: QuantNet | XnnpackQat,
+    input_shape: tuple[int, ...],
+    path: str | os.PathLike | None = None,
+    *,
+    dynamic_batch: bool = False,
 ) -> bytes:
-    """The int8 QDQ ONNX model of a QAT model: its fake-quant, weights stored as int8."""
+    """The int8 QDQ ONNX model of a QAT model: its fake-quant, weights stored as int8 (an
+    :class:`XnnpackQat` in XNNPACK's scheme, see :meth:`XnnpackQat.to_onnx`)."""
     from edgenas.export import export_quantized
+    from edgenas.io import atomic_write_bytes
 
+    if isinstance(model, XnnpackQat):
+        data = model.to_onnx(dynamic_batch=dynamic_batch)
+        if path is not None:
+            atomic_write_bytes(path, data)
+        return data
     with frozen_for_export(model):
         return export_quantized(model, input_shape, path, dynamic_batch=dynamic_batch)
 
@@ -291,8 +303,11 @@ def fake_quant_off(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def calibrate_qat(model: QuantNet, inputs) -> QuantNet:
-    """Initialise activation ranges from a few batches (observers run in training mode only)."""
+def calibrate_qat(model: QuantNet | XnnpackQat, inputs) -> QuantNet | XnnpackQat:
+    """Initialise activation ranges from a few batches (observers run in training mode only;
+    :meth:`XnnpackQat.calibrate` for XNNPACK's scheme)."""
+    if isinstance(model, XnnpackQat):
+        return model.calibrate(inputs)
     model.train()
     for x in inputs:
         model(x)
