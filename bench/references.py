@@ -14,10 +14,14 @@ Target: against every reference, a deployed model with >= +1 pt test accuracy at
 measured latency, or >= 1.5x faster at >= its accuracy.
 
 Resumable, also on another machine: every (reference, seed) result is written to
-``bench/results/references/`` when it is done; a rerun trains only what is missing.
+``bench/results/references/`` when it is done (with where it was trained); a rerun trains
+only what is missing. On a GPU (``bench/cuda.sh`` with CUDA_REFERENCES=1) a reference takes
+~4 minutes instead of ~37 on 2 CPU cores; the timing batch then runs here, on the target CPU,
+with the ONNX files copied to ``--workdir``.
 
     python bench/references.py                   # after bench/deploy.py
     python bench/references.py --only mbv3-small-0.75 --seeds 1
+    python bench/references.py --no-train        # only the timing batch
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: every core)")
     p.add_argument("--workdir", default="runs/bench_references")
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--no-train", action="store_true", help="only the timing batch, over the results already there")
     args = p.parse_args()
 
     set_threads(args.threads)
@@ -65,7 +70,7 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(refs)
     results_dir, work = Path(args.out) / "references", Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    for name in names:
+    for name in [] if args.no_train else names:
         for seed in range(args.seeds):
             path = results_dir / f"{name}_s{seed}.json"
             if _done(path, epochs) and (seed or (work / f"{name}_s0.onnx").exists()):
@@ -73,11 +78,11 @@ def main() -> None:
             row = train_reference(space, refs[name], splits, dataclasses.replace(recipe, seed=seed), work / name, seed)
             atomic_write_json(path, {"name": name, "arch": str(refs[name]), "seed": seed, "epochs": epochs, **row})
             log(f"{name} seed {seed}: test {row['test_accuracy'] * 100:.2f} % ({row['minutes']:.1f} min)")
-    summary = compare(config, names, args.seeds, results_dir, work)
+    summary = compare(config, names, epochs, results_dir, work)
     atomic_write_json(Path(args.out) / "references.json", summary)
-    atomic_write_text(Path(args.out) / "references.md", markdown(summary, epochs, args.seeds))
+    atomic_write_text(Path(args.out) / "references.md", markdown(summary, epochs))
     figure(summary).write_image(str(Path(args.out) / "references.png"), width=900, height=520)
-    print(markdown(summary, epochs, args.seeds))
+    print(markdown(summary, epochs))
 
 
 def _done(path: Path, epochs: int) -> bool:
@@ -138,11 +143,15 @@ def train_reference(space, arch, splits, recipe: FitConfig, stem: Path, seed: in
         "test_accuracy": top1(Model.load(file), splits.test),
         "minutes": (time.time() - start) / 60,
         "file": str(file),
+        "compute": accel.describe(),
     }
 
 
-def compare(config, names: list[str], seeds: int, results_dir: Path, work: Path) -> dict:
-    """The deployed files and the references' seed-0 files timed in one interleaved batch; who beats whom."""
+def compare(config, names: list[str], epochs: int, results_dir: Path, work: Path) -> dict:
+    """The deployed files and the references' seed-0 files timed in one interleaved batch; who beats whom.
+
+    A reference counts with every seed trained for ``epochs`` so far (the table says how many).
+    """
     layout_out = Path("bench/results/fashion-mnist")
     models, rows = [], []
     for d in config.devices:
@@ -165,7 +174,10 @@ def compare(config, names: list[str], seeds: int, results_dir: Path, work: Path)
             )
             models.append((layout_out / d.name / f"{stage}.onnx").read_bytes())
     for name in names:
-        seeds_done = [read_json(results_dir / f"{name}_s{s}.json") for s in range(seeds)]
+        seeds_done = [read_json(p) for p in sorted(results_dir.glob(f"{name}_s*.json")) if _done(p, epochs)]
+        if not seeds_done or not (work / f"{name}_s0.onnx").exists():
+            log(f"{name}: no seed-0 result and file trained for {epochs} epochs; left out")
+            continue
         accs = [r["test_accuracy"] for r in seeds_done]
         rows.append(
             {
@@ -176,6 +188,7 @@ def compare(config, names: list[str], seeds: int, results_dir: Path, work: Path)
                 "test_accuracy": sum(accs) / len(accs),
                 "seeds": accs,
                 "margin_pts": accuracy_margin_pts(sum(accs) / len(accs), 10_000),
+                "trained_on": _trained_on(seeds_done[0]),
             }
         )
         models.append((work / f"{name}_s0.onnx").read_bytes())
@@ -200,15 +213,22 @@ def compare(config, names: list[str], seeds: int, results_dir: Path, work: Path)
     return {"rows": rows, "verdicts": verdicts}
 
 
-def markdown(summary: dict, epochs: int, seeds: int) -> str:
+def _trained_on(result: dict) -> str:
+    c = result.get("compute")
+    return f"{c['name']} ({c['precision']})" if c else "this CPU (fp32)"
+
+
+def markdown(summary: dict, epochs: int) -> str:
     rows, verdicts = summary["rows"], summary["verdicts"]
     beaten = sum(v["beaten"] for v in verdicts.values())
+    where = sorted({r["trained_on"] for r in rows if r.get("trained_on")})
     lines = [
         "# The deployed models against MobileNetV3 trained to convergence",
         "",
         f"References: the MobileNetV3 layouts of the space, trained from scratch for {epochs} epochs on the full "
         f"training split (lr 0.1, warm-up + cosine, label smoothing 0.1, crop + flip, best epoch on validation), "
-        f"{seeds} seed(s) (mean shown). Every file timed in one interleaved batch (ONNX Runtime fp32/int8, 1 thread, "
+        f"every seed done so far (mean shown, seeds in brackets), trained on {', '.join(where)}. "
+        "Every file timed in one interleaved batch (ONNX Runtime fp32/int8, 1 thread, "
         "batch 1); test accuracy on the official 10,000 images as `edgenas predict` scores the file (± half the "
         "95 % interval from the split's size).",
         "",

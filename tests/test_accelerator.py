@@ -41,27 +41,25 @@ def test_cpu_trains_in_channels_last_fp32_and_hands_models_back():
 
 
 @needs_cuda
-def test_cuda_uses_amp_and_trains_a_subnet(digits_splits):
+def test_cuda_uses_amp_and_trains_a_subnet_as_well_as_the_cpu(digits_splits):
     from edgenas.distill import FitConfig, fit
     from edgenas.nas import accuracy
     from edgenas.search_spaces import build_subnet, get_space
 
-    accel = Accelerator.create("cuda")
-    assert accel.amp_dtype in (torch.bfloat16, torch.float16) and accel.channels_last
     space = get_space("tiny")
-    net = build_subnet(space, space.largest())
-    hist = fit(
-        net,
-        digits_splits,
-        FitConfig(epochs=3, batch_size=64, lr=0.1, augment=("crop",)),
-        resolution=24,
-        channels=1,
-        progress=False,
-        accel=accel,
-    )
-    assert next(net.parameters()).device.type == "cpu"  # handed back
-    assert hist[-1]["images_per_second"] > 0
-    assert accuracy(net, digits_splits.val, digits_splits, resolution=24, channels=1) > 0.8
+    recipe = FitConfig(epochs=6, batch_size=64, lr=0.1, warmup_epochs=1, augment=("crop",))
+    scores = {}
+    for spec in ("cpu", "cuda"):
+        accel = Accelerator.create(spec)
+        torch.manual_seed(0)
+        net = build_subnet(space, space.largest())
+        hist = fit(net, digits_splits, recipe, resolution=24, channels=1, progress=False, accel=accel)
+        assert next(net.parameters()).device.type == "cpu"  # handed back
+        assert hist[-1]["images_per_second"] > 0
+        scores[spec] = accuracy(net, digits_splits.val, digits_splits, resolution=24, channels=1)
+    assert accel.amp_dtype in (torch.bfloat16, torch.float16) and accel.channels_last
+    # the CPU reaches ~0.98 with this recipe; mixed precision must not cost more than noise
+    assert scores["cuda"] > 0.9 and abs(scores["cuda"] - scores["cpu"]) < 0.06, scores
 
 
 @needs_cuda
@@ -70,11 +68,17 @@ def test_cuda_supernet_training_matches_the_cpu_path_in_kind(tmp_path, digits_sp
     from edgenas.search_spaces import get_space
 
     space = get_space("tiny")
-    cfg = TrainConfig(epochs=2, batch_size=64, device="cuda", threads=1)
-    net, history = train_supernet(space, digits_splits, cfg, tmp_path / "s.pt", augment=("crop",), progress=False)
+    largest = {}
+    for spec in ("cpu", "cuda"):
+        cfg = TrainConfig(epochs=4, batch_size=64, device=spec, threads=1)
+        net, history = train_supernet(
+            space, digits_splits, cfg, tmp_path / f"{spec}.pt", augment=("crop",), progress=False
+        )
+        assert next(net.parameters()).device.type == "cpu"
+        largest[spec] = history[-1]["val_largest"]
     assert history[-1]["compute"]["device"].startswith("cuda") and history[-1]["compute"]["precision"] != "fp32"
-    assert next(net.parameters()).device.type == "cpu"
-    assert history[-1]["val_largest"] > 0.5
+    # 4 epochs on the CPU: ~0.72 for the largest subnet; the GPU's bf16 path lands near it
+    assert largest["cuda"] > 0.55 and abs(largest["cuda"] - largest["cpu"]) < 0.15, largest
     # the checkpoint loads on the CPU
-    state = torch.load(tmp_path / "s.pt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "cuda.pt", map_location="cpu", weights_only=False)
     assert all(v.device.type == "cpu" for v in state["model"].values())
