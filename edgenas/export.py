@@ -246,7 +246,51 @@ def xnnpack_quantizer(*, qat: bool = False):
         )
     except ImportError:
         raise RuntimeError("ExecuTorch is not installed: pip install 'edgenas[executorch]'") from None
+    _cache_pt2e_patterns()
     return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+
+
+def _cache_pt2e_patterns() -> None:
+    """Build each of torchao's pt2e pattern graphs once per process instead of at every use.
+
+    Its conversion re-exports ~100 fixed (conv, BatchNorm, quantize) patterns with torch.export
+    every time it runs, and so does every switch between training and evaluation: ~0.5 s each,
+    45 s per ``convert_pt2e`` of any model, however small (measured: 33 of a QAT test's 130 s per
+    conversion). A pattern's graph depends only on the pattern's code and captured values and on
+    the example inputs' shapes, which is the cache key; each use gets its own copy. A pattern
+    whose captured values cannot be hashed is built as before.
+    """
+    import torchao.quantization.pt2e.qat_utils as qat_utils
+    import torchao.quantization.pt2e.utils as utils
+
+    build = utils._get_aten_graph_module_for_pattern
+    if getattr(build, "edgenas_cached", False):
+        return
+    graphs: dict = {}
+
+    def spec(v):
+        return ("tensor", tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else v
+
+    def cached(pattern, example_inputs, is_cuda=False, **kwargs):
+        fn = getattr(pattern, "fn", pattern)  # torchao wraps plain functions in a WrapperModule
+        try:
+            key = (
+                fn.__code__,
+                tuple(c.cell_contents for c in fn.__closure__ or ()),
+                tuple(spec(x) for x in example_inputs),
+                is_cuda,
+                tuple(sorted((k, spec(v)) for k, v in kwargs.items())),
+            )
+            hash(key)
+        except (AttributeError, TypeError, ValueError):
+            return build(pattern, example_inputs, is_cuda, **kwargs)
+        if key not in graphs:
+            graphs[key] = build(pattern, example_inputs, is_cuda, **kwargs)
+        return copy.deepcopy(graphs[key])
+
+    cached.edgenas_cached = True
+    utils._get_aten_graph_module_for_pattern = cached
+    qat_utils._get_aten_graph_module_for_pattern = cached  # imported by name there
 
 
 def _pt2e_int8(model: nn.Module, example: tuple[torch.Tensor], calibration: np.ndarray) -> nn.Module:

@@ -408,10 +408,17 @@ class _Page:
     def figure(self, fig: go.Figure, name: str, data: pd.DataFrame) -> str:
         self.csv(data, name)
         self.figures.append((name, fig))
-        if self.png and not self.png_errors:  # after one failure the others would fail the same way
-            error = _png(fig, self.out / "png" / f"{name}.png")
-            (self.png_errors.append(error) if error else self.pngs.append(name))
         return f"<div id='fig-{html.escape(name)}' class='fig'></div>"
+
+    def write_pngs(self) -> None:
+        """Every figure's PNG, drawn in one browser session (one per figure took ~6 s each)."""
+        if not self.png or not self.figures or self.pngs or self.png_errors:
+            return
+        error = _pngs([f for _, f in self.figures], [self.out / "png" / f"{n}.png" for n, _ in self.figures])
+        if error:
+            self.png_errors.append(error)
+        else:
+            self.pngs = [n for n, _ in self.figures]
 
     def table(self, df: pd.DataFrame, name: str, columns: list[tuple[str, str, Callable]], text: bool = False) -> str:
         self.csv(df, name)
@@ -424,15 +431,17 @@ class _Page:
         )
 
 
-def _png(fig: go.Figure, path: Path) -> str | None:
-    """Write ``fig`` as a PNG; returns None, or why it could not be written (one line)."""
+def _pngs(figs: list[go.Figure], paths: list[Path]) -> str | None:
+    """Write each figure as a PNG; returns None, or why they could not be written (one line)."""
+    import plotly.io as pio
+
     try:
         import kaleido  # noqa: F401
     except ImportError:
         return "kaleido is not installed (pip install kaleido)"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.write_image(str(path), width=1100, height=fig.layout.height or 480)
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        pio.write_images(figs, [str(p) for p in paths], width=1100, height=[f.layout.height or 480 for f in figs])
     except Exception as exc:  # kaleido raises its own types, e.g. when it finds no browser
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"{first} (kaleido draws with Chromium: apt-get install chromium)"
@@ -595,6 +604,7 @@ def _provenance_section(run: RunFiles, page: _Page) -> str:
 def _html(title: str, intro: str, sections: list[str], page: _Page) -> str:
     from plotly.offline import get_plotlyjs
 
+    page.write_pngs()
     if page.png_errors:
         logger.warning(
             f"edgenas: report PNGs not written: {page.png_errors[0]}; the HTML and CSVs are complete "

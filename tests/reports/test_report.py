@@ -255,7 +255,7 @@ def test_runs_compared_on_one_page(finished_run, tmp_path):
 
 def test_report_pngs_are_written_or_the_reason_is_said(finished_run, monkeypatch, capsys):
     require_system(_chromium() is not None, "Chromium", "apt-get install chromium")
-    import plotly.graph_objects as go
+    import plotly.io as pio
 
     write_report(finished_run)
     names = sorted(p.stem for p in (finished_run / "report" / "data").glob("*.csv"))
@@ -267,7 +267,7 @@ def test_report_pngs_are_written_or_the_reason_is_said(finished_run, monkeypatch
     def no_browser(*args, **kwargs):
         raise RuntimeError("Kaleido could not find a Chrome executable")
 
-    monkeypatch.setattr(go.Figure, "write_image", no_browser)
+    monkeypatch.setattr(pio, "write_images", no_browser)
     page = write_report(finished_run).read_text()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "report PNGs not written: Kaleido could not find a Chrome executable" in err[0]
