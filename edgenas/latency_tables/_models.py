@@ -9,6 +9,7 @@ model's. The exported graph itself does not depend on the values
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 import torch
@@ -57,6 +58,7 @@ def arch_model(space: Space, arch: Arch, precision: str, fmt: str = "onnx") -> b
     return export_for(fmt, net, net.input_shape, precision=precision)
 
 
+@functools.cache  # the same bytes every time (seeded), and an ExecuTorch int8 export costs ~15 s
 def reference_model(precision: str, fmt: str = "onnx") -> bytes:
     net = _randomised(SubNet(REFERENCE_SPECS, "reference"), 0)
     return export_for(fmt, net, net.input_shape, precision=precision)
@@ -67,6 +69,7 @@ class _Noop(nn.Module):
         return torch.relu(x)  # on one float: the cost of a call (an Identity would be optimised away)
 
 
+@functools.cache
 def noop_for(fmt: str) -> bytes:
     """The per-call overhead model in a format (ONNX's is a constant the device side keeps)."""
     return noop_model() if fmt == "onnx" else export_for(fmt, _Noop(), (1, 1, 1, 1))
