@@ -30,13 +30,23 @@ def bench_splits(train_limit: int | None) -> Splits:
 
 
 def bench_predictor(
-    space: Space, path: Path, backend: LocalBackend, validate_n: int = 40, precision: str = "fp32"
+    space: Space,
+    path: Path,
+    backend: LocalBackend,
+    validate_n: int = 40,
+    precision: str = "fp32",
+    device: str = "local-cpu",
+    resolutions: tuple[int, ...] | None = None,
 ) -> Predictor:
-    """The calibrated predictor of ``space`` on this CPU: the table at ``path`` built and validated if needed."""
-    build_table(space, backend, path, precision=precision, progress=False)
+    """The calibrated predictor of ``space`` on this CPU: the table at ``path`` built and validated if needed.
+
+    ``resolutions``: a table of ``space`` built at these only (as bench/lut_accuracy.py builds them); the
+    predictor then covers those.
+    """
+    build_table(space, backend, path, device=device, precision=precision, resolutions=resolutions, progress=False)
     if LatencyTable.load(path).calibration is None:
-        validate_table(path, backend, n=validate_n, progress=False)
-    return Predictor(LatencyTable.load(path), space)
+        validate_table(path, backend, n=validate_n, resolutions=resolutions, progress=False)
+    return Predictor(LatencyTable.load(path), dataclasses.replace(space, resolutions=resolutions or space.resolutions))
 
 
 def recipe_fit(epochs: int, seed: int):

@@ -21,7 +21,12 @@ Target: every deployed export within +-10 % of its prediction.
 Pruning leaves channel counts that no arch of the space has: the pruned models' blocks are
 estimated from the table's entries of the same shape (``Predictor.predict_specs``).
 
+``--device`` times the files another runtime deploys, in its own format (``.pte`` for
+ExecuTorch, ``.param``/``.bin`` for ncnn, OpenVINO's IR), against that runtime's fp32 table:
+the fp32 and pruned fp32 exports (results: ``deployed_latency_<device>.{json,md}``).
+
     python bench/deployed_latency.py          # ~10 minutes on 2 cores (the int8 table: ~5 more)
+    python bench/deployed_latency.py --device executorch --table-resolutions 28 --lut-fp32 TABLE
 """
 
 from __future__ import annotations
@@ -34,13 +39,13 @@ import torch
 from _setup import LUT_FP32, add_supernet_args, bench_predictor, log, md_code, supernet_bench
 
 from edgenas.data import batches
-from edgenas.export import export_onnx
+from edgenas.export import export_for, export_onnx
 from edgenas.io import atomic_write_json, atomic_write_text
-from edgenas.latency_tables import LocalBackend, Protocol, reference_model, sample_spread
+from edgenas.latency_tables import Protocol, make_backend, noop_for, reference_model, sample_spread
 from edgenas.nas import SubnetEvaluator
 from edgenas.pruning import PruneConfig, progressive_prune
 from edgenas.quant import calibrate_qat, export_qat, prepare_qat
-from edgenas.search_spaces import build_subnet, current_specs
+from edgenas.search_spaces import build_subnet, current_specs, get_space
 
 KINDS = {
     "fp32": "fp32",
@@ -52,8 +57,8 @@ KINDS = {
 }
 
 
-def exports(space, arch, evaluator, splits, prune: float) -> tuple[dict[str, bytes], tuple]:
-    """The six exports of ``arch`` and the pruned model's block specs."""
+def exports(space, arch, evaluator, splits, prune: float, fmt: str) -> tuple[dict[str, bytes], tuple]:
+    """The exports of ``arch`` (six in ONNX, fp32 and pruned fp32 in another format) and the pruned specs."""
     res, chans = arch.resolution, space.in_chs
     shape = (1, chans, res, res)
     net = evaluator.subnet(arch).cpu().eval()
@@ -78,6 +83,10 @@ def exports(space, arch, evaluator, splits, prune: float) -> tuple[dict[str, byt
         finetune=lambda m: None,
         evaluate=lambda m: 1.0,
     )
+    if fmt != "onnx":
+        return {"fp32": export_for(fmt, net, shape), "pruned_fp32": export_for(fmt, pruned, shape)}, current_specs(
+            pruned
+        )
     pruned_qat = calibrate_qat(prepare_qat(pruned), [calib])
     torch.manual_seed(0)
     return {
@@ -97,28 +106,42 @@ def main() -> None:
     p.add_argument("--lut-int8", default="runs/bench_deployed/lut_int8.json", help="built and validated if missing")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--prune", type=float, default=0.3, help="share of channels the pruned exports lose")
+    p.add_argument("--device", default="local-cpu", help="local-cpu (ONNX Runtime), openvino, executorch, ncnn")
+    p.add_argument("--table-resolutions", default=None, help="the archs' resolutions (default: --resolutions)")
     add_supernet_args(p, workdir=None)
     args = p.parse_args()
 
     space, splits, supernet = supernet_bench(args)
-    backend = LocalBackend(threads=1)
+    # a table of bench/lut_accuracy.py: the whole small space's, measured at these resolutions only
+    table_space, resolutions = space, None
+    if args.table_resolutions:
+        table_space, resolutions = get_space("small"), tuple(int(r) for r in args.table_resolutions.split(","))
+    backend = make_backend(args.device, threads=1)
+    fmt = backend.format
+    kinds = KINDS if fmt == "onnx" else {k: v for k, v in KINDS.items() if k in ("fp32", "pruned_fp32")}
+    precisions = sorted(set(kinds.values()))
+    paths = {"fp32": args.lut_fp32, "int8": args.lut_int8}
     predictors = {
-        prec: bench_predictor(space, Path(path), backend, precision=prec)
-        for prec, path in (("fp32", args.lut_fp32), ("int8", args.lut_int8))
+        prec: bench_predictor(
+            table_space, Path(paths[prec]), backend, precision=prec, device=args.device, resolutions=resolutions
+        )
+        for prec in precisions
     }
     archs = sample_spread(predictors["fp32"], args.n, np.random.default_rng(args.seed))
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=8, seed=0)
-    made = {str(a): exports(space, a, evaluator, splits, args.prune) for a in archs}
+    made = {str(a): exports(space, a, evaluator, splits, args.prune, fmt) for a in archs}
     models = {a: m for a, (m, _) in made.items()}
-    log(f"{len(archs)} archs exported {len(KINDS)} ways")
+    log(f"{len(archs)} archs exported {len(kinds)} ways ({fmt})")
 
     rows = []
-    for prec in ("fp32", "int8"):
-        kinds = [k for k, v in KINDS.items() if v == prec]
+    for prec in precisions:
         table = predictors[prec].table
-        batch = [(a, k) for a in archs for k in kinds]
+        batch = [(a, k) for a in archs for k, v in kinds.items() if v == prec]
         timings, ref, _ = backend.measure(
-            [models[str(a)][k] for a, k in batch], reference_model(prec), Protocol(**table.header["protocol"])
+            [models[str(a)][k] for a, k in batch],
+            reference_model(prec, fmt),
+            Protocol(**table.header["protocol"]),
+            noop_for(fmt),
         )
         for (a, k), t in zip(batch, timings):
             if k.startswith("pruned"):
@@ -140,7 +163,7 @@ def main() -> None:
         log(f"{prec}: timed {len(batch)} models (reference {ref.ms:.3f} ms)")
 
     summary = {}
-    for k in KINDS:
+    for k in kinds:
         err = np.array([r["error"] for r in rows if r["export"] == k])
         summary[k] = {
             "n": len(err),
@@ -148,19 +171,27 @@ def main() -> None:
             "median_error": float(np.median(err)),
             "mape": float(np.mean(np.abs(err))),
         }
+    tag = "" if args.device == "local-cpu" else "_" + args.device.replace(":", "_").lower()
     atomic_write_json(
-        Path(args.out) / "deployed_latency.json", {"settings": vars(args), "summary": summary, "rows": rows}
+        Path(args.out) / f"deployed_latency{tag}.json",
+        {"settings": vars(args), "runtime": backend.fingerprint()["runtime"], "summary": summary, "rows": rows},
     )
+    atomic_write_text(Path(args.out) / f"deployed_latency{tag}.md", markdown(args, archs, kinds, summary, rows, fmt))
+    print(markdown(args, archs, kinds, summary, rows, fmt))
 
-    met = all(
-        summary[k]["within_10pct"] == 1.0 for k in ("fp32", "ptq_int8", "qat_int8", "pruned_fp32", "pruned_qat_int8")
-    )
+
+def markdown(args, archs, kinds: dict, summary: dict, rows: list[dict], fmt: str) -> str:
+    met = all(s["within_10pct"] == 1.0 for k, s in summary.items() if k != "fresh_int8")
+    device = "" if args.device == "local-cpu" else f" --device {args.device}"
+    if args.table_resolutions:
+        device += f" --table-resolutions {args.table_resolutions}"
     md = [
-        f"# Deployed exports vs the latency tables ({len(archs)} trained subnets)",
+        f"# Deployed exports vs the latency tables ({len(archs)} trained subnets, {fmt})",
         "",
-        f"`python bench/deployed_latency.py --n {args.n}`: subnets with the weights of bench/supernet.py, "
-        "exported as finalize exports them; each precision timed in one interleaved batch on this CPU (1 thread, "
-        "batch 1) against its table's reference model; prediction: the calibrated fp32 or int8 table of this CPU.",
+        f"`python bench/deployed_latency.py --n {args.n}{device}`: subnets with the weights of bench/supernet.py, "
+        f"exported as finalize exports them ({fmt}); each precision timed in one interleaved batch on this CPU "
+        f"({args.device}, 1 thread, batch 1) against its table's reference model; prediction: the calibrated table "
+        "of this runtime on this CPU.",
         "",
         f"Target (every deployed export within +-10 % of its prediction): **{'met' if met else 'not met'}**.",
         "",
@@ -169,7 +200,7 @@ def main() -> None:
     ]
     for k, s in summary.items():
         md.append(
-            f"| {k} | {KINDS[k]} | {s['within_10pct'] * 100:.0f} % of {s['n']} | "
+            f"| {k} | {kinds[k]} | {s['within_10pct'] * 100:.0f} % of {s['n']} | "
             f"{s['median_error'] * 100:+.1f} % | {s['mape'] * 100:.1f} % |"
         )
     md += [
@@ -178,18 +209,17 @@ def main() -> None:
         f"`pruned_*`: the subnet with {args.prune * 100:.0f} % of its channels pruned (L1, as finalize prunes), "
         "predicted from its own blocks, those the table lacks estimated from entries of the same shape.",
         "",
-        "| arch | " + " | ".join(f"{k} ms (pred / measured)" for k in KINDS) + " |",
-        "|---|" + "---|" * len(KINDS),
+        "| arch | " + " | ".join(f"{k} ms (pred / measured)" for k in kinds) + " |",
+        "|---|" + "---|" * len(kinds),
     ]
     for a in archs:
         cells = {r["export"]: r for r in rows if r["arch"] == str(a)}
         md.append(
             f"| {md_code(str(a))} | "
-            + " | ".join(f"{cells[k]['predicted_ms']:.3f} / {cells[k]['measured_ms']:.3f}" for k in KINDS)
+            + " | ".join(f"{cells[k]['predicted_ms']:.3f} / {cells[k]['measured_ms']:.3f}" for k in kinds)
             + " |"
         )
-    atomic_write_text(Path(args.out) / "deployed_latency.md", "\n".join(md) + "\n")
-    print("\n".join(md))
+    return "\n".join(md) + "\n"
 
 
 if __name__ == "__main__":
