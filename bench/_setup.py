@@ -103,6 +103,11 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+def device_tag(device: str) -> str:
+    """The suffix of a bench's result files for a runtime other than ONNX Runtime, e.g. ``_openvino_cpu``."""
+    return "" if device == "local-cpu" else "_" + device.replace(":", "_").lower()
+
+
 def log(msg: str) -> None:
     """A bench's progress line, timestamped (benches are programs: they print)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

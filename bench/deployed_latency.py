@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _setup import LUT_FP32, add_supernet_args, bench_predictor, log, md_code, supernet_bench
+from _setup import LUT_FP32, add_supernet_args, bench_predictor, device_tag, log, md_code, supernet_bench
 
 from edgenas.data import batches
 from edgenas.export import export_for, export_onnx
@@ -74,7 +74,6 @@ def exports(space, arch, evaluator, splits, prune: float, fmt: str) -> tuple[dic
             rng=np.random.default_rng(0),
         )
     )[0]
-    qat = calibrate_qat(prepare_qat(net), [calib])
     steps = round(prune / 0.1)
     pruned, _ = progressive_prune(
         net,
@@ -87,6 +86,7 @@ def exports(space, arch, evaluator, splits, prune: float, fmt: str) -> tuple[dic
         return {"fp32": export_for(fmt, net, shape), "pruned_fp32": export_for(fmt, pruned, shape)}, current_specs(
             pruned
         )
+    qat = calibrate_qat(prepare_qat(net), [calib])
     pruned_qat = calibrate_qat(prepare_qat(pruned), [calib])
     torch.manual_seed(0)
     return {
@@ -171,7 +171,7 @@ def main() -> None:
             "median_error": float(np.median(err)),
             "mape": float(np.mean(np.abs(err))),
         }
-    tag = "" if args.device == "local-cpu" else "_" + args.device.replace(":", "_").lower()
+    tag = device_tag(args.device)
     atomic_write_json(
         Path(args.out) / f"deployed_latency{tag}.json",
         {"settings": vars(args), "runtime": backend.fingerprint()["runtime"], "summary": summary, "rows": rows},

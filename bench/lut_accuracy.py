@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _setup import device_tag
 
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import (
@@ -136,7 +137,7 @@ def main() -> None:
     args = p.parse_args()
 
     work, out = Path(args.workdir), Path(args.out)
-    tag = "" if args.device == "local-cpu" else "_" + args.device.replace(":", "_").lower()
+    tag = device_tag(args.device)
     if args.report:
         results = read_json(out / f"lut_accuracy{tag}.json")
         for r in results:
