@@ -268,9 +268,11 @@ class FinalizeConfig(Recipe):
     # should reproduce, not from the teacher, which the pruned model may already have passed
     qat_alpha: float = 0.7
     # a user teacher instead of the largest subnet: a TorchScript file or a pickled nn.Module
-    # taking the data's (N, C, H, W) normalised images and returning class logits
-    teacher: str | None = None
-    teacher_resolution: int | None = None  # its input size; default: the finalized arch's
+    # taking the data's (N, C, H, W) normalised images and returning class logits; an ONNX file
+    # (run by ONNX Runtime; one exported by edgenas brings its own normalisation); or a list of
+    # ONNX files, an ensemble teaching with the mean of their logits
+    teacher: str | tuple[str, ...] | None = None
+    teacher_resolution: int | None = None  # its input size; default: an ONNX file's own, else the finalized arch's
     # without a user teacher: train the largest subnet further, alone, for this many epochs (the
     # best on validation kept); it teaches only if it measures better on validation than the
     # largest subnet with the supernet's weights

@@ -72,12 +72,12 @@ from edgenas.preprocess import METADATA_KEY, preprocessing_metadata
 from edgenas.pruning import channel_counts, progressive_prune
 from edgenas.quant import XnnpackQat, calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import KB, Arch, Footprint, Space, SubNet, Supernet, current_specs, net_footprint
+from edgenas.teacher import OnnxTeacher, load_teacher, teacher_input_size
 
 __all__ = [
     "ExportCheckError",
     "FinalizeConfig",
     "finalize_arch",
-    "load_teacher",
     "write_device_file",
     "file_accuracy",
     "weights_digest",
@@ -142,55 +142,6 @@ def _reusable(path: Path, record: dict[str, Any]) -> bool:
             f"finalize: {path} was made by other inputs (or its record {meta.name} is missing); making it again"
         )
     return same
-
-
-def load_teacher(path: str | os.PathLike, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """A user's teacher model: TorchScript (``torch.jit.save``) or a pickled module (``torch.save``).
-
-    The pickle route runs code from the file: load only files you trust. The model is checked
-    on a zero batch of ``input_shape``: it must return ``(1, num_classes)`` logits.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"finalize.teacher {str(p)!r} does not exist")
-    kind = _archive_kind(p)
-    try:
-        if kind == "TorchScript":
-            model = torch.jit.load(str(p), map_location="cpu")
-        else:
-            model = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types here; the message is what a user needs
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        what = f"a {kind} file" if kind else "a model file (neither a TorchScript nor a torch.save archive)"
-        raise ValueError(f"finalize.teacher {str(p)!r}: cannot load it as {what}: {first}") from exc
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"finalize.teacher {str(p)!r} holds a {type(model).__name__}, not a torch model "
-            "(save the module itself, or a TorchScript file)"
-        )
-    model.eval()
-    try:
-        with torch.no_grad():
-            shape = tuple(model(torch.zeros(input_shape)).shape)
-    except Exception as exc:
-        raise ValueError(f"finalize.teacher {str(p)!r} does not run on input of shape {input_shape}: {exc}") from exc
-    if shape != (1, num_classes):
-        raise ValueError(
-            f"finalize.teacher {str(p)!r} returns shape {shape}; expected (1, {num_classes}) logits "
-            f"for input {input_shape}"
-        )
-    return model
-
-
-def _archive_kind(path: Path) -> str | None:
-    """ "TorchScript" (the archive holds the model's code), "torch.save", or None (not a zip archive)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            return "TorchScript" if any("/code/" in n for n in z.namelist()) else "torch.save"
-    except (zipfile.BadZipFile, OSError):
-        return None
 
 
 def _agreement(path: Path, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -397,9 +348,16 @@ def _start(
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed, accel=accel)
     source = "user model (Python API)" if teacher is not None else "largest subnet"
     if teacher is None and config.teacher:
-        teacher_resolution = config.teacher_resolution or arch.resolution
+        teacher_resolution = config.teacher_resolution or teacher_input_size(config.teacher) or arch.resolution
         shape = (1, space.in_chs, teacher_resolution, teacher_resolution)
-        teacher, source = load_teacher(config.teacher, shape, splits.num_classes), str(config.teacher)
+        norm = {"mean": splits.mean, "std": splits.std, "classes": list(splits.train.classes)}
+        teacher = load_teacher(config.teacher, shape, splits.num_classes, **norm)
+        source = config.teacher if isinstance(config.teacher, str) else ", ".join(config.teacher)
+    if isinstance(teacher, OnnxTeacher) and fingerprint.get("format", "onnx") != "onnx":
+        raise ValueError(
+            f"finalize.teacher {source!r} is ONNX; device {device!r} runs {fingerprint['format']} files, which "
+            "its stage table times the teacher in: give a torch teacher (TorchScript or torch.save) for it"
+        )
     if teacher is None:
         largest = space.largest()
         teacher, teacher_resolution = evaluator.subnet(largest).cpu(), largest.resolution
@@ -689,7 +647,11 @@ def _export(run: _Run) -> None:
     )[0]
     t = run.teacher_resolution
     files = {
-        "teacher": export_onnx(run.teacher, (1, run.chans, t, t), **kw),
+        "teacher": (
+            run.teacher.export(**kw)
+            if isinstance(run.teacher, OnnxTeacher)
+            else export_onnx(run.teacher, (1, run.chans, t, t), **kw)
+        ),
         "searched": export_onnx(m["searched"], shape, **kw),
         "distilled": export_onnx(m["distilled"], shape, **kw),
         "pruned": export_onnx(m["pruned"], shape, **kw),

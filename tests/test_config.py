@@ -55,6 +55,11 @@ def test_defaults_and_overrides(tmp_path):
         ),
         ({"devices": [{"name": "a", "budget_of": "mbv3-small-1", "budget_scale": 0}]}, "budget_scale must be > 0"),
         ({"finalize": {"teacher_epochs": -1}}, "finalize.teacher_epochs must be >= 0, got -1"),
+        ({"finalize": {"teacher": 3}}, "finalize.teacher: expected str or tuple or NoneType, got 3"),
+        (
+            {"finalize": {"teacher": ["a.onnx", 3]}},
+            "finalize.teacher: expected str or tuple or NoneType, got ['a.onnx', 3]",
+        ),
         ({"finalize": {"warmup_epochs": -0.5}}, "finalize.warmup_epochs must be >= 0"),
         ({"train": {"momentum": 1.0}}, "train needs momentum in [0, 1)"),
     ],

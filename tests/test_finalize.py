@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -130,46 +131,6 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
         assert dims == ["batch", 1, 24, 24], name
 
 
-def test_a_user_teacher_is_loaded_and_checked(tmp_path):
-    import torch
-
-    from edgenas.finalize import load_teacher
-    from edgenas.search_spaces import SPACES, Arch, build_subnet
-
-    net = build_subnet(SPACES["tiny"], Arch.parse("r16|k3e3|k3e3")).eval()
-    x = torch.randn(2, 1, 16, 16)
-    scripted = tmp_path / "teacher_ts.pt"
-    torch.jit.trace(net, x[:1]).save(str(scripted))
-    pickled = tmp_path / "teacher.pt"
-    torch.save(net, pickled)
-    for path in (scripted, pickled):  # both formats load and compute what the module computes
-        teacher = load_teacher(path, (1, 1, 16, 16), 10)
-        with torch.no_grad():
-            assert torch.allclose(teacher(x), net(x), atol=1e-5)
-    with pytest.raises(ValueError, match=r"returns shape \(1, 10\); expected \(1, 7\)"):
-        load_teacher(pickled, (1, 1, 16, 16), 7)
-    with pytest.raises(ValueError, match="does not run on input of shape"):
-        load_teacher(pickled, (1, 3, 16, 16), 10)
-    torch.save({"weights": net.state_dict()}, tmp_path / "state.pt")
-    with pytest.raises(ValueError, match="holds a dict, not a torch model"):
-        load_teacher(tmp_path / "state.pt", (1, 1, 16, 16), 10)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_teacher(tmp_path / "missing.pt", (1, 1, 16, 16), 10)
-    # a damaged file: the real error of the format it is, not the other format's
-    import zipfile
-
-    broken = tmp_path / "broken_ts.pt"
-    with zipfile.ZipFile(scripted) as src, zipfile.ZipFile(broken, "w") as dst:
-        for item in src.infolist():
-            data = src.read(item)
-            dst.writestr(item, b"def forward(self, x):\n  return oops(" if item.filename.endswith(".py") else data)
-    with pytest.raises(ValueError, match="cannot load it as a TorchScript file"):
-        load_teacher(broken, (1, 1, 16, 16), 10)
-    (tmp_path / "notes.pt").write_text("not a model")
-    with pytest.raises(ValueError, match="neither a TorchScript nor a torch.save archive"):
-        load_teacher(tmp_path / "notes.pt", (1, 1, 16, 16), 10)
-
-
 @pytest.mark.slow
 def test_a_failed_export_check_is_not_deployed(tiny_run, tmp_path, monkeypatch):
     """An int8 export that disagrees with its fake-quant model: fp32 deployed, the card says why, finalize fails."""
@@ -247,6 +208,31 @@ def test_the_card_predicts_each_export_of_the_tables_precision_from_its_own_bloc
     assert _prediction(Predictor(int8), arch, net, pruned)["predicted_stage_ms"]["qat_int8"] == stages["pruned"]
 
 
+TEACHERS = ("r16|k5e3-k5e3|k5e3se-k5e3", "r16|k5e3se|k5e3-k5e3se")
+
+
+def _subnet_file(supernet, splits, arch: str, path):
+    """A subnet of the tiny supernet exported as finalize exports it: an ONNX teacher file with its metadata."""
+    from edgenas.export import export_onnx, with_metadata
+    from edgenas.nas import SubnetEvaluator
+    from edgenas.preprocess import preprocessing_metadata
+
+    a = supernet.space.parse(arch)
+    net = SubnetEvaluator(supernet, splits, calib_batches=2).subnet(a).cpu().eval()
+    meta = preprocessing_metadata(
+        resolution=a.resolution,
+        channels=1,
+        mean=float(splits.mean),
+        std=float(splits.std),
+        classes=list(splits.train.classes),
+        arch=arch,
+        space="tiny",
+        data={},
+    )
+    path.write_bytes(with_metadata(export_onnx(net, (1, 1, a.resolution, a.resolution)), meta))
+    return path
+
+
 def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgenas[openvino]')")
     from edgenas import pipeline
@@ -254,6 +240,7 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
     from edgenas.finalize import FinalizeConfig, finalize_arch
     from edgenas.latency_tables import make_backend
     from edgenas.nas import load_supernet
+    from edgenas.predict import Model
     from edgenas.preprocess import read_metadata
     from edgenas.pruning import PruneConfig
 
@@ -261,6 +248,7 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
     splits = pipeline.splits_for(config)
     space = pipeline.space_for(config, splits)
     supernet = load_supernet(space, config.layout.supernet)
+    teachers = [_subnet_file(supernet, splits, arch, tmp_path / f"t{i}.onnx") for i, arch in enumerate(TEACHERS)]
     card = finalize_arch(
         space.parse("r16|k3e2|k3e3se"),
         space=space,
@@ -269,10 +257,21 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
         backend=make_backend("openvino:CPU"),
         out_dir=tmp_path / "ov",
         config=FinalizeConfig(
-            distill_epochs=1, qat_epochs=1, measure_rounds=3, prune=PruneConfig(max_steps=0), accept_failed_checks=True
+            distill_epochs=1,
+            qat_epochs=1,
+            measure_rounds=3,
+            prune=PruneConfig(max_steps=0),
+            accept_failed_checks=True,
+            teacher=tuple(str(t) for t in teachers),  # an ensemble of ONNX files (the teacher row: OpenVINO's batch 1)
         ),
         progress=False,
     )
+    by = {s["stage"]: s for s in card["stages"]}
+    assert card["teacher"] == ", ".join(str(t) for t in teachers)
+    pixels, _ = splits.test.pixels(np.arange(len(splits.test.labels)))
+    mean_logits = sum(Model.load(t).logits(pixels) for t in teachers) / len(teachers)
+    assert by["teacher"]["test_accuracy"] == pytest.approx((mean_logits.argmax(1) == splits.test.labels).mean())
+    assert read_metadata(str(tmp_path / "ov" / "teacher.onnx"))["input"]["batch"] == 1
     dep = card["deployed"]
     assert dep["runtime"].startswith("openvino ") and dep["device"] == ["CPU"]
     assert dep["file"] == ("qat_int8.xml" if card["chosen_precision"] == "int8" else "pruned.xml")
@@ -280,7 +279,6 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
     assert xml.exists() and xml.with_suffix(".bin").exists() and read_metadata(str(xml))["arch"] == card["arch"]
     # OpenVINO runs a symbolic batch 1.2-1.5x slower at batch 1: its models keep batch 1
     assert read_metadata(str(xml))["input"]["batch"] == 1
-    by = {s["stage"]: s for s in card["stages"]}
     onnx_acc = by[dep["file"].removesuffix(".xml")]["test_accuracy"]
     assert abs(dep["test_accuracy"] - onnx_acc) <= 0.02
     assert "deployed file: `" in (tmp_path / "ov" / "model_card.md").read_text()
@@ -391,3 +389,31 @@ def test_a_phone_runtime_device_deploys_its_own_format_scored_as_it_runs(tiny_ru
     else:
         assert card["chosen_precision"] == "fp32" and "no int8 model" in card["why"]
     assert "## Where each node ran" in (out / "model_card.md").read_text()
+
+
+def test_an_onnx_teacher_is_refused_for_a_device_that_runs_another_format(tiny_run, tmp_path):
+    pytest.importorskip("ncnn", reason="pip install 'edgenas[ncnn]'")
+    from edgenas import pipeline
+    from edgenas.config import load_config
+    from edgenas.finalize import FinalizeConfig, finalize_arch
+    from edgenas.latency_tables import make_backend
+    from edgenas.nas import load_supernet
+
+    config = load_config(tiny_run)
+    splits = pipeline.splits_for(config)
+    space = pipeline.space_for(config, splits)
+    supernet = load_supernet(space, config.layout.supernet)
+    teacher = _subnet_file(supernet, splits, TEACHERS[0], tmp_path / "t.onnx")
+    with pytest.raises(ValueError, match=r"is ONNX; device 'phone' runs ncnn files"):
+        finalize_arch(
+            space.parse("r16|k3e2|k3e3se"),
+            space=space,
+            supernet=supernet,
+            splits=splits,
+            backend=make_backend("ncnn"),
+            out_dir=tmp_path / "fin",
+            config=FinalizeConfig(teacher=str(teacher)),
+            device="phone",
+            progress=False,
+        )
+    assert not (tmp_path / "fin" / "searched.pt").exists()  # refused before any work
