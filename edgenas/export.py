@@ -263,9 +263,9 @@ def _cache_pt2e_patterns() -> None:
     import torchao.quantization.pt2e.qat_utils as qat_utils
     import torchao.quantization.pt2e.utils as utils
 
-    build = utils._get_aten_graph_module_for_pattern
-    if getattr(build, "edgenas_cached", False):
-        return
+    build = getattr(utils, "_get_aten_graph_module_for_pattern", None)
+    if build is None or getattr(build, "edgenas_cached", False):
+        return  # already cached, or a torchao that builds its patterns another way: left as it is
     graphs: dict = {}
 
     def spec(v):
@@ -290,7 +290,8 @@ def _cache_pt2e_patterns() -> None:
 
     cached.edgenas_cached = True
     utils._get_aten_graph_module_for_pattern = cached
-    qat_utils._get_aten_graph_module_for_pattern = cached  # imported by name there
+    if getattr(qat_utils, "_get_aten_graph_module_for_pattern", None) is build:  # imported by name there
+        qat_utils._get_aten_graph_module_for_pattern = cached
 
 
 def _pt2e_int8(model: nn.Module, example: tuple[torch.Tensor], calibration: np.ndarray) -> nn.Module:
