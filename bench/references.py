@@ -22,6 +22,7 @@ with the ONNX files copied to ``--workdir``.
     python bench/references.py                   # after bench/deploy.py
     python bench/references.py --only mbv3-small-0.75 --seeds 1
     python bench/references.py --no-train        # only the timing batch
+    python bench/references.py --no-train --deployed runs/x/finalize/cpu-fast   # any finalize folders instead
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def main() -> None:
     p.add_argument("--workdir", default="runs/bench_references")
     p.add_argument("--out", default="bench/results")
     p.add_argument("--no-train", action="store_true", help="only the timing batch, over the results already there")
+    p.add_argument(
+        "--deployed",
+        nargs="+",
+        default=None,
+        help="finalize output folders (with model_card.json) to compare; default: bench/deploy.py's, "
+        "bench/results/fashion-mnist/<device> for each device of the config",
+    )
     args = p.parse_args()
 
     set_threads(args.threads)
@@ -78,7 +86,9 @@ def main() -> None:
             row = train_reference(space, refs[name], splits, dataclasses.replace(recipe, seed=seed), work / name, seed)
             atomic_write_json(path, {"name": name, "arch": str(refs[name]), "seed": seed, "epochs": epochs, **row})
             log(f"{name} seed {seed}: test {row['test_accuracy'] * 100:.2f} % ({row['minutes']:.1f} min)")
-    summary = compare(config, names, epochs, results_dir, work)
+    kept = Path("bench/results/fashion-mnist")
+    deployed = [Path(f) for f in args.deployed] if args.deployed else [kept / d.name for d in config.devices]
+    summary = compare(deployed, names, epochs, results_dir, work)
     atomic_write_json(Path(args.out) / "references.json", summary)
     atomic_write_text(Path(args.out) / "references.md", markdown(summary, epochs))
     figure(summary).write_image(str(Path(args.out) / "references.png"), width=900, height=520)
@@ -147,32 +157,32 @@ def train_reference(space, arch, splits, recipe: FitConfig, stem: Path, seed: in
     }
 
 
-def compare(config, names: list[str], epochs: int, results_dir: Path, work: Path) -> dict:
-    """The deployed files and the references' seed-0 files timed in one interleaved batch; who beats whom.
+def compare(deployed: list[Path], names: list[str], epochs: int, results_dir: Path, work: Path) -> dict:
+    """The deployed files (of each finalize folder in ``deployed``) and the references' seed-0 files timed in
+    one interleaved batch; who beats whom.
 
     A reference counts with every seed trained for ``epochs`` so far (the table says how many).
     """
-    layout_out = Path("bench/results/fashion-mnist")
     models, rows = [], []
-    for d in config.devices:
-        if not (layout_out / d.name / "model_card.json").exists():
-            log(f"{d.name}: not deployed by bench/deploy.py yet; left out")
+    for folder in deployed:
+        if not (folder / "model_card.json").exists():
+            log(f"{folder}: no model card (not finalized yet); left out")
             continue
-        card = ModelCard.load(layout_out / d.name / "model_card.json")
+        card = ModelCard.load(folder / "model_card.json")
         n = card.data["data_sizes"]["test"]
         for stage in ("pruned", "qat_int8"):
             acc = card.stages[stage]["test_accuracy"]
             rows.append(
                 {
                     "kind": "edgenas",
-                    "name": f"{d.name} {stage}",
+                    "name": f"{folder.name} {stage}",
                     "arch": card.arch,
                     "deployed": card.deployed_stage == stage,
                     "test_accuracy": acc,
                     "margin_pts": accuracy_margin_pts(acc, n),
                 }
             )
-            models.append((layout_out / d.name / f"{stage}.onnx").read_bytes())
+            models.append((folder / f"{stage}.onnx").read_bytes())
     for name in names:
         seeds_done = [read_json(p) for p in sorted(results_dir.glob(f"{name}_s*.json")) if _done(p, epochs)]
         if not seeds_done or not (work / f"{name}_s0.onnx").exists():
