@@ -22,7 +22,7 @@ with the ONNX files copied to ``--workdir``.
     python bench/references.py                   # after bench/deploy.py
     python bench/references.py --only mbv3-small-0.75 --seeds 1
     python bench/references.py --no-train        # only the timing batch
-    python bench/references.py --no-train --deployed runs/x/finalize/cpu-fast   # any finalize folders instead
+    python bench/references.py --no-train --deployed runs/x/finalize/cpu-fast --name references_x
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def main() -> None:
         help="finalize output folders (with model_card.json) to compare; default: bench/deploy.py's, "
         "bench/results/fashion-mnist/<device> for each device of the config",
     )
+    p.add_argument("--name", default="references", help="the result files' name in --out (NAME.json, .md, .png)")
     args = p.parse_args()
 
     set_threads(args.threads)
@@ -89,9 +90,10 @@ def main() -> None:
     kept = Path("bench/results/fashion-mnist")
     deployed = [Path(f) for f in args.deployed] if args.deployed else [kept / d.name for d in config.devices]
     summary = compare(deployed, names, epochs, results_dir, work)
-    atomic_write_json(Path(args.out) / "references.json", summary)
-    atomic_write_text(Path(args.out) / "references.md", markdown(summary, epochs))
-    figure(summary).write_image(str(Path(args.out) / "references.png"), width=900, height=520)
+    stem = Path(args.out) / args.name
+    atomic_write_json(stem.with_suffix(".json"), summary)
+    atomic_write_text(stem.with_suffix(".md"), markdown(summary, epochs))
+    figure(summary).write_image(str(stem.with_suffix(".png")), width=900, height=520)
     print(markdown(summary, epochs))
 
 
