@@ -23,7 +23,7 @@ LAYERS = [
     {"edgenas", "errors", "io", "progress", "metrics", "config", "layout"},  # no torch, no optuna
     {"preprocess", "search_spaces"},
     {"export", "latency_tables"},
-    {"accelerator", "data", "predict"},
+    {"accelerator", "data", "predict", "teacher"},
     {"distill", "pruning", "quant"},
     {"nas"},
     {"finalize", "reports"},
