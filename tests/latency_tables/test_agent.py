@@ -9,6 +9,7 @@ import base64
 import json
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -127,11 +128,17 @@ def test_backend_contract(backend):
 
 
 def test_agent_matches_in_process_within_noise(agent):
+    # Alternating runs and their medians: a burst of load on a shared machine during one run
+    # (one CI failure: 2.02 through the agent vs 1.49 in process) moves neither median alone,
+    # while an agent that times something else differs in every run.
     models = [block_model(BIG, "fp32")]
     ref = reference_model("fp32")
-    local = LocalBackend(threads=1).measure(models, ref, Protocol(rounds=10))[0][0]
-    remote = AgentBackend(agent, token=TOKEN).measure(models, ref, Protocol(rounds=10))[0][0]
-    assert remote.rel == pytest.approx(local.rel, rel=0.25)
+    backends = {"local": LocalBackend(threads=1), "agent": AgentBackend(agent, token=TOKEN)}
+    rel: dict[str, list[float]] = {name: [] for name in backends}
+    for _ in range(5):
+        for name, backend in backends.items():
+            rel[name].append(backend.measure(models, ref, Protocol(rounds=10))[0][0].rel)
+    assert statistics.median(rel["agent"]) == pytest.approx(statistics.median(rel["local"]), rel=0.25), rel
 
 
 def _post(url: str, body: bytes, token: str | None) -> tuple[int, dict, float]:
