@@ -208,6 +208,39 @@ def test_the_card_predicts_each_export_of_the_tables_precision_from_its_own_bloc
     assert _prediction(Predictor(int8), arch, net, pruned)["predicted_stage_ms"]["qat_int8"] == stages["pruned"]
 
 
+ARCH = "r16|k3e2|k3e3se"  # the arch the direct finalize_arch tests finalize
+
+
+def _tiny_parts(tiny_run):
+    """The tiny run's splits, space and supernet: what a direct finalize_arch call needs beside its config."""
+    from edgenas import pipeline
+    from edgenas.config import load_config
+    from edgenas.nas import load_supernet
+
+    config = load_config(tiny_run)
+    splits = pipeline.splits_for(config)
+    space = pipeline.space_for(config, splits)
+    return splits, space, load_supernet(space, config.layout.supernet)
+
+
+def _finalize(parts, backend, out_dir, config, **kwargs):
+    """finalize_arch on ARCH of the tiny supernet, quietly."""
+    from edgenas.finalize import finalize_arch
+
+    splits, space, supernet = parts
+    return finalize_arch(
+        space.parse(ARCH),
+        space=space,
+        supernet=supernet,
+        splits=splits,
+        backend=backend,
+        out_dir=out_dir,
+        config=config,
+        progress=False,
+        **kwargs,
+    )
+
+
 TEACHERS = ("r16|k5e3-k5e3|k5e3se-k5e3", "r16|k5e3se|k5e3-k5e3se")
 
 
@@ -235,28 +268,19 @@ def _subnet_file(supernet, splits, arch: str, path):
 
 def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, tmp_path):
     pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'edgenas[openvino]')")
-    from edgenas import pipeline
-    from edgenas.config import load_config
-    from edgenas.finalize import FinalizeConfig, finalize_arch
+    from edgenas.finalize import FinalizeConfig
     from edgenas.latency_tables import make_backend
-    from edgenas.nas import load_supernet
     from edgenas.predict import Model
     from edgenas.preprocess import read_metadata
     from edgenas.pruning import PruneConfig
 
-    config = load_config(tiny_run)
-    splits = pipeline.splits_for(config)
-    space = pipeline.space_for(config, splits)
-    supernet = load_supernet(space, config.layout.supernet)
+    splits, space, supernet = parts = _tiny_parts(tiny_run)
     teachers = [_subnet_file(supernet, splits, arch, tmp_path / f"t{i}.onnx") for i, arch in enumerate(TEACHERS)]
-    card = finalize_arch(
-        space.parse("r16|k3e2|k3e3se"),
-        space=space,
-        supernet=supernet,
-        splits=splits,
-        backend=make_backend("openvino:CPU"),
-        out_dir=tmp_path / "ov",
-        config=FinalizeConfig(
+    card = _finalize(
+        parts,
+        make_backend("openvino:CPU"),
+        tmp_path / "ov",
+        FinalizeConfig(
             distill_epochs=1,
             qat_epochs=1,
             measure_rounds=3,
@@ -264,7 +288,6 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
             accept_failed_checks=True,
             teacher=tuple(str(t) for t in teachers),  # an ensemble of ONNX files (the teacher row: OpenVINO's batch 1)
         ),
-        progress=False,
     )
     by = {s["stage"]: s for s in card["stages"]}
     assert card["teacher"] == ", ".join(str(t) for t in teachers)
@@ -290,15 +313,9 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
 def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_run, tmp_path):
     """The distillation's best epoch on validation is the model kept (epoch 0: the searched model itself);
     the largest subnet trained further teaches only where it measures better; each step's validation is carded."""
-    from edgenas import pipeline
-    from edgenas.config import FinalizeConfig, PruneConfig, load_config
-    from edgenas.finalize import finalize_arch
+    from edgenas.config import FinalizeConfig, PruneConfig
     from edgenas.latency_tables import LocalBackend
-    from edgenas.nas import load_supernet
 
-    config = load_config(tiny_run)
-    splits = pipeline.splits_for(config)
-    space = pipeline.space_for(config, splits)
     fin = FinalizeConfig(
         distill_epochs=2,
         lr=0.05,
@@ -309,16 +326,9 @@ def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_
         measure_rounds=3,
         accept_failed_checks=True,
     )
-    card = finalize_arch(
-        space.parse("r16|k3e2|k3e3se"),
-        space=space,
-        supernet=load_supernet(space, config.layout.supernet),
-        splits=splits,
-        backend=LocalBackend(threads=1),
-        out_dir=tmp_path / "fin",
-        config=fin,
-        progress=False,
-    )
+    parts = _tiny_parts(tiny_run)
+    splits = parts[0]
+    card = _finalize(parts, LocalBackend(threads=1), tmp_path / "fin", fin)
     curve = card["distill_epochs"]
     vals = [e["val_accuracy"] for e in curve["epochs"]]
     assert len(vals) == 3 and vals[curve["kept_epoch"]] == max(vals)
@@ -344,29 +354,21 @@ def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_
 @pytest.mark.parametrize(("device", "suffix"), [("executorch", ".pte"), ("ncnn", ".param")])
 def test_a_phone_runtime_device_deploys_its_own_format_scored_as_it_runs(tiny_run, tmp_path, device, suffix):
     pytest.importorskip(device, reason=f"pip install 'edgenas[{device}]'")
-    from edgenas import pipeline
-    from edgenas.config import load_config
-    from edgenas.finalize import FinalizeConfig, finalize_arch
+    from edgenas.finalize import FinalizeConfig
     from edgenas.latency_tables import make_backend
-    from edgenas.nas import load_supernet
     from edgenas.predict import Model, top1
     from edgenas.pruning import PruneConfig
 
-    config = load_config(tiny_run)
-    splits = pipeline.splits_for(config)
-    space = pipeline.space_for(config, splits)
+    parts = _tiny_parts(tiny_run)
+    splits = parts[0]
     out = tmp_path / device
-    card = finalize_arch(
-        space.parse("r16|k3e2|k3e3se"),
-        space=space,
-        supernet=load_supernet(space, config.layout.supernet),
-        splits=splits,
-        backend=make_backend(device),
-        out_dir=out,
-        config=FinalizeConfig(
+    card = _finalize(
+        parts,
+        make_backend(device),
+        out,
+        FinalizeConfig(
             distill_epochs=1, qat_epochs=1, measure_rounds=3, prune=PruneConfig(max_steps=0), accept_failed_checks=True
         ),
-        progress=False,
     )
     dep, by = card["deployed"], {s["stage"]: s for s in card["stages"]}
     assert dep["runtime"].startswith(f"{device} ") and dep["file"].endswith(suffix)
@@ -393,27 +395,11 @@ def test_a_phone_runtime_device_deploys_its_own_format_scored_as_it_runs(tiny_ru
 
 def test_an_onnx_teacher_is_refused_for_a_device_that_runs_another_format(tiny_run, tmp_path):
     pytest.importorskip("ncnn", reason="pip install 'edgenas[ncnn]'")
-    from edgenas import pipeline
-    from edgenas.config import load_config
-    from edgenas.finalize import FinalizeConfig, finalize_arch
+    from edgenas.finalize import FinalizeConfig
     from edgenas.latency_tables import make_backend
-    from edgenas.nas import load_supernet
 
-    config = load_config(tiny_run)
-    splits = pipeline.splits_for(config)
-    space = pipeline.space_for(config, splits)
-    supernet = load_supernet(space, config.layout.supernet)
+    splits, space, supernet = parts = _tiny_parts(tiny_run)
     teacher = _subnet_file(supernet, splits, TEACHERS[0], tmp_path / "t.onnx")
     with pytest.raises(ValueError, match=r"is ONNX; device 'phone' runs ncnn files"):
-        finalize_arch(
-            space.parse("r16|k3e2|k3e3se"),
-            space=space,
-            supernet=supernet,
-            splits=splits,
-            backend=make_backend("ncnn"),
-            out_dir=tmp_path / "fin",
-            config=FinalizeConfig(teacher=str(teacher)),
-            device="phone",
-            progress=False,
-        )
+        _finalize(parts, make_backend("ncnn"), tmp_path / "fin", FinalizeConfig(teacher=str(teacher)), device="phone")
     assert not (tmp_path / "fin" / "searched.pt").exists()  # refused before any work
