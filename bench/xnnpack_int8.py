@@ -31,9 +31,6 @@ from edgenas.layout import ModelCard
 from edgenas.nas import load_supernet, set_threads
 from edgenas.reports import accuracy_margin_pts
 
-# the split settings written into every export, so that edgenas predict rebuilds the test split
-DATA_KEYS = ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,9 +67,7 @@ def main() -> None:
         config=config.finalize,
         device="executorch",
         augment=config.data.augmentations,
-        data={
-            k: getattr(config.data, k) for k in ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")
-        },
+        data=pipeline.data_record(config),
     )
     summary = _summary(card)
     atomic_write_json(Path(args.out) / "xnnpack_int8.json", summary)

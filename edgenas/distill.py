@@ -271,6 +271,8 @@ def _distill_step(
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]:
     """One optimiser step on a batch: the teacher's logits (at its resolution), the distillation loss with
     alpha decaying linearly over the whole run from ``alpha_start`` to ``alpha_end``."""
+    if not (config.alpha_start or config.alpha_end):
+        teacher = None  # alpha 0 throughout: the labels alone, the teacher's forward pass saved
     if teacher is not None:
         teacher.eval()
     done = [0]  # optimiser steps taken

@@ -87,6 +87,12 @@ def splits_for(config: Config) -> Splits:
     )
 
 
+def data_record(config: Config) -> dict[str, Any]:
+    """The data set and split settings finalize writes into every exported model (``edgenas predict``
+    rebuilds the test split from them)."""
+    return {k: getattr(config.data, k) for k in ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")}
+
+
 def space_for(config: Config, splits: Splits) -> Space:
     """The configured space with as many classes as the data has."""
     space = load_space(config.space)
@@ -273,10 +279,7 @@ def finalize(config: Config, *, archs: dict[str, str] | None = None, progress: b
                 device=d.name,
                 augment=config.data.augmentations,
                 progress=progress,
-                data={
-                    k: getattr(config.data, k)
-                    for k in ("name", "root", "image_size", "seed", "val_fraction", "test_fraction")
-                },
+                data=data_record(config),
             )
         return cards
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -54,3 +55,26 @@ def test_fit_learns_digits(digits_splits):
     assert hist[-1]["loss"] < hist[0]["loss"]
     assert after > max(before, 0.5)
     assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[-1]["val"] == after  # on_epoch saw each epoch
+
+
+def test_alpha_zero_throughout_trains_on_the_labels_without_running_the_teacher(digits_splits):
+    """The labels-only control (bench/teacher_controls.py) pays for no teacher: it is never called."""
+
+    class Unrunnable(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("the teacher ran with alpha 0 throughout")
+
+    config = FitConfig(epochs=1, batch_size=64, lr=0.1, alpha_start=0.0, alpha_end=0.0, max_steps_per_epoch=3)
+    net = build_subnet(SPACES["tiny"], Arch.parse("r16|k3e3|k3e3"))
+    hist = fit(net, digits_splits, config, teacher=Unrunnable(), resolution=16, channels=1, progress=False)
+    assert len(hist) == 1 and hist[0]["loss"] > 0
+    with pytest.raises(RuntimeError, match="the teacher ran"):  # and it is called whenever alpha is not 0
+        fit(
+            net,
+            digits_splits,
+            dataclasses.replace(config, alpha_end=0.1),
+            teacher=Unrunnable(),
+            resolution=16,
+            channels=1,
+            progress=False,
+        )
