@@ -8,6 +8,9 @@
 # With CUDA_REFERENCES=1 the MobileNetV3 references of bench/references.py (15 epochs, 2 seeds)
 # are trained beside them, one process per layout (how bench/results/references/ was made:
 # ~4 min per reference on an H200 with 8 processes sharing it).
+# With CUDA_CONTROLS=1 bench/teacher_controls.py runs beside them, one process per teacher setting and
+# seed (labels only, the largest subnet, the references' ensemble of configs/fashion-mnist-teachers.yaml,
+# whose ONNX files must be under runs/bench_references/: carry that folder), each cut at the limit.
 # Files come back as OUT_DIR/cuda.tar.gz (logs, manifests, cards, JSON; no weights) and the
 # references' seed-0 ONNX files (each under 16 MiB; time them on the target CPU with
 # `python bench/references.py` afterwards).
@@ -51,6 +54,17 @@ if [ "${CUDA_REFERENCES:-0}" = 1 ]; then
   for ref in mbv3-small-0.5 mbv3-small-0.75 mbv3-small-1 mbv3-large-0.5 mbv3-large-0.75 mbv3-large-1; do
     timeout "$limit" python bench/references.py --config "$work/fmnist.yaml" --only "$ref" --threads 1 \
       --workdir "$work/references" --out "$work" > "$work/logs/ref_$ref.log" 2>&1 &
+  done
+fi
+if [ "${CUDA_CONTROLS:-0}" = 1 ]; then
+  sed "s#data: {name: fashion-mnist,#data: {name: fashion-mnist, root: $root,#" configs/fashion-mnist-teachers.yaml \
+    > "$work/teachers.yaml"
+  for setting in labels largest ensemble; do
+    for seed in 0 1; do
+      timeout "$limit" python bench/teacher_controls.py --config "$work/teachers.yaml" --settings $setting \
+        --seeds $seed --torch-device cuda --threads 2 --workdir "$work/controls" --out "$work/controls/${setting}_s$seed" \
+        > "$work/logs/controls_${setting}_s$seed.log" 2>&1 &
+    done
   done
 fi
 timeout 120 python -m pytest -q -rs -p no:cacheprovider tests/test_accelerator.py > "$work/logs/pytest.log" 2>&1
