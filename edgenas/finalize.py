@@ -180,7 +180,8 @@ class _Run:
     teacher_source: str
     models: dict[str, nn.Module] = field(default_factory=dict)  # searched, distilled, pruned, qat
     records: dict[str, dict[str, Any]] = field(default_factory=dict)  # what made each of them
-    step_seconds: dict[str, float] = field(default_factory=dict)
+    step_seconds: dict[str, float] = field(default_factory=dict)  # what each step took when it was made
+    steps_made: list[str] = field(default_factory=list)  # the steps made in this call (the others: reused)
     prune_log: list[dict] = field(default_factory=list)
     exports: dict[str, bytes] = field(default_factory=dict)  # stage -> ONNX file
     device_files: dict[str, bytes] = field(default_factory=dict)  # stage -> the device runtime's format (not ONNX)
@@ -389,12 +390,16 @@ def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_R
     run.records[name] = _record({"after": previous[0]["key"], **inputs} if previous else inputs)
     path = run.out / f"{name}.pt"
     if _reusable(path, run.records[name]):
+        seconds = _read(path.with_suffix(".json")).get("seconds")  # absent in records of older versions
+        if seconds is not None:
+            run.step_seconds[name] = seconds
         return _load(path)
     start = time.time()
     model = make(run)
     run.step_seconds[name] = time.time() - start
+    run.steps_made.append(name)
     _save(model, path)
-    atomic_write_json(path.with_suffix(".json"), run.records[name])
+    atomic_write_json(path.with_suffix(".json"), {**run.records[name], "seconds": run.step_seconds[name]})
     return model
 
 
@@ -873,6 +878,7 @@ def _card(run: _Run) -> dict[str, Any]:
         "pruned_channels": channel_counts(m["pruned"]),
         "config": dataclasses.asdict(run.config),
         "step_seconds": run.step_seconds,
+        "steps_made": run.steps_made,
         "steps": {name: r["key"] for name, r in run.records.items()},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
     }
