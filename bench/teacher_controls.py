@@ -90,10 +90,7 @@ def main() -> None:
                 data=pipeline.data_record(config),
                 progress=False,
             )
-            row = _row(card, setting, seed, time.time() - start)
-            if row["distill_minutes"] is None:  # distilled in an earlier call: its time is in the earlier row
-                row["distill_minutes"] = runs.get(name, {}).get("distill_minutes")
-            runs[name] = row
+            runs[name] = _row(card, setting, seed, time.time() - start)
             log(f"{name}: test {_pct(runs[name]['test_accuracy'])}, val {_pct(runs[name]['val_accuracy'])}")
             results["summary"] = _summary(runs, results["test_images"])
             atomic_write_json(out, results)
@@ -142,7 +139,7 @@ def _row(card: dict, setting: str, seed: int, seconds: float) -> dict:
         "latency_ms": stages["distilled"]["latency_ms"],
         "kept_epoch": curve["kept_epoch"],
         "val_curve": [e["val_accuracy"] for e in curve["epochs"]],
-        "distill_minutes": card["step_seconds"]["distilled"] / 60 if "distilled" in card["step_seconds"] else None,
+        "distill_minutes": card["step_seconds"]["distilled"] / 60,  # kept in the step's record across resumes
         "minutes": seconds / 60,  # this call (0 for a run resumed whole)
         "compute": card["compute"],
     }
@@ -201,7 +198,7 @@ def _markdown(results: dict) -> str:
         where = f"{r['compute']['device']} ({r['compute']['name']}, threads {r['compute']['threads']})"
         lines.append(
             f"| {name} | {r['teacher']} | {_pct(r['test_accuracy'])} | {_pct(r['val_accuracy'])} ({r['kept_epoch']}) | "
-            f"{r['distill_minutes'] or 0:.1f} | {where} |"
+            f"{r['distill_minutes']:.1f} | {where} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -128,20 +128,22 @@ def _record(inputs: dict[str, Any]) -> dict[str, Any]:
     return {"key": json_digest(inputs), "inputs": json.loads(json.dumps(inputs, default=str))}
 
 
-def _reusable(path: Path, record: dict[str, Any]) -> bool:
-    """``path`` exists and its ``.json`` record says it was made from ``record``'s inputs."""
+def _stored_record(path: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``.json`` record beside ``path`` where ``path`` exists and was made from ``record``'s inputs, else None."""
     meta = path.with_suffix(".json")
     if not path.exists():
-        return False
+        return None
     try:
-        same = json.loads(meta.read_text())["key"] == record["key"]
+        stored = json.loads(meta.read_text())
+        same = stored["key"] == record["key"]
     except (OSError, ValueError, KeyError, TypeError):
         same = False
     if not same:
         logger.info(
             f"finalize: {path} was made by other inputs (or its record {meta.name} is missing); making it again"
         )
-    return same
+        return None
+    return stored
 
 
 def _agreement(path: Path, torch_model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
@@ -389,10 +391,10 @@ def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_R
     previous = list(run.records.values())[-1:]
     run.records[name] = _record({"after": previous[0]["key"], **inputs} if previous else inputs)
     path = run.out / f"{name}.pt"
-    if _reusable(path, run.records[name]):
-        seconds = _read(path.with_suffix(".json")).get("seconds")  # absent in records of older versions
-        if seconds is not None:
-            run.step_seconds[name] = seconds
+    stored = _stored_record(path, run.records[name])
+    if stored is not None:
+        if "seconds" in stored:  # absent in records of older versions
+            run.step_seconds[name] = stored["seconds"]
         return _load(path)
     start = time.time()
     model = make(run)
