@@ -27,6 +27,7 @@ from edgenas.progress import progress as progress_bar
 
 __all__ = [
     "FitConfig",
+    "clean_teacher_logits",
     "Optimization",
     "cosine_schedule",
     "distillation_loss",
@@ -164,11 +165,13 @@ def epoch_batches(
     augment: tuple[str, ...],
     accel: Accelerator,
     rng: np.random.Generator | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    indices: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """An epoch of shuffled, augmented training batches, the same for a given (seed, epoch) on every device.
 
     ``rng`` (default: seeded by the recipe's seed and ``epoch``) shuffles and augments; a
     caller that draws more from the same generator (the supernet's students) passes its own.
+    ``indices``: each batch also gives its images' positions in the training split.
     """
     return batches(
         splits.train,
@@ -183,27 +186,52 @@ def epoch_batches(
         limit=steps_per_epoch(splits, recipe),
         augment=augment,
         accel=accel,
+        indices=indices,
     )
 
 
+def clean_teacher_logits(
+    teacher: nn.Module, splits: Splits, *, resolution: int, channels: int, batch_size: int, accel: Accelerator
+) -> torch.Tensor:
+    """The teacher's logits for every training image, un-augmented, at its ``resolution``: (images, classes)
+    float32 on ``accel``'s device (4 bytes per image and class; an image that cannot be read keeps zeros)."""
+    logits = torch.zeros(len(splits.train.labels), splits.num_classes, device=accel.device)
+    data = batches(
+        splits.train,
+        batch_size=batch_size,
+        resolution=resolution,
+        channels=channels,
+        mean=splits.mean,
+        std=splits.std,
+        accel=accel,
+        indices=True,
+    )
+    teacher.eval()
+    with torch.no_grad(), accel.autocast():
+        for x, _, idx in data:
+            logits[idx] = teacher(x).float()
+    return logits
+
+
 def train_epoch(
-    step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]],
-    data: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    step: Callable[..., tuple[torch.Tensor, int]],
+    data: Iterable[tuple[torch.Tensor, ...]],
     *,
     total: int,
     desc: str,
     names: tuple[str, ...] = ("loss",),
     progress: bool = True,
 ) -> tuple[list[float], int, float]:
-    """Run ``step(x, y) -> (losses, images)`` over ``data``: (mean of each loss, images seen, seconds).
+    """Run ``step(*batch) -> (losses, images)`` over the batches of ``data``: (mean of each loss, images
+    seen, seconds).
 
     ``losses`` is a device tensor with one value per name; it is read every tenth step only
     (reading waits for the device), for the progress bar's figures.
     """
     sums, seen, count, start = None, 0, 0, time.time()
     bar = progress_bar(data, total=total, desc=desc, unit="step", disable=not progress, leave=False)
-    for k, (x, y) in enumerate(bar):
-        losses, images = step(x, y)
+    for k, batch in enumerate(bar):
+        losses, images = step(*batch)
         sums = losses if sums is None else sums + losses
         seen, count = seen + images, count + 1
         if k % 10 == 9:
@@ -234,13 +262,23 @@ def fit(
     Runs on ``accel`` (default: the CPU in channels_last) and leaves ``model`` and
     ``teacher`` on the CPU afterwards. ``on_epoch(epoch, model)``, if given, runs after
     each epoch, the model still on the accelerator (e.g. to score and keep the best
-    epoch); a dict it returns is merged into that epoch's stats.
+    epoch); a dict it returns is merged into that epoch's stats. ``config.teacher_logits``
+    "clean": the teacher runs once over the un-augmented training images, before the first
+    epoch, instead of on every batch.
     """
     accel = accel or Accelerator.cpu()
     steps = steps_per_epoch(splits, config)
     total = max(1, steps * config.epochs)
     history: list[dict] = []
+    if not (config.alpha_start or config.alpha_end):
+        teacher = None  # alpha 0 throughout: the labels alone, the teacher's forward pass saved
     with on_device(model, accel), on_device(teacher or nn.Identity(), accel):
+        cached = None
+        if teacher is not None and config.teacher_logits == "clean" and config.epochs:
+            t_res, bs = teacher_resolution or resolution, config.batch_size
+            cached = clean_teacher_logits(
+                teacher, splits, resolution=t_res, channels=channels, batch_size=bs, accel=accel
+            )
         optim = Optimization(
             model, config, total_steps=total, warmup_steps=round(config.warmup_epochs * steps), accel=accel
         )
@@ -248,8 +286,17 @@ def fit(
         for epoch in range(config.epochs):
             model.train()
             data = epoch_batches(
-                splits, config, epoch, resolution=resolution, channels=channels, augment=config.augment, accel=accel
+                splits,
+                config,
+                epoch,
+                resolution=resolution,
+                channels=channels,
+                augment=config.augment,
+                accel=accel,
+                indices=cached is not None,
             )
+            if cached is not None:
+                data = ((x, y, cached[idx]) for x, y, idx in data)
             (loss,), seen, seconds = train_epoch(
                 step, data, total=steps, desc=f"{desc} {epoch + 1}/{config.epochs}", progress=progress
             )
@@ -269,19 +316,16 @@ def _distill_step(
     accel: Accelerator,
     total: int,
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]:
-    """One optimiser step on a batch: the teacher's logits (at its resolution), the distillation loss with
-    alpha decaying linearly over the whole run from ``alpha_start`` to ``alpha_end``."""
-    if not (config.alpha_start or config.alpha_end):
-        teacher = None  # alpha 0 throughout: the labels alone, the teacher's forward pass saved
+    """One optimiser step on a batch: the teacher's logits (given, or the teacher run at its resolution), the
+    distillation loss with alpha decaying linearly over the whole run from ``alpha_start`` to ``alpha_end``."""
     if teacher is not None:
         teacher.eval()
     done = [0]  # optimiser steps taken
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def step(x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * done[0] / max(1, total - 1)
-        t_logits = None
         with accel.autocast():
-            if teacher is not None:
+            if t_logits is None and teacher is not None:
                 with torch.no_grad():
                     t_logits = teacher(resize(x, teacher_resolution, accel))
             out = model(x)

@@ -233,7 +233,9 @@ class _Run:
     def teacher_val_acc(self, m: nn.Module) -> float:
         return accuracy(m, self.splits.val, self.splits, resolution=self.teacher_resolution, channels=self.chans)
 
-    def fit_config(self, epochs: int, lr: float, alpha: tuple[float, float], warmup: float = 0.0) -> FitConfig:
+    def fit_config(
+        self, epochs: int, lr: float, alpha: tuple[float, float], warmup: float = 0.0, teacher_logits: str = "online"
+    ) -> FitConfig:
         c = self.config
         return FitConfig(
             epochs=epochs,
@@ -249,6 +251,7 @@ class _Run:
             augment=self.augment,
             seed=c.seed,
             max_steps_per_epoch=c.max_steps_per_epoch,
+            teacher_logits=teacher_logits,
         )
 
     def distillation(self, **changes: Any) -> dict[str, Any]:
@@ -499,6 +502,8 @@ def _distill_inputs(run: _Run) -> dict[str, Any]:
             "alpha_start",
             "alpha_end",
         ),
+        # named only when not the default, so that records written before the setting existed still match
+        **({"teacher_logits": run.config.teacher_logits} if run.config.teacher_logits != "online" else {}),
     }
 
 
@@ -510,7 +515,7 @@ def _distill(run: _Run) -> nn.Module:
     fit(
         m,
         run.splits,
-        run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end), c.warmup_epochs),
+        run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end), c.warmup_epochs, c.teacher_logits),
         desc="distill",
         on_epoch=best,
         **run.distillation(),

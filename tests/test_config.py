@@ -48,6 +48,10 @@ def test_defaults_and_overrides(tmp_path):
         ({"train": {"device": "gpu"}}, "train.device must be one of auto, cpu, cuda, cuda:N, mps; got 'gpu'"),
         ({"search": {"device": "cuda:a"}}, "search.device must be one of"),
         ({"finalize": {"device": "tpu"}}, "finalize.device must be one of"),
+        (
+            {"finalize": {"teacher_logits": "cached"}},
+            "finalize.teacher_logits must be one of ('online', 'clean'); got 'cached'",
+        ),
         ({"train": {"label_smoothing": 1.0}}, "label_smoothing in [0, 1)"),
         (
             {"devices": [{"name": "a", "budget_ms": 1.0, "budget_of": "mbv3-small-1"}]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -78,3 +79,37 @@ def test_alpha_zero_throughout_trains_on_the_labels_without_running_the_teacher(
             channels=1,
             progress=False,
         )
+
+
+def test_clean_teacher_logits_run_the_teacher_once_per_image_and_teach_what_it_would_online(digits_splits):
+    """ "clean": the teacher sees every training image once, before the first epoch; without augmentation
+    its logits are the ones it gives online, so the student ends with the same weights."""
+
+    class Counting(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.images = net, 0
+
+        def forward(self, x):
+            self.images += len(x)
+            return self.net(x)
+
+    torch.manual_seed(0)
+    teacher = Counting(build_subnet(SPACES["tiny"], Arch.parse("r16|k5e3se-k5e3|k5e3se-k5e3")).eval())
+    start = build_subnet(SPACES["tiny"], Arch.parse("r16|k3e3|k3e3"))
+    config = FitConfig(epochs=2, batch_size=64, lr=0.1, max_steps_per_epoch=4)
+    students = {}
+    for mode, augment in (("online", ()), ("clean", ()), ("clean", ("crop", "flip"))):
+        net, teacher.images = copy.deepcopy(start), 0
+        cfg = dataclasses.replace(config, teacher_logits=mode, augment=augment)
+        fit(net, digits_splits, cfg, teacher=teacher, resolution=16, channels=1, progress=False)
+        students[mode, augment] = (net, teacher.images)
+    n = len(digits_splits.train.labels)
+    assert students["online", ()][1] == 2 * 4 * 64  # every step's batch
+    assert students["clean", ()][1] == students["clean", ("crop", "flip")][1] == n  # once per image, then never
+    online, clean = (dict(students[k][0].named_parameters()) for k in (("online", ()), ("clean", ())))
+    assert all(torch.allclose(online[k], clean[k], atol=1e-4) for k in online)
+    augmented = dict(students["clean", ("crop", "flip")][0].named_parameters())
+    assert not all(torch.allclose(online[k], augmented[k], atol=1e-4) for k in online)  # the images did differ
+    with pytest.raises(ValueError, match="teacher_logits must be one of"):
+        FitConfig(teacher_logits="cached")

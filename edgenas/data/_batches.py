@@ -87,11 +87,13 @@ def batches(
     limit: int | None = None,
     augment: tuple[str, ...] = (),
     accel: Accelerator | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    indices: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """(images, labels) batches on ``accel``'s device (default: the CPU), in its memory format.
 
     ``limit`` stops after that many batches; ``augment`` (see :func:`resolve_augment`)
-    draws its randomness from ``rng``, which must then be given.
+    draws its randomness from ``rng``, which must then be given. ``indices``: each batch
+    also gives its images' positions in ``data`` (images, labels, positions).
     """
     if augment and rng is None:
         raise ValueError("augmented batches need an rng")
@@ -119,4 +121,5 @@ def batches(
         if augment:
             x = augment_batch(x, augment, rng)
         x = _to_input(x, resolution, channels, mean, std)
-        yield (accel.tensor(x) if accel is not None else x), y
+        x = accel.tensor(x) if accel is not None else x
+        yield (x, y, torch.from_numpy(idx).to(y.device)) if indices else (x, y)
