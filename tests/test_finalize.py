@@ -351,7 +351,8 @@ def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_
     md = (tmp_path / "fin" / "model_card.md").read_text()
     assert "- distillation: val accuracy (%)" in md and "validation accuracy after each step" in md
     # the teacher's logits of the clean images instead: the distillation (and what follows it) is made again
-    again = _finalize(parts, LocalBackend(threads=1), tmp_path / "fin", dataclasses.replace(fin, teacher_logits="clean"))
+    clean = dataclasses.replace(fin, teacher_logits="clean")
+    again = _finalize(parts, LocalBackend(threads=1), tmp_path / "fin", clean)
     assert again["steps_made"][:2] == ["distilled", "pruned"] and "teacher" not in again["steps_made"]
     assert json.loads((tmp_path / "fin" / "distilled.json").read_text())["inputs"]["teacher_logits"] == "clean"
 
