@@ -8,8 +8,12 @@ One row per node (per delegate for ExecuTorch) as the runtime itself reports it:
 - OpenVINO: the compiled model's performance counters: the primitive (``jit_avx2_I8``,
   ``ref_any_f32``, ...), its precision and time; a reference (``ref``) primitive is a
   fallback to OpenVINO's slow generic kernels. Nodes fused into others are left out.
-- ExecuTorch: the program's instructions: a call into the XNNPACK delegate, or a portable
-  kernel (a fallback: ExecuTorch's reference C++ kernels, outside XNNPACK). No times.
+- ExecuTorch: the program's event trace (ETDump): each operator XNNPACK ran inside a delegate
+  call (its name says the kernel and precision, e.g. ``Convolution (NHWC, F32) DWConv``, or
+  ``IGEMM`` where XNNPACK has no depthwise kernel for the size and runs a grouped GEMM), the
+  delegate call's own time beyond its operators, and each portable kernel (a fallback:
+  ExecuTorch's reference C++ kernels, outside XNNPACK), with times. A runtime built without
+  the event tracer gives the program's instructions only, untimed.
 - ncnn: the layers of its ``.param`` (ncnn runs every layer itself). No times.
 
 Float nodes inside an int8 model (an activation ONNX Runtime has no int8 kernel for, with a
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections import defaultdict
 from typing import Any
 
@@ -44,7 +49,7 @@ def placement(runtime: Runtime, model: bytes, *, runs: int = 20) -> list[dict[st
     if isinstance(runtime, OpenVino):
         return _openvino(runtime, model, runs)
     if isinstance(runtime, ExecuTorch):
-        return _executorch(model)
+        return _executorch(runtime, model, runs)
     if isinstance(runtime, Ncnn):
         return _ncnn(model)
     raise ValueError(f"no placement report for runtime {runtime.name!r}")
@@ -122,7 +127,74 @@ def _openvino(runtime: OpenVino, model: bytes, runs: int) -> list[dict[str, Any]
     return rows
 
 
-def _executorch(model: bytes) -> list[dict[str, Any]]:
+def _executorch(runtime: ExecuTorch, model: bytes, runs: int) -> list[dict[str, Any]]:
+    instructions = _executorch_instructions(model)
+    events = _executorch_events(runtime, model, runs)
+    if events is None:
+        return instructions
+    backends = iter([r["executed_by"] for r in instructions if not r["fallback"]])
+    rows: list[dict[str, Any]] = []
+    inside: list[dict[str, Any]] = []  # the operators of the delegate call that ends next
+    for name, delegated, us in events:
+        if delegated:
+            op = name.split(" #")[0]
+            inside.append(_row(name, op, "?", _xnnpack_precision(op), False, us))
+        elif name == "DELEGATE_CALL":
+            backend = next(backends, "delegate")
+            for r in inside:
+                r["executed_by"] = backend
+            own = max(0.0, us - sum(r["us"] for r in inside))
+            rows += [
+                *inside,
+                _row(f"delegate call {len(rows)}", "delegate call (beyond its operators)", backend, "?", False, own),
+            ]
+            inside = []
+        elif name.startswith("native_call_"):
+            op = name.removeprefix("native_call_").removesuffix(".out")
+            rows.append(_row(f"kernel {len(rows)}", op, "portable kernel", "?", True, us))
+        # OPERATOR_CALL (a portable kernel with its dispatch) and Method::execute (the whole run) hold the rest
+    return rows
+
+
+def _executorch_events(runtime: ExecuTorch, model: bytes, runs: int) -> list[tuple[str, bool, float]] | None:
+    """(name, inside a delegate, mean us over ``runs`` after a warm-up) per event of one run, in order; None
+    where the runtime was built without its event tracer."""
+    from executorch.devtools import Inspector
+
+    program = runtime.program(model, etdump=True)
+    method = program.load_method("forward")
+    x = _input(list(method.metadata.input_tensor_meta(0).sizes()))
+    for _ in range(runs + 1):
+        runtime.infer(method, x)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "run.etdp")
+        try:
+            program.write_etdump_result_to_file(path, os.path.join(tmp, "debug.bin"))
+            with warnings.catch_warnings():  # no tensors were recorded (debug_buffer_size 0): times only
+                warnings.simplefilter("ignore")
+                blocks = Inspector(etdump_path=path).event_blocks
+        except Exception:  # no event tracer in this build: nothing was recorded
+            return None
+    execute = [b for b in blocks if b.name == "Execute"]
+    if not execute:
+        return None
+    return [
+        (e.name, bool(e.is_delegated_op), float(np.mean(e.perf_data.raw[1:])) * 1000.0)
+        for e in execute[0].events
+        if e.perf_data is not None
+    ]
+
+
+def _xnnpack_precision(op: str) -> str:
+    """An XNNPACK operator's precision from its name's data types, e.g. ``Convolution (NHWC, QC8) IGEMM``."""
+    types = op.partition("(")[2].partition(")")[0].split(", ")
+    if any(t.startswith("Q") for t in types):
+        return "int8"
+    return "fp32" if "F32" in types else "fp16" if "F16" in types else "?"
+
+
+def _executorch_instructions(model: bytes) -> list[dict[str, Any]]:
+    """The program's instructions: a call into a delegate, or a portable kernel (untimed)."""
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     program = deserialize_pte_binary(model)
@@ -147,8 +219,10 @@ def _ncnn(model: bytes) -> list[dict[str, Any]]:
     return [_row(name, op, "ncnn", "fp32", False) for op, name, *_ in layers if op != "Input"]
 
 
-def _row(node: str, op: str, executed_by: str, precision: str, fallback: bool) -> dict[str, Any]:
-    return dict(node=node, op=op, executed_by=executed_by, precision=precision, us=None, fallback=fallback)
+def _row(
+    node: str, op: str, executed_by: str, precision: str, fallback: bool, us: float | None = None
+) -> dict[str, Any]:
+    return dict(node=node, op=op, executed_by=executed_by, precision=precision, us=us, fallback=fallback)
 
 
 def placement_summary(rows: list[dict[str, Any]], *, top: int = 5) -> dict[str, Any]:
@@ -163,7 +237,11 @@ def placement_summary(rows: list[dict[str, Any]], *, top: int = 5) -> dict[str, 
         by_op[r["op"]] += r["us"] or 0.0
     int8 = any(r["precision"] == "int8" for r in rows)
     conversions = ("QuantizeLinear", "DequantizeLinear", "FakeQuantize", "Convert", "Reorder")
-    compute = [r for r in rows if r["op"] not in conversions]
+
+    def converts(r: dict[str, Any]) -> bool:  # XNNPACK names its ops with their layout: "Convert (NC)"
+        return r["op"].split(" (")[0] in conversions
+
+    compute = [r for r in rows if not converts(r)]
     return {
         "nodes": len(rows),
         "timed": timed,
@@ -171,6 +249,6 @@ def placement_summary(rows: list[dict[str, Any]], *, top: int = 5) -> dict[str, 
         "by_executor": dict(by_executor),
         "fallbacks": [f"{r['node']} ({r['op']}, {r['executed_by']})" for r in rows if r["fallback"]],
         "float_nodes_in_int8": sum(r["precision"] not in ("int8", "?") for r in compute) if int8 else 0,
-        "conversion_us": sum(r["us"] or 0.0 for r in rows if r["op"] in conversions) if timed else None,
+        "conversion_us": sum(r["us"] or 0.0 for r in rows if converts(r)) if timed else None,
         "costliest_ops": sorted(by_op.items(), key=lambda kv: -kv[1])[:top] if timed else [],
     }

@@ -261,7 +261,12 @@ class ExecuTorch(Runtime):
 
     def method(self, model: bytes | str):
         """The ``forward`` method of a program (``.pte`` bytes or a path), ready to execute."""
-        return self._runtime.load_program(model).load_method("forward")
+        return self.program(model).load_method("forward")
+
+    def program(self, model: bytes | str, *, etdump: bool = False):
+        """A loaded program; ``etdump``: its event tracer on (each operator's time, written by the program's
+        ``write_etdump_result_to_file``)."""
+        return self._runtime.load_program(model, enable_etdump=etdump)
 
     @staticmethod
     def infer(method, x: np.ndarray) -> np.ndarray:

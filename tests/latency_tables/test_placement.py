@@ -34,12 +34,19 @@ def test_a_node_on_another_provider_than_the_first_asked_is_a_fallback():
     assert all(r["fallback"] == (r["executed_by"] != "CUDAExecutionProvider") for r in rows)
 
 
-def test_executorch_reports_the_delegate_and_every_portable_kernel_outside_it():
+def test_executorch_times_each_xnnpack_operator_and_every_portable_kernel_outside_the_delegate():
     pytest.importorskip("executorch", reason="pip install 'edgenas[executorch]'")
-    rows = placement(make_runtime("executorch"), block_model(SE_BLOCK, "fp32", "pte"))
-    assert [r["executed_by"] for r in rows if not r["fallback"]] == ["XnnpackBackend"]
+    runtime = make_runtime("executorch")
+    rows = placement(runtime, block_model(SE_BLOCK, "fp32", "pte"), runs=5)
+    inside = [r for r in rows if not r["fallback"]]
+    assert inside and {r["executed_by"] for r in inside} == {"XnnpackBackend"}
+    assert any(r["op"] == "Convolution (NHWC, F32) DWConv" and r["precision"] == "fp32" for r in inside)
     assert all(r["executed_by"] == "portable kernel" for r in rows if r["fallback"])
-    assert not placement_summary(rows)["timed"]
+    summary = placement_summary(rows)
+    assert summary["timed"] and all(r["us"] >= 0 for r in rows) and summary["total_us"] > 0
+    # int8: XNNPACK's quantized kernels (QC8 weights), the same delegate
+    int8 = placement(runtime, block_model(SE_BLOCK, "int8", "pte"), runs=5)
+    assert any(r["op"].startswith("Convolution (NHWC, QC8)") and r["precision"] == "int8" for r in int8)
 
 
 def test_ncnn_reports_its_layers():
