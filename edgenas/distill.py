@@ -285,18 +285,7 @@ def fit(
         step = _distill_step(model, teacher, teacher_resolution or resolution, config, optim, accel, total)
         for epoch in range(config.epochs):
             model.train()
-            data = epoch_batches(
-                splits,
-                config,
-                epoch,
-                resolution=resolution,
-                channels=channels,
-                augment=config.augment,
-                accel=accel,
-                indices=cached is not None,
-            )
-            if cached is not None:
-                data = ((x, y, cached[idx]) for x, y, idx in data)
+            data = _fit_batches(splits, config, epoch, cached, resolution=resolution, channels=channels, accel=accel)
             (loss,), seen, seconds = train_epoch(
                 step, data, total=steps, desc=f"{desc} {epoch + 1}/{config.epochs}", progress=progress
             )
@@ -305,6 +294,31 @@ def fit(
                 history[-1].update(on_epoch(epoch + 1, model) or {})
     model.eval()
     return history
+
+
+def _fit_batches(
+    splits: Splits,
+    config: FitConfig,
+    epoch: int,
+    cached: torch.Tensor | None,
+    *,
+    resolution: int,
+    channels: int,
+    accel: Accelerator,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """An epoch's batches for :func:`fit`: (images, labels), with the teacher's logits of those images where
+    ``cached`` holds them."""
+    data = epoch_batches(
+        splits,
+        config,
+        epoch,
+        resolution=resolution,
+        channels=channels,
+        augment=config.augment,
+        accel=accel,
+        indices=cached is not None,
+    )
+    return data if cached is None else ((x, y, cached[idx]) for x, y, idx in data)
 
 
 def _distill_step(

@@ -21,7 +21,7 @@ from edgenas.export import OPSET, PRECISIONS
 from edgenas.latency_tables._backend import MeasurementBackend
 from edgenas.latency_tables._models import block_model, noop_for, reference_model
 from edgenas.latency_tables._protocol import Protocol
-from edgenas.latency_tables._table import LatencyTable, TableMismatchError
+from edgenas.latency_tables._table import LatencyTable, TableMismatchError, graph_revision
 from edgenas.progress import progress as progress_bar
 from edgenas.search_spaces import BlockSpec, Space, spec_params
 
@@ -59,6 +59,7 @@ def table_header(space: Space, backend: MeasurementBackend, device: str, precisi
         "opset": OPSET,
         "batch": 1,
         "space": space.name,
+        "graph_revision": graph_revision(fp.get("format", "onnx")),
         "fingerprint": fp,
     }
 

@@ -15,11 +15,34 @@ from typing import Any
 
 from edgenas.io import atomic_write_json, read_json
 
-__all__ = ["FORMAT", "LatencyTable", "TableMismatchError"]
+__all__ = ["FORMAT", "GRAPH_REVISIONS", "LatencyTable", "TableMismatchError", "graph_revision"]
 
 FORMAT = "edgenas-latency-table/1"
 # Header keys that decide whether a table can serve a request or a resumed build.
-MATCH_KEYS = ("device", "precision", "threads", "providers", "runtime", "onnxruntime", "opset", "batch", "space", "cpu")
+MATCH_KEYS = (
+    "device",
+    "precision",
+    "threads",
+    "providers",
+    "runtime",
+    "onnxruntime",
+    "opset",
+    "batch",
+    "space",
+    "cpu",
+    "graph_revision",
+)
+# The revision of the graphs edgenas exports in each model format, bumped when a block's exported
+# graph changes in a way its runtime times differently: a table timed on older graphs is then
+# refused, not reused. pte 2: the classifier's pool keeps its dims and XNNPACK runs it (before, a
+# portable kernel ran it between two delegate calls). ONNX graphs gained a Flatten there, which
+# ONNX Runtime runs in no measurable time (48.5 vs 48.9 us for the head alone): still revision 1.
+GRAPH_REVISIONS = {"pte": 2}
+
+
+def graph_revision(fmt: str) -> int:
+    """The revision of the graphs exported in model format ``fmt`` (1 unless GRAPH_REVISIONS says otherwise)."""
+    return GRAPH_REVISIONS.get(fmt, 1)
 
 
 class TableMismatchError(ValueError):
@@ -50,7 +73,8 @@ class LatencyTable:
     def check_device(self, fingerprint: dict[str, Any], source: str) -> None:
         """Raise TableMismatchError unless ``fingerprint`` (a backend's) is the machine and runtime the table timed:
         predictions compared with this device's measurements would otherwise mix two devices."""
-        self.check({k: fingerprint[k] for k in DEVICE_KEYS if k in fingerprint}, source)
+        expected = {k: fingerprint[k] for k in DEVICE_KEYS if k in fingerprint}
+        self.check({**expected, "graph_revision": graph_revision(fingerprint.get("format", "onnx"))}, source)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +96,8 @@ class LatencyTable:
         if isinstance(data.get("header"), dict) and "runtime" not in data["header"] and "onnxruntime" in data["header"]:
             # tables of earlier versions: ONNX Runtime measured every one of them
             data["header"]["runtime"] = f"onnxruntime {data['header']['onnxruntime']}"
+        if isinstance(data.get("header"), dict):
+            data["header"].setdefault("graph_revision", 1)  # tables from before revisions were counted
         _check_fields(data, str(path))
         table = cls(
             header=data["header"],

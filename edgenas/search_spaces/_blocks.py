@@ -118,7 +118,9 @@ class Classifier(nn.Module):
         self.fc2 = nn.Linear(spec.mid_chs, spec.out_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(self.act(self.fc1(x.mean((2, 3))))))
+        # the pool keeps its dims, then flattens: XNNPACK delegates only that form of a mean (a plain
+        # mean ran as a portable kernel between two delegate calls, up to 45 % of a small net's time)
+        return self.fc2(self.dropout(self.act(self.fc1(x.mean((2, 3), keepdim=True).flatten(1)))))
 
 
 def build_block(spec: BlockSpec) -> nn.Module:

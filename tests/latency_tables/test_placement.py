@@ -49,6 +49,17 @@ def test_executorch_times_each_xnnpack_operator_and_every_portable_kernel_outsid
     assert any(r["op"].startswith("Convolution (NHWC, QC8)") and r["precision"] == "int8" for r in int8)
 
 
+def test_a_net_without_se_runs_whole_inside_one_xnnpack_delegate():
+    """The classifier's pool included: no portable kernel, one delegate call."""
+    pytest.importorskip("executorch", reason="pip install 'edgenas[executorch]'")
+    from edgenas.latency_tables import arch_model
+    from edgenas.search_spaces import SPACES, Arch
+
+    rows = placement(make_runtime("executorch"), arch_model(SPACES["tiny"], Arch.parse("r16|k3e2|k3e2"), "fp32", "pte"))
+    assert not [r for r in rows if r["fallback"]]
+    assert sum(r["op"].startswith("delegate call") for r in rows) == 1
+
+
 def test_ncnn_reports_its_layers():
     pytest.importorskip("ncnn", reason="pip install 'edgenas[ncnn]'")
     rows = placement(make_runtime("ncnn"), block_model(SE_BLOCK, "fp32", "ncnn"))

@@ -28,6 +28,20 @@ def test_header_mismatch_is_refused(tiny_table):
     LatencyTable.load(tiny_table, expect={"precision": "fp32", "threads": table.header["threads"]})
 
 
+def test_a_table_timed_on_graphs_of_an_earlier_revision_is_refused(tiny_table, tmp_path):
+    """A table from before graph revisions were counted holds revision 1: fine for ONNX files, whose
+    graphs did not change for their runtime, refused for a format whose graphs did (ExecuTorch's)."""
+    data = json.loads(tiny_table.read_text())
+    assert data["header"]["graph_revision"] == 1  # an ONNX Runtime table
+    del data["header"]["graph_revision"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = LatencyTable.load(tmp_path / "old.json")
+    fingerprint = {k: old.header[k] for k in ("cpu", "runtime", "onnxruntime", "threads", "providers")}
+    old.check_device(fingerprint, "old")
+    with pytest.raises(TableMismatchError, match="graph_revision: table has 1, requested 2"):
+        old.check_device({**fingerprint, "format": "pte"}, "old")
+
+
 def test_resuming_with_other_settings_is_refused(tiny_table, tiny):
     with pytest.raises(TableMismatchError, match="threads: table has 1, requested 2"):
         build_table(tiny, LocalBackend(threads=2), tiny_table, progress=False)
