@@ -329,7 +329,7 @@ def _distill_step(
     optim: Optimization,
     accel: Accelerator,
     total: int,
-) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]]:
+) -> Callable[..., tuple[torch.Tensor, int]]:
     """One optimiser step on a batch: the teacher's logits (given, or the teacher run at its resolution), the
     distillation loss with alpha decaying linearly over the whole run from ``alpha_start`` to ``alpha_end``."""
     if teacher is not None:
