@@ -39,6 +39,7 @@ from edgenas.latency_tables import LocalBackend
 from edgenas.nas import load_supernet, set_threads
 from edgenas.pruning import PruneConfig
 from edgenas.reports import accuracy_margin_pts, difference_margin_pts
+from edgenas.teacher import teacher_files
 
 SETTINGS = ("labels", "largest", "ensemble", "largest-clean", "ensemble-clean")
 # the headline search's choice at 2/3 of MobileNetV3-Small 0.75's predicted latency (cpu-fast)
@@ -62,7 +63,7 @@ def main() -> None:
     args = p.parse_args()
 
     config = load_config(args.config)
-    ensemble = tuple(args.ensemble or _as_tuple(config.finalize.teacher))
+    ensemble = tuple(args.ensemble or map(str, teacher_files(config.finalize.teacher)))
     if any(s.startswith("ensemble") for s in args.settings) and not ensemble:
         p.error("the ensemble setting needs teacher files: --ensemble FILE... or finalize.teacher in --config")
     set_threads(args.threads)
@@ -108,10 +109,6 @@ def _logits_note(setting: str) -> str:
 
 def _pct(accuracy: float) -> str:
     return f"{accuracy * 100:.2f} %"
-
-
-def _as_tuple(teacher: str | tuple[str, ...] | None) -> tuple[str, ...]:
-    return () if teacher is None else (teacher,) if isinstance(teacher, str) else tuple(teacher)
 
 
 def _finalize_config(base, setting: str, seed: int, ensemble: tuple[str, ...], args: argparse.Namespace):

@@ -72,7 +72,7 @@ from edgenas.preprocess import METADATA_KEY, preprocessing_metadata
 from edgenas.pruning import channel_counts, progressive_prune
 from edgenas.quant import XnnpackQat, calibrate_qat, export_qat, prepare_qat
 from edgenas.search_spaces import KB, Arch, Footprint, Space, SubNet, Supernet, current_specs, net_footprint
-from edgenas.teacher import OnnxTeacher, load_teacher, teacher_input_size
+from edgenas.teacher import OnnxTeacher, load_teacher, teacher_files, teacher_input_size
 
 __all__ = [
     "ExportCheckError",
@@ -353,17 +353,20 @@ def _start(
     accel = Accelerator.create(config.device)
     evaluator = SubnetEvaluator(supernet, splits, calib_batches=config.calib_batches, seed=config.seed, accel=accel)
     source = "user model (Python API)" if teacher is not None else "largest subnet"
-    if teacher is None and config.teacher:
-        teacher_resolution = config.teacher_resolution or teacher_input_size(config.teacher) or arch.resolution
-        shape = (1, space.in_chs, teacher_resolution, teacher_resolution)
-        norm = {"mean": splits.mean, "std": splits.std, "classes": list(splits.train.classes)}
-        teacher = load_teacher(config.teacher, shape, splits.num_classes, **norm)
+    files = teacher_files(config.teacher) if teacher is None else []
+    if files:
         source = config.teacher if isinstance(config.teacher, str) else ", ".join(config.teacher)
-    if isinstance(teacher, OnnxTeacher) and fingerprint.get("format", "onnx") != "onnx":
+    onnx_teacher = isinstance(teacher, OnnxTeacher) or any(p.suffix == ".onnx" for p in files)
+    if onnx_teacher and fingerprint.get("format", "onnx") != "onnx":  # refused before any file is read
         raise ValueError(
             f"finalize.teacher {source!r} is ONNX; device {device!r} runs {fingerprint['format']} files, which "
             "its stage table times the teacher in: give a torch teacher (TorchScript or torch.save) for it"
         )
+    if files:
+        teacher_resolution = config.teacher_resolution or teacher_input_size(config.teacher) or arch.resolution
+        shape = (1, space.in_chs, teacher_resolution, teacher_resolution)
+        norm = {"mean": splits.mean, "std": splits.std, "classes": list(splits.train.classes)}
+        teacher = load_teacher(config.teacher, shape, splits.num_classes, **norm)
     if teacher is None:
         largest = space.largest()
         teacher, teacher_resolution = evaluator.subnet(largest).cpu(), largest.resolution

@@ -30,9 +30,16 @@ from torch import nn
 
 from edgenas.preprocess import METADATA_KEY
 
-__all__ = ["OnnxTeacher", "load_teacher", "merge_onnx_teachers", "teacher_input_size"]
+__all__ = ["OnnxTeacher", "load_teacher", "merge_onnx_teachers", "teacher_files", "teacher_input_size"]
 
 logger = logging.getLogger(__name__)
+
+
+def teacher_files(path: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[Path]:
+    """The files of a teacher setting: one file, a list of them (an ensemble), or none."""
+    if path is None:
+        return []
+    return [Path(p) for p in ([path] if isinstance(path, (str, os.PathLike)) else path)]
 
 
 def load_teacher(
@@ -52,7 +59,7 @@ def load_teacher(
     ``(1, num_classes)`` logits. The pickle route runs code from the file: load only files
     you trust.
     """
-    paths = [Path(p) for p in ([path] if isinstance(path, (str, os.PathLike)) else path)]
+    paths = teacher_files(path)
     if not paths:
         raise ValueError("finalize.teacher: an empty list (give a file, or a list of ONNX files)")
     for p in paths:
@@ -148,7 +155,7 @@ def merge_onnx_teachers(
 
 def teacher_input_size(path: str | os.PathLike | Sequence[str | os.PathLike]) -> int | None:
     """The fixed input size of an ONNX teacher (the first file of an ensemble); None for torch or a symbolic size."""
-    first = Path(path if isinstance(path, (str, os.PathLike)) else path[0])
+    first = teacher_files(path)[0]
     if first.suffix != ".onnx" or not first.is_file():
         return None
     try:
