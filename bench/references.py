@@ -8,7 +8,8 @@ scratch, label smoothing, the data set's augmentation, the best epoch on validat
 ``--seeds`` seeds. Each is exported as finalize exports (fp32 ONNX with its preprocessing
 metadata) and scored on the test split the way ``edgenas predict`` scores a file. Then every
 deployed file of ``bench/deploy.py`` (``bench/results/fashion-mnist/<device>/``) and every
-reference's seed-0 file are timed in one interleaved batch (ONNX Runtime, 1 thread, batch 1).
+reference's seed-0 file are timed in ``--batches`` interleaved batches, each file's median over
+them (ONNX Runtime, 1 thread, batch 1).
 
 Target: against every reference, a deployed model with >= +1 pt test accuracy at <= its
 measured latency, or >= 1.5x faster at >= its accuracy.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import time
 from pathlib import Path
 
@@ -67,6 +69,13 @@ def main() -> None:
         "bench/results/fashion-mnist/<device> for each device of the config",
     )
     p.add_argument("--name", default="references", help="the result files' name in --out (NAME.json, .md, .png)")
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=5,
+        help="interleaved timing batches; each file's latency is its median over them (a shared VM changes speed "
+        "between batches, by up to 1.5x here)",
+    )
     args = p.parse_args()
 
     set_threads(args.threads)
@@ -89,12 +98,16 @@ def main() -> None:
             log(f"{name} seed {seed}: test {row['test_accuracy'] * 100:.2f} % ({row['minutes']:.1f} min)")
     kept = Path("bench/results/fashion-mnist")
     deployed = [Path(f) for f in args.deployed] if args.deployed else [kept / d.name for d in config.devices]
-    summary = compare(deployed, names, epochs, results_dir, work)
+    summary = compare(deployed, names, epochs, results_dir, work, args.batches)
     stem = Path(args.out) / args.name
     atomic_write_json(stem.with_suffix(".json"), summary)
     atomic_write_text(stem.with_suffix(".md"), markdown(summary, epochs))
     figure(summary).write_image(str(stem.with_suffix(".png")), width=900, height=520)
     print(markdown(summary, epochs))
+
+
+def _batches(rows: list[dict]) -> int:
+    return len(rows[0].get("latency_ms_batches", [0])) if rows else 0
 
 
 def _done(path: Path, epochs: int) -> bool:
@@ -159,9 +172,11 @@ def train_reference(space, arch, splits, recipe: FitConfig, stem: Path, seed: in
     }
 
 
-def compare(deployed: list[Path], names: list[str], epochs: int, results_dir: Path, work: Path) -> dict:
+def compare(
+    deployed: list[Path], names: list[str], epochs: int, results_dir: Path, work: Path, batches: int = 5
+) -> dict:
     """The deployed files (of each finalize folder in ``deployed``) and the references' seed-0 files timed in
-    one interleaved batch; who beats whom.
+    ``batches`` interleaved batches (each file's median over them); who beats whom.
 
     A reference counts with every seed trained for ``epochs`` so far (the table says how many).
     """
@@ -204,9 +219,11 @@ def compare(deployed: list[Path], names: list[str], epochs: int, results_dir: Pa
             }
         )
         models.append((work / f"{name}_s0.onnx").read_bytes())
-    timings, _, _ = LocalBackend(threads=1).measure(models, reference_model("fp32"), Protocol(rounds=30))
-    for row, t in zip(rows, timings):
-        row["latency_ms"] = t.ms
+    backend = LocalBackend(threads=1)
+    runs = [backend.measure(models, reference_model("fp32"), Protocol(rounds=30))[0] for _ in range(batches)]
+    for i, row in enumerate(rows):
+        row["latency_ms_batches"] = [timings[i].ms for timings in runs]
+        row["latency_ms"] = statistics.median(row["latency_ms_batches"])
     ours = [r for r in rows if r["kind"] == "edgenas"]
     verdicts = {}
     for ref in (r for r in rows if r["kind"] == "MobileNetV3"):
@@ -240,9 +257,9 @@ def markdown(summary: dict, epochs: int) -> str:
         f"References: the MobileNetV3 layouts of the space, trained from scratch for {epochs} epochs on the full "
         f"training split (lr 0.1, warm-up + cosine, label smoothing 0.1, crop + flip, best epoch on validation), "
         f"every seed done so far (mean shown, seeds in brackets), trained on {', '.join(where)}. "
-        "Every file timed in one interleaved batch (ONNX Runtime fp32/int8, 1 thread, "
-        "batch 1); test accuracy on the official 10,000 images as `edgenas predict` scores the file (± half the "
-        "95 % interval from the split's size).",
+        f"Every file timed in {_batches(rows)} interleaved batches, its median shown (ONNX Runtime fp32/int8, 1 "
+        "thread, batch 1); test accuracy on the official 10,000 images as `edgenas predict` scores the file "
+        "(± half the 95 % interval from the split's size).",
         "",
         "| model | arch | test accuracy | latency (ms) |",
         "|---|---|---|---|",
