@@ -77,6 +77,8 @@ def main() -> None:
         "between batches, by up to 1.5x here)",
     )
     args = p.parse_args()
+    if args.batches < 1:
+        p.error(f"--batches must be >= 1, got {args.batches}")
 
     set_threads(args.threads)
     config = load_config(args.config)
