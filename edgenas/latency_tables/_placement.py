@@ -158,8 +158,11 @@ def _executorch(runtime: ExecuTorch, model: bytes, runs: int) -> list[dict[str, 
 
 def _executorch_events(runtime: ExecuTorch, model: bytes, runs: int) -> list[tuple[str, bool, float]] | None:
     """(name, inside a delegate, mean us over ``runs`` after a warm-up) per event of one run, in order; None
-    where the runtime was built without its event tracer."""
-    from executorch.devtools import Inspector
+    where the runtime was built without its event tracer or its devtools (which read the trace) are missing."""
+    try:
+        from executorch.devtools import Inspector
+    except ImportError:  # a runtime-only install: the instructions, untimed
+        return None
 
     program = runtime.program(model, etdump=True)
     method = program.load_method("forward")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from edgenas.latency_tables import block_model, make_runtime, placement, placement_summary
@@ -47,6 +49,15 @@ def test_executorch_times_each_xnnpack_operator_and_every_portable_kernel_outsid
     # int8: XNNPACK's quantized kernels (QC8 weights), the same delegate
     int8 = placement(runtime, block_model(SE_BLOCK, "int8", "pte"), runs=5)
     assert any(r["op"].startswith("Convolution (NHWC, QC8)") and r["precision"] == "int8" for r in int8)
+
+
+def test_executorch_without_its_devtools_lists_the_instructions_untimed(monkeypatch):
+    """A runtime-only install (no ``executorch.devtools`` to read the event trace) still says what ran where."""
+    pytest.importorskip("executorch", reason="pip install 'edgenas[executorch]'")
+    monkeypatch.setitem(sys.modules, "executorch.devtools", None)  # importing it raises ImportError
+    rows = placement(make_runtime("executorch"), block_model(SE_BLOCK, "fp32", "pte"), runs=2)
+    assert any(r["executed_by"] == "XnnpackBackend" for r in rows)
+    assert not placement_summary(rows)["timed"]
 
 
 def test_a_net_without_se_runs_whole_inside_one_xnnpack_delegate():
