@@ -99,7 +99,7 @@ def _markdown(results: dict, config: str) -> str:
             "",
             f"Budget {r['budget']}; deployed {card.deployed_file} ({card.precision}): "
             f"**{acc * 100:.2f} % ± {accuracy_margin_pts(acc, n):.2f}** at **{final['latency_ms']:.3f} ms**. "
-            f"Teacher: {card.data['teacher']}. Finalize's model steps took "
+            f"Teacher: {card.data['teacher']}{_logits(card)}. Finalize's model steps took "
             + ", ".join(f"{k} {v / 60:.1f}" for k, v in card.data["step_seconds"].items())
             + " minutes.",
             "",
@@ -120,6 +120,12 @@ def _markdown(results: dict, config: str) -> str:
             vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in curve["epochs"])
             lines.append(f"Distillation, val accuracy (%) per epoch from 0: {vals}; kept epoch {curve['kept_epoch']}.")
     return "\n".join(lines) + "\n"
+
+
+def _logits(card: ModelCard) -> str:
+    """How the teacher taught: on every augmented batch (online, the default) or from its clean logits once."""
+    how = card.data["config"].get("teacher_logits", "online")
+    return " (its logits of the clean images, computed once)" if how == "clean" else " (run on every batch)"
 
 
 if __name__ == "__main__":

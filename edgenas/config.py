@@ -293,8 +293,9 @@ class FinalizeConfig(Recipe):
     # largest subnet with the supernet's weights
     teacher_epochs: int = 0
     teacher_lr: float = 0.02
-    # the distillation finetune's teacher logits (see TEACHER_LOGITS): "online" or "clean"
-    teacher_logits: str = "online"
+    # the distillation finetune's teacher logits (see TEACHER_LOGITS): "clean" (the same accuracy
+    # as "online" in half the time, measured on Fashion-MNIST) or "online"
+    teacher_logits: str = "clean"
     label_smoothing: float = 0.1  # on the cross-entropy part of every finetune
     calib_batches: int = 8
     measure_rounds: int = 20

@@ -505,7 +505,8 @@ def _distill_inputs(run: _Run) -> dict[str, Any]:
             "alpha_start",
             "alpha_end",
         ),
-        # named only when not the default, so that records written before the setting existed still match
+        # named only when not "online" (what every record written before the setting existed was made
+        # with), so that those records still match an online run
         **({"teacher_logits": run.config.teacher_logits} if run.config.teacher_logits != "online" else {}),
     }
 

@@ -350,11 +350,14 @@ def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_
     assert card["data_sizes"]["test"] == len(splits.test.labels)
     md = (tmp_path / "fin" / "model_card.md").read_text()
     assert "- distillation: val accuracy (%)" in md and "validation accuracy after each step" in md
-    # the teacher's logits of the clean images instead: the distillation (and what follows it) is made again
-    clean = dataclasses.replace(fin, teacher_logits="clean")
-    again = _finalize(parts, LocalBackend(threads=1), tmp_path / "fin", clean)
-    assert again["steps_made"][:2] == ["distilled", "pruned"] and "teacher" not in again["steps_made"]
+    assert "computed once" in md  # the default: the teacher's logits of the clean images
     assert json.loads((tmp_path / "fin" / "distilled.json").read_text())["inputs"]["teacher_logits"] == "clean"
+    # the teacher on every augmented batch instead: the distillation (and what follows it) is made again
+    online = dataclasses.replace(fin, teacher_logits="online")
+    again = _finalize(parts, LocalBackend(threads=1), tmp_path / "fin", online)
+    assert again["steps_made"][:2] == ["distilled", "pruned"] and "teacher" not in again["steps_made"]
+    assert "teacher_logits" not in json.loads((tmp_path / "fin" / "distilled.json").read_text())["inputs"]
+    assert "computed once" not in (tmp_path / "fin" / "model_card.md").read_text()
 
 
 @pytest.mark.parametrize(("device", "suffix"), [("executorch", ".pte"), ("ncnn", ".param")])
