@@ -123,7 +123,8 @@ def _markdown(results: dict, config: str) -> str:
 
 
 def _logits(card: ModelCard) -> str:
-    """How the teacher taught: on every augmented batch (online, the default) or from its clean logits once."""
+    """How the teacher taught: from its clean logits once (the default), or on every augmented batch (a card
+    made before the setting existed names none: its teacher ran on every batch)."""
     how = card.data["config"].get("teacher_logits", "online")
     return " (its logits of the clean images, computed once)" if how == "clean" else " (run on every batch)"
 
