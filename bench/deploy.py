@@ -123,10 +123,9 @@ def _markdown(results: dict, config: str) -> str:
 
 
 def _logits(card: ModelCard) -> str:
-    """How the teacher taught: from its clean logits once (the default), or on every augmented batch (a card
-    made before the setting existed names none: its teacher ran on every batch)."""
-    how = card.data["config"].get("teacher_logits", "online")
-    return " (its logits of the clean images, computed once)" if how == "clean" else " (run on every batch)"
+    """How the teacher taught: from its clean logits once (the default), or on every augmented batch."""
+    clean = card.teacher_logits == "clean"
+    return " (its logits of the clean images, computed once)" if clean else " (run on every batch)"
 
 
 if __name__ == "__main__":

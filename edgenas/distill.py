@@ -256,6 +256,7 @@ def fit(
     desc: str = "fit",
     on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
     accel: Accelerator | None = None,
+    clean_logits: torch.Tensor | None = None,
 ) -> list[dict]:
     """Train ``model`` on ``splits.train`` (distilling from ``teacher`` if given); returns per-epoch stats.
 
@@ -264,7 +265,9 @@ def fit(
     each epoch, the model still on the accelerator (e.g. to score and keep the best
     epoch); a dict it returns is merged into that epoch's stats. ``config.teacher_logits``
     "clean": the teacher runs once over the un-augmented training images, before the first
-    epoch, instead of on every batch.
+    epoch, instead of on every batch; ``clean_logits``, if given, are those logits
+    (:func:`clean_teacher_logits` of this teacher), so that several finetunes by one teacher
+    compute them once.
     """
     accel = accel or Accelerator.cpu()
     steps = steps_per_epoch(splits, config)
@@ -276,9 +279,11 @@ def fit(
         cached = None
         if teacher is not None and config.teacher_logits == "clean" and config.epochs:
             t_res, bs = teacher_resolution or resolution, config.batch_size
-            cached = clean_teacher_logits(
-                teacher, splits, resolution=t_res, channels=channels, batch_size=bs, accel=accel
-            )
+            if clean_logits is None:
+                clean_logits = clean_teacher_logits(
+                    teacher, splits, resolution=t_res, channels=channels, batch_size=bs, accel=accel
+                )
+            cached = clean_logits.to(accel.device)
         optim = Optimization(
             model, config, total_steps=total, warmup_steps=round(config.warmup_epochs * steps), accel=accel
         )

@@ -45,7 +45,7 @@ from torch import nn
 from edgenas.accelerator import Accelerator, seeded
 from edgenas.config import FinalizeConfig, FitConfig
 from edgenas.data import ImageData, Splits, batches
-from edgenas.distill import fit
+from edgenas.distill import clean_teacher_logits, fit
 from edgenas.errors import ExportCheckError
 from edgenas.export import activation_peak, export_for, export_onnx, export_pte, save_openvino_ir, with_metadata
 from edgenas.io import (
@@ -192,6 +192,7 @@ class _Run:
     stages: list[dict[str, Any]] = field(default_factory=list)
     reference_ms: float | None = None
     teacher_selection: dict[str, Any] | None = None  # the candidates' validation accuracy, when there was a choice
+    teacher_clean_logits: torch.Tensor | None = None  # the teacher's, when it teaches from them: computed once
 
     @property
     def res(self) -> int:
@@ -233,9 +234,7 @@ class _Run:
     def teacher_val_acc(self, m: nn.Module) -> float:
         return accuracy(m, self.splits.val, self.splits, resolution=self.teacher_resolution, channels=self.chans)
 
-    def fit_config(
-        self, epochs: int, lr: float, alpha: tuple[float, float], warmup: float = 0.0, teacher_logits: str = "online"
-    ) -> FitConfig:
+    def fit_config(self, epochs: int, lr: float, alpha: tuple[float, float], warmup: float = 0.0) -> FitConfig:
         c = self.config
         return FitConfig(
             epochs=epochs,
@@ -251,11 +250,12 @@ class _Run:
             augment=self.augment,
             seed=c.seed,
             max_steps_per_epoch=c.max_steps_per_epoch,
-            teacher_logits=teacher_logits,
+            teacher_logits=c.teacher_logits,
         )
 
     def distillation(self, **changes: Any) -> dict[str, Any]:
-        """The keyword arguments of :func:`fit` that distil from the teacher (``changes`` override)."""
+        """The keyword arguments of :func:`fit` that distil from the teacher (``changes`` override; another
+        teacher computes its own clean logits)."""
         kd = dict(
             teacher=self.teacher,
             teacher_resolution=self.teacher_resolution,
@@ -264,7 +264,24 @@ class _Run:
             progress=self.progress,
             accel=self.accel,
         )
+        c = self.config
+        if "teacher" not in changes and c.teacher_logits == "clean" and (c.alpha_start or c.alpha_end):
+            kd["clean_logits"] = self.clean_logits()
         return {**kd, **changes}
+
+    def clean_logits(self) -> torch.Tensor:
+        """The teacher's logits of the un-augmented training images, computed at the first finetune that
+        needs them: the distillation and every pruning finetune learn from the same ones."""
+        if self.teacher_clean_logits is None:
+            self.teacher_clean_logits = clean_teacher_logits(
+                self.teacher,
+                self.splits,
+                resolution=self.teacher_resolution,
+                channels=self.chans,
+                batch_size=self.config.batch_size,
+                accel=self.accel,
+            )
+        return self.teacher_clean_logits
 
     def settings(self, *names: str) -> dict[str, Any]:
         return {k: getattr(self.config, k) for k in names}
@@ -505,10 +522,14 @@ def _distill_inputs(run: _Run) -> dict[str, Any]:
             "alpha_start",
             "alpha_end",
         ),
-        # named only when not "online" (what every record written before the setting existed was made
-        # with), so that those records still match an online run
-        **({"teacher_logits": run.config.teacher_logits} if run.config.teacher_logits != "online" else {}),
+        **_teacher_logits_setting(run),
     }
+
+
+def _teacher_logits_setting(run: _Run) -> dict[str, str]:
+    """``teacher_logits`` for a finetune's record, named only when not "online" (what every record written
+    before the setting existed was made with), so that those records still match an online run."""
+    return {"teacher_logits": run.config.teacher_logits} if run.config.teacher_logits != "online" else {}
 
 
 def _distill(run: _Run) -> nn.Module:
@@ -519,7 +540,7 @@ def _distill(run: _Run) -> nn.Module:
     fit(
         m,
         run.splits,
-        run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end), c.warmup_epochs, c.teacher_logits),
+        run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end), c.warmup_epochs),
         desc="distill",
         on_epoch=best,
         **run.distillation(),
@@ -563,6 +584,7 @@ def _prune_inputs(run: _Run) -> dict[str, Any]:
     return {
         "prune": dataclasses.asdict(p),
         **run.settings("prune_finetune_epochs"),
+        **_teacher_logits_setting(run),
         # the device's timings steer pruning only when there is a latency target
         "device": (run.device, run.fingerprint) if p.latency_target_ms else None,
         # and the table's precision, the memory and size targets
@@ -599,7 +621,11 @@ def _prune(run: _Run) -> nn.Module:
 
 def _qat_inputs(run: _Run) -> dict[str, Any]:
     scheme = "xnnpack" if run.format == "pte" else "onnxruntime"  # whose int8 the fake quantization is
-    return {**run.settings("qat_epochs", "qat_lr", "qat_alpha", "calib_batches"), "scheme": scheme}
+    return {
+        **run.settings("qat_epochs", "qat_lr", "qat_alpha", "calib_batches"),
+        "scheme": scheme,
+        **_teacher_logits_setting(run),
+    }
 
 
 def _qat(run: _Run) -> nn.Module:

@@ -165,6 +165,12 @@ class ModelCard:
         return (self.data.get("deployed") or {}).get("file") or self.data.get("chosen_model")
 
     @property
+    def teacher_logits(self) -> str:
+        """How the teacher taught: ``clean`` (its logits of the un-augmented training images, computed once) or
+        ``online`` (run on every augmented batch; a card made before the setting existed names none)."""
+        return self.data.get("config", {}).get("teacher_logits", "online")
+
+    @property
     def stages(self) -> dict[str, dict[str, Any]]:
         """Each stage's row (teacher, searched, distilled, pruned, qat_int8, ptq_int8) by name."""
         return {r["stage"]: r for r in self.data["stages"]}

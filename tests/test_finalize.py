@@ -413,3 +413,37 @@ def test_an_onnx_teacher_is_refused_for_a_device_that_runs_another_format(tiny_r
     with pytest.raises(ValueError, match=r"is ONNX; device 'phone' runs ncnn files"):
         _finalize(parts, make_backend("ncnn"), tmp_path / "fin", FinalizeConfig(teacher=str(teacher)), device="phone")
     assert not (tmp_path / "fin" / "searched.pt").exists()  # refused before any work
+
+
+def test_the_teachers_clean_logits_are_computed_once_for_the_distillation_and_every_pruning_finetune(
+    tiny_run, tmp_path, monkeypatch
+):
+    """With clean logits the teacher runs once per finalize: the distillation and each pruning finetune learn
+    from the same tensor; QAT, taught by the pruned model, computes that model's own. Every record names it."""
+    import edgenas.distill
+    import edgenas.finalize
+    from edgenas.config import FinalizeConfig, PruneConfig
+    from edgenas.latency_tables import LocalBackend
+
+    calls = []
+
+    def counted(teacher, *args, **kwargs):
+        calls.append(id(teacher))
+        return clean(teacher, *args, **kwargs)
+
+    clean = edgenas.distill.clean_teacher_logits
+    monkeypatch.setattr(edgenas.finalize, "clean_teacher_logits", counted)
+    monkeypatch.setattr(edgenas.distill, "clean_teacher_logits", counted)
+    fin = FinalizeConfig(
+        distill_epochs=1,
+        prune=PruneConfig(step=0.1, max_steps=2, tolerance=1.0),  # tolerance 1: both steps are taken
+        prune_finetune_epochs=1,
+        qat_epochs=1,
+        measure_rounds=3,
+        accept_failed_checks=True,
+    )
+    card = _finalize(_tiny_parts(tiny_run), LocalBackend(threads=1), tmp_path / "fin", fin)
+    assert [s["step"] for s in card["prune_steps"]] == [0, 1, 2]  # two finetunes by the teacher after distilling
+    assert len(calls) == 2 and calls[0] != calls[1]  # the teacher once, then QAT's teacher (the pruned model)
+    for step in ("distilled", "pruned", "qat"):
+        assert json.loads((tmp_path / "fin" / f"{step}.json").read_text())["inputs"]["teacher_logits"] == "clean"

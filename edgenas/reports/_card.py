@@ -26,8 +26,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             f"{dep['precision']}, test accuracy {dep['test_accuracy'] * 100:.2f} % "
             + (f"scored by {dep['scored_by']}" if dep.get("scored_by") else "as that runtime runs it")
         )
-    clean = card.get("config", {}).get("teacher_logits") == "clean"
-    how = " (its logits of the un-augmented training images, computed once, taught the distillation)" if clean else ""
+    clean = ModelCard(card).teacher_logits == "clean"
+    how = " (its logits of the un-augmented training images, computed once, taught every finetune)" if clean else ""
     lines.append(f"- teacher: {card.get('teacher', 'largest subnet')}{how}")
     if card.get("predicted_ms") is not None:
         vs = ", ".join(f"`{k}` {v:.3f} ms" for k, v in card["predicted_stage_ms"].items())
