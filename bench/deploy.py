@@ -32,7 +32,12 @@ def main() -> None:
     p.add_argument("--config", default="configs/fashion-mnist.yaml")
     p.add_argument("--train", action="store_true", help="train the supernet instead of starting from SUPERNET")
     p.add_argument("--out", default="bench/results")
-    p.add_argument("--collect", action="store_true", help="only gather the devices finalized so far (no run)")
+    p.add_argument(
+        "--collect",
+        action="store_true",
+        help="only gather the devices finalized so far (no run); a device this run has not finalized keeps its "
+        "entry of the earlier deploy.json, marked as from an earlier run",
+    )
     args = p.parse_args()
 
     config = load_config(args.config)
@@ -48,10 +53,21 @@ def main() -> None:
         log(f"run finished in {(time.time() - start) / 60:.1f} minutes")
 
     kept = out / "fashion-mnist"
-    results = {"config": args.config, "devices": {}, "compute": _compute(layout), "not_finalized": []}
+    earlier = read_json(out / "deploy.json") if args.collect and (out / "deploy.json").exists() else {}
+    compute = _compute(layout)
+    results = {
+        "config": args.config,
+        "devices": {},
+        "compute": compute or earlier.get("compute", {}),
+        "compute_of": "this run" if compute or not earlier else "an earlier run",
+        "not_finalized": [],
+    }
     for d in config.devices:
         if not layout.model_card(d.name).exists():
-            results["not_finalized"].append(d.name)
+            if d.name in earlier.get("devices", {}):
+                results["devices"][d.name] = {**earlier["devices"][d.name], "earlier_run": True}
+            else:
+                results["not_finalized"].append(d.name)
             continue
         card = ModelCard.load(layout.model_card(d.name))
         folder = kept / d.name
@@ -83,7 +99,7 @@ def _markdown(results: dict, config: str) -> str:
         "fp32 on this CPU, 1 thread, batch 1; every stage timed in one interleaved batch per device. "
         "Accuracy ± half the 95 % interval from the test split's size.",
         "",
-        "| stage | minutes |",
+        f"| stage ({results.get('compute_of', 'this run')}) | minutes |",
         "|---|---|",
         *(f"| {k} | {v:.1f} |" for k, v in results["compute"].items()),
         *(f"| finalize of `{d}` | not run to its end |" for d in results["not_finalized"]),
@@ -97,6 +113,11 @@ def _markdown(results: dict, config: str) -> str:
             "",
             f"## {device}: `{md_code(card.arch)[1:-1]}`",
             "",
+            *(
+                ["From an earlier run of this config (its own latency table and search).", ""]
+                if r.get("earlier_run")
+                else []
+            ),
             f"Budget {r['budget']}; deployed {card.deployed_file} ({card.precision}): "
             f"**{acc * 100:.2f} % ± {accuracy_margin_pts(acc, n):.2f}** at **{final['latency_ms']:.3f} ms**. "
             f"Teacher: {card.data['teacher']}{_logits(card)}. Finalize's model steps took "
