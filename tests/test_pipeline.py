@@ -186,14 +186,14 @@ def test_a_changed_device_remeasures_only_its_own_table(tmp_path):
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
     luts = pipeline.build_luts(load_config(tmp_path / "two.yaml"), progress=False)
     kept = luts["a"].stat().st_mtime_ns
-    data["devices"][1]["threads"] = 2  # (an fp32 change: an int8 table takes twice as long to build)
+    data["devices"][1]["precision"] = "int8"
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
     luts = pipeline.build_luts(load_config(tmp_path / "two.yaml"), progress=False)
     assert luts["a"].stat().st_mtime_ns == kept  # untouched
     b = LatencyTable.load(luts["b"])
-    assert b.header["threads"] == 2 and b.calibration is not None  # measured and validated again
+    assert b.header["precision"] == "int8" and b.calibration is not None  # measured and validated again
     # a table the user supplied is never deleted: a mismatch is an error
-    data["devices"][1] = {"name": "b", "lut": str(luts["b"]), "threads": 1}
+    data["devices"][1] = {"name": "b", "lut": str(luts["b"]), "precision": "fp32"}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(TableMismatchError, match="does not match the request"):
         pipeline.build_luts(load_config(tmp_path / "two.yaml"), progress=False)
