@@ -87,13 +87,26 @@ def add_supernet_args(p: argparse.ArgumentParser, workdir: str | None) -> None:
 
 def supernet_bench(args: argparse.Namespace) -> tuple[Space, Splits, Supernet]:
     """Threads set, ``--workdir`` made (where the bench has one), the bench space, the full splits, the supernet."""
-    from edgenas.nas import load_supernet, set_threads
+    from edgenas.nas import set_threads
 
     if getattr(args, "workdir", None):
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     set_threads(args.threads)
     space = bench_space(args.resolutions)
-    return space, bench_splits(None), load_supernet(space, args.supernet)
+    return space, bench_splits(None), bench_supernet(space, args.supernet)
+
+
+def bench_supernet(space: Space, path: str) -> Supernet:
+    """The supernet at ``path`` for ``space``, which may search fewer of the resolutions it was trained at
+    (``--resolutions 28`` on the 24,28 supernet: the tables bench/lut_accuracy.py builds are at one)."""
+    import torch
+
+    from edgenas.nas import load_supernet
+
+    trained = tuple(torch.load(path, map_location="cpu", weights_only=False)["space"]["resolutions"])
+    if not set(space.resolutions) <= set(trained):
+        raise SystemExit(f"--resolutions {space.resolutions} not all among the supernet's {trained} ({path})")
+    return load_supernet(dataclasses.replace(space, resolutions=trained), path)
 
 
 def quiet_optuna() -> None:

@@ -146,7 +146,7 @@ def main() -> None:
         write_report(results, out, tag, args.device, args.threads)
         return
     backend = make_backend(args.device, threads=args.threads)
-    results = []
+    results = []  # this run's rows; the earlier rows of cases not re-run are kept (see keep_earlier)
     for case in args.cases.split(","):
         space_name, res = case.split(":")
         space = get_space(space_name)
@@ -184,6 +184,7 @@ def main() -> None:
                 "runtime": table.header["runtime"],
                 "device": args.device,
                 "onnxruntime": table.header["onnxruntime"],
+                "measured": time.strftime("%Y-%m-%d"),
             }
             results.append(row)
             m = row["heldout"]
@@ -201,7 +202,15 @@ def main() -> None:
                     flush=True,
                 )
 
-    write_report(results, out, tag, args.device, args.threads)
+    write_report(keep_earlier(results, out / f"lut_accuracy{tag}.json"), out, tag, args.device, args.threads)
+
+
+def keep_earlier(results: list[dict], path: Path) -> list[dict]:
+    """This run's rows, then the earlier rows of ``path`` whose space, resolution and precision this run did
+    not measure: re-running one precision does not drop the other's figures."""
+    done = {(r["space"], r["resolution"], r["precision"]) for r in results}
+    earlier = read_json(path) if path.exists() else []
+    return results + [r for r in earlier if (r["space"], r["resolution"], r["precision"]) not in done]
 
 
 def write_report(results: list[dict], out: Path, tag: str, device: str, threads: int) -> None:
@@ -210,8 +219,8 @@ def write_report(results: list[dict], out: Path, tag: str, device: str, threads:
     atomic_write_json(out / f"lut_accuracy{tag}.json", results)
     lines = [
         "| space @ res | precision | held-out | within ±5 % | within ±10 % | MAPE | Kendall τ | uncalibrated MAPE "
-        "| raw-ms MAPE | latency range (ms) | entries | build (s) | predictions/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| raw-ms MAPE | latency range (ms) | entries | build (s) | predictions/s | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m, u, raw = r["heldout"], r["heldout_uncalibrated"], r["heldout_raw_ms"]
@@ -220,7 +229,7 @@ def write_report(results: list[dict], out: Path, tag: str, device: str, threads:
             f"| {r['space']} @ {r['resolution']} | {r['precision']} | {m['n']} | {m['within_5pct']:.0%} "
             f"| {m['within_10pct']:.0%} | {m['mape_pct']:.1f} % | {m['kendall_tau']:.3f} | {u['mape_pct']:.1f} % "
             f"| {raw['mape_pct']:.1f} % | {lo:.2f}-{hi:.2f} | {r['entries']} | {r['build_seconds']:.0f} "
-            f"| {r['predictions_per_second']:,.0f} |"
+            f"| {r['predictions_per_second']:,.0f} | {r.get('measured', 'before 2026-11-28')} |"
         )
     lines += [
         "",

@@ -1,55 +1,76 @@
-"""One search, two devices: two runtimes (ONNX Runtime and OpenVINO), precisions or thread counts on this CPU.
+"""One search, several devices: the runtimes present on this CPU (ONNX Runtime, OpenVINO, ExecuTorch with
+XNNPACK, ncnn), or precisions and thread counts of one of them.
 
-Takes the supernet of ``bench/supernet.py``, builds and validates a table per device (one
-device: ``RUNTIME:PRECISION:THREADS``, runtime ``ort`` or ``openvino``; precision ``best``
-builds both and keeps the one whose median predicted latency over 2,000 random archs is
-lower), runs one search (the default sampler, ``--trials``) with accuracy and both
-latencies as objectives and a budget per device, then reports each device's own front and
-its winner (the most accurate arch within that device's budget) at several budget levels:
-at level q each device's budget is the q-quantile of its own predicted latencies over 2,000
-random archs, so both devices are asked for "equally fast" models on their own scale. The
-search's budgets are the loosest level. Results go to
+Takes the supernet of ``bench/supernet.py``, builds and validates a table per device (one device:
+``RUNTIME:PRECISION:THREADS``, runtime ``ort``, ``openvino``, ``executorch`` or ``ncnn``; precision
+``best`` builds fp32 and int8 and keeps the one whose median predicted latency over 2,000 random
+archs is lower), runs one search (the default sampler, ``--trials``) with accuracy and every
+device's latency as objectives and a budget per device, then reports each device's own front and
+its winner (the most accurate arch within that device's budget) at several budget levels: at
+level q each device's budget is the q-quantile of its own predicted latencies over 2,000 random
+archs, so every device is asked for "equally fast" models on its own scale. The search's budgets
+are the loosest level. How often the runtime changes the best arch: per level, how many distinct
+winners the devices have, and per pair of devices, at how many levels their winners differ.
+A runtime that is not installed is skipped with the line that installs it.
+
+With one resolution (``--resolutions 28``) the tables are those of ``bench/lut_accuracy.py``
+(``runs/bench_lut``, the same files: one build serves both benches). Results go to
 ``bench/results/multi_device_<devices>.{json,md,png}``.
 
-    python bench/multi_device.py                                  # ONNX Runtime fp32 vs OpenVINO (best precision)
+    python bench/multi_device.py --resolutions 28                 # the four runtimes, fp32 (OpenVINO: best)
     python bench/multi_device.py --devices ort:fp32:1,ort:int8:1   # fp32 vs int8 of ONNX Runtime
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
-from _setup import LUT_FP32, add_supernet_args, md_code, quiet_optuna, supernet_bench
+from _setup import LUT_FP32, add_supernet_args, device_tag, md_code, quiet_optuna, supernet_bench
 from scipy.stats import kendalltau
 
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import LatencyTable, Predictor, build_table, make_backend, validate_table
 from edgenas.nas import DeviceObjective, SearchConfig, SubnetEvaluator, device_front, pareto_rows, run_search
+from edgenas.search_spaces import get_space
 
-# tables other benches build on this CPU, reused where a device matches
+RUNTIMES = {"ort": "local-cpu", "openvino": "openvino:CPU", "executorch": "executorch", "ncnn": "ncnn"}
+NAMES = {"ort": "onnxruntime"}  # the name a device goes by in the results
+LUT_DIR = Path("runs/bench_lut")  # where bench/lut_accuracy.py keeps its one-resolution tables
+# tables other benches build of the two-resolution bench space on this CPU, reused where a device matches
 KNOWN = {("ort", "fp32", 1): LUT_FP32, ("ort", "int8", 1): "runs/bench_deployed/lut_int8.json"}
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
 
 def device_table(space, work: Path, runtime: str, precision: str, threads: int) -> Path:
-    """The validated table of one device, built where missing."""
-    device = "local-cpu" if runtime == "ort" else "openvino:CPU"
-    path = Path(KNOWN.get((runtime, precision, threads), work / f"lut_{runtime}_{precision}_{threads}t.json"))
+    """The validated table of one device, built where missing.
+
+    One resolution: bench/lut_accuracy.py's table of `small` at it (its path and build, so either bench
+    reuses the other's); several: a table of the bench space itself."""
+    device = RUNTIMES[runtime]
     backend = make_backend(device, threads=threads)
-    build_table(space, backend, path, device=device, precision=precision, progress=False)
+    if len(space.resolutions) == 1:
+        res = space.resolutions[0]
+        path = LUT_DIR / f"small_r{res}_{precision}_t{threads}{device_tag(device)}.json"
+        build_table(get_space("small"), backend, path, device=device, precision=precision, resolutions=[res])
+    else:
+        res = None
+        path = Path(KNOWN.get((runtime, precision, threads), work / f"lut_{runtime}_{precision}_{threads}t.json"))
+        build_table(space, backend, path, device=device, precision=precision, progress=False)
     if LatencyTable.load(path).validation is None:
-        validate_table(path, backend, n=40, progress=False)
+        validate_table(path, backend, n=40, resolutions=[res] if res else None, progress=False)
     return path
 
 
 def figure(rows: list[dict], fronts: dict, level: dict, names: list[str]):
-    """Accuracy vs latency on each device: trials, each device's front, both winners at one budget level."""
+    """Accuracy vs latency on each device: trials, each device's front, every device's winner at one budget level."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"on {n}" for n in names])
-    colors = {names[0]: "#1f77b4", names[1]: "#d62728"}
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"on {n}" for n in names])
+    colors = dict(zip(names, COLORS))
     for col, n in enumerate(names, start=1):
         lat = f"latency_ms:{n}"
         fig.add_trace(
@@ -72,13 +93,14 @@ def figure(rows: list[dict], fronts: dict, level: dict, names: list[str]):
                 mode="lines+markers",
                 line=dict(color=colors[n]),
                 name=f"{n} front",
-                showlegend=True,
             ),
             row=1,
             col=col,
         )
         for m in names:
             win = level["winners"][m]
+            if win is None:
+                continue
             fig.add_trace(
                 go.Scatter(
                     x=[win[lat]],
@@ -97,13 +119,87 @@ def figure(rows: list[dict], fronts: dict, level: dict, names: list[str]):
     return fig
 
 
+def device_tables(space, work: Path, specs: list[str], sample: list) -> tuple[dict, dict, list[str]]:
+    """name -> table path per device present, the precision each `best` picked, and the devices skipped (why)."""
+    tables, picked, skipped = {}, {}, []
+    for spec in specs:
+        runtime, precision, threads = spec.split(":")
+        if runtime not in RUNTIMES:
+            raise SystemExit(f"unknown runtime {runtime!r} in {spec!r}; allowed: {', '.join(RUNTIMES)}")
+        options = ("fp32", "int8") if precision == "best" else (precision,)
+        try:
+            paths = {p: device_table(space, work, runtime, p, int(threads)) for p in options}
+        except RuntimeError as e:  # the runtime is not installed here: its install line
+            skipped.append(f"{spec}: {e}")
+            continue
+        medians = {
+            p: float(np.median([Predictor(LatencyTable.load(path), space).predict(a) for a in sample]))
+            for p, path in paths.items()
+        }
+        precision = min(medians, key=medians.get)
+        picked[spec] = {"medians_ms": medians, "picked": precision}
+        tables[f"{NAMES.get(runtime, runtime)}-{precision}-{threads}t"] = paths[precision]
+    return tables, picked, skipped
+
+
+def winners_at(levels: list[dict], fronts: dict, names: list[str]) -> None:
+    """Each level's winner per device (the most accurate arch of its front within its budget), and how many differ."""
+    for level in levels:
+        level["winners"] = {}
+        for k in names:
+            ok = [r for r in fronts[k] if r[f"latency_ms:{k}"] <= level["budgets_ms"][k]]
+            level["winners"][k] = ok[-1] if ok else None
+        archs = {(w or {}).get("arch") for w in level["winners"].values()}
+        level["distinct_winners"] = len(archs - {None})
+        level["winners_differ"] = None not in archs and len(archs) > 1
+
+
+def pair_summary(levels: list[dict], names: list[str], predicted: dict) -> list[dict]:
+    """Per pair of devices: Kendall tau of their predictions, and at how many levels their winners differ."""
+    out = []
+    for a, b in itertools.combinations(names, 2):
+        both = [lv for lv in levels if lv["winners"][a] and lv["winners"][b]]
+        differ = [lv["quantile"] for lv in both if lv["winners"][a]["arch"] != lv["winners"][b]["arch"]]
+        out.append(
+            {
+                "devices": [a, b],
+                "kendall_tau": float(kendalltau(predicted[a], predicted[b])[0]),
+                "levels": len(both),
+                "winners_differ_at": differ,
+            }
+        )
+    return out
+
+
+def why_lines(level: dict, names: list[str]) -> list[str]:
+    """At a level where the winners differ: each winner seen from every other device (over its budget, or
+    within it and how much less accurate than that device's own winner)."""
+    lines = []
+    for k in names:
+        w, notes = level["winners"][k], []
+        for other in names:
+            if other == k or level["winners"][other] is None or level["winners"][other]["arch"] == w["arch"]:
+                continue
+            ms, budget = w[f"latency_ms:{other}"], level["budgets_ms"][other]
+            gain = level["winners"][other]["accuracy"] - w["accuracy"]
+            notes.append(
+                f"{ms:.3f} ms on {other} (over its {budget:.3f} ms budget)"
+                if ms > budget
+                else f"{ms:.3f} ms on {other} (within budget; {other}'s own winner {gain:+.4f} acc)"
+            )
+        if notes:
+            lines.append(f"  - {k}'s winner: " + "; ".join(notes))
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=120)
     p.add_argument(
         "--devices",
-        default="ort:fp32:1,openvino:best:1",
-        help="the two devices as precision:threads of ONNX Runtime on this CPU",
+        default="ort:fp32:1,openvino:best:1,executorch:fp32:1,ncnn:fp32:1",
+        help="comma-separated RUNTIME:PRECISION:THREADS (runtime ort, openvino, executorch or ncnn; "
+        "precision fp32, int8 or best)",
     )
     p.add_argument(
         "--quantiles",
@@ -118,109 +214,116 @@ def main() -> None:
     space, splits, supernet = supernet_bench(args)
     rng = np.random.default_rng(0)
     sample = [space.sample(rng) for _ in range(2000)]
-    tables, picked = {}, {}
-    for spec in args.devices.split(","):
-        runtime, precision, threads = spec.split(":")
-        options = ("fp32", "int8") if precision == "best" else (precision,)
-        paths = {p: device_table(space, work, runtime, p, int(threads)) for p in options}
-        medians = {
-            p: float(np.median([Predictor(LatencyTable.load(path), space).predict(a) for a in sample]))
-            for p, path in paths.items()
-        }
-        precision = min(medians, key=medians.get)
-        picked[spec] = {"medians_ms": medians, "picked": precision}
-        tables[f"{'onnxruntime' if runtime == 'ort' else 'openvino'}-{precision}-{threads}t"] = paths[precision]
+    tables, picked, skipped = device_tables(space, work, args.devices.split(","), sample)
+    for line in skipped:
+        print(f"skipped {line}", flush=True)
+    if len(tables) < 2:
+        raise SystemExit(f"fewer than two devices present ({', '.join(tables) or 'none'}): nothing to compare")
     names = list(tables)
     predictors = {k: Predictor(LatencyTable.load(v), space) for k, v in tables.items()}
     predicted = {k: np.array([pr.predict(a) for a in sample]) for k, pr in predictors.items()}
-    tau = kendalltau(predicted[names[0]], predicted[names[1]])[0]
     quantiles = sorted(float(q) for q in args.quantiles.split(","))
     levels = [
         {"quantile": q, "budgets_ms": {k: float(np.quantile(v, q)) for k, v in predicted.items()}} for q in quantiles
     ]
 
     evaluator = SubnetEvaluator(supernet, splits, seed=0)  # the search's default evaluation
-    # the search's budgets: the loosest level (a trial is feasible when it meets either device's)
+    # the search's budgets: the loosest level (a trial is feasible when it meets any device's)
     devices = [DeviceObjective(k, predictors[k], levels[-1]["budgets_ms"][k]) for k in tables]
     storage = f"sqlite:///{(work / 'studies.db').resolve()}"
-    tag = f"{'-'.join(names)}-q{quantiles[-1]:g}-n{args.trials}"
+    res = "-".join(str(r) for r in space.resolutions)
+    tag = f"{'-'.join(names)}-r{res}-q{quantiles[-1]:g}-n{args.trials}"
     config = SearchConfig(n_trials=args.trials, storage=storage, study_name=f"per-device-{tag}")
     study = run_search(space, evaluator, devices, config, work / f"search_per_device_{tag}", progress=False)
     rows, _ = pareto_rows(study)
     fronts = {k: device_front(rows, k) for k in names}
-    for level in levels:
-        level["winners"] = {}
-        for k in names:  # the most accurate arch of the device's front within this level's budget
-            ok = [r for r in fronts[k] if r[f"latency_ms:{k}"] <= level["budgets_ms"][k]]
-            level["winners"][k] = ok[-1] if ok else None
-        archs = {(w or {}).get("arch") for w in level["winners"].values()}
-        level["winners_differ"] = None not in archs and len(archs) > 1
-
+    winners_at(levels, fronts, names)
+    pairs = pair_summary(levels, names, predicted)
     result = {
-        "kendall_tau_between_tables_over_2000_random_archs": tau,
+        "devices": args.devices,
+        "resolutions": list(space.resolutions),
+        "skipped": skipped,
         "trials": len(rows),
         "precision": picked,
         "runtimes": {k: LatencyTable.load(v).header["runtime"] for k, v in tables.items()},
+        "tables": {k: str(v) for k, v in tables.items()},
         "table_validation": {k: LatencyTable.load(v).validation["heldout"] for k, v in tables.items()},
+        "pairs": pairs,
         "fronts": fronts,
         "levels": levels,
+        "winners_differ_levels": [lv["quantile"] for lv in levels if lv["winners_differ"]],
     }
+    md = report(result, names, args)
+    out = Path(args.out)
+    stem = f"multi_device_{'_'.join(names)}" + (f"_r{res}" if len(space.resolutions) == 1 else "")
+    atomic_write_json(out / f"{stem}.json", result)
+    atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
+
+    def gap(lv: dict) -> float:  # how far apart the winners' accuracies are
+        accs = [w["accuracy"] for w in lv["winners"].values() if w]
+        return max(accs) - min(accs)
+
     differ = [lv for lv in levels if lv["winners_differ"]]
+    shown = max(differ, key=gap) if differ else levels[len(levels) // 2]  # the plot: the widest difference
+    figure(rows, fronts, shown, names).write_image(str(out / f"{stem}.png"), width=450 * len(names), height=480)
+    print("\n".join(md))
+
+
+def report(result: dict, names: list[str], args: argparse.Namespace) -> list[str]:
+    """The Markdown: the tables, the winners per level, how often the runtime changes the best arch and why."""
+    levels, pairs = result["levels"], result["pairs"]
     intro = [
         f"{k}: {result['runtimes'][k]}, held-out within ±10 % "
         f"{result['table_validation'][k]['within_10pct']:.0%}, Kendall τ "
         f"{result['table_validation'][k]['kendall_tau']:.3f}"
         for k in names
     ]
-    for spec, v in picked.items():
+    for spec, v in result["precision"].items():
         if len(v["medians_ms"]) > 1:
             medians = ", ".join(f"{p} {m:.3f} ms" for p, m in v["medians_ms"].items())
             intro.append(f"precision `best` for {spec}: median predicted latency {medians} -> {v['picked']}")
-    cpu = LatencyTable.load(tables[names[0]]).header["cpu"]
+    cpu = LatencyTable.load(result["tables"][names[0]]).header["cpu"]
     md = [
-        f"`python bench/multi_device.py --devices {args.devices}` on {cpu}: " + "; ".join(intro) + ".",
+        f"`python bench/multi_device.py --devices {args.devices} --resolutions {args.resolutions}` on {cpu}: "
+        + "; ".join(intro)
+        + ".",
         "",
-        f"{len(rows)} trials; Kendall tau between the two tables' predictions over 2,000 random archs: {tau:.3f}. "
-        f"Front sizes (all trials within the loosest budget): "
-        f"{', '.join(f'{k} {len(f)}' for k, f in fronts.items())}.",
+    ]
+    md += [f"Skipped {line}." for line in result["skipped"]]
+    md += [
+        f"{result['trials']} trials. Front sizes (all trials within the loosest budget): "
+        f"{', '.join(f'{k} {len(f)}' for k, f in result['fronts'].items())}.",
         "",
-        f"| budget level | {names[0]} budget (ms) | {names[0]} winner | val acc | {names[1]} budget (ms) | "
-        f"{names[1]} winner | val acc | differ |",
-        "|---|---|---|---|---|---|---|---|",
+        "| budget level | "
+        + " | ".join(f"{k} budget (ms) | {k} winner | val acc" for k in names)
+        + " | distinct winners |",
+        "|---|" + "---|---|---|" * len(names) + "---|",
     ]
     for lv in levels:
         cells = []
         for k in names:
             w = lv["winners"][k]
-            cells += [
-                f"{lv['budgets_ms'][k]:.3f}",
-                md_code(w["arch"]) if w else "none",
-                f"{w['accuracy']:.4f}" if w else "",
-            ]
-        differs = "yes" if lv["winners_differ"] else "no"
-        md.append(f"| q = {lv['quantile']:g} | " + " | ".join(cells) + f" | {differs} |")
-    md += ["", f"Winners differ at {len(differ)} of {len(levels)} budget levels."]
-    for lv in differ:  # why: each winner seen from the other device
-        notes = []
-        for k, other in ((names[0], names[1]), (names[1], names[0])):
-            w, b = lv["winners"][k], lv["budgets_ms"][other]
-            ms = w[f"latency_ms:{other}"]
-            gain = lv["winners"][other]["accuracy"] - w["accuracy"]
-            why = f"over its {b:.3f} ms budget" if ms > b else f"within budget; {other}'s own winner: {gain:+.4f} acc"
-            notes.append(f"{k}'s winner takes {ms:.3f} ms on {other} ({why})")
-        md.append(f"- q = {lv['quantile']:g}: " + "; ".join(notes) + ".")
-    result["winners_differ_levels"] = [lv["quantile"] for lv in differ]
-    out = Path(args.out)
-    stem = f"multi_device_{'_'.join(names)}"
-    atomic_write_json(out / f"{stem}.json", result)
-    atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
-
-    def gap(lv: dict) -> float:  # how much the two winners' accuracies differ
-        return abs(lv["winners"][names[0]]["accuracy"] - lv["winners"][names[1]]["accuracy"])
-
-    shown = max(differ, key=gap) if differ else levels[len(levels) // 2]  # the plot: the widest difference
-    figure(rows, fronts, shown, names).write_image(str(out / f"{stem}.png"), width=1200, height=480)
-    print("\n".join(md))
+            cells += [f"{lv['budgets_ms'][k]:.3f}", md_code(w["arch"]) if w else "none"]
+            cells.append(f"{w['accuracy']:.4f}" if w else "")
+        md.append(f"| q = {lv['quantile']:g} | " + " | ".join(cells) + f" | {lv['distinct_winners']} |")
+    differ = [lv for lv in levels if lv["winners_differ"]]
+    md += [
+        "",
+        f"The runtime changes the best arch at {len(differ)} of {len(levels)} budget levels. Per pair of devices:",
+        "",
+        "| devices | Kendall τ of their predictions (2,000 random archs) | levels where the winners differ |",
+        "|---|---|---|",
+    ]
+    for pr in pairs:
+        a, b = pr["devices"]
+        at = ", ".join(f"{q:g}" for q in pr["winners_differ_at"]) or "none"
+        md.append(f"| {a} / {b} | {pr['kendall_tau']:.3f} | {len(pr['winners_differ_at'])} of {pr['levels']} ({at}) |")
+    if differ:
+        md += ["", "Where they differ, each winner seen from the other devices:"]
+    for lv in differ:
+        md.append(f"- q = {lv['quantile']:g}:")
+        md += why_lines(lv, names)
+    return md
 
 
 if __name__ == "__main__":

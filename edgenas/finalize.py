@@ -253,9 +253,10 @@ class _Run:
             teacher_logits=c.teacher_logits,
         )
 
-    def distillation(self, **changes: Any) -> dict[str, Any]:
-        """The keyword arguments of :func:`fit` that distil from the teacher (``changes`` override; another
-        teacher computes its own clean logits)."""
+    def distillation(self, finetune: FitConfig, **changes: Any) -> dict[str, Any]:
+        """The keyword arguments of :func:`fit` that distil from the teacher in ``finetune`` (``changes``
+        override; another teacher computes its own clean logits, and a finetune that does not learn from
+        the teacher needs none)."""
         kd = dict(
             teacher=self.teacher,
             teacher_resolution=self.teacher_resolution,
@@ -264,8 +265,8 @@ class _Run:
             progress=self.progress,
             accel=self.accel,
         )
-        c = self.config
-        if "teacher" not in changes and c.teacher_logits == "clean" and (c.alpha_start or c.alpha_end):
+        learns = finetune.epochs and (finetune.alpha_start or finetune.alpha_end)
+        if "teacher" not in changes and finetune.teacher_logits == "clean" and learns:
             kd["clean_logits"] = self.clean_logits()
         return {**kd, **changes}
 
@@ -537,14 +538,8 @@ def _distill(run: _Run) -> nn.Module:
     c = run.config
     m = copy.deepcopy(run.models["searched"])
     best = _BestEpoch(run.val_acc, m, "distill", run.progress)
-    fit(
-        m,
-        run.splits,
-        run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end), c.warmup_epochs),
-        desc="distill",
-        on_epoch=best,
-        **run.distillation(),
-    )
+    ft = run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end), c.warmup_epochs)
+    fit(m, run.splits, ft, desc="distill", on_epoch=best, **run.distillation(ft))
     return best.restore(m, run.out / "distill_epochs.json")
 
 
@@ -609,7 +604,7 @@ def _prune(run: _Run) -> nn.Module:
         run.models["distilled"],
         torch.zeros(run.input_shape),
         c.prune,
-        finetune=lambda m: fit(m, run.splits, ft, desc="prune-finetune", **run.distillation()),
+        finetune=lambda m: fit(m, run.splits, ft, desc="prune-finetune", **run.distillation(ft)),
         evaluate=run.val_acc,
         latency=latency if c.prune.latency_target_ms else None,
         memory=memory,
@@ -651,8 +646,9 @@ def _qat(run: _Run) -> nn.Module:
     calibrate_qat(q, (x for x, _ in calib))
     best = _BestEpoch(run.val_acc, q, "qat", run.progress)
     # fake quantisation wants fp32: no autocast in QAT
-    own = run.distillation(teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
-    fit(q, s, run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha)), desc="qat", on_epoch=best, **own)
+    ft = run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha))
+    own = run.distillation(ft, teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
+    fit(q, s, ft, desc="qat", on_epoch=best, **own)
     return best.restore(q, run.out / "qat_epochs.json")
 
 

@@ -447,3 +447,7 @@ def test_the_teachers_clean_logits_are_computed_once_for_the_distillation_and_ev
     assert len(calls) == 2 and calls[0] != calls[1]  # the teacher once, then QAT's teacher (the pruned model)
     for step in ("distilled", "pruned", "qat"):
         assert json.loads((tmp_path / "fin" / f"{step}.json").read_text())["inputs"]["teacher_logits"] == "clean"
+    calls.clear()  # no finetune learns from a teacher: no teacher runs
+    idle = dataclasses.replace(fin, distill_epochs=0, prune_finetune_epochs=0, qat_epochs=0)
+    _finalize(_tiny_parts(tiny_run), LocalBackend(threads=1), tmp_path / "idle", idle)
+    assert calls == []

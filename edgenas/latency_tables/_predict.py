@@ -8,8 +8,13 @@ i.e. each block's entry less the fixed per-call cost that timing it alone added,
 that cost once for the whole network. Summed blocks miss what only a whole network does
 (blocks timed alone keep their weights and activations in cache; whole networks evict
 them), so a calibration fitted on end-to-end measurements maps the raw sum to the
-measured latency: a linear model on ``t``, the parameter count (cache pressure) and a
-constant, the feature set chosen by leave-one-out error. Milliseconds are reference units
+measured latency: a linear model on ``t``, the parameter count (cache pressure), the
+activations at the blocks' edges and a constant, the feature set chosen by leave-one-out
+error. The edges: a runtime that computes in its own layout (OpenVINO's and ONNX Runtime's
+blocked nChw16c, XNNPACK's NHWC) converts a lone block's input and output to and from it,
+which a whole network does once; OpenVINO's profile of one arch shows 17 us of Reorder
+nodes in its blocks timed alone and none in the network, and its wide archs ran 5-12 %
+under the plain sum where narrow ones ran over it. Milliseconds are reference units
 times the reference model's latency stored in the header.
 
 Pruned models have channel counts no arch of the space has. :meth:`Predictor.predict_specs`
@@ -36,7 +41,13 @@ from edgenas.search_spaces import Arch, BlockSpec, Space, spec_macs, spec_params
 
 __all__ = ["FEATURE_SETS", "MissingEntryError", "Predictor", "fit_calibration"]
 
-FEATURE_SETS: tuple[tuple[str, ...], ...] = (("t",), ("t", "one"), ("t", "params", "one"))
+FEATURE_SETS: tuple[tuple[str, ...], ...] = (
+    ("t",),
+    ("t", "one"),
+    ("t", "params", "one"),
+    ("t", "edges", "one"),
+    ("t", "params", "edges", "one"),
+)
 
 
 class MissingEntryError(LookupError):
@@ -107,8 +118,9 @@ class Predictor:
         return self._features(self.space.block_specs(arch), arch, estimate=False)
 
     def _features(self, specs: Sequence[BlockSpec], needed_by: object, estimate: bool) -> dict[str, float]:
-        t, params = self.noop, 0.0
+        t, params, edges = self.noop, 0.0, 0.0
         for spec in specs:
+            edges += edge_elements(spec) / 1e5
             hit = self._entries.get(spec)
             if hit is None:
                 if not estimate:
@@ -116,7 +128,7 @@ class Predictor:
                 hit = self._estimate(spec)
             t += hit[0]
             params += hit[1]
-        return {"t": t, "params": params, "one": 1.0}
+        return {"t": t, "params": params, "edges": edges, "one": 1.0}
 
     def _estimate(self, spec: BlockSpec) -> tuple[float, float]:
         """(cost, params in millions) of a block the table lacks, from its entries of the same shape."""
@@ -167,6 +179,12 @@ class Predictor:
 
 
 CHANNEL_BLOCKS = (8, 16, 32)
+
+
+def edge_elements(spec: BlockSpec) -> int:
+    """The activation elements at a block's input and output: what a runtime converts to and from its own
+    layout when the block runs alone."""
+    return spec.in_chs * spec.in_size**2 + spec.out_chs * spec.out_size**2
 
 
 def _padded_macs(spec: BlockSpec, block: int) -> int:

@@ -36,6 +36,8 @@ def test_predictor_sum_matches_hand_computation(tiny_table):
     by_hand = noop + sum(table.entries[s.key]["rel"] - noop for s in predictor.space.block_specs(arch))
     assert predictor.predict_rel(arch, calibrated=False) == pytest.approx(by_hand)
     assert predictor.predict(arch, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
+    edges = sum(s.in_chs * s.in_size**2 + s.out_chs * s.out_size**2 for s in predictor.space.block_specs(arch))
+    assert predictor.features(arch)["edges"] == pytest.approx(edges / 1e5)  # activations at the blocks' edges
     bd = predictor.breakdown(arch)
     assert len(bd) == len(predictor.space.block_specs(arch))
 
@@ -128,9 +130,14 @@ def test_fit_calibration_recovers_a_known_line():
 
     rng = np.random.default_rng(0)
     t = rng.uniform(1, 10, 30)
-    feats = [{"t": v, "params": 0.1 * v + rng.uniform(0, 0.01), "one": 1.0} for v in t]
+    edges = rng.uniform(0, 3, 30)
+    feats = [{"t": v, "params": 0.1 * v + rng.uniform(0, 0.01), "edges": e, "one": 1.0} for v, e in zip(t, edges)]
     cal = fit_calibration(feats, 0.8 * t + 0.5)
     assert cal["features"] == ["t", "one"]
     assert cal["coef"] == pytest.approx([0.8, 0.5], rel=1e-6)
+    # blocks timed alone that paid for layout conversions at their edges: the calibration takes them off
+    cal = fit_calibration(feats, 1.1 * t - 0.2 * edges + 0.5)
+    assert cal["features"] == ["t", "edges", "one"]
+    assert cal["coef"] == pytest.approx([1.1, -0.2, 0.5], rel=1e-6)
     with pytest.raises(ValueError, match="at least 4"):
         fit_calibration(feats[:2], [1.0, 2.0])
