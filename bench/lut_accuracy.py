@@ -219,7 +219,7 @@ def write_report(results: list[dict], out: Path, tag: str, device: str, threads:
     atomic_write_json(out / f"lut_accuracy{tag}.json", results)
     lines = [
         "| space @ res | precision | held-out | within ±5 % | within ±10 % | MAPE | Kendall τ | uncalibrated MAPE "
-        "| raw-ms MAPE | latency range (ms) | entries | build (s) | predictions/s | measured |",
+        "| raw-ms MAPE | latency range (ms) | entries | build (s) | predictions/s | measured on |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -229,7 +229,7 @@ def write_report(results: list[dict], out: Path, tag: str, device: str, threads:
             f"| {r['space']} @ {r['resolution']} | {r['precision']} | {m['n']} | {m['within_5pct']:.0%} "
             f"| {m['within_10pct']:.0%} | {m['mape_pct']:.1f} % | {m['kendall_tau']:.3f} | {u['mape_pct']:.1f} % "
             f"| {raw['mape_pct']:.1f} % | {lo:.2f}-{hi:.2f} | {r['entries']} | {r['build_seconds']:.0f} "
-            f"| {r['predictions_per_second']:,.0f} | {r.get('measured', 'before 2026-11-28')} |"
+            f"| {r['predictions_per_second']:,.0f} | {r['cpu']}, {r.get('measured', 'before 2026-11-28')} |"
         )
     lines += [
         "",
@@ -244,7 +244,7 @@ def write_report(results: list[dict], out: Path, tag: str, device: str, threads:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        if u := r["unseen"]:
+        if u := r.get("unseen"):
             d, q, m = u["drift_corrected"], u["q25"], u["median"]
             lines.append(
                 f"| {r['space']} @ {r['resolution']} | {r['precision']} | {u['n']} | {d['within_10pct']:.0%} "

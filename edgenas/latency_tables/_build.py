@@ -94,7 +94,8 @@ def build_table(
     header keeps the whole space and records what is covered (``coverage``).
 
     An existing ``out`` must have been built for the same device, precision, threads,
-    providers, ONNX Runtime version, opset and space (TableMismatchError otherwise).
+    providers, ONNX Runtime version, opset and space, and, where blocks are left to
+    measure, with the same ``protocol`` (TableMismatchError otherwise).
     Entries whose spread exceeds ``max_spread`` are re-measured up to ``retries`` times;
     the attempt with the lowest spread is kept.
     """
@@ -107,6 +108,12 @@ def build_table(
     np.random.default_rng(seed).shuffle(specs)  # mix sizes within a batch
     build = _Build(table, out, backend, protocol)
     pending = build.todo(specs, max_spread, retries)
+    if pending and Protocol(**table.header["protocol"]) != protocol:  # a finished table is used as measured
+        raise TableMismatchError(
+            f"{str(out)!r} was measured with protocol {table.header['protocol']}; measuring its {len(pending)} "
+            f"missing blocks with {protocol.to_dict()} would mix the two: resume it with its own protocol, or "
+            "delete it to measure it anew"
+        )
     with progress_bar(
         total=len(pending), desc=f"lut {space.name} {precision}", unit="block", disable=not progress
     ) as bar:

@@ -98,6 +98,8 @@ class LatencyTable:
             data["header"]["runtime"] = f"onnxruntime {data['header']['onnxruntime']}"
         if isinstance(data.get("header"), dict):
             data["header"].setdefault("graph_revision", 1)  # tables from before revisions were counted
+            if isinstance(data["header"].get("protocol"), dict):  # timed before turns began with an untimed run
+                data["header"]["protocol"].setdefault("turn_warmup", 0)
         _check_fields(data, str(path))
         table = cls(
             header=data["header"],

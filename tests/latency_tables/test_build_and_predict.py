@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -141,3 +142,33 @@ def test_fit_calibration_recovers_a_known_line():
     assert cal["coef"] == pytest.approx([1.1, -0.2, 0.5], rel=1e-6)
     with pytest.raises(ValueError, match="at least 4"):
         fit_calibration(feats[:2], [1.0, 2.0])
+
+
+def test_blocks_left_to_measure_are_timed_with_the_tables_own_protocol(tiny_table, tiny, tmp_path):
+    """A finished table is used as it was measured; a table with blocks left refuses to mix in another protocol
+    (tables timed before turns began with an untimed run read as turn_warmup 0)."""
+    from edgenas.latency_tables import LocalBackend, Protocol, TableMismatchError, build_table
+
+    backend = LocalBackend(threads=1)
+    data = json.loads(tiny_table.read_text())
+    finished = tmp_path / "finished.json"
+    finished.write_text(json.dumps(data))
+    build_table(tiny, backend, finished, protocol=Protocol(rounds=7), progress=False)  # nothing to measure
+    assert LatencyTable.load(finished).entries == data["entries"]
+
+    missing = sorted(data["entries"])[:2]
+    for key in missing:
+        del data["entries"][key]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(data))
+    with pytest.raises(TableMismatchError, match="measured with protocol .* would mix the two"):
+        build_table(tiny, backend, partial, protocol=Protocol(rounds=7), progress=False)
+    build_table(tiny, backend, partial, protocol=Protocol(rounds=5), progress=False, drift_check=0)
+    assert set(missing) <= set(LatencyTable.load(partial).entries)
+
+    del data["header"]["protocol"]["turn_warmup"]  # an earlier version's table
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(data))
+    assert LatencyTable.load(older).header["protocol"]["turn_warmup"] == 0
+    with pytest.raises(TableMismatchError, match="would mix"):
+        build_table(tiny, backend, older, protocol=Protocol(rounds=5), progress=False)

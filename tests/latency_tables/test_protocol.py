@@ -26,11 +26,43 @@ def test_bigger_blocks_take_longer_and_overhead_is_small():
     assert all(t.runs >= 5 for t in timings)
 
 
+def test_every_turn_begins_with_an_untimed_run():
+    """The first run after other models ran reloads the weights they evicted, which a user timing one file in
+    a loop never pays: each turn runs its model once untimed, so every model ran warm-up + rounds + timed runs."""
+    from edgenas.latency_tables import OnnxRuntime
+
+    calls: list[int] = []
+
+    class Counting(OnnxRuntime):
+        def load(self, model: bytes):
+            run, i = super().load(model), len(calls)
+            calls.append(0)
+
+            def counted():
+                calls[i] += 1
+                return run()
+
+            return counted
+
+    protocol = Protocol(warmup=2, rounds=4)
+    block = BlockSpec("ir", 16, 16, 16, 3, 1, 48, False, "relu6")
+    timings, ref, noop = time_models(
+        [block_model(block, "fp32")],
+        reference_model("fp32"),
+        protocol=protocol,
+        runtime=Counting(["CPUExecutionProvider"]),
+    )
+    assert protocol.turn_warmup == 1
+    assert calls == [protocol.warmup + protocol.rounds + t.runs for t in (ref, noop, *timings)]
+
+
 def test_protocol_rejects_bad_settings():
     with pytest.raises(ValueError, match="rounds >= 3"):
         Protocol(rounds=1)
     with pytest.raises(ValueError, match="quantile"):
         Protocol(quantile=0.9)
+    with pytest.raises(ValueError, match="turn_warmup >= 0"):
+        Protocol(turn_warmup=-1)
 
 
 def test_unavailable_provider_lists_the_available_ones():
