@@ -9,8 +9,8 @@ One call times a batch of ONNX models together with a fixed reference model:
    in a freshly shuffled order, each run timed on its own after ``turn_warmup`` untimed
    runs. Interleaving spreads the machine's drift over all models alike; the untimed run
    reloads the model's weights into the cache the other models evicted, as a user timing
-   one file in a loop has them (without it, a 1.4 ms ExecuTorch network, 2 runs a turn,
-   read 5-14 % slower relative to the reference than when timed alone);
+   one file in a loop has them (without it, ExecuTorch networks of 1-2 ms, 2 runs a turn,
+   read up to 12-14 % slower relative to the reference than when timed alone);
 3. a model's latency is a low quantile of all its runs (``quantile``; low quantiles track
    the undisturbed cost, medians pick up other tenants' bursts), its spread the relative
    inter-quartile range of the per-round quantiles, and its latency relative to the
