@@ -132,10 +132,8 @@ def device_tables(space, work: Path, specs: list[str], sample: list) -> tuple[di
         except RuntimeError as e:  # the runtime is not installed here: its install line
             skipped.append(f"{spec}: {e}")
             continue
-        medians = {
-            p: float(np.median([Predictor(LatencyTable.load(path), space).predict(a) for a in sample]))
-            for p, path in paths.items()
-        }
+        predictors = {p: Predictor(LatencyTable.load(path), space) for p, path in paths.items()}
+        medians = {p: float(np.median([pr.predict(a) for a in sample])) for p, pr in predictors.items()}
         precision = min(medians, key=medians.get)
         picked[spec] = {"medians_ms": medians, "picked": precision}
         tables[f"{NAMES.get(runtime, runtime)}-{precision}-{threads}t"] = paths[precision]
@@ -220,7 +218,8 @@ def main() -> None:
     if len(tables) < 2:
         raise SystemExit(f"fewer than two devices present ({', '.join(tables) or 'none'}): nothing to compare")
     names = list(tables)
-    predictors = {k: Predictor(LatencyTable.load(v), space) for k, v in tables.items()}
+    loaded = {k: LatencyTable.load(v) for k, v in tables.items()}
+    predictors = {k: Predictor(t, space) for k, t in loaded.items()}
     predicted = {k: np.array([pr.predict(a) for a in sample]) for k, pr in predictors.items()}
     quantiles = sorted(float(q) for q in args.quantiles.split(","))
     levels = [
@@ -245,9 +244,10 @@ def main() -> None:
         "skipped": skipped,
         "trials": len(rows),
         "precision": picked,
-        "runtimes": {k: LatencyTable.load(v).header["runtime"] for k, v in tables.items()},
+        "cpu": loaded[names[0]].header["cpu"],
+        "runtimes": {k: t.header["runtime"] for k, t in loaded.items()},
         "tables": {k: str(v) for k, v in tables.items()},
-        "table_validation": {k: LatencyTable.load(v).validation["heldout"] for k, v in tables.items()},
+        "table_validation": {k: t.validation["heldout"] for k, t in loaded.items()},
         "pairs": pairs,
         "fronts": fronts,
         "levels": levels,
@@ -282,11 +282,9 @@ def report(result: dict, names: list[str], args: argparse.Namespace) -> list[str
         if len(v["medians_ms"]) > 1:
             medians = ", ".join(f"{p} {m:.3f} ms" for p, m in v["medians_ms"].items())
             intro.append(f"precision `best` for {spec}: median predicted latency {medians} -> {v['picked']}")
-    cpu = LatencyTable.load(result["tables"][names[0]]).header["cpu"]
     md = [
-        f"`python bench/multi_device.py --devices {args.devices} --resolutions {args.resolutions}` on {cpu}: "
-        + "; ".join(intro)
-        + ".",
+        f"`python bench/multi_device.py --devices {args.devices} --resolutions {args.resolutions}` on "
+        f"{result['cpu']}: " + "; ".join(intro) + ".",
         "",
     ]
     md += [f"Skipped {line}." for line in result["skipped"]]

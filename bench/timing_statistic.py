@@ -15,16 +15,14 @@ spread of (plain / protocol) over the files.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
-from _setup import device_tag, md_code
+from _setup import bench_space, device_tag, md_code
 from lut_accuracy import plain_timings
 
 from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import Protocol, arch_model, make_runtime, noop_for, reference_model, time_models
-from edgenas.search_spaces import get_space
 
 
 def main() -> None:
@@ -36,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
 
     runtime = make_runtime(args.device, threads=1)
-    space = dataclasses.replace(get_space("small"), resolutions=(28,))
+    space = bench_space("28")
     rng = np.random.default_rng(args.seed)
     archs = [space.sample(rng) for _ in range(args.n)]
     files = [arch_model(space, a, "fp32", runtime.format) for a in archs]
