@@ -14,9 +14,12 @@ label smoothing, the data set's augmentation) at a reduced, stated budget (``--e
   and a scatter plot (bench/results/ranking.png).
 
 Resumable, also on another machine: each stand-alone result is written as it finishes, to
-``--out``/ranking_standalone_e<epochs>_n<train-limit>_s<seed>.json.
+``--out``/ranking_standalone_e<epochs>_n<train-limit>_s<seed>.json. ``--seeds`` trains each arch
+that many times (seeds ``--seed``, ``--seed`` + 1, ...) and compares with their mean: one run's seed
+noise is as large as the gaps between neighbouring archs.
 
     python bench/ranking.py                       # 16 archs, 3 epochs on 15,000 images each
+    python bench/ranking.py --epochs 6 --train-limit 30000 --seeds 2   # the same archs, two runs each
 """
 
 from __future__ import annotations
@@ -64,13 +67,44 @@ def top_overlap(a: list[float], b: list[float], k: int = 5) -> int:
     return len(set(np.argsort(a)[-k:]) & set(np.argsort(b)[-k:]))
 
 
+def train_standalone(archs, space, splits, limited, predictor, accel, args, out: Path, seed: int) -> dict:
+    """Each arch trained alone with seed ``seed``: {arch: {val, test, seconds, predicted_ms}}, every result
+    written as it finishes to one file per budget and seed (never reused for another), kept with the results
+    so that a run interrupted on one machine resumes on another."""
+    fit_cfg = recipe_fit(args.epochs, seed)
+    path = out / f"ranking_standalone_e{args.epochs}_n{args.train_limit}_s{seed}.json"
+    standalone: dict = read_json(path) if path.exists() else {}
+    for i, arch in enumerate(archs):
+        key = str(arch)
+        if key in standalone:
+            continue
+        torch.manual_seed(seed)
+        net = build_subnet(space, arch)
+        t0 = time.time()
+        fit(net, limited, fit_cfg, resolution=arch.resolution, channels=space.in_chs, progress=False, accel=accel)
+        score = {
+            s: accuracy(net, getattr(splits, s), splits, resolution=arch.resolution, channels=space.in_chs)
+            for s in ("val", "test")
+        }
+        standalone[key] = {**score, "seconds": time.time() - t0, "predicted_ms": predictor.predict(arch)}
+        atomic_write_json(path, standalone)
+        log(
+            f"seed {seed} {i + 1}/{len(archs)} {key}: stand-alone val {score['val']:.4f} test {score['test']:.4f} "
+            f"({time.time() - t0:.0f} s)"
+        )
+    return standalone
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=16, help="archs, spread over the predicted latency range")
     p.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
     p.add_argument("--train-limit", type=int, default=15000, help="stand-alone training images")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the archs' spread and the first stand-alone seed")
+    p.add_argument(
+        "--seeds", type=int, default=1, help="stand-alone runs per arch (seeds --seed, --seed+1, ...), averaged"
+    )
     add_supernet_args(p, workdir="runs/bench_ranking")
     args = p.parse_args()
 
@@ -90,37 +124,17 @@ def main() -> None:
         atomic_write_json(chosen_path, [str(a) for a in archs])
     log(f"{len(archs)} archs, predicted {predictor.predict(archs[0]):.3f}-{predictor.predict(archs[-1]):.3f} ms")
 
-    # stand-alone training, one result per arch as it finishes
+    # stand-alone training, one result per arch and seed as it finishes
     limited = bench_splits(args.train_limit)
-    fit_cfg = recipe_fit(args.epochs, args.seed)
-    # one file per stand-alone budget (results of another budget are never reused), kept with
-    # the results so that a run interrupted on one machine resumes on another
-    path = out / f"ranking_standalone_e{args.epochs}_n{args.train_limit}_s{args.seed}.json"
-    standalone: dict = read_json(path) if path.exists() else {}
     accel = Accelerator.create(args.device)
-    for i, arch in enumerate(archs):
-        key = str(arch)
-        if key in standalone:
-            continue
-        torch.manual_seed(args.seed)
-        net = build_subnet(space, arch)
-        t0 = time.time()
-        fit(net, limited, fit_cfg, resolution=arch.resolution, channels=space.in_chs, progress=False, accel=accel)
-        score = {
-            s: accuracy(net, getattr(splits, s), splits, resolution=arch.resolution, channels=space.in_chs)
-            for s in ("val", "test")
-        }
-        standalone[key] = {
-            "val": score["val"],
-            "test": score["test"],
-            "seconds": time.time() - t0,
-            "predicted_ms": predictor.predict(arch),
-        }
-        atomic_write_json(path, standalone)
-        log(
-            f"{i + 1}/{len(archs)} {key}: stand-alone val {score['val']:.4f} test {score['test']:.4f} "
-            f"({time.time() - t0:.0f} s)"
-        )
+    seeds = range(args.seed, args.seed + args.seeds)
+    runs = [train_standalone(archs, space, splits, limited, predictor, accel, args, out, s) for s in seeds]
+    # the stand-alone side's figure: the mean over its seeds (one seed's noise is ~0.2-0.3 pt, as large
+    # as the gaps between neighbouring archs)
+    standalone = {
+        str(a): {s: float(np.mean([r[str(a)][s] for r in runs])) for s in ("val", "test", "predicted_ms")}
+        for a in archs
+    }
 
     # the search's evaluation settings, judged on validation: per calibration setting, every
     # val image's correctness once, so each validation size is a prefix of the same predictions
@@ -172,29 +186,33 @@ def main() -> None:
             "supernet_test": s,
             "standalone_test": t,
             "standalone_val": standalone[str(a)]["val"],
+            "standalone_test_per_seed": [r[str(a)]["test"] for r in runs],
         }
         for a, s, t in zip(archs, sn_test, sa_test)
     ]
     results = {
         "settings": vars(args),
         "augment": list(augment),
-        "fit": dataclasses.asdict(fit_cfg),
+        "fit": dataclasses.asdict(recipe_fit(args.epochs, args.seed)),
+        "standalone_seeds": list(seeds),
         "grid": grid,
         "chosen": chosen,
         "fidelity": fidelity,
         "archs": rows,
     }
-    # the default budget's results are ranking.*, another budget's carry it in their name
+    # the default budget's results are ranking.*, another budget's (or seed count's) carry it in their name
     stem = "ranking" if (args.epochs, args.train_limit) == (3, 15000) else f"ranking_e{args.epochs}_n{args.train_limit}"
+    stem += f"_seeds{args.seeds}" if args.seeds > 1 else ""
     atomic_write_json(out / f"{stem}.json", results)
     figure(rows, fidelity).write_image(str(out / f"{stem}.png"), width=900, height=560)
 
     md = [
         f"# Ranking fidelity ({len(archs)} archs, supernet of bench/supernet.py)",
         "",
-        f"`python bench/ranking.py --n {args.n} --epochs {args.epochs} --train-limit {args.train_limit}`: stand-alone "
-        f"training with the library's recipe at a reduced budget ({args.epochs} epochs on {args.train_limit:,} "
-        "Fashion-MNIST images); supernet accuracy with BN recalibrated.",
+        f"`python bench/ranking.py --n {args.n} --epochs {args.epochs} --train-limit {args.train_limit} --seeds "
+        f"{args.seeds}`: stand-alone training with the library's recipe at a reduced budget ({args.epochs} epochs on "
+        f"{args.train_limit:,} Fashion-MNIST images; the mean of {args.seeds} seed(s) per arch); supernet accuracy "
+        "with BN recalibrated.",
         "",
         f"**Test split, chosen settings ({chosen['calib_batches']} calibration batches): Kendall tau "
         f"{fidelity['kendall_tau']:.3f}, Spearman {fidelity['spearman']:.3f}, top-5 overlap "
