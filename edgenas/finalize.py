@@ -951,6 +951,7 @@ def _prediction(predictor: Predictor | None, arch: Arch, searched: nn.Module, pr
     precision = predictor.table.header.get("precision", "fp32")
     arch_ms = predictor.predict(arch)
     pruned_ms = predictor.predict_specs(current_specs(pruned))
+    extrapolated = predictor.extrapolation(predictor.space.block_specs(arch))
     estimated = channel_counts(pruned) != channel_counts(searched)
     stages = (
         {"searched": arch_ms, "distilled": arch_ms, "pruned": pruned_ms}
@@ -967,7 +968,9 @@ def _prediction(predictor: Predictor | None, arch: Arch, searched: nn.Module, pr
             "the pruned model's blocks estimated from entries of the same shape"
             if estimated
             else "pruning left the arch as it was"
-        ),
+        )
+        + (f"; the searched arch: {extrapolated}" if extrapolated else ""),
+        "predicted_extrapolated": extrapolated,
     }
 
 

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from edgenas.cli import build_parser, main
-from edgenas.latency_tables import arch_model
+from edgenas.latency_tables import LatencyTable, arch_model
 from edgenas.search_spaces import Arch, get_space
 
 
@@ -81,7 +81,14 @@ def test_sample_info_export_predict_show(tiny_table, tmp_path, capsys):
     assert main(["arch", "predict", arch, "--lut", str(tiny_table)]) == 0
     assert float(capsys.readouterr().out.strip()) > 0
     assert main(["lut", "show", str(tiny_table)]) == 0
-    assert "entries" in capsys.readouterr().out
+    assert "M parameters" in capsys.readouterr().out  # the range the calibration was fitted on
+    # an arch beyond the calibration's archs: the number on stdout, the warning on stderr
+    narrow = LatencyTable.load(tiny_table)
+    narrow.calibration = {**narrow.calibration, "params_range": [0.0, 1e-4]}
+    narrow.save(tmp_path / "narrow.json")
+    assert main(["arch", "predict", arch, "--lut", str(tmp_path / "narrow.json")]) == 0
+    captured = capsys.readouterr()
+    assert float(captured.out.strip()) > 0 and "extrapolated" in captured.err
 
 
 def test_validate_command_writes_report(tiny_table, tmp_path):

@@ -197,6 +197,9 @@ def test_the_card_predicts_each_export_of_the_tables_precision_from_its_own_bloc
 
     card = _prediction(Predictor(table), arch, net, net)
     assert card["predicted_precision"] == "fp32" and not card["predicted_pruned_estimated"]
+    assert card["predicted_extrapolated"] is None  # the table's validation covered the tiny space
+    narrow = dataclasses.replace(table, calibration={**table.calibration, "params_range": [0.0, 1e-4]})
+    assert "extrapolated" in _prediction(Predictor(narrow), arch, net, net)["predicted_extrapolated"]
     assert card["predicted_stage_ms"] == pytest.approx({"searched": arch_ms, "distilled": arch_ms, "pruned": arch_ms})
     card = _prediction(Predictor(int8), arch, net, net)
     assert card["predicted_stage_ms"] == pytest.approx({"qat_int8": arch_ms, "ptq_int8": arch_ms})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from edgenas.cli._common import Parser, load_space, parse_arch, positive
 
@@ -74,6 +75,9 @@ def _arch_predict(args: argparse.Namespace) -> None:
         for key, ms in predictor.breakdown(arch):
             print(f"{ms:9.4f}  {key}")
     print(f"{predictor.predict(arch, calibrated=not args.uncalibrated):.4f}")
+    why = None if args.uncalibrated else predictor.extrapolation(predictor.space.block_specs(arch))
+    if why:  # on stderr: stdout stays the one number scripts read
+        print(f"warning: the arch {why}", file=sys.stderr)
 
 
 def _arch_export(args: argparse.Namespace) -> None:

@@ -60,7 +60,7 @@ def _add_validate(lsub: argparse._SubParsersAction) -> None:
         "validate",
         help="measure subnets end to end, fit the calibration, report accuracy",
         description="Sample subnets spread over the latency range, export and time them whole, fit the "
-        "calibration on part of them and report on the rest (share within +-5 %% and +-10 %%, MAPE, Kendall "
+        "calibration on part of them and report on the rest (share within +-5 % and +-10 %, MAPE, Kendall "
         "tau). The calibration and the figures are stored in the table.",
     )
     v.add_argument("table", help="latency table file")
@@ -171,9 +171,10 @@ def _lut_show(args: argparse.Namespace) -> None:
     if table.calibration:
         c = table.calibration
         terms = " + ".join(f"{v:.4g}*{n}" for n, v in zip(c["features"], c["coef"]))
-        lines.append(
-            f"calibration measured = {terms}  (fitted on {c['n']}, leave-one-out MAPE {c['loo_mape'] * 100:.1f} %)"
-        )
+        fitted = f"fitted on {c['n']}"
+        if "params_range" in c:  # what the calibration vouches for; beyond it predictions are extrapolated
+            fitted += " of {:.2f}-{:.2f} M parameters".format(*c["params_range"])
+        lines.append(f"calibration measured = {terms}  ({fitted}, leave-one-out MAPE {c['loo_mape'] * 100:.1f} %)")
     else:
         lines.append("calibration none yet (run 'edgenas lut validate')")
     if table.validation:

@@ -26,6 +26,14 @@ block (ONNX Runtime's NCHWc kernels compute 8 or 16 channels at a time, by the C
 vector width): the block is the one that predicts the table's own entries best, each
 left out in turn (16 on an AVX-512 CPU: 3.0 % mean error against 5.5 % without).
 bench/deployed_latency.py checks these estimates on pruned exports.
+
+A calibration holds only over the archs it was fitted on. Random archs of ``small`` stay
+under about 1.4 M of its 2.2 M parameters, and beyond what a network's weights leave of a
+shared cache the cost jumps rather than grows: the space's largest arch (8.9 MB fp32) ran
+1.15-1.45x its blocks' sum on an AVX-512 EPYC, varying from one batch to the next with what
+the machine's other tenants left of its L3, where archs of 4.6 MB stayed within 1 %. So the
+calibration keeps the parameter range it was fitted on, and :meth:`Predictor.extrapolation`
+names an arch beyond it.
 """
 
 from __future__ import annotations
@@ -61,7 +69,8 @@ def _solve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def fit_calibration(features: Sequence[dict[str, float]], measured: Sequence[float]) -> dict[str, Any]:
-    """Fit measured ~ features for each candidate feature set; keep the best by leave-one-out MAPE."""
+    """Fit measured ~ features for each candidate feature set; keep the best by leave-one-out MAPE, with the
+    range of parameters (millions) it was fitted on."""
     y = np.asarray(measured, dtype=float)
     if len(y) < 4:
         raise ValueError(f"a calibration needs at least 4 measured subnets, got {len(y)}")
@@ -79,7 +88,8 @@ def fit_calibration(features: Sequence[dict[str, float]], measured: Sequence[flo
         if best is None or mape < best["loo_mape"] - 1e-4:  # prefer the simpler model on ties
             best = {"features": list(names), "coef": _solve(x, y).tolist(), "loo_mape": mape, "n": len(y)}
     assert best is not None
-    return best
+    params = [f["params"] for f in features]
+    return {**best, "params_range": [float(min(params)), float(max(params))]}
 
 
 class Predictor:
@@ -159,6 +169,22 @@ class Predictor:
         """Predicted milliseconds of a network given as block specs, e.g. a pruned model's
         (:func:`edgenas.search_spaces.current_specs`); blocks the table lacks are estimated."""
         return self._calibrate(self._features(specs, "a model", estimate), calibrated) * self.reference_ms
+
+    def extrapolation(self, specs: Sequence[BlockSpec]) -> str | None:
+        """Why the calibration does not vouch for a network given as block specs (more parameters than the
+        archs it was fitted on), or None where it does or cannot say (no calibration, or one fitted before
+        calibrations kept their range)."""
+        cal = self.table.calibration
+        if not cal or "params_range" not in cal:
+            return None
+        params = sum(spec_params(s) for s in specs) / 1e6
+        fitted = cal["params_range"][1]
+        if params <= fitted * 1.1:  # a little past the fitted archs is still their regime
+            return None
+        return (
+            f"its {params:.2f} M parameters exceed the {fitted:.2f} M of the largest arch the calibration was "
+            "fitted on: extrapolated (a network whose weights outgrow the cache can run well over its blocks' sum)"
+        )
 
     def predict_rel(self, arch: Arch, *, calibrated: bool = True) -> float:
         return self._calibrate(self.features(arch), calibrated)

@@ -35,6 +35,7 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             f"- predicted latency ({card['predicted_precision']} table) of the searched arch: "
             f"{card['predicted_ms']:.3f} ms; of each export: {vs}"
             + (" (pruned blocks estimated)" if card["predicted_pruned_estimated"] else "")
+            + (f"; **{card['predicted_extrapolated']}**" if card.get("predicted_extrapolated") else "")
         )
     lines += _training_lines(card)
     if card.get("qat_epochs"):

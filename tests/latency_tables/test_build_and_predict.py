@@ -140,8 +140,34 @@ def test_fit_calibration_recovers_a_known_line():
     cal = fit_calibration(feats, 1.1 * t - 0.2 * edges + 0.5)
     assert cal["features"] == ["t", "edges", "one"]
     assert cal["coef"] == pytest.approx([1.1, -0.2, 0.5], rel=1e-6)
+    assert cal["params_range"] == pytest.approx([min(f["params"] for f in feats), max(f["params"] for f in feats)])
     with pytest.raises(ValueError, match="at least 4"):
         fit_calibration(feats[:2], [1.0, 2.0])
+
+
+def test_predictions_beyond_the_calibrations_parameters_are_named_extrapolated(tiny_table):
+    """The calibration vouches for the archs it was fitted on; one far larger is flagged, and a table whose
+    calibration predates the kept range says nothing rather than guess."""
+    import dataclasses
+
+    from edgenas.latency_tables import LatencyTable, Predictor
+
+    table = LatencyTable.load(tiny_table)
+    space = Predictor(table).space
+    small, large = space.block_specs(space.smallest()), space.block_specs(space.largest())
+    params = [Predictor(table).features(a)["params"] for a in (space.smallest(), space.largest())]
+    fitted = dataclasses.replace(table, calibration={**table.calibration, "params_range": [params[0], params[0]]})
+    assert Predictor(fitted).extrapolation(small) is None
+    above = dataclasses.replace(
+        table, calibration={**table.calibration, "params_range": [2 * params[1], 3 * params[1]]}
+    )
+    assert Predictor(above).extrapolation(small) is None  # fewer parameters: no cache to outgrow
+    reason = Predictor(fitted).extrapolation(large)
+    assert reason and f"{params[1]:.2f} M parameters" in reason and "extrapolated" in reason
+    # the table's own validation fitted archs from the smallest up (the largest it holds out)
+    assert Predictor(table).extrapolation(small) is None
+    old = dataclasses.replace(table, calibration={k: v for k, v in table.calibration.items() if k != "params_range"})
+    assert Predictor(old).extrapolation(large) is None
 
 
 def test_blocks_left_to_measure_are_timed_with_the_tables_own_protocol(tiny_table, tiny, tmp_path):
