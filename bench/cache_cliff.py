@@ -9,6 +9,8 @@ smallest are timed, in units of the table's reference model timed beside them,
   the files, the median call per turn, then over ``--rounds`` turns);
 - the same with short turns (``--short-turn-ms``, as the table's protocol takes them);
 - with the table's own protocol, in ``--batches`` consecutive batches;
+- with that protocol changed where it matters here: ``--untimed`` untimed runs at the start of
+  every turn instead of the table's, or turns of ``--long-protocol-turn-ms``;
 
 and set against the table's raw sum of blocks. An arch whose ratio moves from one way or one
 batch to the next by more than the prediction's ±10 % cannot be calibrated on this machine.
@@ -20,6 +22,7 @@ batch to the next by more than the prediction's ±10 % cannot be calibrated on t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 from pathlib import Path
@@ -56,6 +59,8 @@ def main() -> None:
     p.add_argument("--long-turn-ms", type=float, default=50.0)
     p.add_argument("--short-turn-ms", type=float, default=3.0)
     p.add_argument("--batches", type=int, default=3, help="consecutive batches with the table's protocol")
+    p.add_argument("--untimed", type=int, default=3, help="untimed runs per turn of the changed protocol")
+    p.add_argument("--long-protocol-turn-ms", type=float, default=15.0, help="turns of the other changed protocol")
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
 
@@ -74,10 +79,18 @@ def main() -> None:
         ways[f"{name} ({turn_ms:g} ms)"] = [t["median_ms"] / ref["median_ms"] for t in timed]
         log(f"{name}: " + " ".join(f"{r:.3f}" for r in ways[f"{name} ({turn_ms:g} ms)"]))
     backend, protocol = make_backend("local-cpu", threads=1), Protocol(**table.header["protocol"])
-    for b in range(args.batches):
-        timings, _, _ = backend.measure(files, reference, protocol, noop_for("onnx"))
-        ways[f"table protocol, batch {b + 1}"] = [t.rel for t in timings]
-        log(f"batch {b + 1}: " + " ".join(f"{t.rel:.3f}" for t in timings))
+    variants = [(f"table protocol, batch {b + 1}", protocol) for b in range(args.batches)]
+    variants += [
+        (f"{args.untimed} untimed runs a turn", dataclasses.replace(protocol, turn_warmup=args.untimed)),
+        (
+            f"turns of {args.long_protocol_turn_ms:g} ms",
+            dataclasses.replace(protocol, turn_ms=args.long_protocol_turn_ms),
+        ),
+    ]
+    for name, variant in variants:
+        timings, _, _ = backend.measure(files, reference, variant, noop_for("onnx"))
+        ways[name] = [t.rel for t in timings]
+        log(f"{name}: " + " ".join(f"{t.rel:.3f}" for t in timings))
     rows = [
         {
             "arch": str(a),

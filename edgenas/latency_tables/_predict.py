@@ -30,8 +30,8 @@ bench/deployed_latency.py checks these estimates on pruned exports.
 A calibration holds only over the archs it was fitted on. Random archs of ``small`` stay
 under about 1.4 M of its 2.2 M parameters, and beyond what a network's weights leave of a
 shared cache the cost jumps rather than grows: on an AVX-512 EPYC the space's largest arch
-(8.9 MB fp32) ran 1.09x its blocks' sum as a user times it and 1.23-1.40x in three table
-batches in a row, an arch of 4.3 MB 0.89x and 0.96-0.98x (bench/cache_cliff.py). So the
+(8.9 MB fp32) ran 1.09-1.10x its blocks' sum as a user times it and 1.19-1.47x in table
+batches, a different figure each batch; an arch of 4.3 MB 0.96-0.98x (bench/cache_cliff.py). So the
 calibration keeps the parameter range it was fitted on, and :meth:`Predictor.extrapolation`
 names an arch beyond it.
 """
