@@ -76,8 +76,9 @@ def main() -> None:
     ways: dict[str, list[float]] = {}  # way -> each arch's time / reference
     for name, turn_ms in (("plain, long turns", args.long_turn_ms), ("plain, short turns", args.short_turn_ms)):
         ref, *timed = plain_timings([runtime.load(f) for f in [reference, *files]], args.rounds, turn_ms / 1000)
-        ways[f"{name} ({turn_ms:g} ms)"] = [t["median_ms"] / ref["median_ms"] for t in timed]
-        log(f"{name}: " + " ".join(f"{r:.3f}" for r in ways[f"{name} ({turn_ms:g} ms)"]))
+        way = f"{name} ({turn_ms:g} ms)"
+        ways[way] = [t["median_ms"] / ref["median_ms"] for t in timed]
+        log(f"{way}: " + " ".join(f"{r:.3f}" for r in ways[way]))
     backend, protocol = make_backend("local-cpu", threads=1), Protocol(**table.header["protocol"])
     variants = [(f"table protocol, batch {b + 1}", protocol) for b in range(args.batches)]
     variants += [
