@@ -55,10 +55,19 @@ def predictor_speed(table_path: Path, resolution: int, n: int = 20000) -> float:
     return n / (time.perf_counter() - start)
 
 
+def fast_ms(turns: list[float]) -> float:
+    """A file's time in the machine's fast state: the 10th percentile of its turns' median calls. A shared VM
+    can run slow for most of a minute, and slows small models more than the reference (OpenVINO, one
+    validation's 80 subnets: 5 turns of 20 fast, where the 25th percentile read the smallest arch 1.3x its
+    time under the table's protocol and the 10th 1.0x; the calibration fitted on the 10th: leave-one-out
+    1.8 % against 5.6 %)."""
+    return float(np.quantile(turns, 0.10))
+
+
 def plain_timings(runners: list, rounds: int = 20, turn_s: float = 0.05, warmup: int = 20) -> list[dict]:
     """Files timed as a user times them (each call on its own), round-robin so that a slow spell of the
     machine hits every file alike: per file, the median call of each turn, then over the turns
-    their median and their 25th percentile (the machine's fast state) in ms."""
+    their median and their fast state (:func:`fast_ms`) in ms."""
     for run in runners:
         for _ in range(warmup):
             run()
@@ -71,7 +80,7 @@ def plain_timings(runners: list, rounds: int = 20, turn_s: float = 0.05, warmup:
                 run()
                 calls.append(time.perf_counter() - t)
             kept.append(float(np.median(calls)) * 1000)
-    return [{"median_ms": float(np.median(k)), "q25_ms": float(np.quantile(k, 0.25)), "turns": k} for k in turns]
+    return [{"median_ms": float(np.median(k)), "fast_ms": fast_ms(k), "turns": k} for k in turns]
 
 
 def unseen_check(
@@ -97,20 +106,21 @@ def unseen_check(
 
 def unseen_summary(rows: list[dict], reference: dict, table_reference_ms: float) -> dict:
     """Share within ±10 %, level (median measured / predicted) and Kendall tau of the unseen subnets:
-    against the prediction in ms as the table has it (``q25``, ``median``), and against it scaled by
+    against the prediction in ms as the table has it (``fast``, ``median``), and against it scaled by
     the reference's time now over the table's (``drift_corrected``: the machine's speed of the
-    moment, which tables track through the reference, taken out)."""
+    moment, which tables track through the reference, taken out). The fast state is recomputed from
+    the turns (rows of earlier runs stored another statistic)."""
     from scipy.stats import kendalltau
 
     pred = np.array([r["predicted_ms"] for r in rows])
-    level = reference["q25_ms"] / table_reference_ms
+    level = fast_ms(reference["turns"]) / table_reference_ms
     summary = {"n": len(rows), "reference_level": level, "reference": reference}
     for name, stat, scale in (
-        ("q25", "q25_ms", 1.0),
-        ("median", "median_ms", 1.0),
-        ("drift_corrected", "q25_ms", level),
+        ("fast", fast_ms, 1.0),
+        ("median", lambda turns: float(np.median(turns)), 1.0),
+        ("drift_corrected", fast_ms, level),
     ):
-        meas = np.array([r[stat] for r in rows])
+        meas = np.array([stat(r["turns"]) for r in rows])
         ratio = meas / (pred * scale)
         summary[name] = {
             "within_10pct": float(np.mean(np.abs(ratio - 1) <= 0.10)),
@@ -195,7 +205,7 @@ def main() -> None:
                 flush=True,
             )
             if unseen:
-                u = unseen["q25"]
+                u = unseen["fast"]
                 print(
                     f"  {args.unseen} unseen, timed alone: within10 {u['within_10pct']:.0%} level {u['level']:.3f} "
                     f"tau {u['kendall_tau']:.3f} (reference level {unseen['reference_level']:.3f})",
@@ -235,17 +245,18 @@ def write_report(results: list[dict], out: Path, tag: str, device: str, threads:
         "",
         "Unseen subnets timed file by file as a user times them (random, none of the validation's; each call "
         "timed on its own, 20 round-robin turns of 50 ms; per file the median call of each turn, then the "
-        "25th percentile over turns (q25: the machine's fast state) and their median), against the calibrated "
+        "10th percentile over turns (the machine's fast state) and their median), against the calibrated "
         "prediction in ms; level = median of measured / predicted. Drift-corrected: the prediction scaled by "
-        "the reference's level (its q25 now over its time in the table), as tables track the machine's speed.",
+        "the reference's level (its fast state now over its time in the table), as tables track the machine's "
+        "speed.",
         "",
         "| space @ res | precision | n | within ±10 % (drift-corrected) | level (drift-corrected) | Kendall τ "
-        "| within ±10 % (q25, raw ms) | level (q25) | level (median) | reference level |",
+        "| within ±10 % (fast, raw ms) | level (fast) | level (median) | reference level |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if u := r.get("unseen"):
-            d, q, m = u["drift_corrected"], u["q25"], u["median"]
+            d, q, m = u["drift_corrected"], u["fast"], u["median"]
             lines.append(
                 f"| {r['space']} @ {r['resolution']} | {r['precision']} | {u['n']} | {d['within_10pct']:.0%} "
                 f"| {d['level']:.3f} | {d['kendall_tau']:.3f} | {q['within_10pct']:.0%} | {q['level']:.3f} "

@@ -69,6 +69,19 @@ def _add_validate(lsub: argparse._SubParsersAction) -> None:
     v.add_argument("--resolutions", type=int_list, help="only subnets at these resolutions")
     v.add_argument("--widths", type=float_list, help="only subnets at these widths")
     v.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    v.add_argument(
+        "--pruned",
+        type=float,
+        default=0.25,
+        help="share of the subnets measured with 10-40 %% of their channels pruned, as finalize prunes "
+        "(default 0.25; 0 to 0.5)",
+    )
+    v.add_argument(
+        "--repeats",
+        type=positive,
+        default=3,
+        help="times each subnet is timed, each in batches of a new random mix; the median is kept (default 3)",
+    )
     v.add_argument("--out", help="write the full report (JSON, every subnet) here")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_lut_validate)
@@ -126,6 +139,8 @@ def _lut_validate(args: argparse.Namespace) -> None:
         resolutions=args.resolutions,
         widths=args.widths,
         seed=args.seed,
+        pruned=args.pruned,
+        repeats=args.repeats,
         progress=not args.quiet,
     )
     if args.out:

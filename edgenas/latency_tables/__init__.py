@@ -53,6 +53,7 @@ _LAZY = {
     "sample_spread": "_validate",
     "arch_model": "_models",
     "block_model": "_models",
+    "pruned_arch_model": "_models",
     "reference_model": "_models",
     "noop_for": "_models",
 }

@@ -17,9 +17,9 @@ from torch import nn
 
 from edgenas.export import export_for
 from edgenas.latency_tables._protocol import noop_model
-from edgenas.search_spaces import Arch, BlockSpec, Space, SubNet, build_block, build_subnet
+from edgenas.search_spaces import Arch, BlockSpec, Space, SubNet, build_block, build_subnet, current_specs
 
-__all__ = ["REFERENCE_SPECS", "arch_model", "block_model", "noop_for", "reference_model"]
+__all__ = ["REFERENCE_SPECS", "arch_model", "block_model", "noop_for", "pruned_arch_model", "reference_model"]
 
 # A fixed three-block net (~0.5 ms on one 2020s x86 core) timed beside everything else to
 # track the device's speed of the moment.
@@ -56,6 +56,25 @@ def block_model(spec: BlockSpec, precision: str, fmt: str = "onnx") -> bytes:
 def arch_model(space: Space, arch: Arch, precision: str, fmt: str = "onnx") -> bytes:
     net = _randomised(build_subnet(space, arch), _seed(str(arch)))
     return export_for(fmt, net, net.input_shape, precision=precision)
+
+
+def pruned_arch_model(
+    space: Space, arch: Arch, share: float, precision: str, fmt: str = "onnx"
+) -> tuple[bytes, tuple[BlockSpec, ...]]:
+    """``arch`` with ``share`` of its channels pruned as finalize prunes (L1, multiples of 8): the model and
+    its blocks, whose channel counts the space's archs do not have."""
+    from edgenas.config import PruneConfig
+    from edgenas.pruning import progressive_prune
+
+    net = _randomised(build_subnet(space, arch), _seed(str(arch)))
+    pruned, _ = progressive_prune(
+        net,
+        torch.zeros(net.input_shape),
+        PruneConfig(step=share, max_steps=1, tolerance=1.0),
+        finetune=lambda m: None,
+        evaluate=lambda m: 1.0,
+    )
+    return export_for(fmt, pruned, net.input_shape, precision=precision), tuple(current_specs(pruned))
 
 
 @functools.cache  # the same bytes every time (seeded), and an ExecuTorch int8 export costs ~15 s

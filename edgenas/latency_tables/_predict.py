@@ -127,6 +127,11 @@ class Predictor:
     def features(self, arch: Arch) -> dict[str, float]:
         return self._features(self.space.block_specs(arch), arch, estimate=False)
 
+    def specs_features(self, specs: Sequence[BlockSpec], *, estimate: bool = True) -> dict[str, float]:
+        """The calibration's features of a network given as block specs (a pruned model's: blocks the table
+        lacks are estimated)."""
+        return self._features(specs, "a model", estimate)
+
     def _features(self, specs: Sequence[BlockSpec], needed_by: object, estimate: bool) -> dict[str, float]:
         t, params, edges = self.noop, 0.0, 0.0
         for spec in specs:

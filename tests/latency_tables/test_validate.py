@@ -21,8 +21,9 @@ def test_accuracy_metrics_by_hand():
 def test_validate_stores_calibration_and_predicts_measured(tiny_table, tmp_path):
     path = tmp_path / "t.json"
     shutil.copy(tiny_table, path)
-    report = validate_table(path, LocalBackend(threads=1), n=24, resolutions=[16], progress=False)
+    report = validate_table(path, LocalBackend(threads=1), n=24, resolutions=[16], repeats=2, progress=False)
     assert report["n_heldout"] == 12 and report["n_calibration"] == 12
+    assert report["repeats"] == 2 and 0 < report["repeat_deviation"] < 0.2  # each subnet timed in two batches
     assert report["resolutions"] == [16]
     rows = report["rows"]
     assert len({r["arch"] for r in rows}) == 24
@@ -36,7 +37,20 @@ def test_validate_stores_calibration_and_predicts_measured(tiny_table, tmp_path)
     assert report["heldout"]["mape_pct"] < 25
     assert report["heldout"]["kendall_tau"] > 0.5
     predictor = Predictor(table)
-    held = [r for r in rows if r["split"] == "heldout"]
-    from edgenas.search_spaces import Arch
+    from edgenas.latency_tables import pruned_arch_model
+    from edgenas.search_spaces import Arch, spec_params
 
+    held = [r for r in rows if r["split"] == "heldout" and not r["pruned"]]
     assert np.allclose([predictor.predict(Arch.parse(r["arch"])) for r in held], [r["predicted_ms"] for r in held])
+    # a quarter of the subnets were measured pruned, as many calibrating as held out, predicted from their blocks
+    pruned = [r for r in rows if r["pruned"]]
+    assert report["n_pruned"] == len(pruned) == 6
+    assert {r["split"] for r in pruned} == {"calibration", "heldout"}
+    assert report["heldout_pruned"]["n"] == 3
+    space = predictor.space
+    for r in pruned:
+        arch = Arch.parse(r["arch"])
+        _, specs = pruned_arch_model(space, arch, r["pruned"], "fp32")
+        assert specs != tuple(space.block_specs(arch))  # channel counts no arch has
+        assert np.isclose(predictor.predict_specs(specs), r["predicted_ms"])
+        assert sum(map(spec_params, specs)) < sum(map(spec_params, space.block_specs(arch)))
