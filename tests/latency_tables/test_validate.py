@@ -54,3 +54,25 @@ def test_validate_stores_calibration_and_predicts_measured(tiny_table, tmp_path)
         assert specs != tuple(space.block_specs(arch))  # channel counts no arch has
         assert np.isclose(predictor.predict_specs(specs), r["predicted_ms"])
         assert sum(map(spec_params, specs)) < sum(map(spec_params, space.block_specs(arch)))
+
+
+def test_validate_warns_when_the_repeats_disagree(tiny_table, tmp_path, capsys):
+    """A machine whose speed moves between a subnet's timings: the report says how far, and a warning asks for a
+    quieter run."""
+    import dataclasses
+
+    path = tmp_path / "t.json"
+    shutil.copy(tiny_table, path)
+    backend = LocalBackend(threads=1)
+    calls = []
+
+    class Drifting(LocalBackend):
+        def measure(self, models, reference, protocol, noop=None):
+            timings, ref, nop = backend.measure(models, reference, protocol, noop)
+            calls.append(1)
+            scale = 1.3 if len(calls) % 2 else 1.0  # every other batch 30 % slower relative to the reference
+            return [dataclasses.replace(t, rel=t.rel * scale) for t in timings], ref, nop
+
+    report = validate_table(path, Drifting(threads=1), n=8, resolutions=[16], repeats=2, progress=False)
+    assert report["repeat_deviation"] > 0.1
+    assert "the machine was noisy" in capsys.readouterr().err  # the edgenas logger writes to stderr
