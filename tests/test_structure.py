@@ -21,10 +21,10 @@ PACKAGE = Path(edgenas.__file__).parent
 
 LAYERS = [
     {"edgenas", "errors", "io", "progress", "metrics", "config", "layout"},  # no torch, no optuna
-    {"preprocess", "search_spaces"},
+    {"preprocess", "search_spaces", "pruning"},  # pruning: a model transform, which table validation applies
     {"export", "latency_tables"},
     {"accelerator", "data", "predict", "teacher"},
-    {"distill", "pruning", "quant"},
+    {"distill", "quant"},
     {"nas"},
     {"finalize", "reports"},
     {"pipeline"},

@@ -7,8 +7,9 @@ batches of another random mix, keeping each subnet's median. A batch can read sl
 fast as a whole (the reference timed in another state of a shared machine than its
 companions): in batches of neighbours along the latency range, that shift was a slope the
 calibration learnt (OpenVINO on an AMD EPYC VM: held out 65 % within +-10 %, the large
-archs +10-29 %, the middle ones -10-15 %); mixed and repeated, it averages out. Half of them (alternating along the
-latency range) fit the calibration, the other half are held out and judged: share within
+archs +10-29 %, the middle ones -10-15 %); mixed and repeated, it averages out, and how far
+the repeats disagree says how noisy the machine was. Half of the subnets (alternating along
+the latency range) fit the calibration, the other half are held out and judged: share within
 +-5 % and +-10 %, MAPE, Kendall tau. Predicted and measured latencies are compared in
 units of the reference model (each measurement divided by the reference timed in the same
 rounds), which cancels the machine's drift between the table's build and the validation;
@@ -19,9 +20,9 @@ measured with part of its channels pruned as finalize prunes (L1, 10-40 %, multi
 finalize deploys pruned models, whose channel counts no arch of the space has and whose
 blocks the predictor estimates, so the calibration is fitted and judged on them too. Fitted
 on unpruned archs alone, a calibration extrapolates to them: OpenVINO's (1.46 x the blocks'
-sum less 0.21 per 100,000 activation elements at their edges) predicted the smallest arch
-pruned by 30 % 20 % under its measured time, ncnn's 42 %, while the table's own entries
-summed to within 10 % of it.
+sum less 0.21 per 100,000 activation elements at their edges) predicted the smallest arch,
+pruned by 30 %, 20 % under its measured time, ncnn's 42 % under, while the table's own
+entries summed to within 10 % of it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from edgenas.latency_tables._table import LatencyTable
 from edgenas.progress import progress as progress_bar
 from edgenas.search_spaces import Arch, BlockSpec, Space
 
-__all__ = ["NOISY_REPEAT_DEVIATION", "accuracy_metrics", "sample_spread", "validate_table"]
+__all__ = ["accuracy_metrics", "sample_spread", "validate_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,11 +103,7 @@ def validate_table(
 ) -> dict[str, Any]:
     """Measure ``n`` subnets end to end (the share ``pruned`` of them pruned), fit and store the calibration,
     return the report."""
-    if n < 8 or not 0.1 <= holdout <= 0.9 or not 0.0 <= pruned <= 0.5 or repeats < 1:
-        raise ValueError(
-            f"validation needs n >= 8 subnets, holdout in [0.1, 0.9], pruned in [0, 0.5] and repeats >= 1, got "
-            f"n={n}, holdout={holdout}, pruned={pruned}, repeats={repeats}"
-        )
+    _check_settings(n, holdout, pruned, repeats)
     path = Path(path)
     table = LatencyTable.load(path)
     table.check_device(backend.fingerprint(), f"latency table {str(path)!r} vs this device")
@@ -123,15 +120,13 @@ def validate_table(
     models, specs, shares = _export(space, archs, shares, predictor, backend.format, progress)
     rel, ms = _measure(models, precision, backend, protocol, batch_size, repeats, rng, progress)
     measured_rel, measured_ms = np.median(rel, axis=0), np.median(ms, axis=0)
-    idx = np.arange(len(archs))
-    held = np.floor((idx + 1) * holdout) > np.floor(idx * holdout)
+    held = np.floor((np.arange(len(archs)) + 1) * holdout) > np.floor(np.arange(len(archs)) * holdout)
     feats = [predictor.specs_features(s) for s in specs]
-    table.calibration = fit_calibration([feats[i] for i in idx[~held]], measured_rel[~held])
+    table.calibration = fit_calibration([f for f, h in zip(feats, held) if not h], measured_rel[~held])
     calibrated = Predictor(table, space)
     ref_ms = table.header["reference_ms"]
     pred_rel = np.array([calibrated.predict_specs(s) for s in specs]) / ref_ms
     raw_rel = np.array([f["t"] for f in feats])
-    is_pruned = np.array(shares) > 0
     report = {
         "table": str(path),
         "space": space.name,
@@ -143,27 +138,47 @@ def validate_table(
         "n_heldout": int(held.sum()),
         "calibration": table.calibration,
         **_heldout_metrics(pred_rel[held], raw_rel[held], measured_rel[held], measured_ms[held], ref_ms),
-        "repeats": repeats,
-        # how far one timing of a subnet strays from its median (relative to the reference), median over subnets
-        "repeat_deviation": float(np.median(np.abs(rel / measured_rel - 1))),
-        "n_pruned": int(is_pruned.sum()),
-        "heldout_pruned": accuracy_metrics(pred_rel[held & is_pruned], measured_rel[held & is_pruned])
-        if (held & is_pruned).any()
-        else None,
+        **_repeats_and_pruned(rel, measured_rel, pred_rel, held, np.array(shares) > 0),
         "seconds": time.time() - started,
         "protocol": protocol.to_dict(),
         "rows": _rows(archs, shares, held, pred_rel * ref_ms, measured_rel * ref_ms, measured_ms, raw_rel * ref_ms),
     }
-    if repeats > 1 and report["repeat_deviation"] > NOISY_REPEAT_DEVIATION:
+    _warn_if_noisy(report)
+    table.validation = {k: v for k, v in report.items() if k != "rows"}
+    table.save(path)
+    return report
+
+
+def _check_settings(n: int, holdout: float, pruned: float, repeats: int) -> None:
+    if n < 8 or not 0.1 <= holdout <= 0.9 or not 0.0 <= pruned <= 0.5 or repeats < 1:
+        raise ValueError(
+            f"validation needs n >= 8 subnets, holdout in [0.1, 0.9], pruned in [0, 0.5] and repeats >= 1, got "
+            f"n={n}, holdout={holdout}, pruned={pruned}, repeats={repeats}"
+        )
+
+
+def _repeats_and_pruned(
+    rel: np.ndarray, measured_rel: np.ndarray, pred_rel: np.ndarray, held: np.ndarray, is_pruned: np.ndarray
+) -> dict[str, Any]:
+    """How far one timing of a subnet strays from its median (relative to the reference; the median over
+    subnets), and the pruned subnets among the held-out judged on their own."""
+    both = held & is_pruned
+    return {
+        "repeats": len(rel),
+        "repeat_deviation": float(np.median(np.abs(rel / measured_rel - 1))),
+        "n_pruned": int(is_pruned.sum()),
+        "heldout_pruned": accuracy_metrics(pred_rel[both], measured_rel[both]) if both.any() else None,
+    }
+
+
+def _warn_if_noisy(report: dict[str, Any]) -> None:
+    if report["repeats"] > 1 and report["repeat_deviation"] > NOISY_REPEAT_DEVIATION:
         logger.warning(
             "validation: the machine was noisy (a timing strayed %.1f %% from its subnet's median; above %.0f %% "
             "is noise): the calibration may be off; validate again when nothing else runs",
             report["repeat_deviation"] * 100,
             NOISY_REPEAT_DEVIATION * 100,
         )
-    table.validation = {k: v for k, v in report.items() if k != "rows"}
-    table.save(path)
-    return report
 
 
 def _prune_shares(n: int, share: float, rng: np.random.Generator) -> list[float]:
