@@ -66,7 +66,7 @@ def test_a_pruned_block_is_priced_on_the_line_through_its_shape(tiny_table):
     channels at a time), the predictor finds that block from the table alone and its estimates are exact."""
     import dataclasses
 
-    from edgenas.latency_tables._predict import _padded_macs
+    from edgenas.latency_tables._predict import ChannelPricing, _padded_macs
     from edgenas.search_spaces import BlockSpec
 
     table = LatencyTable.load(tiny_table)
@@ -81,9 +81,33 @@ def test_a_pruned_block_is_priced_on_the_line_through_its_shape(tiny_table):
     assert all(s not in {BlockSpec.from_key(k) for k in table.entries} for s in pruned if s.kind == "ir")
     by_hand = noop + sum(0.01 + 1e-7 * _padded_macs(s, 16) for s in pruned)
     assert predictor.predict_specs(pruned, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
-    assert predictor._block == 16
+    assert predictor._pricing == ChannelPricing(16)
     with pytest.raises(MissingEntryError):
         predictor.predict_specs(pruned, estimate=False)
+
+
+def test_a_depthwise_kernel_slow_at_counts_its_vector_width_does_not_divide_is_found(tiny_table):
+    """Where a 5x5 depthwise convolution of a channel count 16 does not divide costs twice as much per
+    multiply-add (ncnn packs channels by 16 where the count allows, else by 8), the predictor finds that from
+    the table alone and prices pruned blocks exactly."""
+    import dataclasses
+
+    from edgenas.latency_tables._predict import ChannelPricing
+    from edgenas.search_spaces import BlockSpec
+
+    truth = ChannelPricing(8, ((5, 16, 2.0),))
+    table = LatencyTable.load(tiny_table)
+    noop = table.header["noop_rel"]
+    for key, e in table.entries.items():
+        e["rel"] = noop + 0.01 + 1e-7 * truth.macs(BlockSpec.from_key(key))
+    predictor = Predictor(table)
+    specs = predictor.space.block_specs(Arch.parse("r24|k5e3|k5e3"))
+    pruned = tuple(dataclasses.replace(s, mid_chs=s.mid_chs - 8) if s.kind == "ir" else s for s in specs)
+    by_hand = noop + sum(0.01 + 1e-7 * truth.macs(s) for s in pruned)
+    assert predictor.predict_specs(pruned, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
+    assert predictor._pricing == truth
+    slowed = pruned[3]  # the second stage's block: 48 channels pruned to 40, which 16 does not divide
+    assert slowed.mid_chs == 40 and truth.macs(slowed) > ChannelPricing(8).macs(slowed)
 
 
 @pytest.mark.slow
