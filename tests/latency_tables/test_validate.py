@@ -47,6 +47,10 @@ def test_validate_stores_calibration_and_predicts_measured(tiny_table, tmp_path)
     assert report["n_pruned"] == len(pruned) == 6
     assert {r["split"] for r in pruned} == {"calibration", "heldout"}
     assert report["heldout_pruned"]["n"] == 3
+    # the two fastest archs (the first along the latency range) pruned the most: the calibration reaches the
+    # smallest deployable models
+    assert [r["pruned"] for r in rows[:2]] == [0.4, 0.4]
+    assert predictor.predict(Arch.parse(rows[0]["arch"])) <= min(predictor.predict(Arch.parse(r["arch"])) for r in held)
     space = predictor.space
     for r in pruned:
         arch = Arch.parse(r["arch"])
