@@ -234,6 +234,7 @@ class ChannelPricing:
     slow_depthwise: tuple[tuple[int, int, float], ...] = ()
 
     def macs(self, spec: BlockSpec) -> float:
+        """The block's multiply-adds as the runtime charges for them."""
         macs = float(_padded_macs(spec, self.block))
         for kernel, width, factor in self.slow_depthwise:
             if spec.kind in _DEPTHWISE_KINDS and spec.kernel == kernel and _depthwise_chs(spec) % width:
@@ -241,6 +242,7 @@ class ChannelPricing:
         return macs
 
     def slowing(self, kernel: int, width: int, factor: float) -> ChannelPricing:
+        """This pricing with one more depthwise kernel slowed."""
         return dataclasses.replace(self, slow_depthwise=(*self.slow_depthwise, (kernel, width, factor)))
 
 
