@@ -81,7 +81,9 @@ def test_sample_info_export_predict_show(tiny_table, tmp_path, capsys):
     assert main(["arch", "predict", arch, "--lut", str(tiny_table)]) == 0
     assert float(capsys.readouterr().out.strip()) > 0
     assert main(["lut", "show", str(tiny_table)]) == 0
-    assert "M parameters" in capsys.readouterr().out  # the range the calibration was fitted on
+    shown = capsys.readouterr().out
+    assert "M parameters" in shown  # the range the calibration was fitted on
+    assert "pruned      blocks priced with channels rounded up to" in shown  # how a pruned block is priced
     # an arch beyond the calibration's archs: the number on stdout, the warning on stderr
     narrow = LatencyTable.load(tiny_table)
     narrow.calibration = {**narrow.calibration, "params_range": [0.0, 1e-4]}

@@ -156,7 +156,7 @@ def _lut_validate(args: argparse.Namespace) -> None:
 def _lut_show(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from edgenas.latency_tables import LatencyTable
+    from edgenas.latency_tables import LatencyTable, Predictor
 
     table = LatencyTable.load(args.table)
     h = table.header
@@ -192,6 +192,10 @@ def _lut_show(args: argparse.Namespace) -> None:
         lines.append(f"calibration measured = {terms}  ({fitted}, leave-one-out MAPE {c['loo_mape'] * 100:.1f} %)")
     else:
         lines.append("calibration none yet (run 'edgenas lut validate')")
+    try:  # an unfinished table has nothing to price with yet
+        lines.append(f"pruned      blocks priced with {Predictor(table).channel_pricing.describe()}")
+    except ValueError:
+        pass
     if table.validation:
         v, m = table.validation, table.validation["heldout"]
         lines.append(

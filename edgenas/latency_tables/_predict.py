@@ -151,18 +151,24 @@ class Predictor:
             params += hit[1]
         return {"t": t, "params": params, "edges": edges, "one": 1.0}
 
-    def _estimate(self, spec: BlockSpec) -> tuple[float, float]:
-        """(cost, params in millions) of a block the table lacks, from its entries of the same shape."""
+    @property
+    def channel_pricing(self) -> ChannelPricing:
+        """How this table's runtime charges for channel counts (what prices a pruned block), found from its
+        entries when first needed."""
         if self._pricing is None:
             self._pricing = _channel_pricing(self._groups())
+        return self._pricing
+
+    def _estimate(self, spec: BlockSpec) -> tuple[float, float]:
+        """(cost, params in millions) of a block the table lacks, from its entries of the same shape."""
         shape = _shape(spec)
         if shape not in self._lines:
             same = self._groups().get(shape, [])
             if len(same) < 2:
                 raise self._missing(spec, "a pruned model (no two entries of its shape to estimate it from)")
-            self._lines[shape] = _line(same, self._pricing)
+            self._lines[shape] = _line(same, self.channel_pricing)
         intercept, slope = self._lines[shape]
-        return float(intercept + slope * self._pricing.macs(spec)), spec_params(spec) / 1e6
+        return float(intercept + slope * self.channel_pricing.macs(spec)), spec_params(spec) / 1e6
 
     def _groups(self) -> dict[tuple, list[tuple[BlockSpec, float]]]:
         groups: dict[tuple, list[tuple[BlockSpec, float]]] = {}
@@ -240,6 +246,14 @@ class ChannelPricing:
             if spec.kind in _DEPTHWISE_KINDS and spec.kernel == kernel and _depthwise_chs(spec) % width:
                 macs += (factor - 1) * _depthwise_macs(spec)
         return macs
+
+    def describe(self) -> str:
+        """One line for a person: e.g. `channels rounded up to 8; 7x7 depthwise 2x per multiply-add at ...`."""
+        slowed = "; ".join(
+            f"{k}x{k} depthwise {f:g}x per multiply-add at counts {w} does not divide"
+            for k, w, f in self.slow_depthwise
+        )
+        return f"channels rounded up to {self.block}" + (f"; {slowed}" if slowed else "")
 
     def slowing(self, kernel: int, width: int, factor: float) -> ChannelPricing:
         """This pricing with one more depthwise kernel slowed."""
