@@ -290,10 +290,14 @@ def _depthwise_macs(spec: BlockSpec) -> int:
     return spec.out_size**2 * _depthwise_chs(spec) * spec.kernel**2
 
 
+def _design(entries: Sequence[tuple[BlockSpec, float]], pricing: ChannelPricing) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of [1, priced multiply-adds], costs) of a shape's entries."""
+    return np.array([[1.0, pricing.macs(s)] for s, _ in entries]), np.array([c for _, c in entries])
+
+
 def _line(entries: Sequence[tuple[BlockSpec, float]], pricing: ChannelPricing) -> np.ndarray:
     """(intercept, slope) of cost vs priced multiply-adds, fitted relative."""
-    x = np.array([[1.0, pricing.macs(s)] for s, _ in entries])
-    return _solve(x, np.array([c for _, c in entries]))
+    return _solve(*_design(entries, pricing))
 
 
 def _loo_error(groups: dict[tuple, list[tuple[BlockSpec, float]]], pricing: ChannelPricing) -> float:
@@ -302,8 +306,7 @@ def _loo_error(groups: dict[tuple, list[tuple[BlockSpec, float]]], pricing: Chan
     for entries in groups.values():
         if len(entries) < 3:
             continue
-        x = np.array([[1.0, pricing.macs(s)] for s, _ in entries])
-        y = np.array([c for _, c in entries])
+        x, y = _design(entries, pricing)
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
             errors.append(abs(float(x[i] @ _solve(x[keep], y[keep])) / y[i] - 1))
@@ -313,11 +316,14 @@ def _loo_error(groups: dict[tuple, list[tuple[BlockSpec, float]]], pricing: Chan
 def _channel_pricing(groups: dict[tuple, list[tuple[BlockSpec, float]]]) -> ChannelPricing:
     """The pricing whose lines predict each entry, left out in turn, best: for each channel block, each
     depthwise kernel's slowing (or none) chosen on that kernel's entries; the simplest wins a tie."""
+    by_kernel: dict[int, dict[tuple, list[tuple[BlockSpec, float]]]] = {}
+    for shape, entries in groups.items():
+        if shape[0] in _DEPTHWISE_KINDS:
+            by_kernel.setdefault(shape[2], {})[shape] = entries
     candidates = []
     for block in CHANNEL_BLOCKS:
         pricing = ChannelPricing(block)
-        for kernel in sorted({shape[2] for shape in groups if shape[0] in _DEPTHWISE_KINDS}):
-            same = {shape: e for shape, e in groups.items() if shape[0] in _DEPTHWISE_KINDS and shape[2] == kernel}
+        for kernel, same in sorted(by_kernel.items()):
             counts = {_depthwise_chs(s) for entries in same.values() for s, _ in entries}
             options = [pricing] + [
                 pricing.slowing(kernel, width, factor)

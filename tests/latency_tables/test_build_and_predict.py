@@ -81,7 +81,7 @@ def test_a_pruned_block_is_priced_on_the_line_through_its_shape(tiny_table):
     assert all(s not in {BlockSpec.from_key(k) for k in table.entries} for s in pruned if s.kind == "ir")
     by_hand = noop + sum(0.01 + 1e-7 * _padded_macs(s, 16) for s in pruned)
     assert predictor.predict_specs(pruned, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
-    assert predictor._pricing == ChannelPricing(16)
+    assert predictor.channel_pricing == ChannelPricing(16)
     with pytest.raises(MissingEntryError):
         predictor.predict_specs(pruned, estimate=False)
 
@@ -105,7 +105,7 @@ def test_a_depthwise_kernel_slow_at_counts_its_vector_width_does_not_divide_is_f
     pruned = tuple(dataclasses.replace(s, mid_chs=s.mid_chs - 8) if s.kind == "ir" else s for s in specs)
     by_hand = noop + sum(0.01 + 1e-7 * truth.macs(s) for s in pruned)
     assert predictor.predict_specs(pruned, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
-    assert predictor._pricing == truth
+    assert predictor.channel_pricing == truth
     slowed = pruned[3]  # the second stage's block: 48 channels pruned to 40, which 16 does not divide
     assert slowed.mid_chs == 40 and truth.macs(slowed) > ChannelPricing(8).macs(slowed)
 
