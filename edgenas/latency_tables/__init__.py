@@ -45,6 +45,7 @@ _LAZY = {
     "serve_agent": "_agent",
     "build_table": "_build",
     "restrict_space": "_build",
+    "table_specs": "_build",
     "Predictor": "_predict",
     "MissingEntryError": "_predict",
     "fit_calibration": "_predict",

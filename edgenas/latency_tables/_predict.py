@@ -24,13 +24,19 @@ SE, activation, residual), which differ in width and expansion; pruning moves a 
 along that line. The multiply-adds are priced as the runtime's kernels charge for channels
 (:class:`ChannelPricing`): counts rounded up to its channel block (ONNX Runtime's NCHWc
 kernels compute 8 or 16 channels at a time, by the CPU's vector width), and a depthwise
-convolution whose count the vector width does not divide charged more per multiply-add
-where the runtime then runs it at a narrower pack (ncnn on an AVX-512 EPYC: a 7x7 one of
+convolution whose count leaves a short tail over the vector width charged more per
+multiply-add where the runtime then runs it at a narrower pack (ncnn on an AVX-512 EPYC: a 7x7 one of
 72 channels took longer than one of 96, and pruned 7x7 blocks of such counts ran 19 %
 over their estimates). The pricing is the one that predicts the table's own entries
 best, each left out in turn; on pruned blocks timed alone it cut the mean error from 9.2
 to 6.4 % (ncnn fp32), 10.0 to 5.8 % (ONNX Runtime int8), 6.2 to 5.7 % (OpenVINO int8) and
-6.8 to 6.4 % (ExecuTorch fp32), and left the other tables' as they were.
+6.8 to 6.4 % (ExecuTorch fp32), and left the other tables' as they were. A classifier
+is priced on its input width besides its multiply-adds (its pool and the runtime's handling
+of its input cost per input channel: classifiers of half the hidden width took 61-71 % of
+the full one's time on ncnn, OpenVINO and ExecuTorch int8, where multiply-adds alone say
+50 %), fitted on the hidden widths the table times for the purpose (:func:`edgenas.latency_tables.table_specs`), and its
+hidden layer may be slowed as a depthwise kernel is (XNNPACK fp32 on an AVX-512 EPYC ran
+hidden counts 8 or 16 past a multiple of 32 about 1.3x slower; 24 past, not).
 bench/deployed_latency.py checks these estimates on pruned exports.
 
 A calibration holds only over the archs it was fitted on. Random archs of ``small`` stay
@@ -117,7 +123,7 @@ class Predictor:
         self._entries: dict[BlockSpec, tuple[float, float]] = {
             BlockSpec.from_key(k): (e["rel"] - self.noop, e["params"] / 1e6) for k, e in table.entries.items()
         }
-        self._lines: dict[tuple, np.ndarray] = {}  # block shape -> (intercept, cost per multiply-add)
+        self._lines: dict[tuple, tuple[np.ndarray, bool]] = {}  # block shape -> (its line's coefficients, per input)
         self._pricing: ChannelPricing | None = None  # how the runtime charges for channels, found when needed
         cal = table.calibration
         self._cal = (cal["features"], np.asarray(cal["coef"])) if cal else None
@@ -166,9 +172,9 @@ class Predictor:
             same = self._groups().get(shape, [])
             if len(same) < 2:
                 raise self._missing(spec, "a pruned model (no two entries of its shape to estimate it from)")
-            self._lines[shape] = _line(same, self.channel_pricing)
-        intercept, slope = self._lines[shape]
-        return float(intercept + slope * self.channel_pricing.macs(spec)), spec_params(spec) / 1e6
+            self._lines[shape] = (_line(same, self.channel_pricing), _per_input(same))
+        coef, per_input = self._lines[shape]
+        return float(np.dot(_row(spec, self.channel_pricing, per_input), coef)), spec_params(spec) / 1e6
 
     def _groups(self) -> dict[tuple, list[tuple[BlockSpec, float]]]:
         groups: dict[tuple, list[tuple[BlockSpec, float]]] = {}
@@ -232,31 +238,42 @@ class ChannelPricing:
 
     ``block``: every count is rounded up to it (ONNX Runtime's NCHWc kernels compute 16 channels at a time
     on AVX-512, 8 on AVX2). ``slow_depthwise``: (kernel, width, factor): a depthwise convolution of that
-    kernel whose channel count ``width`` does not divide costs ``factor`` times as much per multiply-add
-    (ncnn packs channels by 16 where the count allows, else by 8: on an AVX-512 EPYC its 7x7 depthwise
-    convolution of 72 channels took longer than one of 96)."""
+    kernel whose channel count leaves a tail of up to half a ``width``-wide pack (:func:`_short_tail`) costs
+    ``factor`` times as much per multiply-add (ncnn packs channels by 16 where the count allows, else by 8:
+    on an AVX-512 EPYC its 7x7 depthwise convolution of 72 channels took longer than one of 96).
+    ``slow_classifier``: (width, factor), the same for the classifier's hidden layer."""
 
     block: int
     slow_depthwise: tuple[tuple[int, int, float], ...] = ()
+    slow_classifier: tuple[int, float] | None = None  # (width, factor) of the classifier's hidden layer
 
     def macs(self, spec: BlockSpec) -> float:
         """The block's multiply-adds as the runtime charges for them."""
         macs = float(_padded_macs(spec, self.block))
         for kernel, width, factor in self.slow_depthwise:
-            if spec.kind in _DEPTHWISE_KINDS and spec.kernel == kernel and _depthwise_chs(spec) % width:
+            if spec.kind in _DEPTHWISE_KINDS and spec.kernel == kernel and _short_tail(_depthwise_chs(spec), width):
                 macs += (factor - 1) * _depthwise_macs(spec)
+        if self.slow_classifier and spec.kind == "classifier":
+            width, factor = self.slow_classifier
+            if _short_tail(spec.mid_chs, width):
+                macs += (factor - 1) * spec.in_chs * spec.mid_chs
         return macs
 
     def describe(self) -> str:
-        """One line for a person: e.g. `channels rounded up to 8; 7x7 depthwise 2x per multiply-add at ...`."""
-        slowed = "; ".join(
-            f"{k}x{k} depthwise {f:g}x per multiply-add at counts {w} does not divide"
-            for k, w, f in self.slow_depthwise
-        )
-        return f"channels rounded up to {self.block}" + (f"; {slowed}" if slowed else "")
+        """One line for a person: e.g. `channels rounded up to 8; 7x7 depthwise 2x per multiply-add at counts up to
+        8 past a multiple of 16`."""
+        slowed = [(f"{k}x{k} depthwise", w, f) for k, w, f in self.slow_depthwise]
+        if self.slow_classifier:
+            slowed.append(("classifier's hidden layer", *self.slow_classifier))
+        tails = [
+            f"{layer} {f:g}x per multiply-add at counts up to {w // 2} past a multiple of {w}" for layer, w, f in slowed
+        ]
+        return "; ".join([f"channels rounded up to {self.block}", *tails])
 
     def slowing(self, kernel: int, width: int, factor: float) -> ChannelPricing:
-        """This pricing with one more depthwise kernel slowed."""
+        """This pricing with one more depthwise kernel slowed (kernel 0: the classifier's hidden layer)."""
+        if kernel == 0:
+            return dataclasses.replace(self, slow_classifier=(width, factor))
         return dataclasses.replace(self, slow_depthwise=(*self.slow_depthwise, (kernel, width, factor)))
 
 
@@ -282,6 +299,14 @@ def _padded_macs(spec: BlockSpec, block: int) -> int:
     )
 
 
+def _short_tail(count: int, width: int) -> bool:
+    """Whether ``count`` leaves a tail of at most half a ``width``-wide pack: the counts runtimes were seen
+    to run at a narrower, slower pack (counts are multiples of 8, so for widths 8 and 16 this is "not a
+    multiple"; XNNPACK fp32 ran a classifier's hidden layer of 8 or 16 past a multiple of 32 1.3x slower,
+    24 past at full speed)."""
+    return 0 < count % width <= width // 2
+
+
 def _depthwise_chs(spec: BlockSpec) -> int:
     return spec.in_chs if spec.kind == "ds" else spec.mid_chs
 
@@ -290,13 +315,25 @@ def _depthwise_macs(spec: BlockSpec) -> int:
     return spec.out_size**2 * _depthwise_chs(spec) * spec.kernel**2
 
 
+def _per_input(entries: Sequence[tuple[BlockSpec, float]]) -> bool:
+    """Whether a shape's line has a term per input channel: classifiers timed at several hidden widths (their
+    pool and input handling cost per channel; at one width that term cannot be told from multiply-adds)."""
+    return entries[0][0].kind == "classifier" and len({s.mid_chs for s, _ in entries}) > 1
+
+
+def _row(spec: BlockSpec, pricing: ChannelPricing, per_input: bool) -> list[float]:
+    """[1, priced multiply-adds(, input channels)]: a block's terms in its shape's line."""
+    return [1.0, pricing.macs(spec)] + ([float(spec.in_chs)] if per_input else [])
+
+
 def _design(entries: Sequence[tuple[BlockSpec, float]], pricing: ChannelPricing) -> tuple[np.ndarray, np.ndarray]:
-    """(rows of [1, priced multiply-adds], costs) of a shape's entries."""
-    return np.array([[1.0, pricing.macs(s)] for s, _ in entries]), np.array([c for _, c in entries])
+    """(rows of a line's terms, costs) of a shape's entries."""
+    per_input = _per_input(entries)
+    return np.array([_row(s, pricing, per_input) for s, _ in entries]), np.array([c for _, c in entries])
 
 
 def _line(entries: Sequence[tuple[BlockSpec, float]], pricing: ChannelPricing) -> np.ndarray:
-    """(intercept, slope) of cost vs priced multiply-adds, fitted relative."""
+    """The coefficients of cost vs a shape's terms (:func:`_row`), fitted relative."""
     return _solve(*_design(entries, pricing))
 
 
@@ -304,9 +341,9 @@ def _loo_error(groups: dict[tuple, list[tuple[BlockSpec, float]]], pricing: Chan
     """Mean relative error of each entry predicted by the line through the others of its shape."""
     errors = []
     for entries in groups.values():
-        if len(entries) < 3:
-            continue
         x, y = _design(entries, pricing)
+        if len(y) <= x.shape[1]:
+            continue
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
             errors.append(abs(float(x[i] @ _solve(x[keep], y[keep])) / y[i] - 1))
@@ -315,20 +352,22 @@ def _loo_error(groups: dict[tuple, list[tuple[BlockSpec, float]]], pricing: Chan
 
 def _channel_pricing(groups: dict[tuple, list[tuple[BlockSpec, float]]]) -> ChannelPricing:
     """The pricing whose lines predict each entry, left out in turn, best: for each channel block, each
-    depthwise kernel's slowing (or none) chosen on that kernel's entries; the simplest wins a tie."""
-    by_kernel: dict[int, dict[tuple, list[tuple[BlockSpec, float]]]] = {}
+    depthwise kernel's slowing (or none) chosen on that kernel's entries, then the classifier's on its own;
+    the simplest wins a tie."""
+    by_kernel: dict[int, dict[tuple, list[tuple[BlockSpec, float]]]] = {}  # kernel 0: the classifiers
     for shape, entries in groups.items():
-        if shape[0] in _DEPTHWISE_KINDS:
-            by_kernel.setdefault(shape[2], {})[shape] = entries
+        if shape[0] in (*_DEPTHWISE_KINDS, "classifier"):
+            by_kernel.setdefault(0 if shape[0] == "classifier" else shape[2], {})[shape] = entries
     candidates = []
     for block in CHANNEL_BLOCKS:
         pricing = ChannelPricing(block)
-        for kernel, same in sorted(by_kernel.items()):
-            counts = {_depthwise_chs(s) for entries in same.values() for s, _ in entries}
+        for kernel, same in sorted(by_kernel.items(), key=lambda item: (item[0] == 0, item[0])):
+            chs = _depthwise_chs if kernel else (lambda s: s.mid_chs)
+            counts = {chs(s) for entries in same.values() for s, _ in entries}
             options = [pricing] + [
                 pricing.slowing(kernel, width, factor)
                 for width in CHANNEL_BLOCKS
-                if any(c % width for c in counts)  # a width dividing every count would change nothing
+                if any(_short_tail(c, width) for c in counts)  # else the slowing would change nothing
                 for factor in SLOW_FACTORS
             ]
             scores = [round(_loo_error(same, p), 3) for p in options]

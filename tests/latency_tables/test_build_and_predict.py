@@ -12,14 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from edgenas.latency_tables import LatencyTable, MissingEntryError, Predictor
+from edgenas.latency_tables import LatencyTable, MissingEntryError, Predictor, table_specs
 from edgenas.search_spaces import Arch
 
 
 def test_table_has_every_key_with_sane_values(tiny_table, tiny):
     table = LatencyTable.load(tiny_table)
-    keys = {s.key for s in tiny.all_block_specs()}
-    assert set(table.entries) == keys
+    keys = {s.key for s in table_specs(tiny)}
+    assert set(table.entries) == keys and len(keys) == len(tiny.all_block_specs()) + 8  # 4 classifiers x 2 probes
     for e in table.entries.values():
         assert e["ms"] > 0 and e["rel"] > 0 and e["runs"] >= 5 and e["params"] > 0
     h = table.header
@@ -110,6 +110,34 @@ def test_a_depthwise_kernel_slow_at_counts_its_vector_width_does_not_divide_is_f
     assert slowed.mid_chs == 40 and truth.macs(slowed) > ChannelPricing(8).macs(slowed)
 
 
+def test_a_classifier_is_priced_per_input_channel_and_its_slow_hidden_widths_found(tiny_table):
+    """Where a classifier costs per input channel besides its multiply-adds, and its hidden layer twice as
+    much at counts 8 past a multiple of 16 (XNNPACK's tails), the line through the table's classifiers at
+    their probed hidden widths finds both, and prices a pruned classifier exactly."""
+    import dataclasses
+
+    from edgenas.latency_tables._predict import ChannelPricing
+    from edgenas.search_spaces import BlockSpec
+
+    truth = ChannelPricing(8, slow_classifier=(16, 2.0))
+
+    def cost(spec: BlockSpec) -> float:
+        return 0.01 + 1e-7 * truth.macs(spec) + (3e-5 * spec.in_chs if spec.kind == "classifier" else 0.0)
+
+    table = LatencyTable.load(tiny_table)
+    noop = table.header["noop_rel"]
+    for key, e in table.entries.items():
+        e["rel"] = noop + cost(BlockSpec.from_key(key))
+    predictor = Predictor(table)
+    assert predictor.channel_pricing == truth
+    head = predictor.space.block_specs(Arch.parse("r24|k5e3|k5e3"))[-1]
+    for hidden in (40, 48):  # 8 past 32: slowed; a multiple of 16: not
+        pruned = dataclasses.replace(head, in_chs=head.in_chs - 8, mid_chs=hidden)
+        assert predictor.predict_specs([pruned], calibrated=False) == pytest.approx(
+            (noop + cost(pruned)) * table.header["reference_ms"]
+        )
+
+
 @pytest.mark.slow
 def test_killed_build_resumes_and_keeps_entries(tmp_path):
     out = tmp_path / "t.json"
@@ -139,7 +167,7 @@ def test_killed_build_resumes_and_keeps_entries(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = LatencyTable.load(out)  # the file is whole, never half written
-    total = 70
+    total = 74  # the blocks of tiny at 24 px, and 2 hidden widths of each of its 2 classifiers
     assert 0 < len(partial.entries) < total
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp") and not p.startswith(".")]
     subprocess.run(cmd, check=True)
@@ -195,8 +223,9 @@ def test_predictions_beyond_the_calibrations_parameters_are_named_extrapolated(t
 
 
 def test_blocks_left_to_measure_are_timed_with_the_tables_own_protocol(tiny_table, tiny, tmp_path):
-    """A finished table is used as it was measured; a table with blocks left refuses to mix in another protocol
-    (tables timed before turns began with an untimed run read as turn_warmup 0)."""
+    """A finished table is used as it was measured (the classifier probes it lacks are timed with its own
+    protocol); a table with blocks left refuses to mix in another protocol (tables timed before turns began
+    with an untimed run read as turn_warmup 0)."""
     from edgenas.latency_tables import LocalBackend, Protocol, TableMismatchError, build_table
 
     backend = LocalBackend(threads=1)
@@ -206,7 +235,13 @@ def test_blocks_left_to_measure_are_timed_with_the_tables_own_protocol(tiny_tabl
     build_table(tiny, backend, finished, protocol=Protocol(rounds=7), progress=False)  # nothing to measure
     assert LatencyTable.load(finished).entries == data["entries"]
 
-    missing = sorted(data["entries"])[:2]
+    probes = {s.key for s in table_specs(tiny)} - {s.key for s in tiny.all_block_specs()}
+    unprobed = tmp_path / "unprobed.json"  # finished before tables timed their classifiers' probes
+    unprobed.write_text(json.dumps({**data, "entries": {k: e for k, e in data["entries"].items() if k not in probes}}))
+    build_table(tiny, backend, unprobed, protocol=Protocol(rounds=7), progress=False, drift_check=0)
+    assert set(LatencyTable.load(unprobed).entries) == set(data["entries"])  # the probes, measured as it was
+
+    missing = sorted(k for k in data["entries"] if k not in probes)[:2]
     for key in missing:
         del data["entries"][key]
     partial = tmp_path / "partial.json"
