@@ -25,18 +25,20 @@ along that line. The multiply-adds are priced as the runtime's kernels charge fo
 (:class:`ChannelPricing`): counts rounded up to its channel block (ONNX Runtime's NCHWc
 kernels compute 8 or 16 channels at a time, by the CPU's vector width), and a depthwise
 convolution whose count leaves a short tail over the vector width charged more per
-multiply-add where the runtime then runs it at a narrower pack (ncnn on an AVX-512 EPYC: a 7x7 one of
-72 channels took longer than one of 96, and pruned 7x7 blocks of such counts ran 19 %
-over their estimates). The pricing is the one that predicts the table's own entries
+multiply-add where the runtime then runs it at a narrower pack (ncnn on an AVX-512 EPYC: a
+7x7 one of 72 channels took longer than one of 96, and pruned 7x7 blocks of such counts ran
+19 % over their estimates). The pricing is the one that predicts the table's own entries
 best, each left out in turn; on pruned blocks timed alone it cut the mean error from 9.2
 to 6.4 % (ncnn fp32), 10.0 to 5.8 % (ONNX Runtime int8), 6.2 to 5.7 % (OpenVINO int8) and
-6.8 to 6.4 % (ExecuTorch fp32), and left the other tables' as they were. A classifier
-is priced on its input width besides its multiply-adds (its pool and the runtime's handling
-of its input cost per input channel: classifiers of half the hidden width took 61-71 % of
-the full one's time on ncnn, OpenVINO and ExecuTorch int8, where multiply-adds alone say
-50 %), fitted on the hidden widths the table times for the purpose (:func:`edgenas.latency_tables.table_specs`), and its
-hidden layer may be slowed as a depthwise kernel is (XNNPACK fp32 on an AVX-512 EPYC ran
-hidden counts 8 or 16 past a multiple of 32 about 1.3x slower; 24 past, not).
+6.8 to 6.4 % (ExecuTorch fp32), and left the other tables' as they were.
+
+A classifier's line is fitted on the hidden widths the table times for the purpose
+(:func:`edgenas.latency_tables.table_specs`) and has a term per input channel besides its
+multiply-adds: classifiers of half the hidden width took 61-71 % of the full one's time on
+ncnn, OpenVINO and ExecuTorch int8, where multiply-adds alone say 50 %. Its hidden layer may
+be slowed as a depthwise kernel is: XNNPACK fp32 on an AVX-512 EPYC ran hidden counts 8 or 16
+past a multiple of 32 about 1.3x slower as a whole (24 past at full speed), so that a
+classifier of 712 hidden units cost as much as one of 1024.
 bench/deployed_latency.py checks these estimates on pruned exports.
 
 A calibration holds only over the archs it was fitted on. Random archs of ``small`` stay
@@ -123,7 +125,7 @@ class Predictor:
         self._entries: dict[BlockSpec, tuple[float, float]] = {
             BlockSpec.from_key(k): (e["rel"] - self.noop, e["params"] / 1e6) for k, e in table.entries.items()
         }
-        self._lines: dict[tuple, tuple[np.ndarray, bool]] = {}  # block shape -> (its line's coefficients, per input)
+        self._lines: dict[tuple, tuple[np.ndarray, tuple[str, ...]]] = {}  # block shape -> (coefficients, terms)
         self._pricing: ChannelPricing | None = None  # how the runtime charges for channels, found when needed
         cal = table.calibration
         self._cal = (cal["features"], np.asarray(cal["coef"])) if cal else None
@@ -172,9 +174,9 @@ class Predictor:
             same = self._groups().get(shape, [])
             if len(same) < 2:
                 raise self._missing(spec, "a pruned model (no two entries of its shape to estimate it from)")
-            self._lines[shape] = (_line(same, self.channel_pricing), _per_input(same))
-        coef, per_input = self._lines[shape]
-        return float(np.dot(_row(spec, self.channel_pricing, per_input), coef)), spec_params(spec) / 1e6
+            self._lines[shape] = (_line(same, self.channel_pricing), _columns(same, self.channel_pricing))
+        coef, columns = self._lines[shape]
+        return float(np.dot(_row(spec, self.channel_pricing, columns), coef)), spec_params(spec) / 1e6
 
     def _groups(self) -> dict[tuple, list[tuple[BlockSpec, float]]]:
         groups: dict[tuple, list[tuple[BlockSpec, float]]] = {}
@@ -228,6 +230,11 @@ class Predictor:
 
 
 CHANNEL_BLOCKS = (8, 16, 32)
+# Depthwise multiply-adds are priced apart from the others only where that predicts the table's entries with
+# under 0.9x the error: on an AVX-512 EPYC it did for ExecuTorch fp32 (entries 5.1 -> 3.1 %, pruned blocks
+# timed alone 5.4 -> 3.9 %), OpenVINO int8 and ONNX Runtime int8; on ncnn's table it lowered the entries'
+# error by 3 % and raised its pruned blocks' from 7.4 to 10.3 %.
+SPLIT_GAIN = 0.9
 SLOW_FACTORS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 _DEPTHWISE_KINDS = ("ir", "ds")
 
@@ -246,18 +253,28 @@ class ChannelPricing:
     block: int
     slow_depthwise: tuple[tuple[int, int, float], ...] = ()
     slow_classifier: tuple[int, float] | None = None  # (width, factor) of the classifier's hidden layer
+    split_depthwise: bool = False  # a block's depthwise multiply-adds priced apart from its others
 
     def macs(self, spec: BlockSpec) -> float:
         """The block's multiply-adds as the runtime charges for them."""
-        macs = float(_padded_macs(spec, self.block))
-        for kernel, width, factor in self.slow_depthwise:
-            if spec.kind in _DEPTHWISE_KINDS and spec.kernel == kernel and _short_tail(_depthwise_chs(spec), width):
-                macs += (factor - 1) * _depthwise_macs(spec)
+        macs = float(spec_macs(_padded(spec, self.block))) + self._depthwise_slowing(spec)
         if self.slow_classifier and spec.kind == "classifier":
             width, factor = self.slow_classifier
             if _short_tail(spec.mid_chs, width):
                 macs += (factor - 1) * spec.in_chs * spec.mid_chs
         return macs
+
+    def depthwise_macs(self, spec: BlockSpec) -> float:
+        """The multiply-adds of the block's depthwise convolution as the runtime charges for them (0 without one)."""
+        if spec.kind not in _DEPTHWISE_KINDS:
+            return 0.0
+        return float(_depthwise_macs(_padded(spec, self.block))) + self._depthwise_slowing(spec)
+
+    def _depthwise_slowing(self, spec: BlockSpec) -> float:
+        for kernel, width, factor in self.slow_depthwise:
+            if spec.kind in _DEPTHWISE_KINDS and spec.kernel == kernel and _short_tail(_depthwise_chs(spec), width):
+                return (factor - 1) * _depthwise_macs(spec)
+        return 0.0
 
     def describe(self) -> str:
         """One line for a person: e.g. `channels rounded up to 8; 7x7 depthwise 2x per multiply-add at counts up to
@@ -268,7 +285,8 @@ class ChannelPricing:
         tails = [
             f"{layer} {f:g}x per multiply-add at counts up to {w // 2} past a multiple of {w}" for layer, w, f in slowed
         ]
-        return "; ".join([f"channels rounded up to {self.block}", *tails])
+        split = ["depthwise multiply-adds priced apart from the others"] if self.split_depthwise else []
+        return "; ".join([f"channels rounded up to {self.block}", *tails, *split])
 
     def slowing(self, kernel: int, width: int, factor: float) -> ChannelPricing:
         """This pricing with one more depthwise kernel slowed (kernel 0: the classifier's hidden layer)."""
@@ -283,20 +301,23 @@ def edge_elements(spec: BlockSpec) -> int:
     return spec.in_chs * spec.in_size**2 + spec.out_chs * spec.out_size**2
 
 
-def _padded_macs(spec: BlockSpec, block: int) -> int:
-    """Multiply-adds with channel counts rounded up to ``block`` (the image's channels and the classes stay)."""
+def _padded(spec: BlockSpec, block: int) -> BlockSpec:
+    """The block with its channel counts rounded up to ``block`` (the image's channels and the classes stay)."""
 
     def up(c: int) -> int:
         return -(-c // block) * block
 
-    return spec_macs(
-        dataclasses.replace(
-            spec,
-            in_chs=spec.in_chs if spec.kind == "conv" and spec.in_chs <= 4 else up(spec.in_chs),
-            out_chs=spec.out_chs if spec.kind == "classifier" else up(spec.out_chs),
-            mid_chs=up(spec.mid_chs),
-        )
+    return dataclasses.replace(
+        spec,
+        in_chs=spec.in_chs if spec.kind == "conv" and spec.in_chs <= 4 else up(spec.in_chs),
+        out_chs=spec.out_chs if spec.kind == "classifier" else up(spec.out_chs),
+        mid_chs=up(spec.mid_chs),
     )
+
+
+def _padded_macs(spec: BlockSpec, block: int) -> int:
+    """Multiply-adds with channel counts rounded up to ``block``."""
+    return spec_macs(_padded(spec, block))
 
 
 def _short_tail(count: int, width: int) -> bool:
@@ -315,21 +336,31 @@ def _depthwise_macs(spec: BlockSpec) -> int:
     return spec.out_size**2 * _depthwise_chs(spec) * spec.kernel**2
 
 
-def _per_input(entries: Sequence[tuple[BlockSpec, float]]) -> bool:
-    """Whether a shape's line has a term per input channel: classifiers timed at several hidden widths (their
-    pool and input handling cost per channel; at one width that term cannot be told from multiply-adds)."""
-    return entries[0][0].kind == "classifier" and len({s.mid_chs for s, _ in entries}) > 1
+def _columns(entries: Sequence[tuple[BlockSpec, float]], pricing: ChannelPricing) -> tuple[str, ...]:
+    """The terms of a shape's line: a constant and the priced multiply-adds; for classifiers timed at several
+    hidden widths a term per input channel too (their pool and input handling; at one width it cannot be told
+    from multiply-adds); with ``split_depthwise``, a block's depthwise multiply-adds apart from its others where
+    the shape has entries enough to fit both."""
+    kind = entries[0][0].kind
+    if kind == "classifier" and len({s.mid_chs for s, _ in entries}) > 1:
+        return ("one", "macs", "inputs")
+    if pricing.split_depthwise and kind in _DEPTHWISE_KINDS and len(entries) > 3:
+        return ("one", "other", "depthwise")
+    return ("one", "macs")
 
 
-def _row(spec: BlockSpec, pricing: ChannelPricing, per_input: bool) -> list[float]:
-    """[1, priced multiply-adds(, input channels)]: a block's terms in its shape's line."""
-    return [1.0, pricing.macs(spec)] + ([float(spec.in_chs)] if per_input else [])
+def _row(spec: BlockSpec, pricing: ChannelPricing, columns: tuple[str, ...]) -> list[float]:
+    """A block's values of its shape's terms (:func:`_columns`)."""
+    macs = pricing.macs(spec)
+    depthwise = pricing.depthwise_macs(spec) if "depthwise" in columns else 0.0
+    values = {"one": 1.0, "macs": macs, "inputs": float(spec.in_chs), "depthwise": depthwise, "other": macs - depthwise}
+    return [values[c] for c in columns]
 
 
 def _design(entries: Sequence[tuple[BlockSpec, float]], pricing: ChannelPricing) -> tuple[np.ndarray, np.ndarray]:
     """(rows of a line's terms, costs) of a shape's entries."""
-    per_input = _per_input(entries)
-    return np.array([_row(s, pricing, per_input) for s, _ in entries]), np.array([c for _, c in entries])
+    columns = _columns(entries, pricing)
+    return np.array([_row(s, pricing, columns) for s, _ in entries]), np.array([c for _, c in entries])
 
 
 def _line(entries: Sequence[tuple[BlockSpec, float]], pricing: ChannelPricing) -> np.ndarray:
@@ -351,16 +382,23 @@ def _loo_error(groups: dict[tuple, list[tuple[BlockSpec, float]]], pricing: Chan
 
 
 def _channel_pricing(groups: dict[tuple, list[tuple[BlockSpec, float]]]) -> ChannelPricing:
-    """The pricing whose lines predict each entry, left out in turn, best: for each channel block, each
-    depthwise kernel's slowing (or none) chosen on that kernel's entries, then the classifier's on its own;
-    the simplest wins a tie."""
+    """The pricing whose lines predict each entry, left out in turn, best (:func:`_best_pricing`); depthwise
+    multiply-adds priced apart from the others only where that is clearly better (SPLIT_GAIN)."""
+    plain, split = _best_pricing(groups, False), _best_pricing(groups, True)
+    return split if _loo_error(groups, split) < SPLIT_GAIN * _loo_error(groups, plain) else plain
+
+
+def _best_pricing(groups: dict[tuple, list[tuple[BlockSpec, float]]], split: bool) -> ChannelPricing:
+    """For each channel block, each depthwise kernel's slowing (or none) chosen on that kernel's entries,
+    then the classifier's on its own; the channel block whose pricing predicts every entry, left out in turn,
+    best; the simplest wins a tie."""
     by_kernel: dict[int, dict[tuple, list[tuple[BlockSpec, float]]]] = {}  # kernel 0: the classifiers
     for shape, entries in groups.items():
         if shape[0] in (*_DEPTHWISE_KINDS, "classifier"):
             by_kernel.setdefault(0 if shape[0] == "classifier" else shape[2], {})[shape] = entries
     candidates = []
     for block in CHANNEL_BLOCKS:
-        pricing = ChannelPricing(block)
+        pricing = ChannelPricing(block, split_depthwise=split)
         for kernel, same in sorted(by_kernel.items(), key=lambda item: (item[0] == 0, item[0])):
             chs = _depthwise_chs if kernel else (lambda s: s.mid_chs)
             counts = {chs(s) for entries in same.values() for s, _ in entries}

@@ -110,6 +110,35 @@ def test_a_depthwise_kernel_slow_at_counts_its_vector_width_does_not_divide_is_f
     assert slowed.mid_chs == 40 and truth.macs(slowed) > ChannelPricing(8).macs(slowed)
 
 
+def test_depthwise_multiply_adds_dearer_than_the_others_are_priced_apart(tiny_table):
+    """Where a depthwise multiply-add costs 20 times another (ExecuTorch's 7x7 depthwise kernels), a block
+    pruned in its input and output but not in its depthwise channels is priced on both terms, exactly."""
+    import dataclasses
+
+    from edgenas.latency_tables._predict import ChannelPricing
+    from edgenas.search_spaces import BlockSpec
+
+    pricing = ChannelPricing(8)
+
+    def cost(spec: BlockSpec) -> float:
+        depthwise = pricing.depthwise_macs(spec)
+        return 0.01 + 1e-8 * (pricing.macs(spec) - depthwise) + 2e-7 * depthwise
+
+    table = LatencyTable.load(tiny_table)
+    noop = table.header["noop_rel"]
+    for key, e in table.entries.items():
+        e["rel"] = noop + cost(BlockSpec.from_key(key))
+    predictor = Predictor(table)
+    assert predictor.channel_pricing.split_depthwise
+    block = next(
+        s for s in predictor.space.block_specs(Arch.parse("r24|k5e3-k5e3|k5e3")) if s.kind == "ir" and s.residual
+    )
+    pruned = dataclasses.replace(block, in_chs=block.in_chs - 8, out_chs=block.out_chs - 8)
+    assert predictor.predict_specs([pruned], calibrated=False) == pytest.approx(
+        (noop + cost(pruned)) * table.header["reference_ms"]
+    )
+
+
 def test_a_classifier_is_priced_per_input_channel_and_its_slow_hidden_widths_found(tiny_table):
     """Where a classifier costs per input channel besides its multiply-adds, and its hidden layer twice as
     much at counts 8 past a multiple of 16 (XNNPACK's tails), the line through the table's classifiers at
