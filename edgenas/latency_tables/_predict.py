@@ -271,6 +271,7 @@ class ChannelPricing:
         return float(_depthwise_macs(_padded(spec, self.block))) + self._depthwise_slowing(spec)
 
     def _depthwise_slowing(self, spec: BlockSpec) -> float:
+        """The multiply-adds the block's depthwise convolution is charged beyond its own (a slowed kernel's)."""
         for kernel, width, factor in self.slow_depthwise:
             if spec.kind in _DEPTHWISE_KINDS and spec.kernel == kernel and _short_tail(_depthwise_chs(spec), width):
                 return (factor - 1) * _depthwise_macs(spec)
@@ -313,11 +314,6 @@ def _padded(spec: BlockSpec, block: int) -> BlockSpec:
         out_chs=spec.out_chs if spec.kind == "classifier" else up(spec.out_chs),
         mid_chs=up(spec.mid_chs),
     )
-
-
-def _padded_macs(spec: BlockSpec, block: int) -> int:
-    """Multiply-adds with channel counts rounded up to ``block``."""
-    return spec_macs(_padded(spec, block))
 
 
 def _short_tail(count: int, width: int) -> bool:

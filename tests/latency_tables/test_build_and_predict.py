@@ -66,20 +66,20 @@ def test_a_pruned_block_is_priced_on_the_line_through_its_shape(tiny_table):
     channels at a time), the predictor finds that block from the table alone and its estimates are exact."""
     import dataclasses
 
-    from edgenas.latency_tables._predict import ChannelPricing, _padded_macs
+    from edgenas.latency_tables._predict import ChannelPricing
     from edgenas.search_spaces import BlockSpec
 
     table = LatencyTable.load(tiny_table)
     noop = table.header["noop_rel"]
     for key, e in table.entries.items():
-        e["rel"] = noop + 0.01 + 1e-7 * _padded_macs(BlockSpec.from_key(key), 16)
+        e["rel"] = noop + 0.01 + 1e-7 * ChannelPricing(16).macs(BlockSpec.from_key(key))
     predictor = Predictor(table)
     arch = Arch.parse("r24|k5e3se-k3e2|k3e3")
     specs = predictor.space.block_specs(arch)
     assert predictor.predict_specs(specs) == pytest.approx(predictor.predict(arch))
     pruned = tuple(dataclasses.replace(s, mid_chs=s.mid_chs - 4) if s.kind == "ir" else s for s in specs)
     assert all(s not in {BlockSpec.from_key(k) for k in table.entries} for s in pruned if s.kind == "ir")
-    by_hand = noop + sum(0.01 + 1e-7 * _padded_macs(s, 16) for s in pruned)
+    by_hand = noop + sum(0.01 + 1e-7 * ChannelPricing(16).macs(s) for s in pruned)
     assert predictor.predict_specs(pruned, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
     assert predictor.channel_pricing == ChannelPricing(16)
     with pytest.raises(MissingEntryError):
