@@ -68,14 +68,16 @@ def test_validate_warns_when_the_repeats_disagree(tiny_table, tmp_path, capsys):
     path = tmp_path / "t.json"
     shutil.copy(tiny_table, path)
     backend = LocalBackend(threads=1)
-    calls = []
+    seen: dict[bytes, int] = {}
 
     class Drifting(LocalBackend):
         def measure(self, models, reference, protocol, noop=None):
             timings, ref, nop = backend.measure(models, reference, protocol, noop)
-            calls.append(1)
-            scale = 1.3 if len(calls) % 2 else 1.0  # every other batch 30 % slower relative to the reference
-            return [dataclasses.replace(t, rel=t.rel * scale) for t in timings], ref, nop
+            out = []
+            for model, t in zip(models, timings):
+                seen[model] = seen.get(model, 0) + 1  # each subnet's every other timing 30 % slower
+                out.append(dataclasses.replace(t, rel=t.rel * (1.3 if seen[model] % 2 else 1.0)))
+            return out, ref, nop
 
     report = validate_table(path, Drifting(threads=1), n=8, resolutions=[16], repeats=2, progress=False)
     assert report["repeat_deviation"] > 0.1
