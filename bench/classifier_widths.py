@@ -40,8 +40,8 @@ HIDDEN = (512, 648, 656, 704, 712, 720, 760, 816, 920)
 
 def without_probes(table: LatencyTable) -> LatencyTable:
     """The table as it was before it timed its classifiers' probes."""
-    space_keys = {s.key for s in Predictor(table).space.all_block_specs()}
-    probes = {s.key for s in table_specs(Predictor(table).space)} - space_keys
+    space = Predictor(table).space
+    probes = {s.key for s in table_specs(space)} - {s.key for s in space.all_block_specs()}
     return dataclasses.replace(table, entries={k: e for k, e in table.entries.items() if k not in probes})
 
 

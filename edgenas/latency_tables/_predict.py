@@ -237,6 +237,7 @@ CHANNEL_BLOCKS = (8, 16, 32)
 SPLIT_GAIN = 0.9
 SLOW_FACTORS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 _DEPTHWISE_KINDS = ("ir", "ds")
+_CLASSIFIER = 0  # the kernel :meth:`ChannelPricing.slowing` takes for the classifier's hidden layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,8 +291,8 @@ class ChannelPricing:
         return "; ".join([f"channels rounded up to {self.block}", *tails, *split])
 
     def slowing(self, kernel: int, width: int, factor: float) -> ChannelPricing:
-        """This pricing with one more depthwise kernel slowed (kernel 0: the classifier's hidden layer)."""
-        if kernel == 0:
+        """This pricing with one more depthwise kernel slowed (``_CLASSIFIER``: the classifier's hidden layer)."""
+        if kernel == _CLASSIFIER:
             return dataclasses.replace(self, slow_classifier=(width, factor))
         return dataclasses.replace(self, slow_depthwise=(*self.slow_depthwise, (kernel, width, factor)))
 
@@ -380,23 +381,23 @@ def _loo_error(groups: dict[tuple, list[tuple[BlockSpec, float]]], pricing: Chan
 def _channel_pricing(groups: dict[tuple, list[tuple[BlockSpec, float]]]) -> ChannelPricing:
     """The pricing whose lines predict each entry, left out in turn, best (:func:`_best_pricing`); depthwise
     multiply-adds priced apart from the others only where that is clearly better (SPLIT_GAIN)."""
-    plain, split = _best_pricing(groups, False), _best_pricing(groups, True)
-    return split if _loo_error(groups, split) < SPLIT_GAIN * _loo_error(groups, plain) else plain
+    (plain, plain_error), (split, split_error) = _best_pricing(groups, False), _best_pricing(groups, True)
+    return split if split_error < SPLIT_GAIN * plain_error else plain
 
 
-def _best_pricing(groups: dict[tuple, list[tuple[BlockSpec, float]]], split: bool) -> ChannelPricing:
+def _best_pricing(groups: dict[tuple, list[tuple[BlockSpec, float]]], split: bool) -> tuple[ChannelPricing, float]:
     """For each channel block, each depthwise kernel's slowing (or none) chosen on that kernel's entries,
     then the classifier's on its own; the channel block whose pricing predicts every entry, left out in turn,
-    best; the simplest wins a tie."""
-    by_kernel: dict[int, dict[tuple, list[tuple[BlockSpec, float]]]] = {}  # kernel 0: the classifiers
+    best (the simplest wins a tie), with that error."""
+    by_kernel: dict[int, dict[tuple, list[tuple[BlockSpec, float]]]] = {}
     for shape, entries in groups.items():
         if shape[0] in (*_DEPTHWISE_KINDS, "classifier"):
-            by_kernel.setdefault(0 if shape[0] == "classifier" else shape[2], {})[shape] = entries
+            by_kernel.setdefault(_CLASSIFIER if shape[0] == "classifier" else shape[2], {})[shape] = entries
     candidates = []
     for block in CHANNEL_BLOCKS:
         pricing = ChannelPricing(block, split_depthwise=split)
-        for kernel, same in sorted(by_kernel.items(), key=lambda item: (item[0] == 0, item[0])):
-            chs = _depthwise_chs if kernel else (lambda s: s.mid_chs)
+        for kernel, same in sorted(by_kernel.items(), key=lambda item: (item[0] == _CLASSIFIER, item[0])):
+            chs = (lambda s: s.mid_chs) if kernel == _CLASSIFIER else _depthwise_chs
             counts = {chs(s) for entries in same.values() for s, _ in entries}
             options = [pricing] + [
                 pricing.slowing(kernel, width, factor)
@@ -407,8 +408,9 @@ def _best_pricing(groups: dict[tuple, list[tuple[BlockSpec, float]]], split: boo
             scores = [round(_loo_error(same, p), 3) for p in options]
             pricing = options[scores.index(min(scores))]
         candidates.append(pricing)
-    scores = [round(_loo_error(groups, p), 3) for p in candidates]
-    return candidates[scores.index(min(scores))]
+    errors = [_loo_error(groups, p) for p in candidates]
+    best = [round(e, 3) for e in errors].index(min(round(e, 3) for e in errors))
+    return candidates[best], errors[best]
 
 
 def _shape(spec: BlockSpec) -> tuple:
