@@ -73,7 +73,9 @@ def main() -> None:
         folder = kept / d.name
         folder.mkdir(parents=True, exist_ok=True)
         for name in ("pruned.onnx", "qat_int8.onnx", "model_card.json", "model_card.md"):
-            shutil.copy(layout.finalize(d.name) / name, folder / name)
+            (folder / name).unlink(missing_ok=True)  # none of an earlier run stays (no QAT file where QAT was skipped)
+            if (layout.finalize(d.name) / name).exists():
+                shutil.copy(layout.finalize(d.name) / name, folder / name)
         budget = Front.load(layout.front).budgets(d.name)
         results["devices"][d.name] = {"budget": budget, "card": card.data}
     atomic_write_json(out / "deploy.json", results)

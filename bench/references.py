@@ -192,7 +192,7 @@ def compare(
             continue
         card = ModelCard.load(folder / "model_card.json")
         n = card.data["data_sizes"]["test"]
-        for stage in ("pruned", "qat_int8"):
+        for stage in (s for s in ("pruned", "qat_int8") if s in card.stages):  # no QAT file where QAT was skipped
             acc = card.stages[stage]["test_accuracy"]
             rows.append(
                 {

@@ -17,6 +17,7 @@ slower than fp32, the placement of its nodes is printed (what the card's placeme
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def main() -> None:
         splits=splits,
         backend=make_backend("executorch", threads=1),
         out_dir=out,
-        config=config.finalize,
+        config=dataclasses.replace(config.finalize, qat="always"),  # this bench is about the QAT int8 file
         device="executorch",
         augment=config.data.augmentations,
         data=pipeline.data_record(config),

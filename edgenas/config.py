@@ -63,6 +63,9 @@ SAMPLERS = ("nsga2", "tpe", "random", "guided")
 # 40-45 % of a step with the largest subnet teaching a 0.6x-latency student on a CPU; the
 # student then learns an augmented image from the logits of the image it was made from)
 TEACHER_LOGITS = ("online", "clean")
+# finalize.qat: "auto" finetunes the int8 model only where the device runs int8 faster than fp32
+# (timed first: edgenas.finalize.QAT_MIN_SPEEDUP), "always", or "never"
+QAT_CHOICES = ("auto", "always", "never")
 
 
 def check_teacher_logits(value: str, where: str) -> None:
@@ -277,6 +280,7 @@ class FinalizeConfig(Recipe):
     alpha_end: float = 0.3
     prune: PruneConfig = field(default_factory=PruneConfig)
     prune_finetune_epochs: int = 1
+    qat: str = "auto"  # see QAT_CHOICES
     qat_epochs: int = 2
     qat_lr: float = 0.0005  # about 1 % of the training rate: QAT only nudges a trained model
     # QAT distils from the model's own fp32 weights (the pruned model), which the int8 model
@@ -317,6 +321,8 @@ class FinalizeConfig(Recipe):
             raise ValueError(f"finalize.warmup_epochs must be >= 0, got {self.warmup_epochs}")
         check_device(self.device, "finalize.device")
         check_teacher_logits(self.teacher_logits, "finalize.teacher_logits")
+        if self.qat not in QAT_CHOICES:
+            raise ValueError(f"finalize.qat must be one of {QAT_CHOICES}; got {self.qat!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"finalize.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.teacher_resolution is not None and self.teacher_resolution < 1:

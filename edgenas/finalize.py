@@ -3,7 +3,8 @@
 For one arch: extract it with its supernet weights (BN recalibrated) -> finetune with
 knowledge distillation from the teacher (the largest subnet by default), alpha decaying ->
 progressive structured pruning with a short distillation finetune after each step ->
-quantization-aware finetuning, distilled from the pruned model's own fp32 outputs ->
+quantization-aware finetuning, distilled from the pruned model's own fp32 outputs (by
+default only where the device times the pruned model's int8 faster than its fp32) ->
 export fp32, QAT int8 and PTQ int8 (ONNX Runtime static quantization, the comparison) ->
 check every export against torch -> time every stage's model end to end on the device in
 one interleaved batch, measure its session's peak memory and its test accuracy -> pick
@@ -94,6 +95,12 @@ logger = logging.getLogger(__name__)
 # fraction of the images near chance instead.
 INT8_AGREEMENT_MIN = 0.95
 STAGES_CHECKED = ("pruned", "qat_int8")  # the fp32 and int8 candidates, each against its torch model
+INT8_FORMATS = ("onnx", "pte")  # the formats whose devices get an int8 model (ncnn and Core ML: fp32 only)
+# finalize.qat "auto": QAT runs where the pruned model's PTQ int8 times at least this much faster than its
+# fp32 on the device; below it, int8 would be deployed for a gain inside the timing's noise (and a little
+# accuracy lost), or not at all: QAT took a sixth of finalize's time for nothing on the headline run
+QAT_MIN_SPEEDUP = 1.05
+QAT_FILES = ("qat.pt", "qat.json", "qat_epochs.json", "qat_int8.onnx", "qat_int8.pte", "qat_int8.pte.json")
 
 
 def file_accuracy(path: str | os.PathLike, data: ImageData) -> float:
@@ -193,6 +200,7 @@ class _Run:
     reference_ms: float | None = None
     teacher_selection: dict[str, Any] | None = None  # the candidates' validation accuracy, when there was a choice
     teacher_clean_logits: torch.Tensor | None = None  # the teacher's, when it teaches from them: computed once
+    qat_choice: dict[str, Any] = field(default_factory=dict)  # whether QAT ran, and why (finalize.qat)
 
     @property
     def res(self) -> int:
@@ -332,11 +340,12 @@ def finalize_arch(
         )
         if config.teacher_epochs and run.teacher_source == "largest subnet":
             _stronger_teacher(run)
-        for name, inputs, make in _MODEL_STEPS:  # each saved with its record; reused when the record matches
-            run.models[name] = _model_step(run, name, inputs(run), make)
+        _make_models(run)
+        start = time.time()
         _export(run)
         _check(run)
         _measure(run)
+        run.step_seconds["export, check, measure"] = time.time() - start
         card = _card(run)
     write_model_card(card, run.out)
     if card["failed_checks"] and not config.accept_failed_checks:
@@ -408,6 +417,15 @@ def _start(
         teacher_resolution=teacher_resolution or arch.resolution,
         teacher_source=source,
     )
+
+
+def _make_models(run: _Run) -> None:
+    """Every model step in turn, each saved with its record and reused where the record matches; QAT where
+    :func:`_choose_qat` says so."""
+    for name, inputs, make in _MODEL_STEPS:
+        if name == "qat" and not _choose_qat(run)["run"]:
+            continue
+        run.models[name] = _model_step(run, name, inputs(run), make)
 
 
 def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_Run], nn.Module]) -> nn.Module:
@@ -614,6 +632,63 @@ def _prune(run: _Run) -> nn.Module:
     return model
 
 
+def _choose_qat(run: _Run) -> dict[str, Any]:
+    """Whether QAT runs (``finalize.qat``) and why; under "auto" the pruned model's fp32 and PTQ int8
+    files are timed on the device. The choice is kept in ``qat_choice.json`` for this pruned model,
+    setting and device (a resumed run does not time again); where QAT does not run, the files of an
+    earlier QAT are removed, so that none is exported, checked or deployed as this run's."""
+    setting, path = run.config.qat, run.out / "qat_choice.json"
+    key = json_digest({"after": run.records["pruned"]["key"], "qat": setting, "device": run.fingerprint})
+    stored = _read(path)
+    if isinstance(stored, dict) and stored.get("key") == key:
+        choice = stored
+    else:
+        choice = {"key": key, "setting": setting, **_qat_verdict(run, setting)}
+        atomic_write_json(path, choice)
+    if not choice["run"]:
+        for name in QAT_FILES:
+            (run.out / name).unlink(missing_ok=True)
+    run.qat_choice = choice
+    return choice
+
+
+def _qat_verdict(run: _Run, setting: str) -> dict[str, Any]:
+    """``run`` (bool), ``why``, and under "auto" the two timings it rests on."""
+    if run.format not in INT8_FORMATS:  # whatever the setting: no int8 file of QAT's would run there
+        return {"run": False, "why": f"this runtime ({run.runtime}) gets no int8 model"}
+    if setting != "auto":
+        return {"run": setting == "always", "why": f"finalize.qat: {setting}"}
+    pruned, fmt, calibration = run.models["pruned"], run.format, _calibration_images(run)
+    files = [export_for(fmt, pruned, run.input_shape, precision=p, calibration=calibration) for p in ("fp32", "int8")]
+    timing, _, _ = run.backend.measure(files, reference_model("fp32", fmt), Protocol(rounds=10), noop_for(fmt))
+    fp32_ms, int8_ms = (t.ms for t in timing)
+    speedup = fp32_ms / int8_ms
+    verdict = "runs" if speedup >= QAT_MIN_SPEEDUP else "skipped"
+    why = (
+        f"QAT {verdict}: the pruned model's PTQ int8 timed {int8_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
+        f"({speedup:.2f}x the fp32 speed; QAT where >= {QAT_MIN_SPEEDUP}x; finalize.qat: always runs it anyway)"
+    )
+    return {"run": verdict == "runs", "why": why, "fp32_ms": fp32_ms, "int8_ms": int8_ms}
+
+
+def _calibration_images(run: _Run) -> np.ndarray:
+    """64 training images (normalised, the arch's input size): what post-training quantization calibrates on."""
+    s = run.splits
+    x, _ = next(
+        batches(
+            s.train,
+            batch_size=64,
+            resolution=run.res,
+            channels=run.chans,
+            mean=s.mean,
+            std=s.std,
+            shuffle=True,
+            rng=np.random.default_rng(run.config.seed),
+        )
+    )
+    return x.numpy()
+
+
 def _qat_inputs(run: _Run) -> dict[str, Any]:
     scheme = "xnnpack" if run.format == "pte" else "onnxruntime"  # whose int8 the fake quantization is
     return {
@@ -671,18 +746,7 @@ def _export(run: _Run) -> None:
     """
     s, m, shape = run.splits, run.models, run.input_shape
     kw = {"dynamic_batch": not run.openvino}
-    calib_x = next(
-        batches(
-            s.train,
-            batch_size=64,
-            resolution=run.res,
-            channels=run.chans,
-            mean=s.mean,
-            std=s.std,
-            shuffle=True,
-            rng=np.random.default_rng(run.config.seed),
-        )
-    )[0]
+    calibration = _calibration_images(run)
     t = run.teacher_resolution
     files = {
         "teacher": (
@@ -693,8 +757,8 @@ def _export(run: _Run) -> None:
         "searched": export_onnx(m["searched"], shape, **kw),
         "distilled": export_onnx(m["distilled"], shape, **kw),
         "pruned": export_onnx(m["pruned"], shape, **kw),
-        "qat_int8": export_qat(m["qat"], shape, **kw),
-        "ptq_int8": export_onnx(m["pruned"], shape, precision="int8", calibration=calib_x.numpy(), **kw),
+        **({"qat_int8": export_qat(m["qat"], shape, **kw)} if "qat" in m else {}),
+        "ptq_int8": export_onnx(m["pruned"], shape, precision="int8", calibration=calibration, **kw),
     }
     pruned = net_footprint(m["pruned"])
     footprints = {
@@ -722,7 +786,7 @@ def _export(run: _Run) -> None:
         run.predicted[name] = _predicted_footprint(footprints[name], name, meta)
         metas[name] = meta
     if run.format != "onnx":
-        _device_exports(run, calib_x.numpy(), metas)
+        _device_exports(run, calibration, metas)
 
 
 def _device_exports(run: _Run, calibration: np.ndarray, metas: dict[str, dict[str, str]]) -> None:
@@ -739,7 +803,8 @@ def _device_exports(run: _Run, calibration: np.ndarray, metas: dict[str, dict[st
         **{k: (lambda k=k: export_for(fmt, m[k], shape)) for k in ("searched", "distilled", "pruned")},
     }
     if fmt == "pte":
-        makers["qat_int8"] = m["qat"].to_pte
+        if "qat" in m:
+            makers["qat_int8"] = m["qat"].to_pte
         makers["ptq_int8"] = lambda: export_pte(m["pruned"], shape, precision="int8", calibration=calibration)
     for name, make in makers.items():
         run.device_files[name] = make()
@@ -842,7 +907,10 @@ def _deploy(run: _Run) -> dict[str, Any]:
     by = {r["stage"]: r for r in run.stages}
     failed = [p for p, c in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not run.checks[c]["ok"]]
     int8_ms = by["qat_int8"]["latency_ms"] if "qat_int8" in by else None
-    chosen, why = _choose_precision(by["pruned"]["latency_ms"], int8_ms, failed, run.config.accept_failed_checks)
+    no_int8 = run.qat_choice.get("why", f"this runtime ({run.runtime}) gets no int8 model")
+    chosen, why = _choose_precision(
+        by["pruned"]["latency_ms"], int8_ms, failed, run.config.accept_failed_checks, no_int8
+    )
     stage = {"int8": "qat_int8", "fp32": "pruned"}.get(chosen)
     deployed = {
         "runtime": run.runtime,
@@ -902,6 +970,7 @@ def _card(run: _Run) -> dict[str, Any]:
         "qat_epochs": _read(run.out / "qat_epochs.json"),
         "distill_epochs": _read(run.out / "distill_epochs.json"),
         "teacher_selection": run.teacher_selection,
+        "qat_choice": {k: v for k, v in run.qat_choice.items() if k != "key"},
         # what each step cost or gained: validation accuracy after it (QAT: the fake-quant model)
         "validation": {
             "teacher": run.teacher_val_acc(run.teacher),
@@ -917,13 +986,15 @@ def _card(run: _Run) -> dict[str, Any]:
     }
 
 
-def _choose_precision(fp32_ms: float, int8_ms: float | None, failed: list[str], accept: bool) -> tuple[str | None, str]:
+def _choose_precision(
+    fp32_ms: float, int8_ms: float | None, failed: list[str], accept: bool, no_int8: str = "no int8 model was made"
+) -> tuple[str | None, str]:
     """The faster precision among those whose export passed its check (all of them with ``accept``);
-    fp32 where the device's runtime has no int8 model (``int8_ms`` None)."""
+    fp32 where there is no QAT int8 model (``int8_ms`` None; ``no_int8`` says why)."""
     if int8_ms is None:
         if accept or "fp32" not in failed:
-            return "fp32", f"measured fp32 {fp32_ms:.3f} ms; this runtime gets no int8 model"
-        return None, "no precision deployed: the fp32 export failed its check and this runtime gets no int8 model"
+            return "fp32", f"measured fp32 {fp32_ms:.3f} ms; {no_int8}"
+        return None, f"no precision deployed: the fp32 export failed its check; {no_int8}"
     timing = (
         f"measured int8 (QAT) {int8_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms (int8 is {fp32_ms / int8_ms:.2f}x "
         "the fp32 speed) on this device"

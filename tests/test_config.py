@@ -52,6 +52,10 @@ def test_defaults_and_overrides(tmp_path):
             {"finalize": {"teacher_logits": "cached"}},
             "finalize.teacher_logits must be one of ('online', 'clean'); got 'cached'",
         ),
+        (
+            {"finalize": {"qat": "sometimes"}},
+            "finalize.qat must be one of ('auto', 'always', 'never'); got 'sometimes'",
+        ),
         ({"train": {"label_smoothing": 1.0}}, "label_smoothing in [0, 1)"),
         (
             {"devices": [{"name": "a", "budget_ms": 1.0, "budget_of": "mbv3-small-1"}]},

@@ -27,6 +27,7 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     data["finalize"] = {
         "distill_epochs": 1,
         "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
+        "qat": "always",  # QAT whatever the timing says (finalize.qat: auto, below)
         "qat_epochs": 1,
         "lr": 0.05,
         "measure_rounds": 5,
@@ -144,7 +145,8 @@ def test_a_failed_export_check_is_not_deployed(tiny_run, tmp_path, monkeypatch):
 
     data = yaml.safe_load(tiny_run.read_text())
     data["run_dir"] = str(tmp_path / "run")
-    data["finalize"] = {"distill_epochs": 0, "prune": {"max_steps": 0}, "qat_epochs": 0, "measure_rounds": 3}
+    data["finalize"] = {"distill_epochs": 0, "prune": {"max_steps": 0}, "qat": "always", "qat_epochs": 0}
+    data["finalize"]["measure_rounds"] = 3
     (tmp_path / "run").mkdir()
     shutil.copy(tiny_run.parent / "supernet.pt", tmp_path / "run" / "supernet.pt")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
@@ -286,6 +288,7 @@ def test_an_openvino_device_deploys_an_ir_scored_as_openvino_runs_it(tiny_run, t
         tmp_path / "ov",
         FinalizeConfig(
             distill_epochs=1,
+            qat="always",
             qat_epochs=1,
             measure_rounds=3,
             prune=PruneConfig(max_steps=0),
@@ -326,6 +329,7 @@ def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_
         warmup_epochs=0.5,
         teacher_epochs=1,
         prune=PruneConfig(max_steps=0),
+        qat="always",
         qat_epochs=0,
         measure_rounds=3,
         accept_failed_checks=True,
@@ -363,6 +367,49 @@ def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_
     assert "computed once" not in (tmp_path / "fin" / "model_card.md").read_text()
 
 
+def test_qat_runs_where_the_device_times_int8_faster_and_its_files_go_where_it_does_not(tiny_run, tmp_path):
+    """finalize.qat: "auto" times the pruned model's fp32 and PTQ int8 on the device and runs QAT only at
+    QAT_MIN_SPEEDUP; the choice is kept for a resumed run; where QAT does not run, an earlier QAT's files
+    are removed and the card says why fp32 is deployed."""
+    from edgenas.config import FinalizeConfig, PruneConfig
+    from edgenas.finalize import QAT_MIN_SPEEDUP
+    from edgenas.latency_tables import LocalBackend
+
+    parts, out = _tiny_parts(tiny_run), tmp_path / "fin"
+    always = FinalizeConfig(
+        distill_epochs=0,
+        prune=PruneConfig(max_steps=0),
+        qat="always",
+        qat_epochs=0,
+        measure_rounds=3,
+        accept_failed_checks=True,  # near-tie logits of a barely trained model: see test_pipeline
+    )
+    card = _finalize(parts, LocalBackend(threads=1), out, always)
+    assert card["qat_choice"] == {"setting": "always", "run": True, "why": "finalize.qat: always"}
+    assert (out / "qat_int8.onnx").exists() and (out / "qat.pt").exists()
+
+    auto = dataclasses.replace(always, qat="auto")
+    card = _finalize(parts, LocalBackend(threads=1), out, auto)
+    choice = card["qat_choice"]
+    speedup = choice["fp32_ms"] / choice["int8_ms"]
+    assert choice["run"] == (speedup >= QAT_MIN_SPEEDUP) and f"{speedup:.2f}x the fp32 speed" in choice["why"]
+    stages = {s["stage"] for s in card["stages"]}
+    if choice["run"]:  # the QAT model of the first call is the same step: reused
+        assert "qat" not in card["steps_made"] and "qat_int8" in stages
+    else:
+        assert not any((out / f).exists() for f in ("qat.pt", "qat.json", "qat_epochs.json", "qat_int8.onnx"))
+        assert "qat_int8" not in stages and "ptq_int8" in stages and card["qat_epochs"] == []
+        assert card["chosen_precision"] == "fp32" and "QAT skipped" in card["why"]
+        assert card["checks"]["int8_vs_fake_quant"]["top1_agreement"] is None
+    stored = json.loads((out / "qat_choice.json").read_text())
+    again = _finalize(parts, LocalBackend(threads=1), out, auto)  # resumed: not timed again
+    assert again["qat_choice"] == choice and json.loads((out / "qat_choice.json").read_text()) == stored
+
+    never = _finalize(parts, LocalBackend(threads=1), out, dataclasses.replace(always, qat="never"))
+    assert never["qat_choice"]["why"] == "finalize.qat: never" and not (out / "qat_int8.onnx").exists()
+    assert never["chosen_precision"] == "fp32" and never["why"].endswith("finalize.qat: never")
+
+
 @pytest.mark.parametrize(("device", "suffix"), [("executorch", ".pte"), ("ncnn", ".param")])
 def test_a_phone_runtime_device_deploys_its_own_format_scored_as_it_runs(tiny_run, tmp_path, device, suffix):
     pytest.importorskip(device, reason=f"pip install 'edgenas[{device}]'")
@@ -379,7 +426,12 @@ def test_a_phone_runtime_device_deploys_its_own_format_scored_as_it_runs(tiny_ru
         make_backend(device),
         out,
         FinalizeConfig(
-            distill_epochs=1, qat_epochs=1, measure_rounds=3, prune=PruneConfig(max_steps=0), accept_failed_checks=True
+            distill_epochs=1,
+            qat="always",  # ncnn gets no int8 model (no QAT) even so
+            qat_epochs=1,
+            measure_rounds=3,
+            prune=PruneConfig(max_steps=0),
+            accept_failed_checks=True,
         ),
     )
     dep, by = card["deployed"], {s["stage"]: s for s in card["stages"]}
@@ -402,6 +454,7 @@ def test_a_phone_runtime_device_deploys_its_own_format_scored_as_it_runs(tiny_ru
         assert "XnnpackBackend" in card["placement"]["qat_int8"]["summary"]["by_executor"]
     else:
         assert card["chosen_precision"] == "fp32" and "no int8 model" in card["why"]
+        assert not card["qat_choice"]["run"] and not (out / "qat_int8.onnx").exists()
     assert "## Where each node ran" in (out / "model_card.md").read_text()
 
 
@@ -441,6 +494,7 @@ def test_the_teachers_clean_logits_are_computed_once_for_the_distillation_and_ev
         distill_epochs=1,
         prune=PruneConfig(step=0.1, max_steps=2, tolerance=1.0),  # tolerance 1: both steps are taken
         prune_finetune_epochs=1,
+        qat="always",
         qat_epochs=1,
         measure_rounds=3,
         accept_failed_checks=True,

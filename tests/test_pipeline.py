@@ -26,6 +26,7 @@ def _config(tmp_path, **finalize):
         "finalize": {
             "distill_epochs": 1,
             "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
+            "qat": "always",  # whatever int8's timing on this CPU (finalize.qat: auto in test_finalize)
             "qat_epochs": 1,
             "lr": 0.05,
             "measure_rounds": 5,

@@ -27,6 +27,7 @@ def finalized(tiny_run, tmp_path_factory):
     data["finalize"] = {
         "distill_epochs": 1,
         "prune": {"max_steps": 0},
+        "qat": "always",  # the QAT int8 file is one of those predicted
         "qat_epochs": 1,
         "measure_rounds": 3,
         "accept_failed_checks": True,

@@ -38,6 +38,9 @@ def model_card_markdown(card: dict[str, Any]) -> str:
             + (f"; **{card['predicted_extrapolated']}**" if card.get("predicted_extrapolated") else "")
         )
     lines += _training_lines(card)
+    choice = card.get("qat_choice") or {}  # absent in cards written before finalize.qat
+    if choice.get("setting") == "auto" or not choice.get("run", True):
+        lines.append(f"- quantization-aware training (`finalize.qat: {choice['setting']}`): {choice['why']}")
     if card.get("qat_epochs"):
         lines.append(f"- QAT: {_curve(card['qat_epochs'])} (epoch 0: calibrated only)")
     lines += [

@@ -49,6 +49,7 @@ def finished_run(tiny_run, tmp_path_factory):
     data["finalize"] = {
         "distill_epochs": 1,
         "prune": {"step": 0.1, "max_steps": 1, "tolerance": 0.5},
+        "qat": "always",  # the report's int8 rows
         "qat_epochs": 1,
         "lr": 0.05,
         "measure_rounds": 5,
