@@ -122,9 +122,11 @@ def _markdown(results: dict, config: str) -> str:
             ),
             f"Budget {r['budget']}; deployed {card.deployed_file} ({card.precision}): "
             f"**{acc * 100:.2f} % ± {accuracy_margin_pts(acc, n):.2f}** at **{final['latency_ms']:.3f} ms**. "
-            f"Teacher: {card.data['teacher']}{_logits(card)}. Finalize's model steps took "
+            f"Teacher: {card.data['teacher']}{_logits(card)}. Finalize's steps took "
             + ", ".join(f"{k} {v / 60:.1f}" for k, v in card.data["step_seconds"].items())
-            + " minutes.",
+            + f" minutes: {sum(card.data['step_seconds'].values()) / 60:.1f} (each model step's time when it was "
+            "made, reused or not).",
+            *(["", f"{card.data['qat_choice']['why']}."] if card.data.get("qat_choice") else []),
             "",
             "| stage | precision | size (MB) | latency (ms) | test accuracy |",
             "|---|---|---|---|---|",

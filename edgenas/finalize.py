@@ -643,8 +643,11 @@ def _choose_qat(run: _Run) -> dict[str, Any]:
     if isinstance(stored, dict) and stored.get("key") == key:
         choice = stored
     else:
+        start = time.time()
         choice = {"key": key, "setting": setting, **_qat_verdict(run, setting)}
+        choice["seconds"] = time.time() - start
         atomic_write_json(path, choice)
+    run.step_seconds["qat choice"] = choice.get("seconds", 0.0)
     if not choice["run"]:
         for name in QAT_FILES:
             (run.out / name).unlink(missing_ok=True)
@@ -970,7 +973,7 @@ def _card(run: _Run) -> dict[str, Any]:
         "qat_epochs": _read(run.out / "qat_epochs.json"),
         "distill_epochs": _read(run.out / "distill_epochs.json"),
         "teacher_selection": run.teacher_selection,
-        "qat_choice": {k: v for k, v in run.qat_choice.items() if k != "key"},
+        "qat_choice": {k: v for k, v in run.qat_choice.items() if k not in ("key", "seconds")},
         # what each step cost or gained: validation accuracy after it (QAT: the fake-quant model)
         "validation": {
             "teacher": run.teacher_val_acc(run.teacher),

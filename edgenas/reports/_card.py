@@ -146,6 +146,6 @@ def _checks_line(checks: dict) -> str:
     fp32, int8 = checks["fp32_vs_torch"], checks["int8_vs_fake_quant"]
     line = f"- fp32 file ({fp32.get('file', 'ONNX')}) vs torch: max abs diff {fp32['max_abs_diff']:.2e}"
     if int8["top1_agreement"] is None:
-        return line + "; no int8 file for this runtime"
+        return line + "; no QAT int8 file to check (QAT did not run)"
     agree = int8["top1_agreement"] * 100
     return line + f"; int8 file ({int8.get('file', 'ONNX')}) vs fake-quant torch: top-1 agreement {agree:.1f} %"
