@@ -83,7 +83,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--from",
         dest="from_stage",
         choices=("lut", "train", "search", "finalize", "report"),
-        help="force this stage and every later one",
+        help="start this stage and every later one over: their outputs are removed first (never a table named "
+        "with lut:; for finalize, every device's trained steps), where a plain run resumes or skips them",
     )
     torch_device_arg(r, "train.device, search.device and finalize.device")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
