@@ -666,12 +666,14 @@ def _qat_verdict(run: _Run, setting: str) -> dict[str, Any]:
     timing, _, _ = run.backend.measure(files, reference_model("fp32", fmt), Protocol(rounds=10), noop_for(fmt))
     fp32_ms, int8_ms = (t.ms for t in timing)
     speedup = fp32_ms / int8_ms
-    verdict = "runs" if speedup >= QAT_MIN_SPEEDUP else "skipped"
+    runs = speedup >= QAT_MIN_SPEEDUP
     why = (
-        f"QAT {verdict}: the pruned model's PTQ int8 timed {int8_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
-        f"({speedup:.2f}x the fp32 speed; QAT where >= {QAT_MIN_SPEEDUP}x; finalize.qat: always runs it anyway)"
+        f"QAT {'runs' if runs else 'skipped'}: the pruned model's PTQ int8 timed {int8_ms:.3f} ms vs fp32 "
+        f"{fp32_ms:.3f} ms ({speedup:.2f}x the fp32 speed; QAT where >= {QAT_MIN_SPEEDUP}x"
+        + ("" if runs else "; finalize.qat: always runs it anyway")
+        + ")"
     )
-    return {"run": verdict == "runs", "why": why, "fp32_ms": fp32_ms, "int8_ms": int8_ms}
+    return {"run": runs, "why": why, "fp32_ms": fp32_ms, "int8_ms": int8_ms}
 
 
 def _calibration_images(run: _Run) -> np.ndarray:
