@@ -66,6 +66,10 @@ TEACHER_LOGITS = ("online", "clean")
 # finalize.qat: "auto" finetunes the int8 model only where the device runs int8 faster than fp32
 # (timed first: edgenas.finalize.QAT_MIN_SPEEDUP), "always", or "never"
 QAT_CHOICES = ("auto", "always", "never")
+# prune.divisor "auto": the device's channel block, at most 16: at 32 pruning would take a 72-channel layer
+# to 32 or leave a 24-channel one whole; 8 where there is no table to say
+AUTO_DIVISOR_MAX = 16
+DIVISOR_WITHOUT_TABLE = 8
 
 
 def check_teacher_logits(value: str, where: str) -> None:
@@ -230,7 +234,10 @@ class PruneConfig:
 
     step: float = 0.1  # share of the original channels removed per step
     max_steps: int = 5
-    divisor: int = 8
+    # channel counts kept at multiples of this; "auto": the channel block the device's latency table
+    # found its runtime computing in (Predictor.channel_pricing: 16 for ONNX Runtime on AVX-512, 8 on
+    # AVX2), at most AUTO_DIVISOR_MAX; 8 without a table
+    divisor: int | str = "auto"
     tolerance: float = 0.01  # stop when accuracy falls more than this below the start
     latency_target_ms: float | None = None  # stop once the measured latency is at or below
     # stop once the predicted activation memory / model size (kB of 1024 bytes, at the device's
@@ -243,14 +250,21 @@ class PruneConfig:
             raise ValueError(f"prune.step must be in (0, 0.5], got {self.step}")
         if self.max_steps < 0 or self.step * self.max_steps >= 1.0:
             raise ValueError(f"prune.max_steps must be >= 0 with step * max_steps < 1, got {self.max_steps}")
-        if self.divisor < 1:
-            raise ValueError(f"prune.divisor must be >= 1, got {self.divisor}")
+        if self.divisor != "auto" and not (isinstance(self.divisor, int) and self.divisor >= 1):
+            raise ValueError(f"prune.divisor must be an integer >= 1 or 'auto', got {self.divisor!r}")
         if self.tolerance < 0:
             raise ValueError(f"prune.tolerance must be >= 0, got {self.tolerance}")
         for key in ("latency_target_ms", "ram_target_kb", "flash_target_kb"):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ValueError(f"prune.{key} must be > 0, got {value}")
+
+    def resolved(self, block: int | None) -> PruneConfig:
+        """This config with an "auto" divisor replaced by ``block``, the device's channel block (None: no
+        table), capped at AUTO_DIVISOR_MAX."""
+        if self.divisor != "auto":
+            return self
+        return dataclasses.replace(self, divisor=min(block or DIVISOR_WITHOUT_TABLE, AUTO_DIVISOR_MAX))
 
     @property
     def targets(self) -> dict[str, float]:

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from edgenas.accelerator import Accelerator, seeded
-from edgenas.config import FinalizeConfig, FitConfig
+from edgenas.config import FinalizeConfig, FitConfig, PruneConfig
 from edgenas.data import ImageData, Splits, batches
 from edgenas.distill import clean_teacher_logits, fit
 from edgenas.errors import ExportCheckError
@@ -592,8 +592,14 @@ class _BestEpoch:
         return model.eval()
 
 
+def _prune_config(run: _Run) -> PruneConfig:
+    """finalize.prune with an "auto" divisor resolved to the channel block the device's table found its
+    runtime computing in (counts between two multiples of it run as slow as the next one)."""
+    return run.config.prune.resolved(run.predictor.channel_pricing.block if run.predictor else None)
+
+
 def _prune_inputs(run: _Run) -> dict[str, Any]:
-    p = run.config.prune
+    p = _prune_config(run)
     return {
         "prune": dataclasses.asdict(p),
         **run.settings("prune_finetune_epochs"),
@@ -621,7 +627,7 @@ def _prune(run: _Run) -> nn.Module:
     model, steps = progressive_prune(
         run.models["distilled"],
         torch.zeros(run.input_shape),
-        c.prune,
+        _prune_config(run),
         finetune=lambda m: fit(m, run.splits, ft, desc="prune-finetune", **run.distillation(ft)),
         evaluate=run.val_acc,
         latency=latency if c.prune.latency_target_ms else None,

@@ -53,6 +53,10 @@ def test_defaults_and_overrides(tmp_path):
             "finalize.teacher_logits must be one of ('online', 'clean'); got 'cached'",
         ),
         (
+            {"finalize": {"prune": {"divisor": "wide"}}},
+            "prune.divisor must be an integer >= 1 or 'auto', got 'wide'",
+        ),
+        (
             {"finalize": {"qat": "sometimes"}},
             "finalize.qat must be one of ('auto', 'always', 'never'); got 'sometimes'",
         ),

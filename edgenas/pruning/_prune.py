@@ -4,7 +4,8 @@ torch-pruning's dependency graph keeps coupled layers consistent: a depthwise co
 exactly the channels its expand conv loses, an SE module follows the channels it gates,
 and blocks joined by a residual sum lose the same channels together. The classifier's
 output layer is never pruned, and channel counts are rounded to a multiple of
-``divisor`` (hardware-friendly vector widths).
+``divisor`` (hardware-friendly vector widths: finalize's default is the channel block the
+device's table found its runtime computing in, :meth:`PruneConfig.resolved`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def progressive_prune(
     the unpruned model's is undone and pruning stops; so does meeting every target of
     ``config`` (latency, RAM, flash).
     """
+    config = config.resolved(None)  # an "auto" divisor not resolved to a device's channel block: 8
     model = copy.deepcopy(model).eval()
 
     def record(i: int, acc: float, kept: bool) -> PruneStep:

@@ -95,3 +95,37 @@ def test_pruning_stops_once_the_memory_and_size_targets_are_met():
         net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None, evaluate=lambda m: 0.5
     )
     assert len(blind) == 5
+
+
+def test_an_auto_divisor_is_the_devices_channel_block_at_most_16_and_8_without_one():
+    """finalize resolves "auto" with the channel block its table found (16 for ONNX Runtime on AVX-512); 32
+    would take a 72-channel layer to 32; a caller without a table gets 8."""
+    assert PruneConfig().divisor == "auto"
+    assert [PruneConfig().resolved(b).divisor for b in (8, 16, 32, None)] == [8, 16, 16, 8]
+    assert PruneConfig(divisor=8).resolved(16).divisor == 8  # a divisor given is kept
+    net = build_subnet(SPACES["tiny"], SPACES["tiny"].largest()).eval()
+    pruned, _ = progressive_prune(
+        net,
+        torch.zeros(1, 1, 16, 16),
+        PruneConfig(step=0.2, max_steps=1, tolerance=1.0),
+        finetune=lambda m: None,
+        evaluate=lambda m: 1.0,
+    )
+    changed = [a for b, a in zip(channel_counts(net), channel_counts(pruned)) if a != b]
+    assert changed and all(c % 8 == 0 for c in changed)
+
+
+def test_finalize_prunes_to_the_block_its_device_table_found(tiny_table):
+    from types import SimpleNamespace
+
+    from edgenas.config import FinalizeConfig
+    from edgenas.finalize import _prune_config
+    from edgenas.latency_tables import LatencyTable, Predictor
+
+    predictor = Predictor(LatencyTable.load(tiny_table))
+    block = predictor.channel_pricing.block
+    run = SimpleNamespace(config=FinalizeConfig(), predictor=predictor)
+    assert _prune_config(run).divisor == min(block, 16)
+    assert _prune_config(SimpleNamespace(config=FinalizeConfig(), predictor=None)).divisor == 8
+    given = FinalizeConfig(prune=PruneConfig(divisor=32))
+    assert _prune_config(SimpleNamespace(config=given, predictor=predictor)).divisor == 32
