@@ -75,10 +75,10 @@ def main() -> None:
         "searched": ModelCard.load(searched).data if searched.exists() else None,
         "standalone": _standalone(standalone, args.reference),
     }
-    stem = Path(args.out) / f"finalize_reference_{args.reference}"
-    atomic_write_json(stem.with_suffix(".json"), results)
+    stem = f"finalize_reference_{args.reference}"  # not Path.with_suffix: "mbv3-small-0.5" has a dot
+    atomic_write_json(Path(args.out) / f"{stem}.json", results)
     md = _markdown(results, args)
-    atomic_write_text(stem.with_suffix(".md"), md)
+    atomic_write_text(Path(args.out) / f"{stem}.md", md)
     print(md)
 
 

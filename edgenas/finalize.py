@@ -918,9 +918,8 @@ def _deploy(run: _Run) -> dict[str, Any]:
     by = {r["stage"]: r for r in run.stages}
     failed = [p for p, c in (("fp32", "fp32_vs_torch"), ("int8", "int8_vs_fake_quant")) if not run.checks[c]["ok"]]
     int8_ms = by["qat_int8"]["latency_ms"] if "qat_int8" in by else None
-    no_int8 = run.qat_choice.get("why", f"this runtime ({run.runtime}) gets no int8 model")
     chosen, why = _choose_precision(
-        by["pruned"]["latency_ms"], int8_ms, failed, run.config.accept_failed_checks, no_int8
+        by["pruned"]["latency_ms"], int8_ms, failed, run.config.accept_failed_checks, run.qat_choice["why"]
     )
     stage = {"int8": "qat_int8", "fp32": "pruned"}.get(chosen)
     deployed = {
@@ -998,10 +997,10 @@ def _card(run: _Run) -> dict[str, Any]:
 
 
 def _choose_precision(
-    fp32_ms: float, int8_ms: float | None, failed: list[str], accept: bool, no_int8: str = "no int8 model was made"
+    fp32_ms: float, int8_ms: float | None, failed: list[str], accept: bool, no_int8: str
 ) -> tuple[str | None, str]:
     """The faster precision among those whose export passed its check (all of them with ``accept``);
-    fp32 where there is no QAT int8 model (``int8_ms`` None; ``no_int8`` says why)."""
+    fp32 where there is no QAT int8 model (``int8_ms`` None; ``no_int8``: why, the QAT choice's reason)."""
     if int8_ms is None:
         if accept or "fp32" not in failed:
             return "fp32", f"measured fp32 {fp32_ms:.3f} ms; {no_int8}"
