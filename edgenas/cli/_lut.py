@@ -150,7 +150,12 @@ def _lut_validate(args: argparse.Namespace) -> None:
         f"{report['n_heldout']} held-out subnets: {m['within_5pct'] * 100:.0f} % within +-5 %, "
         f"{m['within_10pct'] * 100:.0f} % within +-10 %, MAPE {m['mape_pct']:.1f} %, "
         f"Kendall tau {m['kendall_tau']:.3f} (calibration {report['calibration']['features']})"
+        + _previous_level_note(report["previous_calibration_level"])
     )
+
+
+def _previous_level_note(level: float | None) -> str:
+    return "" if level is None else f"; the previous calibration read them {(level - 1) * 100:+.1f} %"
 
 
 def _lut_show(args: argparse.Namespace) -> None:

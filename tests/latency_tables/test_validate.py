@@ -82,3 +82,22 @@ def test_validate_warns_when_the_repeats_disagree(tiny_table, tmp_path, capsys):
     report = validate_table(path, Drifting(threads=1), n=8, resolutions=[16], repeats=2, progress=False)
     assert report["repeat_deviation"] > 0.1
     assert "the machine was noisy" in capsys.readouterr().err  # the edgenas logger writes to stderr
+
+
+def test_validate_reads_its_subnets_with_the_previous_calibration(tiny_table, tmp_path, capsys):
+    """A calibration that reads every subnet 25 % slow is caught by the next validation, with a warning; a table
+    without one reports no level."""
+    path = tmp_path / "t.json"
+    shutil.copy(tiny_table, path)
+    table = LatencyTable.load(path)
+    table.calibration = None
+    table.save(path)
+    args = dict(n=8, resolutions=[16], repeats=1, progress=False)
+    assert validate_table(path, LocalBackend(threads=1), **args)["previous_calibration_level"] is None
+    table = LatencyTable.load(path)
+    table.calibration = {**table.calibration, "coef": [c * 1.25 for c in table.calibration["coef"]]}
+    table.save(path)
+    capsys.readouterr()
+    level = validate_table(path, LocalBackend(threads=1), **args)["previous_calibration_level"]
+    assert 0.7 < level < 0.9  # 1 / 1.25, give or take the machine's drift between the two validations
+    assert "the table's previous calibration reads these subnets -" in capsys.readouterr().err
