@@ -1,7 +1,9 @@
 """A finalized model on both runtimes: latency on ONNX Runtime and OpenVINO, accuracy of the deployed files.
 
-Takes the models ``bench/deploy.py`` finalized (``--finalize``: its fp32 ``pruned.onnx`` and
-QAT ``qat_int8.onnx``) and, on this CPU with one thread:
+Takes a device's models ``bench/deploy.py`` finalized (``--finalize``: its fp32 ``pruned.onnx`` and
+its int8 file: ``qat_int8.onnx`` where QAT ran, else the post-training ``ptq_int8.onnx``; with
+``finalize.qat: auto`` QAT runs only where the device times int8 faster) and, on this CPU with one
+thread:
 
 - times each file on ONNX Runtime and on OpenVINO, each runtime in one interleaved batch
   with its reference model (a symbolic batch, which OpenVINO runs 1.2-1.5x slower at
@@ -29,7 +31,15 @@ from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.latency_tables import Protocol, make_backend, reference_model
 from edgenas.predict import Model, accuracy_on
 
-STAGES = {"pruned": "fp32", "qat_int8": "int8"}
+PRECISIONS = {"pruned": "fp32", "qat_int8": "int8", "ptq_int8": "int8"}
+
+
+def stages_in(folder: Path) -> list[str]:
+    """The fp32 file and the int8 file that a finalize folder holds (QAT's where it ran, else PTQ's)."""
+    present = [s for s in PRECISIONS if (folder / f"{s}.onnx").exists()]
+    if "pruned" not in present:
+        raise SystemExit(f"{folder}: no pruned.onnx; give a finalize folder of bench/deploy.py with --finalize")
+    return present[:2]
 
 
 def batch_one(data: bytes) -> bytes:
@@ -44,25 +54,28 @@ def batch_one(data: bytes) -> bytes:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--finalize", default="runs/bench_deploy_guided/finalize", help="bench/deploy.py's finalize folder")
+    p.add_argument(
+        "--finalize", default="runs/fashion-mnist/finalize/cpu-fast", help="a device's folder of bench/deploy.py's run"
+    )
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--out", default="bench/results")
     args = p.parse_args()
     folder = Path(args.finalize)
-    files = {s: (folder / f"{s}.onnx").read_bytes() for s in STAGES}
-    rows = {s: {"precision": prec} for s, prec in STAGES.items()}
+    stages_here = stages_in(folder)
+    files = {s: (folder / f"{s}.onnx").read_bytes() for s in stages_here}
+    rows = {s: {"precision": PRECISIONS[s]} for s in stages_here}
     runtimes = {}
     for device in ("local-cpu", "openvino:CPU"):
         backend = make_backend(device, threads=1)
         runtimes[device] = backend.fingerprint()["runtime"]
         for prec in ("fp32", "int8"):
-            stages = [s for s, q in STAGES.items() if q == prec]
+            stages = [s for s in stages_here if PRECISIONS[s] == prec]
             models = [files[s] if device == "local-cpu" else batch_one(files[s]) for s in stages]
             timings, ref, _ = backend.measure(models, reference_model(prec), Protocol(rounds=args.rounds))
             for s, t in zip(stages, timings):
                 rows[s][f"latency_ms:{device}"] = t.ms
     with tempfile.TemporaryDirectory() as tmp:
-        for s in STAGES:
+        for s in stages_here:
             start = time.time()
             rows[s]["accuracy:onnx"] = accuracy_on(Model.load(folder / f"{s}.onnx"), "fashion-mnist")["accuracy"]
             xml = save_openvino_ir(batch_one(files[s]), Path(tmp) / f"{s}.xml")
