@@ -191,7 +191,9 @@ def _repeats_and_pruned(
     }
 
 
-def _previous_level(table: LatencyTable, space: Space, specs: list[tuple[BlockSpec, ...]], measured_rel: np.ndarray):
+def _previous_level(
+    table: LatencyTable, space: Space, specs: list[tuple[BlockSpec, ...]], measured_rel: np.ndarray
+) -> float | None:
     """Measured over predicted by the table's calibration before this validation (the median over its subnets);
     None where the table had none."""
     if not table.calibration:
@@ -214,8 +216,8 @@ def _warn_if_unreliable(report: dict[str, Any]) -> None:
         logger.warning(
             "validation: the table's previous calibration reads these subnets %+.1f %% (measured over predicted, "
             "median; more than %.0f %% means the machine ran whole networks at another speed against the reference "
-            "in one of the two validations): validate again and keep the calibration two validations agree on "
-            "(this one's is stored)",
+            "in one of the two validations): validate again until two in a row agree (each validation stores its "
+            "own calibration)",
             (level - 1) * 100,
             LEVEL_SHIFT * 100,
         )
