@@ -61,7 +61,9 @@ def _add_validate(lsub: argparse._SubParsersAction) -> None:
         help="measure subnets end to end, fit the calibration, report accuracy",
         description="Sample subnets spread over the latency range, export and time them whole, fit the "
         "calibration on part of them and report on the rest (share within +-5 % and +-10 %, MAPE, Kendall "
-        "tau). The calibration and the figures are stored in the table.",
+        "tau). The calibration and the figures are stored in the table. A table validated before is read with "
+        "its previous calibration first: more than 3 % off (the median) means the machine ran whole networks at "
+        "another speed in one of the two validations, and it warns: validate again until two in a row agree.",
     )
     v.add_argument("table", help="latency table file")
     v.add_argument("--n", type=positive, default=80, help="subnets to measure (default 80)")
