@@ -135,9 +135,8 @@ def validate_table(
     feats = [predictor.specs_features(s) for s in specs]
     previous_level = _previous_level(table, space, specs, measured_rel)
     table.calibration = fit_calibration([f for f, h in zip(feats, held) if not h], measured_rel[~held])
-    calibrated = Predictor(table, space)
     ref_ms = table.header["reference_ms"]
-    pred_rel = np.array([calibrated.predict_specs(s) for s in specs]) / ref_ms
+    pred_rel = _predicted_rel(table, space, specs)
     raw_rel = np.array([f["t"] for f in feats])
     report = {
         "table": str(path),
@@ -198,9 +197,13 @@ def _previous_level(
     None where the table had none."""
     if not table.calibration:
         return None
-    before = Predictor(table, space)
-    predicted = np.array([before.predict_specs(s) for s in specs]) / table.header["reference_ms"]
-    return float(np.median(measured_rel / predicted))
+    return float(np.median(measured_rel / _predicted_rel(table, space, specs)))
+
+
+def _predicted_rel(table: LatencyTable, space: Space, specs: list[tuple[BlockSpec, ...]]) -> np.ndarray:
+    """Each subnet's prediction by the table's calibration, in units of its reference model."""
+    predictor = Predictor(table, space)
+    return np.array([predictor.predict_specs(s) for s in specs]) / table.header["reference_ms"]
 
 
 def _warn_if_unreliable(report: dict[str, Any]) -> None:
