@@ -179,22 +179,15 @@ def test_the_card_predicts_each_export_of_the_tables_precision_from_its_own_bloc
     pruned model, whose blocks the table lacks and estimates."""
     import dataclasses
 
-    import torch
-
     from edgenas.finalize import _prediction
     from edgenas.latency_tables import LatencyTable, Predictor
-    from edgenas.pruning import PruneConfig, progressive_prune
+    from edgenas.pruning import PruneConfig
     from edgenas.search_spaces import SPACES, Arch, build_subnet, current_specs
+    from tests._pruning import prune_untrained
 
     arch = Arch.parse("r16|k3e3|k3e3")
     net = build_subnet(SPACES["tiny"], arch).eval()
-    pruned, _ = progressive_prune(
-        net,
-        torch.zeros(1, 1, 16, 16),
-        PruneConfig(step=0.3, max_steps=1, tolerance=1.0),
-        finetune=lambda m: None,
-        evaluate=lambda m: 1.0,
-    )
+    pruned, _ = prune_untrained(net, 16, PruneConfig(step=0.3, max_steps=1, tolerance=1.0))
     table = LatencyTable.load(tiny_table)
     int8 = dataclasses.replace(table, header={**table.header, "precision": "int8"})
     arch_ms = Predictor(table).predict(arch)

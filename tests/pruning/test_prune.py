@@ -10,6 +10,7 @@ import torch
 from edgenas.export import export_onnx
 from edgenas.pruning import PruneConfig, channel_counts, progressive_prune
 from edgenas.search_spaces import SPACES, build_subnet
+from tests._pruning import prune_untrained
 
 
 @pytest.mark.parametrize("divisor", [8, 16])
@@ -72,28 +73,17 @@ def test_pruning_stops_once_the_memory_and_size_targets_are_met():
         return fp.activation_bytes["int8"] / 1024, fp.size_bytes["int8"] / 1024
 
     # the figures of each step without targets, then a size target between steps 1 and 2
-    _, free = progressive_prune(
-        net,
-        torch.zeros(1, 1, 28, 28),
-        PruneConfig(step=0.1, max_steps=4, tolerance=1.0),
-        finetune=lambda m: None,
-        evaluate=lambda m: 0.5,
-        memory=memory,
-    )
+    _, free = prune_untrained(net, 28, PruneConfig(step=0.1, max_steps=4, tolerance=1.0), memory=memory)
     flash = [s.flash_kb for s in free]
     assert flash == sorted(flash, reverse=True) and flash[2] < flash[1]
     ram0 = free[0].ram_kb  # a memory target met from the start
     target = (flash[1] + flash[2]) / 2
     config = PruneConfig(step=0.1, max_steps=4, tolerance=1.0, ram_target_kb=ram0, flash_target_kb=target)
-    pruned, steps = progressive_prune(
-        net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None, evaluate=lambda m: 0.5, memory=memory
-    )
+    pruned, steps = prune_untrained(net, 28, config, memory=memory)
     assert [s.flash_kb for s in steps] == flash[:3]  # stopped at step 2, the first within both targets
     assert memory(pruned) == (steps[-1].ram_kb, steps[-1].flash_kb)
     # without a memory function the targets cannot be met: pruning runs to the end
-    _, blind = progressive_prune(
-        net, torch.zeros(1, 1, 28, 28), config, finetune=lambda m: None, evaluate=lambda m: 0.5
-    )
+    _, blind = prune_untrained(net, 28, config)
     assert len(blind) == 5
 
 
@@ -104,13 +94,7 @@ def test_an_auto_divisor_is_the_devices_channel_block_at_most_16_and_8_without_o
     assert [PruneConfig().resolved(b).divisor for b in (8, 16, 32, None)] == [8, 16, 16, 8]
     assert PruneConfig(divisor=8).resolved(16).divisor == 8  # a divisor given is kept
     net = build_subnet(SPACES["tiny"], SPACES["tiny"].largest()).eval()
-    pruned, _ = progressive_prune(
-        net,
-        torch.zeros(1, 1, 16, 16),
-        PruneConfig(step=0.2, max_steps=1, tolerance=1.0),
-        finetune=lambda m: None,
-        evaluate=lambda m: 1.0,
-    )
+    pruned, _ = prune_untrained(net, 16, PruneConfig(step=0.2, max_steps=1, tolerance=1.0))
     changed = [a for b, a in zip(channel_counts(net), channel_counts(pruned)) if a != b]
     assert changed and all(c % 8 == 0 for c in changed)
 

@@ -81,19 +81,14 @@ def test_int8_is_about_a_quarter_of_fp32_and_memory_grows_with_the_arch():
 
 def test_a_pruned_net_is_predicted_from_its_own_layers():
     """Pruning narrows SE reductions too, which a block spec does not describe: the size counts the layers."""
-    from edgenas.pruning import PruneConfig, progressive_prune
+    from edgenas.pruning import PruneConfig
     from edgenas.search_spaces import Arch, build_subnet, current_specs, net_footprint
+    from tests._pruning import prune_untrained
 
     space = SPACES["small"]
     net = build_subnet(space, Arch.parse("r24w0.5|k3e6se-k5e6se|k3e4se|k5e3|k3e6se")).eval()
     assert net_footprint(net) == footprint(current_specs(net))  # unpruned: the same figures
-    pruned, _ = progressive_prune(
-        net,
-        torch.zeros(net.input_shape),
-        PruneConfig(step=0.2, max_steps=2, tolerance=1.0),
-        finetune=lambda m: None,
-        evaluate=lambda m: 0.5,
-    )
+    pruned, _ = prune_untrained(net, tuple(net.input_shape), PruneConfig(step=0.2, max_steps=2, tolerance=1.0))
     fp = net_footprint(pruned)
     assert fp.params == sum(p.numel() for n, p in pruned.named_parameters() if "bn" not in n) + sum(
         m.num_features for m in pruned.modules() if isinstance(m, torch.nn.BatchNorm2d)

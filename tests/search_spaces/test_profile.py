@@ -46,22 +46,16 @@ def test_spec_macs_equal_fvcore_for_every_block_of_a_space():
 
 def test_current_specs_read_a_pruned_subnets_channels():
     """Unpruned: the arch's specs; pruned: a subnet built from them has the pruned layers' shapes (SE aside)."""
-    import torch
 
-    from edgenas.pruning import PruneConfig, progressive_prune
+    from edgenas.pruning import PruneConfig
     from edgenas.search_spaces import SubNet, build_subnet, current_specs
+    from tests._pruning import prune_untrained
 
     space = SPACES["tiny"]
     arch = Arch.parse("r16|k3e3se-k5e2|k3e3")
     net = build_subnet(space, arch).eval()
     assert current_specs(net) == space.block_specs(arch)
-    pruned, _ = progressive_prune(
-        net,
-        torch.zeros(1, 1, 16, 16),
-        PruneConfig(step=0.3, max_steps=1, tolerance=1.0),
-        finetune=lambda m: None,
-        evaluate=lambda m: 1.0,
-    )
+    pruned, _ = prune_untrained(net, 16, PruneConfig(step=0.3, max_steps=1, tolerance=1.0))
     specs = current_specs(pruned)
     assert sum(s.mid_chs for s in specs) < sum(s.mid_chs for s in space.block_specs(arch))
 
