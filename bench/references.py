@@ -134,6 +134,7 @@ def train_reference(space, arch, splits, recipe: FitConfig, stem: Path, seed: in
         curve.append(val)
         if val > best["val"]:
             best.update(val=val, state=copy.deepcopy(model.state_dict()), epoch=epoch)
+        log(f"{stem.name} seed {seed} epoch {epoch}/{recipe.epochs}: val {val:.2%} (best {best['val']:.2%})")
         return {"val_accuracy": val}
 
     start = time.time()
