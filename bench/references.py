@@ -134,7 +134,8 @@ def train_reference(space, arch, splits, recipe: FitConfig, stem: Path, seed: in
         curve.append(val)
         if val > best["val"]:
             best.update(val=val, state=copy.deepcopy(model.state_dict()), epoch=epoch)
-        log(f"{stem.name} seed {seed} epoch {epoch}/{recipe.epochs}: val {val:.2%} (best {best['val']:.2%})")
+        shown = f"val {val * 100:.2f} % (best {best['val'] * 100:.2f} %)"
+        log(f"{stem.name} seed {seed} epoch {epoch}/{recipe.epochs}: {shown}")
         return {"val_accuracy": val}
 
     start = time.time()
