@@ -6,13 +6,20 @@ with cross-entropy on the labels: ``alpha * KD + (1 - alpha) * CE`` (the cross-e
 optionally label-smoothed). The finetune loop decays alpha linearly from ``alpha_start``
 to ``alpha_end`` (lean on the teacher early, on the labels late), warms the learning rate
 up linearly and then decays it on a cosine, and runs on an
-:class:`~edgenas.accelerator.Accelerator` (channels_last on the CPU, AMP on CUDA).
+:class:`~edgenas.accelerator.Accelerator` (channels_last on the CPU, AMP on CUDA). Given an
+:class:`EpochCheckpoint`, it keeps its state after every epoch and a killed finetune resumes at
+its last finished epoch, on the same path as an uninterrupted one (every epoch's batches are
+drawn from a generator seeded by the seed and the epoch).
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,9 +30,13 @@ from torch import nn
 from edgenas.accelerator import Accelerator, on_device
 from edgenas.config import FitConfig, Recipe
 from edgenas.data import Splits, batches
+from edgenas.io import atomic_write_bytes
 from edgenas.progress import progress as progress_bar
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "EpochCheckpoint",
     "FitConfig",
     "clean_teacher_logits",
     "Optimization",
@@ -90,7 +101,9 @@ def cosine_schedule(
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / (warm + 1)
-        return 0.5 * (1 + np.cos(np.pi * min(step - warm, total - warm) / (total - warm)))
+        return float(
+            0.5 * (1 + np.cos(np.pi * min(step - warm, total - warm) / (total - warm)))
+        )  # a float a checkpoint loads
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -257,6 +270,7 @@ def fit(
     on_epoch: Callable[[int, nn.Module], dict | None] | None = None,
     accel: Accelerator | None = None,
     clean_logits: torch.Tensor | None = None,
+    checkpoint: EpochCheckpoint | None = None,
 ) -> list[dict]:
     """Train ``model`` on ``splits.train`` (distilling from ``teacher`` if given); returns per-epoch stats.
 
@@ -267,28 +281,26 @@ def fit(
     "clean": the teacher runs once over the un-augmented training images, before the first
     epoch, instead of on every batch; ``clean_logits``, if given, are those logits
     (:func:`clean_teacher_logits` of this teacher), so that several finetunes by one teacher
-    compute them once.
+    compute them once. ``checkpoint``: the state after every epoch, ``on_epoch``'s included
+    where it has ``state_dict``/``load_state_dict``; a run that finds one of its own resumes
+    after its last epoch (the caller removes it once the result is kept).
     """
     accel = accel or Accelerator.cpu()
     steps = steps_per_epoch(splits, config)
     total = max(1, steps * config.epochs)
-    history: list[dict] = []
     if not (config.alpha_start or config.alpha_end):
         teacher = None  # alpha 0 throughout: the labels alone, the teacher's forward pass saved
+    t_res = teacher_resolution or resolution
     with on_device(model, accel), on_device(teacher or nn.Identity(), accel):
-        cached = None
-        if teacher is not None and config.teacher_logits == "clean" and config.epochs:
-            t_res, bs = teacher_resolution or resolution, config.batch_size
-            if clean_logits is None:
-                clean_logits = clean_teacher_logits(
-                    teacher, splits, resolution=t_res, channels=channels, batch_size=bs, accel=accel
-                )
-            cached = clean_logits.to(accel.device)
         optim = Optimization(
             model, config, total_steps=total, warmup_steps=round(config.warmup_epochs * steps), accel=accel
         )
-        step = _distill_step(model, teacher, teacher_resolution or resolution, config, optim, accel, total)
-        for epoch in range(config.epochs):
+        history = checkpoint.resume(model, optim, on_epoch) if checkpoint is not None else []
+        cached = None
+        if teacher is not None and config.teacher_logits == "clean" and len(history) < config.epochs:
+            cached = _clean_logits_on(accel, clean_logits, teacher, splits, config, resolution=t_res, channels=channels)
+        step = _distill_step(model, teacher, t_res, config, optim, accel, total, done=len(history) * steps)
+        for epoch in range(len(history), config.epochs):
             model.train()
             data = _fit_batches(splits, config, epoch, cached, resolution=resolution, channels=channels, accel=accel)
             (loss,), seen, seconds = train_epoch(
@@ -297,8 +309,77 @@ def fit(
             history.append({"epoch": epoch + 1, "loss": loss, "seconds": seconds, "images_per_second": seen / seconds})
             if on_epoch is not None:
                 history[-1].update(on_epoch(epoch + 1, model) or {})
+            if checkpoint is not None:
+                checkpoint.save(model, optim, history, on_epoch)
     model.eval()
     return history
+
+
+def _clean_logits_on(
+    accel: Accelerator,
+    given: torch.Tensor | None,
+    teacher: nn.Module,
+    splits: Splits,
+    config: FitConfig,
+    *,
+    resolution: int,
+    channels: int,
+) -> torch.Tensor:
+    """The teacher's clean logits on ``accel``'s device: ``given``, or computed now."""
+    if given is None:
+        given = clean_teacher_logits(
+            teacher, splits, resolution=resolution, channels=channels, batch_size=config.batch_size, accel=accel
+        )
+    return given.to(accel.device)
+
+
+@dataclass(frozen=True)
+class EpochCheckpoint:
+    """Where :func:`fit` keeps its state after every epoch, and the key of the inputs it trains from.
+
+    A checkpoint with another key was made from other inputs (another arch, teacher or
+    recipe): it is never resumed, and the first epoch of the new run replaces it.
+    """
+
+    path: Path
+    key: str
+
+    def save(self, model: nn.Module, optim: Optimization, history: list[dict], on_epoch: Any = None) -> None:
+        state = {"key": self.key, "model": model.state_dict(), "optimization": optim.state_dict(), "history": history}
+        if hasattr(on_epoch, "state_dict"):
+            state["on_epoch"] = on_epoch.state_dict()
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.path, buf.getvalue())
+
+    def resume(self, model: nn.Module, optim: Optimization, on_epoch: Any = None) -> list[dict]:
+        """The stats of the epochs already done, their state loaded into ``model``, ``optim`` and
+        ``on_epoch``; an empty list where there is nothing of this run's to resume."""
+        state = self._load()
+        if state is None:
+            return []
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimization"])
+        if "on_epoch" in state and hasattr(on_epoch, "load_state_dict"):
+            on_epoch.load_state_dict(state["on_epoch"])
+        logger.info(f"{self.path}: resuming after epoch {len(state['history'])}")
+        return list(state["history"])
+
+    def _load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            ours = state["key"] == self.key
+        except Exception:  # a torn or foreign file: torch raises several types
+            ours = False
+        if not ours:
+            logger.info(f"{self.path} was made from other inputs (or cannot be read): starting afresh")
+            return None
+        return state
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _fit_batches(
@@ -334,15 +415,17 @@ def _distill_step(
     optim: Optimization,
     accel: Accelerator,
     total: int,
+    done: int = 0,
 ) -> Callable[..., tuple[torch.Tensor, int]]:
     """One optimiser step on a batch: the teacher's logits (given, or the teacher run at its resolution), the
-    distillation loss with alpha decaying linearly over the whole run from ``alpha_start`` to ``alpha_end``."""
+    distillation loss with alpha decaying linearly over the whole run from ``alpha_start`` to ``alpha_end``
+    (``done``: the steps a resumed run took before)."""
     if teacher is not None:
         teacher.eval()
-    done = [0]  # optimiser steps taken
+    taken = [done]  # optimiser steps taken
 
     def step(x: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
-        alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * done[0] / max(1, total - 1)
+        alpha = config.alpha_start + (config.alpha_end - config.alpha_start) * taken[0] / max(1, total - 1)
         with accel.autocast():
             if t_logits is None and teacher is not None:
                 with torch.no_grad():
@@ -354,7 +437,7 @@ def _distill_step(
         optim.zero_grad()
         optim.backward(loss)
         optim.step()
-        done[0] += 1
+        taken[0] += 1
         return loss.detach().reshape(1), len(y)
 
     return step

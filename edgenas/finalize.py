@@ -46,7 +46,7 @@ from torch import nn
 from edgenas.accelerator import Accelerator, seeded
 from edgenas.config import FinalizeConfig, FitConfig, PruneConfig
 from edgenas.data import ImageData, Splits, batches
-from edgenas.distill import clean_teacher_logits, fit
+from edgenas.distill import EpochCheckpoint, clean_teacher_logits, fit
 from edgenas.errors import ExportCheckError
 from edgenas.export import activation_peak, export_for, export_onnx, export_pte, save_openvino_ir, with_metadata
 from edgenas.io import (
@@ -295,6 +295,11 @@ class _Run:
     def settings(self, *names: str) -> dict[str, Any]:
         return {k: getattr(self.config, k) for k in names}
 
+    def epoch_checkpoint(self, step: str) -> EpochCheckpoint:
+        """Where ``step``'s finetune keeps its state after every epoch, keyed by the step's record: a finalize
+        killed in a long distillation resumes after its last finished epoch."""
+        return EpochCheckpoint(self.out / f"{step}.epochs.pt", self.records[step]["key"])
+
 
 def finalize_arch(
     arch: Arch,
@@ -444,6 +449,7 @@ def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_R
     run.steps_made.append(name)
     _save(model, path)
     atomic_write_json(path.with_suffix(".json"), {**run.records[name], "seconds": run.step_seconds[name]})
+    run.epoch_checkpoint(name).remove()  # its finetune's state, if it had one: the model is kept now
     return model
 
 
@@ -506,6 +512,7 @@ def _train_teacher(run: _Run) -> nn.Module:
         desc="teacher",
         on_epoch=best,
         accel=run.accel,
+        checkpoint=run.epoch_checkpoint("teacher"),
     )
     return best.restore(m, run.out / "teacher_epochs.json")
 
@@ -557,7 +564,8 @@ def _distill(run: _Run) -> nn.Module:
     m = copy.deepcopy(run.models["searched"])
     best = _BestEpoch(run.val_acc, m, "distill", run.progress)
     ft = run.fit_config(c.distill_epochs, c.lr, (c.alpha_start, c.alpha_end), c.warmup_epochs)
-    fit(m, run.splits, ft, desc="distill", on_epoch=best, **run.distillation(ft))
+    ckpt = run.epoch_checkpoint("distilled")
+    fit(m, run.splits, ft, desc="distill", on_epoch=best, checkpoint=ckpt, **run.distillation(ft))
     return best.restore(m, run.out / "distill_epochs.json")
 
 
@@ -565,7 +573,8 @@ class _BestEpoch:
     """An ``on_epoch`` for :func:`fit` that keeps the weights of the epoch with the best validation accuracy.
 
     Epoch 0 is the model before the finetune: a finetune that only loses is undone. The
-    curve (every epoch's validation accuracy and loss) is written beside the model.
+    curve (every epoch's validation accuracy and loss) is written beside the model. Its state
+    (the best epoch's weights, the curve so far) goes into :func:`fit`'s epoch checkpoint.
     """
 
     def __init__(self, score: Callable[[nn.Module], float], model: nn.Module, name: str, log: bool) -> None:
@@ -585,6 +594,12 @@ class _BestEpoch:
                 f"(best {self.best['val_accuracy'] * 100:.2f} % at epoch {self.best['epoch']})"
             )
         return {"val_accuracy": acc}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "log": self.log}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.log = state["best"], state["log"]
 
     def restore(self, model: nn.Module, curve: Path) -> nn.Module:
         model.load_state_dict(self.best["state"])

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from edgenas.distill import FitConfig, distillation_loss, fit
+from edgenas.distill import EpochCheckpoint, FitConfig, distillation_loss, fit
 from edgenas.nas import accuracy
 from edgenas.search_spaces import SPACES, Arch, build_subnet
 
@@ -113,3 +113,61 @@ def test_clean_teacher_logits_run_the_teacher_once_per_image_and_teach_what_it_w
     assert not all(torch.allclose(online[k], augmented[k], atol=1e-4) for k in online)  # the images did differ
     with pytest.raises(ValueError, match="teacher_logits must be one of"):
         FitConfig(teacher_logits="cached")
+
+
+class _Curve:
+    """An ``on_epoch`` with state, as finalize's best-epoch keeper has: it sees every epoch once."""
+
+    def __init__(self, stop_at: int | None = None):
+        self.seen, self.stop_at, self.calls = [], stop_at, []
+
+    def __call__(self, epoch, model):
+        self.calls.append(epoch)  # not in its state: the epochs trained in this call
+        if epoch == self.stop_at:
+            raise KeyboardInterrupt  # killed after the previous epoch's checkpoint
+        self.seen.append(epoch)
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+
+
+def test_a_killed_fit_resumes_after_its_last_epoch_on_the_uninterrupted_path(digits_splits, tmp_path):
+    """The distillation of a full finalize takes half an hour: a kill costs at most one epoch of it."""
+    config = FitConfig(epochs=3, batch_size=64, lr=0.1, warmup_epochs=1, alpha_start=0.7, alpha_end=0.3)
+    config = dataclasses.replace(config, max_steps_per_epoch=4, teacher_logits="online")
+    teacher = build_subnet(SPACES["tiny"], Arch.parse("r16|k5e3|k5e3")).eval()
+    kw = dict(resolution=16, channels=1, teacher=teacher, progress=False)
+
+    def start():
+        torch.manual_seed(0)
+        return build_subnet(SPACES["tiny"], Arch.parse("r16|k3e3|k3e3"))
+
+    whole = start()
+    fit(whole, digits_splits, config, on_epoch=_Curve(), **kw)
+    ckpt = EpochCheckpoint(tmp_path / "distilled.epochs.pt", key="k1")
+    with pytest.raises(KeyboardInterrupt):
+        fit(start(), digits_splits, config, on_epoch=_Curve(stop_at=3), checkpoint=ckpt, **kw)
+    resumed, curve = start(), _Curve()
+    hist = fit(resumed, digits_splits, config, on_epoch=curve, checkpoint=ckpt, **kw)
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and curve.seen == [1, 2, 3]
+    assert curve.calls == [3]  # epochs 1-2 were not trained again
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.allclose(
+            a.float(), b.float(), atol=1e-5
+        )  # the schedule, alpha and batches picked up where they were
+    # a checkpoint made from other inputs is never resumed
+    other, curve = start(), _Curve()
+    fit(
+        other,
+        digits_splits,
+        dataclasses.replace(config, epochs=1),
+        on_epoch=curve,
+        checkpoint=EpochCheckpoint(ckpt.path, "k2"),
+        **kw,
+    )
+    assert curve.calls == curve.seen == [1] and torch.load(ckpt.path, weights_only=True)["key"] == "k2"
+    ckpt.remove()
+    assert not ckpt.path.exists()

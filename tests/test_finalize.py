@@ -60,6 +60,7 @@ def test_finalize_resumes_after_kill(tiny_run, tmp_path):
     assert r.returncode == 0, r.stderr
     for p, t in stamps.items():  # finished steps are not redone
         assert (out / p).stat().st_mtime_ns == t
+    assert not list(out.glob("*.epochs.pt"))  # a finetune's epoch checkpoint goes once its model is kept
     card = json.loads((out / "model_card.json").read_text())
     stages = [s["stage"] for s in card["stages"]]
     assert stages == ["teacher", "searched", "distilled", "pruned", "qat_int8", "ptq_int8"]
