@@ -36,10 +36,12 @@ PRECISIONS = {"pruned": "fp32", "qat_int8": "int8", "ptq_int8": "int8"}
 
 def stages_in(folder: Path) -> list[str]:
     """The fp32 file and the int8 file that a finalize folder holds (QAT's where it ran, else PTQ's)."""
-    present = [s for s in PRECISIONS if (folder / f"{s}.onnx").exists()]
-    if "pruned" not in present:
+    if not (folder / "pruned.onnx").exists():
         raise SystemExit(f"{folder}: no pruned.onnx; give a finalize folder of bench/deploy.py with --finalize")
-    return present[:2]
+    int8 = next((s for s in ("qat_int8", "ptq_int8") if (folder / f"{s}.onnx").exists()), None)
+    if int8 is None:
+        raise SystemExit(f"{folder}: neither qat_int8.onnx nor ptq_int8.onnx; finalize writes one of them")
+    return ["pruned", int8]
 
 
 def batch_one(data: bytes) -> bytes:
