@@ -344,6 +344,9 @@ class EpochCheckpoint:
     path: Path
     key: str
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # a str is welcome
+
     def save(self, model: nn.Module, optim: Optimization, history: list[dict], on_epoch: Any = None) -> None:
         state = {"key": self.key, "model": model.state_dict(), "optimization": optim.state_dict(), "history": history}
         if hasattr(on_epoch, "state_dict"):

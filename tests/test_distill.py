@@ -147,7 +147,7 @@ def test_a_killed_fit_resumes_after_its_last_epoch_on_the_uninterrupted_path(dig
 
     whole = start()
     fit(whole, digits_splits, config, on_epoch=_Curve(), **kw)
-    ckpt = EpochCheckpoint(tmp_path / "distilled.epochs.pt", key="k1")
+    ckpt = EpochCheckpoint(str(tmp_path / "distilled.epochs.pt"), key="k1")  # a str path too
     with pytest.raises(KeyboardInterrupt):
         fit(start(), digits_splits, config, on_epoch=_Curve(stop_at=3), checkpoint=ckpt, **kw)
     resumed, curve = start(), _Curve()
