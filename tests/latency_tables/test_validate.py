@@ -85,8 +85,8 @@ def test_validate_warns_when_the_repeats_disagree(tiny_table, tmp_path, capsys):
 
 
 def test_validate_reads_its_subnets_with_the_previous_calibration(tiny_table, tmp_path, capsys):
-    """A calibration that reads every subnet 25 % slow is caught by the next validation, with a warning; a table
-    without one reports no level."""
+    """A calibration that reads every subnet twice as slow is caught by the next validation, with a warning; a
+    table without one reports no level."""
     path = tmp_path / "t.json"
     shutil.copy(tiny_table, path)
     table = LatencyTable.load(path)
@@ -95,9 +95,11 @@ def test_validate_reads_its_subnets_with_the_previous_calibration(tiny_table, tm
     args = dict(n=8, resolutions=[16], repeats=1, progress=False)
     assert validate_table(path, LocalBackend(threads=1), **args)["previous_calibration_level"] is None
     table = LatencyTable.load(path)
-    table.calibration = {**table.calibration, "coef": [c * 1.25 for c in table.calibration["coef"]]}
+    table.calibration = {**table.calibration, "coef": [c * 2.0 for c in table.calibration["coef"]]}
     table.save(path)
     capsys.readouterr()
     level = validate_table(path, LocalBackend(threads=1), **args)["previous_calibration_level"]
-    assert 0.7 < level < 0.9  # 1 / 1.25, give or take the machine's drift between the two validations
+    # 1 / 2, give or take how the first calibration (4 tiny subnets, one timing each) reads the others and the
+    # machine's drift between the two validations: together 26 % once on a noisy VM, which 1.25x did not clear
+    assert 0.35 < level < 0.7
     assert "the table's previous calibration reads these subnets -" in capsys.readouterr().err
