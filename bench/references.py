@@ -84,8 +84,8 @@ def main() -> None:
     config = load_config(args.config)
     splits = pipeline.splits_for(config)
     space = pipeline.space_for(config, splits)
-    epochs = args.epochs or config.finalize.distill_epochs
-    recipe = FitConfig(epochs=epochs, lr=0.1, warmup_epochs=1.0, label_smoothing=0.1, augment=config.data.augmentations)
+    recipe = reference_recipe(config, args.epochs)
+    epochs = recipe.epochs
     refs = reference_archs(space)
     names = args.only.split(",") if args.only else list(refs)
     results_dir, work = Path(args.out) / "references", Path(args.workdir)
@@ -106,6 +106,18 @@ def main() -> None:
     atomic_write_text(stem.with_suffix(".md"), markdown(summary, epochs))
     figure(summary).write_image(str(stem.with_suffix(".png")), width=900, height=520)
     print(markdown(summary, epochs))
+
+
+def reference_recipe(config, epochs: int | None = None) -> FitConfig:
+    """How a reference is trained from scratch: lr 0.1, one warm-up epoch then cosine, label smoothing 0.1, the
+    data set's augmentation, for ``epochs`` (default: the epochs finalize distils for, ``config``'s)."""
+    return FitConfig(
+        epochs=epochs or config.finalize.distill_epochs,
+        lr=0.1,
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+        augment=config.data.augmentations,
+    )
 
 
 def _batches(rows: list[dict]) -> int:

@@ -36,10 +36,10 @@ import statistics
 from pathlib import Path
 
 from _setup import log, md_code
-from references import train_reference
+from references import reference_recipe, train_reference
 
 from edgenas import pipeline
-from edgenas.config import FitConfig, load_config
+from edgenas.config import load_config
 from edgenas.export import export_onnx
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.latency_tables import LocalBackend, Protocol, reference_model
@@ -83,8 +83,8 @@ def main() -> None:
     config = load_config(args.config)
     splits = pipeline.splits_for(config)
     base = pipeline.space_for(config, splits)
-    epochs = args.epochs or config.finalize.distill_epochs
-    recipe = FitConfig(epochs=epochs, lr=0.1, warmup_epochs=1.0, label_smoothing=0.1, augment=config.data.augmentations)
+    recipe = reference_recipe(config, args.epochs)
+    epochs = recipe.epochs
     results, work = Path(args.out) / "space_variants", Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     for arch in args.archs:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "EpochCheckpoint",
     "FitConfig",
+    "atomic_torch_save",
     "clean_teacher_logits",
     "Optimization",
     "cosine_schedule",
@@ -101,9 +103,8 @@ def cosine_schedule(
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / (warm + 1)
-        return float(
-            0.5 * (1 + np.cos(np.pi * min(step - warm, total - warm) / (total - warm)))
-        )  # a float a checkpoint loads
+        # a Python float: the schedule's state goes into checkpoints loaded with weights_only=True
+        return float(0.5 * (1 + np.cos(np.pi * min(step - warm, total - warm) / (total - warm))))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -333,6 +334,13 @@ def _clean_logits_on(
     return given.to(accel.device)
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` written atomically: a kill never leaves a torn file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 @dataclass(frozen=True)
 class EpochCheckpoint:
     """Where :func:`fit` keeps its state after every epoch, and the key of the inputs it trains from.
@@ -351,9 +359,7 @@ class EpochCheckpoint:
         state = {"key": self.key, "model": model.state_dict(), "optimization": optim.state_dict(), "history": history}
         if hasattr(on_epoch, "state_dict"):
             state["on_epoch"] = on_epoch.state_dict()
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(self.path, buf.getvalue())
+        atomic_torch_save(state, self.path)
 
     def resume(self, model: nn.Module, optim: Optimization, on_epoch: Any = None) -> list[dict]:
         """The stats of the epochs already done, their state loaded into ``model``, ``optim`` and

@@ -46,7 +46,7 @@ from torch import nn
 from edgenas.accelerator import Accelerator, seeded
 from edgenas.config import FinalizeConfig, FitConfig, PruneConfig
 from edgenas.data import ImageData, Splits, batches
-from edgenas.distill import EpochCheckpoint, clean_teacher_logits, fit
+from edgenas.distill import EpochCheckpoint, atomic_torch_save, clean_teacher_logits, fit
 from edgenas.errors import ExportCheckError
 from edgenas.export import activation_peak, export_for, export_onnx, export_pte, save_openvino_ir, with_metadata
 from edgenas.io import (
@@ -107,14 +107,6 @@ def file_accuracy(path: str | os.PathLike, data: ImageData) -> float:
     """Top-1 of an exported file (ONNX, or an OpenVINO IR) on ``data`` as ``edgenas predict`` runs it:
     its runtime on the CPU, batch 1, the preprocessing its metadata records."""
     return top1(Model.load(path), data)
-
-
-def _save(model: nn.Module, path: Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    torch.save(model, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _load(path: Path) -> nn.Module:
@@ -447,7 +439,7 @@ def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_R
     model = make(run)
     run.step_seconds[name] = time.time() - start
     run.steps_made.append(name)
-    _save(model, path)
+    atomic_torch_save(model, path)
     atomic_write_json(path.with_suffix(".json"), {**run.records[name], "seconds": run.step_seconds[name]})
     run.epoch_checkpoint(name).remove()  # its finetune's state, if it had one: the model is kept now
     return model

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -36,8 +35,15 @@ from torch import nn
 from edgenas.accelerator import Accelerator, seeded
 from edgenas.config import TrainConfig
 from edgenas.data import Splits
-from edgenas.distill import Optimization, distillation_loss, epoch_batches, resize, steps_per_epoch, train_epoch
-from edgenas.io import atomic_write_bytes
+from edgenas.distill import (
+    Optimization,
+    atomic_torch_save,
+    distillation_loss,
+    epoch_batches,
+    resize,
+    steps_per_epoch,
+    train_epoch,
+)
 from edgenas.nas._evaluate import SubnetEvaluator
 from edgenas.search_spaces import Space, Supernet
 
@@ -66,12 +72,6 @@ def torch_threads(threads: int) -> Iterator[int]:
         yield set_threads(threads)
     finally:
         torch.set_num_threads(before)
-
-
-def _checkpoint_bytes(state: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
 
 
 class _DataParallel:
@@ -359,7 +359,7 @@ class _SupernetRun:
                 **self.optim.state_dict(),
                 "history": self.history,
             }
-            atomic_write_bytes(self.path, _checkpoint_bytes(state))
+            atomic_torch_save(state, self.path)
 
 
 def _cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
