@@ -5,7 +5,7 @@ stem, a depthwise-separable block and the first stage's expansion at 28x28, and 
 1024-unit classifier hidden layer that does not scale with the width. Per-node profiles put
 those parts at a third of a small arch's ONNX Runtime time. Each variant changes one of them:
 
-  f512      the classifier's hidden layer 512 wide instead of 1024
+  f512      the classifier's hidden layer 512 wide instead of 1024 (f256, f128: 256, 128)
   s2        a stride-2 stem and a stride-1 first stage: the same resolutions from the first
             stage on (14, 7, 7, 4), the stem and depthwise-separable block at 14x14
   s2-f512   both
@@ -49,6 +49,8 @@ from edgenas.search_spaces import Arch, Space, build_subnet, reference_archs
 VARIANTS = {
     "base": {},
     "f512": {"feature_chs": 512},
+    "f256": {"feature_chs": 256},
+    "f128": {"feature_chs": 128},
     "s2": {"stem_stride": 2, "first_stage_stride": 1},
     "s2-f512": {"stem_stride": 2, "first_stage_stride": 1, "feature_chs": 512},
 }
@@ -57,6 +59,8 @@ VARIANTS = {
 def variant_space(space: Space, name: str) -> Space:
     """``space`` with variant ``name``'s changes (its name suffixed, so that nothing mistakes one for the other)."""
     changes = dict(VARIANTS[name])
+    if "feature_chs" in changes:  # a fixed hidden width: no choice of narrower ones
+        changes["feature_choices"] = ()
     first = changes.pop("first_stage_stride", None)
     stages = list(space.stages)
     if first is not None:

@@ -175,9 +175,14 @@ class TrainConfig(Recipe):
     alpha: float = 0.7
     device: str = "auto"  # auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps
     threads: int = 0  # 0: every core
+    # a supernet checkpoint whose weights start the training (the next phase of progressive
+    # shrinking: a supernet trained without a choice goes on training with it); see nas._train
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self._check_recipe("train")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from.strip()):
+            raise ValueError(f"train.init_from must be a checkpoint path or null, got {self.init_from!r}")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError(f"train needs epochs >= 1, batch_size >= 2, lr > 0; got {self}")
         check_device(self.device, "train.device")

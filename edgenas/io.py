@@ -66,6 +66,15 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise ValueError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """A short digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def json_digest(data: Any) -> str:
     """A short digest of ``data`` as sorted JSON (values JSON cannot hold are written with ``str``)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -25,7 +25,7 @@ import yaml
 from edgenas.accelerator import Accelerator
 from edgenas.config import Config, DeviceConfig, config_to_dict
 from edgenas.data import Splits, load_dataset, make_splits
-from edgenas.io import atomic_write_json, atomic_write_text, json_digest, read_json
+from edgenas.io import atomic_write_json, atomic_write_text, file_digest, json_digest, read_json
 from edgenas.latency_tables import LatencyTable, Predictor, TableMismatchError, expected_providers, make_backend
 from edgenas.layout import STAGES, Front
 from edgenas.nas import (
@@ -300,6 +300,9 @@ def _stage_inputs(config: Config) -> dict[str, str]:
     c["data"].pop("workers")
     # more trials or more time extend the study: the search's input is what it searches, and
     # finalize's includes the trial count (more trials can choose another arch)
+    init = c["train"].pop("init_from", None)
+    if init is not None:  # the starting weights' content, not only their path
+        c["train"]["init_from"] = file_digest(init) if Path(init).is_file() else init
     n_trials = c["search"].pop("n_trials")
     c["search"].pop("timeout", None)
     space = load_space(config.space).to_dict()

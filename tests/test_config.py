@@ -24,6 +24,8 @@ def test_defaults_and_overrides(tmp_path):
         ({"train": {"epoch": 3}}, "unknown key ['epoch'] in train"),
         ({"train": {"epochs": "three"}}, "train.epochs: expected an integer, got 'three'"),
         ({"train": {"epochs": 0}}, "epochs >= 1"),
+        ({"train": {"init_from": 5}}, "train.init_from: expected a string, got 5"),
+        ({"train": {"init_from": " "}}, "train.init_from must be a checkpoint path or null, got ' '"),
         (
             {"search": {"sampler": "grid"}},
             "search.sampler must be one of ('nsga2', 'tpe', 'random', 'guided'), got 'grid'",

@@ -152,7 +152,7 @@ def test_an_impossible_budget_fails_naming_the_smallest_arch_latency(tiny_table,
     with pytest.raises(
         ValueError,
         match=r"budget_ms=1e-06 is below the smallest subnet's predicted latency at fp32 "
-        r"\(0\.[0-9]+ ms, r16w0.5\|k3e2\|k3e2\): no arch can meet it$",
+        r"\(0\.[0-9]+ ms, r16w0.5f32\|k3e2\|k3e2\): no arch can meet it$",
     ):
         _devices(tmp_path, lut=str(tiny_table), budget_ms=1e-6)
     dev = _devices(tmp_path, lut=str(tiny_table), ram_kb=1000.0, flash_kb=10000.0, objectives=["latency", "ram"])[0]

@@ -40,6 +40,8 @@ def startup_trials(n_trials: int) -> int:
 def arch_params(arch: Arch, space: Space, rng: np.random.Generator) -> dict[str, Any]:
     """The trial parameters :func:`edgenas.nas.suggest_arch` reads back as ``arch`` (unused slots random)."""
     params: dict[str, Any] = {"resolution": arch.resolution, "width": arch.width}
+    if space.feature_choices:
+        params["features"] = arch.features
     for i, (stage, blocks) in enumerate(zip(space.stages, arch.stages)):
         params[f"s{i}_depth"] = len(blocks)
         for j in range(max(stage.depths)):
@@ -51,8 +53,11 @@ def arch_params(arch: Arch, space: Space, rng: np.random.Generator) -> dict[str,
 
 
 def arch_features(arch: Arch, space: Space) -> np.ndarray:
-    """One-hot encoding: resolution, width, each stage's depth, each used block's kernel/expand/SE."""
+    """One-hot encoding: resolution, width, classifier hidden width (where a choice), each stage's depth, each used
+    block's kernel/expand/SE."""
     out = [r == arch.resolution for r in space.resolutions] + [abs(w - arch.width) < 1e-9 for w in space.widths]
+    if space.feature_choices:
+        out += [f == arch.features for f in space.feature_options]
     for stage, blocks in zip(space.stages, arch.stages):
         out += [d == len(blocks) for d in stage.depths]
         for j in range(max(stage.depths)):
@@ -85,6 +90,7 @@ def _mutate(arch: Arch, space: Space, rng: np.random.Generator, rate: float) -> 
         resolution=int(pick(arch.resolution, list(space.resolutions))),
         width=float(pick(arch.width, list(space.widths))),
         stages=tuple(stages),
+        features=pick(arch.features, list(space.feature_options)) if space.feature_choices else None,
     )
 
 
@@ -94,6 +100,7 @@ def _crossover(a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
         resolution=a.resolution if rng.random() < 0.5 else b.resolution,
         width=a.width if rng.random() < 0.5 else b.width,
         stages=stages,
+        features=a.features if a.features == b.features or rng.random() < 0.5 else b.features,
     )
 
 

@@ -121,7 +121,10 @@ def suggest_arch(trial: optuna.Trial, space: Space) -> Arch:
             if j < depth:
                 blocks.append(BlockChoice(int(k), int(e), bool(se)))
         stages.append(tuple(blocks))
-    return space.validate(Arch(resolution=int(resolution), width=float(width), stages=tuple(stages)))
+    # asked only where the space offers a choice, so that a study of a space without one keeps its parameters
+    features = trial.suggest_categorical("features", list(space.feature_options)) if space.feature_choices else None
+    arch = Arch(resolution=int(resolution), width=float(width), stages=tuple(stages), features=features)
+    return space.validate(arch)
 
 
 def make_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 90) -> optuna.storages.BaseStorage:

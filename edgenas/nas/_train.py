@@ -44,6 +44,7 @@ from edgenas.distill import (
     steps_per_epoch,
     train_epoch,
 )
+from edgenas.io import file_digest
 from edgenas.nas._evaluate import SubnetEvaluator
 from edgenas.search_spaces import Space, Supernet
 
@@ -208,13 +209,42 @@ def _resume(path: Path, space: Space, settings: dict[str, Any]) -> dict[str, Any
         raise ValueError(f"checkpoint {str(path)!r} belongs to another space; remove it or use another path")
     old = {k: v for k, v in state["config"].items() if k not in _RUNTIME_KEYS}
     new = {k: v for k, v in settings.items() if k not in _RUNTIME_KEYS}
-    if old != new:
-        diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    # a setting a checkpoint predates reads as its default (None)
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
         changes = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
         raise ValueError(
             f"checkpoint {str(path)!r} was trained with other settings ({changes}); remove it or use another path"
         )
     return state
+
+
+def _init_digest(path: str) -> str:
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"train.init_from {path!r} does not exist; it names a supernet checkpoint to start from"
+        )
+    return file_digest(path)
+
+
+def _initialise(net: Supernet, path: str) -> None:
+    """``net`` starts from the weights of the supernet checkpoint at ``path`` (its layers must be ``net``'s).
+
+    Where the space offers narrower classifier hidden widths, the hidden units are then ordered by
+    importance, so that each narrower width shares the units that mattered most to the widest
+    (Once-for-All's channel re-organisation before a new elastic dimension is trained).
+    """
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    weights = state.get("model") if isinstance(state, dict) else None
+    if weights is None:
+        raise ValueError(f"train.init_from {path!r} is not a supernet checkpoint (no 'model' weights in it)")
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise ValueError(f"train.init_from {path!r} holds another space's layers: {first}") from exc
+    if net.space.feature_choices:
+        net.sort_hidden_units()
 
 
 def train_supernet(
@@ -276,12 +306,16 @@ class _SupernetRun:
         self.space, self.splits, self.config, self.path, self.augment = space, splits, config, path, augment
         self.dp, self.accel, self.progress = dp, dp.accel, progress
         self.settings = {**dataclasses.asdict(config), "augment": list(augment)}
+        if config.init_from is not None:  # the starting weights are an input: another file is another training
+            self.settings["init_from"] = {"path": config.init_from, "digest": _init_digest(config.init_from)}
         self.steps = steps_per_epoch(splits, config)
         self.net = Supernet(space)
         state = _resume(path, space, self.settings)
         self.history: list[dict] = state["history"] if state else []
         if state:
             self.net.load_state_dict(state["model"])
+        elif config.init_from is not None:
+            _initialise(self.net, config.init_from)
         self.accel.module(self.net)
         self.optim = Optimization(
             self.net,

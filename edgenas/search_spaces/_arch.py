@@ -2,12 +2,14 @@
 
 Grammar (one line, no spaces)::
 
-    r<resolution>[w<width>]|<stage>|<stage>|...
+    r<resolution>[w<width>][f<features>]|<stage>|<stage>|...
     stage = <block>-<block>-...          (its length is the stage's depth)
     block = k<kernel>e<expand>[se]
 
 for example ``r160w0.75|k3e4-k5e6se|k3e3-k3e3-k7e6``. The width token is left out when the
-width is 1.0, so the string of an arch is unique. Parsing rejects anything that the
+width is 1.0, and the features token (the classifier's hidden width, where a space lets an
+arch choose it: ``r28w0.5f256|...``) when the arch keeps the space's default, so the string
+of an arch is unique. Parsing rejects anything that the
 grammar does not produce, naming the offending token and what is allowed; whether the
 arch fits a particular space is checked by :meth:`edgenas.search_spaces.Space.validate`.
 """
@@ -20,9 +22,9 @@ from typing import Any
 
 __all__ = ["Arch", "BlockChoice"]
 
-_HEAD_RE = re.compile(r"^r(\d+)(?:w(\d+(?:\.\d+)?))?$")
+_HEAD_RE = re.compile(r"^r(\d+)(?:w(\d+(?:\.\d+)?))?(?:f(\d+))?$")
 _BLOCK_RE = re.compile(r"^k(\d+)e(\d+)(se)?$")
-_HEAD_GRAMMAR = "r<resolution>[w<width>], e.g. 'r160' or 'r160w0.75'"
+_HEAD_GRAMMAR = "r<resolution>[w<width>][f<features>], e.g. 'r160', 'r160w0.75' or 'r28w0.5f256'"
 _BLOCK_GRAMMAR = "k<kernel>e<expand>[se], e.g. 'k3e4' or 'k5e6se'"
 
 
@@ -55,11 +57,13 @@ def _format_width(width: float) -> str:
 
 @dataclass(frozen=True)
 class Arch:
-    """A subnet of a search space: input resolution, width multiplier, blocks per stage."""
+    """A subnet of a search space: input resolution, width multiplier, blocks per stage, and the classifier's
+    hidden width where the space offers a choice (``None``: the space's ``feature_chs``)."""
 
     resolution: int
     stages: tuple[tuple[BlockChoice, ...], ...]
     width: float = 1.0
+    features: int | None = None
 
     def __post_init__(self) -> None:
         if not self.stages or any(len(s) == 0 for s in self.stages):
@@ -68,6 +72,8 @@ class Arch:
             raise ValueError(f"resolution must be > 0, got {self.resolution}")
         if not self.width > 0:
             raise ValueError(f"width must be > 0, got {self.width}")
+        if self.features is not None and self.features < 1:
+            raise ValueError(f"features must be >= 1, got {self.features}")
 
     @property
     def depths(self) -> tuple[int, ...]:
@@ -78,7 +84,8 @@ class Arch:
         return tuple(b for s in self.stages for b in s)
 
     def __str__(self) -> str:
-        head = f"r{self.resolution}{_format_width(self.width)}"
+        features = "" if self.features is None else f"f{self.features}"
+        head = f"r{self.resolution}{_format_width(self.width)}{features}"
         return "|".join([head] + ["-".join(str(b) for b in stage) for stage in self.stages])
 
     @classmethod
@@ -98,14 +105,15 @@ class Arch:
                 raise ValueError(f"stage {i} of {text!r} is empty: expected {_BLOCK_GRAMMAR} joined by '-'")
             stages.append(tuple(BlockChoice.parse(tok) for tok in stage.split("-")))
         width = float(m.group(2)) if m.group(2) is not None else 1.0
-        arch = cls(resolution=int(m.group(1)), stages=tuple(stages), width=width)
+        features = int(m.group(3)) if m.group(3) is not None else None
+        arch = cls(resolution=int(m.group(1)), stages=tuple(stages), width=width, features=features)
         if str(arch) != text.strip():
             raise ValueError(f"arch string {text!r} is not canonical; canonical form is {str(arch)!r}")
         return arch
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (Once-for-All style lists, one entry per block)."""
-        return {
+        """JSON-friendly form (Once-for-All style lists, one entry per block; ``f`` only where chosen)."""
+        data: dict[str, Any] = {
             "r": self.resolution,
             "w": self.width,
             "d": list(self.depths),
@@ -113,10 +121,11 @@ class Arch:
             "e": [b.expand for b in self.blocks],
             "se": [b.se for b in self.blocks],
         }
+        return data if self.features is None else {**data, "f": self.features}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Arch:
-        allowed = {"r", "w", "d", "ks", "e", "se"}
+        allowed = {"r", "w", "d", "ks", "e", "se", "f"}
         unknown = set(data) - allowed
         if unknown:
             raise ValueError(f"unknown arch keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -132,4 +141,5 @@ class Arch:
         for d in data["d"]:
             stages.append(tuple(blocks[start : start + d]))
             start += d
-        return cls(resolution=int(data["r"]), stages=tuple(stages), width=float(data.get("w", 1.0)))
+        features = None if data.get("f") is None else int(data["f"])
+        return cls(resolution=int(data["r"]), stages=tuple(stages), width=float(data.get("w", 1.0)), features=features)

@@ -67,6 +67,7 @@ _TINY = Space(
     ds_chs=8,
     head_chs=48,
     feature_chs=64,
+    feature_choices=(32,),
 )
 
 SPACES: dict[str, Space] = {s.name: s for s in (_MBV3, _SMALL, _TINY)}

@@ -1,7 +1,7 @@
 """Search spaces as data: the choices per stage, and the one walk from an arch to its blocks.
 
-A :class:`Space` says which kernels, expand ratios, depths, SE flags, resolutions and width
-multipliers are allowed. :meth:`Space.block_specs` turns an :class:`Arch` into the list of
+A :class:`Space` says which kernels, expand ratios, depths, SE flags, resolutions, width
+multipliers and classifier hidden widths are allowed. :meth:`Space.block_specs` turns an :class:`Arch` into the list of
 :class:`BlockSpec` it is made of. A ``BlockSpec`` holds exactly what changes the block's
 graph, so it is also the latency-table key; the torch modules, the supernet, the latency
 predictor, FLOPs and params all start from that one walk.
@@ -154,7 +154,9 @@ class Space:
     """A MobileNetV3-like elastic space: stem conv, one depthwise-separable block, stages, head.
 
     Channels of every layer but the classifier's hidden layer scale with the arch's width
-    multiplier (rounded to multiples of 8).
+    multiplier (rounded to multiples of 8). The hidden layer is ``feature_chs`` wide, or one of
+    the narrower ``feature_choices`` where the space offers them (an arch's ``f<n>`` token):
+    the hidden width is a choice of its own, as the trunk's cost and the head's are not tied.
     """
 
     name: str
@@ -173,6 +175,7 @@ class Space:
     head_chs: int = 960
     head_act: str = "hswish"
     feature_chs: int = 1280
+    feature_choices: tuple[int, ...] = ()
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +194,18 @@ class Space:
             _check_choices(self.name, name, (getattr(self, name),), ACTIVATIONS)
         if self.in_chs < 1 or self.num_classes < 2:
             raise ValueError(f"space {self.name!r}: in_chs must be >= 1 and num_classes >= 2")
+        object.__setattr__(self, "feature_choices", tuple(sorted(int(f) for f in self.feature_choices)))
+        _check_choices(self.name, "feature_choices", (self.feature_chs, *self.feature_choices))
+        if any(not 1 <= f < self.feature_chs for f in self.feature_choices):
+            raise ValueError(
+                f"space {self.name!r}: feature_choices {list(self.feature_choices)} must be in [1, feature_chs "
+                f"{self.feature_chs}) (an arch without an f token has feature_chs)"
+            )
+
+    @property
+    def feature_options(self) -> tuple[int | None, ...]:
+        """An arch's possible ``features``: ``None`` (``feature_chs``), then each of ``feature_choices``."""
+        return (None, *self.feature_choices)
 
     # ----------------------------------------------------------------------------- arch checks
     def validate(self, arch: Arch) -> Arch:
@@ -200,6 +215,9 @@ class Space:
             raise ValueError(f"{where}: resolution {arch.resolution} not in {self.resolutions}")
         if arch.width not in self.widths:
             raise ValueError(f"{where}: width {arch.width} not in {self.widths}")
+        if arch.features not in self.feature_options:
+            allowed = f"{list(self.feature_choices)}, or no f token for {self.feature_chs}"
+            raise ValueError(f"{where}: features {arch.features} not in {allowed}")
         if len(arch.stages) != len(self.stages):
             raise ValueError(f"{where}: it has {len(arch.stages)} stages, the space has {len(self.stages)}")
         for i, (blocks, stage) in enumerate(zip(arch.stages, self.stages)):
@@ -234,11 +252,13 @@ class Space:
                     for _ in range(depth)
                 )
             )
-        return Arch(
-            resolution=int(rng.choice(self.resolutions)),
-            width=float(rng.choice(self.widths)),
-            stages=tuple(stages),
+        arch = Arch(
+            resolution=int(rng.choice(self.resolutions)), width=float(rng.choice(self.widths)), stages=tuple(stages)
         )
+        if not self.feature_choices:  # no draw: a space without the choice samples as it did before it existed
+            return arch
+        options = self.feature_options
+        return dataclasses.replace(arch, features=options[int(rng.integers(len(options)))])
 
     def largest(self, resolution: int | None = None) -> Arch:
         return self._extreme(max, resolution)
@@ -252,7 +272,8 @@ class Space:
             for s in self.stages
         )
         res = pick(self.resolutions) if resolution is None else resolution
-        return self.validate(Arch(resolution=res, width=pick(self.widths), stages=stages))
+        features = None if pick is max or not self.feature_choices else min(self.feature_choices)
+        return self.validate(Arch(resolution=res, width=pick(self.widths), stages=stages, features=features))
 
     # ----------------------------------------------------------------------------- the walk
     def channels(self, width: float) -> dict[str, Any]:
@@ -267,10 +288,10 @@ class Space:
     def block_specs(self, arch: Arch) -> tuple[BlockSpec, ...]:
         """The blocks of ``arch`` in order (the arch is validated first)."""
         self.validate(arch)
-        return self._walk(arch.resolution, arch.width, arch.stages)
+        return self._walk(arch.resolution, arch.width, arch.stages, arch.features or self.feature_chs)
 
     def _walk(
-        self, resolution: int, width: float, stages: tuple[tuple[BlockChoice, ...], ...]
+        self, resolution: int, width: float, stages: tuple[tuple[BlockChoice, ...], ...], features: int
     ) -> tuple[BlockSpec, ...]:
         ch = self.channels(width)
         size = resolution
@@ -288,7 +309,7 @@ class Space:
                 size = specs[-1].out_size
                 in_chs = out_chs
         specs.append(BlockSpec("conv", in_chs, ch["head"], size, 1, 1, act=self.head_act))
-        specs.append(BlockSpec("classifier", ch["head"], self.num_classes, size, 1, 1, self.feature_chs, act="hswish"))
+        specs.append(BlockSpec("classifier", ch["head"], self.num_classes, size, 1, 1, features, act="hswish"))
         return tuple(specs)
 
     def all_block_specs(self) -> tuple[BlockSpec, ...]:
@@ -301,13 +322,15 @@ class Space:
                 tuple(BlockChoice(s.kernels[0], s.expands[0], s.se[0]) for _ in range(max(s.depths)))
                 for s in self.stages
             )
-            keys.update(self._walk(resolution, width, base))
+            for features in (self.feature_chs, *self.feature_choices):
+                keys.update(self._walk(resolution, width, base, features))
             for i, stage in enumerate(self.stages):
                 for k, e, se in product(stage.kernels, stage.expands, stage.se):
                     choice = BlockChoice(k, e, se)
                     stages = list(base)
                     stages[i] = tuple(choice for _ in range(max(stage.depths)))
-                    keys.update(s for s in self._walk(resolution, width, tuple(stages)) if s.kind == "ir")
+                    walk = self._walk(resolution, width, tuple(stages), self.feature_chs)
+                    keys.update(s for s in walk if s.kind == "ir")
         return tuple(sorted(keys))
 
     # ----------------------------------------------------------------------------- (de)serialise
@@ -319,6 +342,10 @@ class Space:
         ]
         data["resolutions"] = list(self.resolutions)
         data["widths"] = list(self.widths)
+        if self.feature_choices:
+            data["feature_choices"] = list(self.feature_choices)
+        else:  # a space without them reads as it did before they existed (checkpoints and tables compare it)
+            del data["feature_choices"]
         return data
 
     @classmethod

@@ -2,7 +2,8 @@
 
 Every layer holds the weights of its largest configuration. A smaller configuration uses a
 slice: the first ``c`` channels (width and expand ratio), the centre ``k x k`` of the
-largest kernel, the first ``d`` blocks of a stage. ``forward(x, arch)`` is a pure function
+largest kernel, the first ``d`` blocks of a stage, the first ``f`` units of the classifier's
+hidden layer. ``forward(x, arch)`` is a pure function
 of the arch (no active-subnet state is stored in the modules), and each elastic layer has
 one ``sliced`` method that both the forward pass and :meth:`Supernet.extract` use, so the
 extracted subnet computes exactly what the supernet computes for that arch.
@@ -167,10 +168,11 @@ class _ElasticClassifier(nn.Module):
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def sliced(self, spec: BlockSpec) -> dict[str, torch.Tensor]:
+        hidden = spec.mid_chs
         return {
-            "fc1.weight": self.fc1.weight[:, : spec.in_chs],
-            "fc1.bias": self.fc1.bias,
-            "fc2.weight": self.fc2.weight,
+            "fc1.weight": self.fc1.weight[:hidden, : spec.in_chs],
+            "fc1.bias": self.fc1.bias[:hidden],
+            "fc2.weight": self.fc2.weight[:, :hidden],
             "fc2.bias": self.fc2.bias,
         }
 
@@ -229,6 +231,17 @@ class Supernet(nn.Module):
             block.load_state_dict({**state, **{k: v.detach().clone() for k, v in params.items()}})
         net.train(self.training)
         return net
+
+    @torch.no_grad()
+    def sort_hidden_units(self) -> None:
+        """Order the classifier's hidden units by importance (the L1 norm of each unit's outgoing weights), most
+        important first: the largest subnet computes the same, a narrower hidden width keeps the units that
+        matter most. For a supernet trained without narrower widths, before training with them."""
+        c = self.classifier
+        order = c.fc2.weight.abs().sum(0).argsort(descending=True)
+        c.fc1.weight.copy_(c.fc1.weight[order])
+        c.fc1.bias.copy_(c.fc1.bias[order])
+        c.fc2.weight.copy_(c.fc2.weight[:, order])
 
     def largest(self) -> SubNet:
         return self.extract(self.space.largest())

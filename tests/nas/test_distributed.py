@@ -56,4 +56,4 @@ def test_two_process_training_keeps_replicas_in_sync(tmp_path):
     _, history = pipeline.train(load_config(tmp_path / "single.yaml"), progress=False)
     for key in ("val_largest", "val_smallest"):
         one, two = history[-1][key], state["history"][-1][key]
-        assert one > 0.25 and abs(one - two) < 0.08, (key, one, two)  # chance: 0.1
+        assert one > 0.25 and abs(one - two) < 0.1, (key, one, two)  # chance: 0.1

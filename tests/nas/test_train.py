@@ -60,6 +60,41 @@ def test_history_holds_curves_and_the_compute_and_on_epoch_sees_each_row(digits_
     assert hist[0]["lr_end"] > hist[1]["lr_end"] > hist[2]["lr_end"] == 0.0  # cosine to zero
 
 
+def test_a_training_starts_from_another_supernet_with_its_hidden_units_ordered(digits_splits, tmp_path):
+    """Progressive shrinking's next phase: a supernet trained without the hidden-width choice starts one with it,
+    computing what it computed (the largest subnet), its most important hidden units first."""
+    import dataclasses
+
+    from edgenas.nas import SubnetEvaluator
+    from edgenas.nas._train import _initialise
+    from edgenas.search_spaces import Supernet
+
+    tiny = SPACES["tiny"]
+    fixed = dataclasses.replace(tiny, feature_choices=())
+    first = tmp_path / "first.pt"
+    cfg = TrainConfig(epochs=1, batch_size=64, threads=1, max_steps_per_epoch=8)
+    before, _ = train_supernet(fixed, digits_splits, cfg, first, progress=False)
+    x = torch.randn(4, 1, 24, 24)
+    start = TrainConfig(epochs=1, batch_size=64, threads=1, max_steps_per_epoch=8, init_from=str(first))
+    net = Supernet(tiny)
+    _initialise(net, str(first))
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x, tiny.largest()), before.eval()(x, tiny.largest()), atol=1e-5)
+    norms = net.classifier.fc2.weight.abs().sum(0)
+    assert torch.all(norms[:-1] >= norms[1:])  # a narrower width keeps the most important units
+    second = tmp_path / "second.pt"
+    after, hist = train_supernet(tiny, digits_splits, start, second, progress=False)
+    assert len(hist) == 1 and SubnetEvaluator(after, digits_splits, calib_batches=2)(tiny.smallest()) > 0.2
+    # the starting weights are part of what was trained: another file is another training
+    torch.save({"model": before.state_dict(), "note": "changed"}, first)
+    with pytest.raises(ValueError, match="other settings \\(init_from"):
+        train_supernet(tiny, digits_splits, dataclasses.replace(start, epochs=2), second, progress=False)
+    with pytest.raises(ValueError, match="holds another space's layers"):
+        _initialise(Supernet(SPACES["small"]), str(first))
+    with pytest.raises(FileNotFoundError, match="train.init_from 'nowhere.pt' does not exist"):
+        train_supernet(tiny, digits_splits, dataclasses.replace(start, init_from="nowhere.pt"), tmp_path / "t.pt")
+
+
 def test_wrong_class_count_is_refused(digits_splits, tmp_path):
     import dataclasses
 

@@ -30,6 +30,9 @@ def test_example_string():
     assert arch.depths == (2, 1)
     assert arch.stages[0][0] == BlockChoice(3, 4, True)
     assert str(Arch.parse("r224|k3e4")) == "r224|k3e4"  # width 1.0 is implicit
+    arch = Arch.parse("r28w0.5f256|k3e4")
+    assert arch.features == 256 and arch.width == 0.5 and arch.to_dict()["f"] == 256
+    assert "f" not in Arch.parse("r28w0.5|k3e4").to_dict()  # the space's default hidden width has no token
 
 
 @pytest.mark.parametrize(
@@ -47,6 +50,9 @@ def test_example_string():
         ("r160w1.0|k3e4", "not canonical"),
         ("r160 |k3e4", "malformed arch head"),
         ("r0|k3e4", "resolution must be > 0"),
+        ("r28f0|k3e4", "features must be >= 1"),
+        ("r28f0256|k3e4", "not canonical"),
+        ("r28f256w0.5|k3e4", "malformed arch head"),
     ],
 )
 def test_malformed_strings_are_rejected_with_the_token(text, fragment):
@@ -65,6 +71,8 @@ def test_arch_that_does_not_fit_is_rejected_with_reason():
         "r16|k3e2-k3e2-k3e2|k3e2": "stage 0 depth 3 not in",
         "r16|k7e2|k3e2": "stage 0 block 0 kernel 7 not in",
         "r16|k3e2|k3e2-k3e6": "stage 1 block 1 expand 6 not in",
+        "r16f48|k3e2|k3e2": "features 48 not in [32], or no f token for 64",
+        "r16f64|k3e2|k3e2": "features 64 not in [32], or no f token for 64",
     }
     for text, fragment in cases.items():
         with pytest.raises(ValueError) as err:

@@ -35,6 +35,8 @@ def test_space_from_yaml_file(tmp_path):
         ({"stages": [{"channels": 8, "stride": 1, "act": "gelu"}]}, "act choice 'gelu' is not allowed"),
         ({"stages": [{"channels": 8, "stride": 1, "act": "relu6", "kernels": [4]}]}, "odd"),
         ({"stages": [{"channels": 8, "stride": 1, "act": "relu6", "spin": 1}]}, "unknown keys ['spin'] in stage 0"),
+        ({"feature_choices": [64]}, "feature_choices has duplicate choices"),
+        ({"feature_choices": [128]}, "feature_choices [128] must be in [1, feature_chs 64)"),
     ],
 )
 def test_bad_space_definitions_name_the_problem(patch, fragment):
@@ -53,6 +55,20 @@ def test_all_block_specs_cover_every_arch(space_name):
         assert set(space.block_specs(space.sample(rng))) <= keys
     for arch in reference_archs(space).values():
         assert set(space.block_specs(arch)) <= keys
+
+
+def test_the_classifier_hidden_width_is_a_choice_where_the_space_offers_one():
+    tiny, small = SPACES["tiny"], SPACES["small"]
+    assert tiny.feature_options == (None, 32) and small.feature_options == (None,)
+    assert "feature_choices" not in small.to_dict()  # a space without the choice reads as before it existed
+    assert tiny.largest().features is None and tiny.smallest().features == 32
+    sampled = {tiny.sample(np.random.default_rng(i)).features for i in range(40)}
+    assert sampled == {None, 32}
+    hidden = {s.mid_chs for s in tiny.all_block_specs() if s.kind == "classifier"}
+    assert hidden == {32, 64}
+    arch = tiny.parse("r16f32|k3e2|k3e2")
+    assert tiny.block_specs(arch)[-1].mid_chs == 32
+    assert tiny.block_specs(tiny.parse("r16|k3e2|k3e2"))[-1].mid_chs == 64
 
 
 def test_block_walk_shapes_chain():
