@@ -127,19 +127,24 @@ def _record(inputs: dict[str, Any]) -> dict[str, Any]:
     return {"key": json_digest(inputs), "inputs": json.loads(json.dumps(inputs, default=str))}
 
 
-def _stored_record(path: Path, record: dict[str, Any]) -> dict[str, Any] | None:
-    """The ``.json`` record beside ``path`` where ``path`` exists and was made from ``record``'s inputs, else None."""
-    meta = path.with_suffix(".json")
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """The ``.json`` record beside ``path`` where both exist and the record reads, else None."""
     if not path.exists():
         return None
     try:
-        stored = json.loads(meta.read_text())
-        same = stored["key"] == record["key"]
-    except (OSError, ValueError, KeyError, TypeError):
-        same = False
-    if not same:
+        stored = json.loads(path.with_suffix(".json").read_text())
+        return stored if isinstance(stored, dict) and "key" in stored else None
+    except (OSError, ValueError):
+        return None
+
+
+def _stored_record(path: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``.json`` record beside ``path`` where ``path`` exists and was made from ``record``'s inputs, else None."""
+    stored = _read_record(path)
+    if path.exists() and (stored is None or stored["key"] != record["key"]):
         logger.info(
-            f"finalize: {path} was made by other inputs (or its record {meta.name} is missing); making it again"
+            f"finalize: {path} was made by other inputs (or its record {path.with_suffix('.json').name} is missing); "
+            "making it again"
         )
         return None
     return stored
@@ -430,7 +435,7 @@ def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_R
     previous = list(run.records.values())[-1:]
     run.records[name] = _record({"after": previous[0]["key"], **inputs} if previous else inputs)
     path = run.out / f"{name}.pt"
-    stored = _stored_record(path, run.records[name])
+    stored = _stored_record(path, run.records[name]) or _copy_from_another_device(path, run.records[name])
     if stored is not None:
         if "seconds" in stored:  # absent in records of older versions
             run.step_seconds[name] = stored["seconds"]
@@ -443,6 +448,19 @@ def _model_step(run: _Run, name: str, inputs: dict[str, Any], make: Callable[[_R
     atomic_write_json(path.with_suffix(".json"), {**run.records[name], "seconds": run.step_seconds[name]})
     run.epoch_checkpoint(name).remove()  # its finetune's state, if it had one: the model is kept now
     return model
+
+
+def _copy_from_another_device(path: Path, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of the same step that another device of the run made from the same inputs, its model and record
+    copied to ``path`` (two budgets that chose one arch train it once); None where no device has."""
+    for other in sorted(path.parent.parent.glob(f"*/{path.name}")):
+        stored = _read_record(other) if other.parent != path.parent else None
+        if stored is not None and stored["key"] == record["key"]:
+            atomic_write_bytes(path, other.read_bytes())
+            atomic_write_json(path.with_suffix(".json"), stored)
+            logger.info(f"finalize: {path.stem} of {other.parent.name} reused (made from the same inputs)")
+            return stored
+    return None
 
 
 # ---- the model steps: what each one's record holds, and how it makes its model

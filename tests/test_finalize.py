@@ -361,6 +361,11 @@ def test_finalize_keeps_the_best_distillation_epoch_and_the_better_teacher(tiny_
     assert again["steps_made"][:2] == ["distilled", "pruned"] and "teacher" not in again["steps_made"]
     assert "teacher_logits" not in json.loads((tmp_path / "fin" / "distilled.json").read_text())["inputs"]
     assert "computed once" not in (tmp_path / "fin" / "model_card.md").read_text()
+    # another device of the run (a sibling folder) whose search chose the same arch: its steps are copied, not made
+    other = _finalize(parts, LocalBackend(threads=1), tmp_path / "other", online)
+    assert not {"teacher", "distilled", "pruned"} & set(other["steps_made"])
+    records = [json.loads((tmp_path / d / "distilled.json").read_text()) for d in ("fin", "other")]
+    assert records[0] == records[1] and other["step_seconds"]["distilled"] == again["step_seconds"]["distilled"]
 
 
 def test_qat_runs_where_the_device_times_int8_faster_and_its_files_go_where_it_does_not(tiny_run, tmp_path):
