@@ -1,9 +1,13 @@
 """The headline run: ``edgenas run configs/fashion-mnist.yaml``, its deployed files and cards kept.
 
-Seeds the run directory with ``bench/results/supernet_fmnist.pt`` (trained by
-``bench/supernet.py`` with exactly the config's settings; ``--train`` trains it again, about
-80 minutes on 2 cores), runs every stage through the package's pipeline (the path
-``edgenas run`` takes), then copies each device's fp32 and QAT int8 ONNX files and model card
+Seeds the run directory with a committed supernet where there is one, so that the run need not
+train it again (``--train`` trains it anyway): for a config that trains its supernet from
+scratch, ``bench/results/supernet_fmnist.pt`` (trained by ``bench/supernet.py`` with exactly
+those settings, about 80 minutes on 2 cores); for one that starts from it (``train.init_from``,
+the headline config), the supernet an earlier run of this script kept in
+``bench/results/supernet_<run folder>.pt``, else the run trains it and keeps it there. Then it
+runs every stage through the package's pipeline (the path ``edgenas run`` takes), copies each
+device's fp32 and QAT int8 ONNX files and model card
 to ``bench/results/fashion-mnist/<device>/`` and writes ``bench/results/deploy.{json,md}``:
 per device the budget, the arch, the stage table, the distillation curve, the validation
 accuracy after each step, and the compute every stage used.
@@ -18,10 +22,12 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
 from _setup import SUPERNET, log, md_code, quiet_optuna
 
 from edgenas import pipeline
 from edgenas.config import load_config
+from edgenas.distill import atomic_torch_save
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.layout import STAGES, Front, ModelCard
 from edgenas.reports import accuracy_margin_pts
@@ -42,19 +48,22 @@ def main() -> None:
 
     config = load_config(args.config)
     layout, out = config.layout, Path(args.out)
-    if not args.train and not layout.supernet.exists():
+    kept_supernet = committed_supernet(config, out)
+    if not args.train and not layout.supernet.exists() and kept_supernet.exists():
         layout.root.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SUPERNET, layout.supernet)  # the train stage finds it finished and resumes nothing
-        log(f"supernet: {SUPERNET} (trained by bench/supernet.py with these settings)")
+        shutil.copy(kept_supernet, layout.supernet)  # the train stage finds it finished and resumes nothing
+        log(f"supernet: {kept_supernet} (trained with these settings)")
     if not args.collect:
         start = time.time()
         quiet_optuna()
         pipeline.run(config)
         log(f"run finished in {(time.time() - start) / 60:.1f} minutes")
+        if config.train.init_from is not None and not kept_supernet.exists():
+            keep_weights(layout.supernet, kept_supernet)
 
     kept = out / "fashion-mnist"
     earlier = read_json(out / "deploy.json") if args.collect and (out / "deploy.json").exists() else {}
-    compute = _compute(layout)
+    compute = _compute(config)
     results = {
         "config": args.config,
         "devices": {},
@@ -84,12 +93,30 @@ def main() -> None:
     print(md)
 
 
-def _compute(layout) -> dict[str, float]:  # a RunLayout
-    """Minutes per stage from the manifests; the supernet's own training time from its history."""
+def committed_supernet(config, out: Path) -> Path:
+    """The committed supernet a run of ``config`` starts from: bench/supernet.py's for a config that trains one from
+    scratch, else (``train.init_from``) the one an earlier run of this script kept for the config's run folder."""
+    return Path(SUPERNET) if config.train.init_from is None else out / f"supernet_{config.layout.root.name}.pt"
+
+
+def keep_weights(checkpoint: Path, path: Path) -> None:
+    """A trained supernet's weights, space, settings and history (no optimiser state: a few MB) at ``path``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    atomic_torch_save({k: state[k] for k in ("space", "config", "model", "history")}, path)
+    log(f"supernet kept in {path}")
+
+
+def _compute(config) -> dict[str, float]:
+    """Minutes per stage from the manifests; the supernet's own training time from its history, and where it
+    started from another supernet (``train.init_from``), that one's training time too."""
+    layout = config.layout
     minutes = {s: read_json(layout.manifest(s))["seconds"] / 60 for s in STAGES if layout.manifest(s).exists()}
     training = read_json(layout.training) if layout.training.exists() else None
     if training:
         minutes["supernet training (its epochs)"] = sum(h["seconds"] for h in training["history"]) / 60
+    if config.train.init_from is not None:
+        first = torch.load(config.train.init_from, map_location="cpu", weights_only=False)["history"]
+        minutes["the supernet it started from (train.init_from)"] = sum(h["seconds"] for h in first) / 60
     return minutes
 
 
