@@ -58,9 +58,10 @@ def table_specs(space: Space) -> list[BlockSpec]:
 def classifier_probes(spec: BlockSpec) -> list[BlockSpec]:
     """``spec`` at hidden widths pruning reaches: half of it, and three quarters plus 8 and plus 16.
 
-    The space never varies a classifier's hidden width, so without these a table cannot tell a line
-    through its classifiers how that width costs, nor whether the runtime runs counts that leave a
-    short tail over its vector width slower (multiples of 8, as pruning keeps)."""
+    Pruning narrows a classifier's hidden width to counts no space lists (a space's ``feature_choices``
+    are a few round ones, most spaces have none), so without these a table cannot tell a line through
+    its classifiers how that width costs, nor whether the runtime runs counts that leave a short tail
+    over its vector width slower (multiples of 8, as pruning keeps)."""
     three_quarters = spec.mid_chs * 3 // 4 // 8 * 8
     widths = {max(8, spec.mid_chs // 2 // 8 * 8), three_quarters + 8, three_quarters + 16}
     return [dataclasses.replace(spec, mid_chs=w) for w in sorted(widths) if w < spec.mid_chs]
