@@ -12,7 +12,10 @@ import dataclasses
 import time
 from pathlib import Path
 
+import torch
+
 from edgenas.data import Splits, load_dataset, make_splits
+from edgenas.distill import atomic_torch_save
 from edgenas.latency_tables import LatencyTable, LocalBackend, Predictor, build_table, validate_table
 from edgenas.search_spaces import Space, Supernet, get_space
 
@@ -124,3 +127,10 @@ def device_tag(device: str) -> str:
 def log(msg: str) -> None:
     """A bench's progress line, timestamped (benches are programs: they print)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def keep_weights(checkpoint: Path, path: Path) -> None:
+    """A trained supernet's weights, space, settings and history (no optimiser state: a few MB) at ``path``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    atomic_torch_save({k: state[k] for k in ("space", "config", "model", "history")}, path)
+    log(f"supernet kept in {path}")

@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from _setup import SUPERNET, log, md_code, quiet_optuna
+from _setup import SUPERNET, keep_weights, log, md_code, quiet_optuna
 
 from edgenas import pipeline
 from edgenas.config import load_config
-from edgenas.distill import atomic_torch_save
 from edgenas.io import atomic_write_json, atomic_write_text, read_json
 from edgenas.layout import STAGES, Front, ModelCard
 from edgenas.reports import accuracy_margin_pts
@@ -97,13 +96,6 @@ def committed_supernet(config, out: Path) -> Path:
     """The committed supernet a run of ``config`` starts from: bench/supernet.py's for a config that trains one from
     scratch, else (``train.init_from``) the one an earlier run of this script kept for the config's run folder."""
     return Path(SUPERNET) if config.train.init_from is None else out / f"supernet_{config.layout.root.name}.pt"
-
-
-def keep_weights(checkpoint: Path, path: Path) -> None:
-    """A trained supernet's weights, space, settings and history (no optimiser state: a few MB) at ``path``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    atomic_torch_save({k: state[k] for k in ("space", "config", "model", "history")}, path)
-    log(f"supernet kept in {path}")
 
 
 def _compute(config) -> dict[str, float]:

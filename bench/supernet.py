@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import time
 from pathlib import Path
 
 import torch
-from _setup import bench_space, bench_splits
+from _setup import bench_space, bench_splits, keep_weights
 
 from edgenas.accelerator import Accelerator
 from edgenas.data import resolve_augment
-from edgenas.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from edgenas.io import atomic_write_json, atomic_write_text
 from edgenas.nas import SubnetEvaluator, TrainConfig, train_supernet
 
 
@@ -122,10 +121,7 @@ def main() -> None:
 
     train_supernet(space, splits, config, ckpt, augment=augment, on_epoch=on_epoch, progress=False)
     # the trained weights (no optimiser state) for bench/ranking.py and bench/deploy.py
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    buf = io.BytesIO()
-    torch.save({k: state[k] for k in ("space", "config", "model", "history")}, buf)
-    atomic_write_bytes(out / "supernet_fmnist.pt", buf.getvalue())
+    keep_weights(ckpt, out / "supernet_fmnist.pt")
     minutes = sum(h["seconds"] for h in done) / 60
     print(f"done: {minutes:.1f} minutes of training; weights in {out / 'supernet_fmnist.pt'}")
 
