@@ -214,6 +214,12 @@ class SearchConfig:
     calib_batches: int = 4
     val_images: int | None = 2000
     device: str = "auto"  # where torch evaluates subnets: auto, cpu, cuda, cuda:N, mps
+    # the arch each device gets: of the trials within its budgets whose accuracy is within this
+    # many points of the most accurate one's, the slowest (the most capacity the budget allows).
+    # bench/ranking.py: where two subnets' supernet accuracies differ by under 0.3 pt, the
+    # supernet orders their stand-alone accuracies as a coin does (27 of 47 pairs), the slower
+    # subnet is the better one in 35 of 47; 0: the most accurate, however slight its lead
+    tie_pts: float = 0.3
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 90  # a running trial without a heartbeat for this long is failed and retried
 
@@ -226,6 +232,8 @@ class SearchConfig:
             raise ValueError(f"search.calib_batches must be >= 1, got {self.calib_batches}")
         if self.val_images is not None and self.val_images < 1:
             raise ValueError(f"search.val_images must be >= 1 or null (all), got {self.val_images}")
+        if not 0.0 <= self.tie_pts < 100.0:
+            raise ValueError(f"search.tie_pts must be in [0, 100) accuracy points, got {self.tie_pts}")
         if self.population_size is not None and self.population_size < 2:
             raise ValueError(f"search.population_size must be >= 2, got {self.population_size}")
         check_device(self.device, "search.device")

@@ -759,7 +759,7 @@ def _qat(run: _Run) -> nn.Module:
     # fake quantisation wants fp32: no autocast in QAT
     ft = run.fit_config(c.qat_epochs, c.qat_lr, (c.qat_alpha, c.qat_alpha))
     own = run.distillation(ft, teacher=pruned.eval(), teacher_resolution=run.res, accel=run.accel.fp32())
-    fit(q, s, ft, desc="qat", on_epoch=best, **own)
+    fit(q, s, ft, desc="qat", on_epoch=best, checkpoint=run.epoch_checkpoint("qat"), **own)
     return best.restore(q, run.out / "qat_epochs.json")
 
 

@@ -208,6 +208,9 @@ class Front:
         return [r for r in self.rows(device) if r.get(f"within_budget:{device}", True)]
 
     def best(self, device: str) -> dict[str, Any] | None:
-        """The most accurate arch of ``device``'s front that meets its budgets."""
+        """The arch the search chose for ``device`` (``search.tie_pts``); in a file written before
+        the search chose, the most accurate arch of its front that meets its budgets."""
+        if "chosen" in self.data:
+            return self.data["chosen"].get(device)
         ok = self.within_budget(device)
         return max(ok, key=lambda r: r["accuracy"]) if ok else None

@@ -232,14 +232,15 @@ def search(config: Config, *, worker: int = 0, progress: bool = True) -> optuna.
 
 
 def choose_arch(config: Config, device: str) -> str:
-    """The most accurate arch of ``device``'s own front that meets its budget."""
+    """The arch the search chose for ``device``: within its budgets, the slowest of those within
+    ``search.tie_pts`` of the most accurate (:func:`edgenas.nas.device_choice`)."""
     path = config.layout.front
     if not path.exists():
         raise FileNotFoundError(f"no search results at {str(path)!r}; run 'edgenas search' first or pass --arch")
     front = Front.load(path)
     best = front.best(device)
     if best is None:
-        raise ValueError(f"no arch on the Pareto front meets device {device!r}'s budgets {front.budgets(device)}")
+        raise ValueError(f"no searched arch meets device {device!r}'s budgets {front.budgets(device)}")
     return best["arch"]
 
 

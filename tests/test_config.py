@@ -32,6 +32,7 @@ def test_defaults_and_overrides(tmp_path):
         ),
         ({"search": {"val_images": 0}}, "search.val_images must be >= 1 or null (all), got 0"),
         ({"search": {"calib_batches": 0}}, "search.calib_batches must be >= 1, got 0"),
+        ({"search": {"tie_pts": -0.1}}, "search.tie_pts must be in [0, 100) accuracy points, got -0.1"),
         ({"devices": [{"lut": "x"}]}, "devices[0]"),
         ({"devices": [{"name": "a", "precision": "fp16"}]}, "precision must be"),
         ({"devices": [{"name": "a", "lut": "x", "budget_ms": -1}]}, "budget_ms must be > 0"),

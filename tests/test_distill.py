@@ -11,6 +11,7 @@ import torch
 
 from edgenas.distill import EpochCheckpoint, FitConfig, distillation_loss, fit
 from edgenas.nas import accuracy
+from edgenas.quant import calibrate_qat, prepare_qat
 from edgenas.search_spaces import SPACES, Arch, build_subnet
 
 
@@ -134,8 +135,10 @@ class _Curve:
         self.seen = state["seen"]
 
 
-def test_a_killed_fit_resumes_after_its_last_epoch_on_the_uninterrupted_path(digits_splits, tmp_path):
-    """The distillation of a full finalize takes half an hour: a kill costs at most one epoch of it."""
+@pytest.mark.parametrize("quantized", [False, True], ids=["fp32", "qat"])
+def test_a_killed_fit_resumes_after_its_last_epoch_on_the_uninterrupted_path(quantized, digits_splits, tmp_path):
+    """The distillation of a full finalize takes half an hour: a kill costs at most one epoch of it
+    (of QAT's too: its fake quantization's ranges are part of the state)."""
     config = FitConfig(epochs=3, batch_size=64, lr=0.1, warmup_epochs=1, alpha_start=0.7, alpha_end=0.3)
     config = dataclasses.replace(config, max_steps_per_epoch=4, teacher_logits="online")
     teacher = build_subnet(SPACES["tiny"], Arch.parse("r16|k5e3|k5e3")).eval()
@@ -143,7 +146,8 @@ def test_a_killed_fit_resumes_after_its_last_epoch_on_the_uninterrupted_path(dig
 
     def start():
         torch.manual_seed(0)
-        return build_subnet(SPACES["tiny"], Arch.parse("r16|k3e3|k3e3"))
+        net = build_subnet(SPACES["tiny"], Arch.parse("r16|k3e3|k3e3"))
+        return calibrate_qat(prepare_qat(net), [torch.randn(8, 1, 16, 16)]) if quantized else net
 
     whole = start()
     fit(whole, digits_splits, config, on_epoch=_Curve(), **kw)

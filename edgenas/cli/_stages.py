@@ -59,7 +59,7 @@ def _add_finalize(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser(
         "finalize",
         help="distill, prune, QAT, export and re-measure the chosen archs",
-        description="For each device (or --device), take the most accurate Pareto arch within its budget "
+        description="For each device (or --device), take the arch the search chose within its budget (search.tie_pts) "
         "(or --arch), finetune it with distillation, prune it, QAT-finetune it, export fp32 / int8 ONNX, "
         "check the exports, measure them on the device and write a model card. Resumable step by step.",
     )
@@ -126,7 +126,7 @@ def _train(args: argparse.Namespace) -> None:
 
 def _search(args: argparse.Namespace) -> None:
     from edgenas import pipeline
-    from edgenas.nas import device_front, pareto_rows
+    from edgenas.nas import device_choice, device_front, pareto_rows
 
     overrides = {
         "search": {
@@ -146,13 +146,14 @@ def _search(args: argparse.Namespace) -> None:
     for r in front:
         lat = "  ".join(f"{k.split(':', 1)[1]} {v:.3f} ms" for k, v in r.items() if k.startswith("latency_ms:"))
         print(f"  acc {r['accuracy']:.4f}  {lat}  {r['arch']}")
+    tie = config.search.tie_pts
     for d in config.devices:
-        best = device_front(rows, d.name)
-        if best:
-            r = best[-1]  # the most accurate within the device's budget
+        r = device_choice(rows, d.name, tie)
+        if r:
             p = d.precision
             print(
-                f"{d.name}: {len(best)} archs on its own front; most accurate within its budgets: acc "
+                f"{d.name}: {len(device_front(rows, d.name))} archs on its own front; chosen (the slowest within "
+                f"{tie:g} pt of the most accurate within its budgets): acc "
                 f"{r['accuracy']:.4f}, {r[f'latency_ms:{d.name}']:.3f} ms, RAM {r[f'ram_kb:{p}']:.1f} kB, "
                 f"flash {r[f'flash_kb:{p}']:.1f} kB ({p}), {r['arch']}"
             )

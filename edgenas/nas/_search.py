@@ -50,6 +50,7 @@ __all__ = [
     "SAMPLERS",
     "DeviceObjective",
     "SearchConfig",
+    "device_choice",
     "device_front",
     "make_storage",
     "pareto_rows",
@@ -289,7 +290,7 @@ def run_search(
     remaining = config.n_trials - _complete(study)
     if remaining > 0:
         _optimize(study, _objective(study, space, evaluate, devices), remaining, config, progress)
-    write_results(study, out)
+    write_results(study, out, config.tie_pts)
     history = getattr(study.sampler, "history", None)
     if history:  # the guided sampler's accuracy predictor: its cross-validated error as trials accrue
         atomic_write_json(out / f"predictor_worker{worker}.json", {"history": history})
@@ -439,6 +440,22 @@ def device_front(rows: Sequence[dict[str, Any]], device: str) -> list[dict[str, 
     return front
 
 
+def device_choice(rows: Sequence[dict[str, Any]], device: str, tie_pts: float) -> dict[str, Any] | None:
+    """The arch ``device`` gets: of the trials within its budgets whose accuracy is within
+    ``tie_pts`` points of the most accurate one's, the slowest on that device (None: none fits).
+
+    A supernet's accuracies are estimates: where two differ by a few tenths of a point, the
+    larger subnet is the better bet once trained on its own (``SearchConfig.tie_pts``).
+    """
+    lat = f"latency_ms:{device}"
+    ok = [r for r in rows if r.get(f"within_budget:{device}", r.get("feasible", True))]
+    if not ok:
+        return None
+    best = max(r["accuracy"] for r in ok)
+    tied = [r for r in ok if r["accuracy"] >= best - tie_pts / 100]
+    return max(tied, key=lambda r: (r[lat], r["accuracy"]))
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     if rows:
@@ -448,10 +465,12 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_results(study: optuna.Study, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """trials.csv, pareto.csv and pareto.json in ``out_dir`` (atomic writes)."""
+def write_results(study: optuna.Study, out_dir: str | os.PathLike, tie_pts: float = 0.0) -> dict[str, Path]:
+    """trials.csv, pareto.csv and pareto.json in ``out_dir`` (atomic writes); pareto.json names
+    each device's choice (:func:`device_choice` with ``tie_pts``)."""
     out = Path(out_dir)
     rows, front = pareto_rows(study)
+    devices = study.user_attrs.get("devices", [])
     paths = {
         "trials": atomic_write_text(out / "trials.csv", _csv(rows)),
         "pareto_csv": atomic_write_text(out / "pareto.csv", _csv(front)),
@@ -464,7 +483,9 @@ def write_results(study: optuna.Study, out_dir: str | os.PathLike) -> dict[str, 
                 "budgets": study.user_attrs.get("budgets"),
                 "n_trials": len(rows),
                 "pareto": front,
-                "per_device": {d: device_front(rows, d) for d in study.user_attrs.get("devices", [])},
+                "per_device": {d: device_front(rows, d) for d in devices},
+                "tie_pts": tie_pts,
+                "chosen": {d: device_choice(rows, d, tie_pts) for d in devices},
             },
         ),
     }

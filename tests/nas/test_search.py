@@ -14,7 +14,7 @@ import yaml
 from edgenas import pipeline
 from edgenas.config import load_config
 from edgenas.io import read_json
-from edgenas.nas import SearchConfig, device_front, pareto_rows, suggest_arch
+from edgenas.nas import SearchConfig, device_choice, device_front, pareto_rows, suggest_arch
 from edgenas.reports import RunFiles, pareto_data
 from edgenas.search_spaces import SPACES
 
@@ -102,13 +102,26 @@ def test_several_devices_each_get_their_own_front_and_winner(tiny_run, tmp_path)
         assert all(r[lat] <= b for r in front)
         assert all(not _dominated(r, ok, lat) for r in front)
         assert all(_dominated(r, front, lat) or r["arch"] in {f["arch"] for f in front} for r in ok)
-        winner = pipeline.choose_arch(config, d)  # the most accurate arch within the budget
-        assert next(r["accuracy"] for r in ok if r["arch"] == winner) == max(r["accuracy"] for r in ok)
+        # the chosen arch: the slowest within the budget of those within tie_pts of the most accurate
+        winner = next(r for r in ok if r["arch"] == pipeline.choose_arch(config, d))
+        tied = [r for r in ok if r["accuracy"] >= max(r["accuracy"] for r in ok) - config.search.tie_pts / 100]
+        assert winner in tied and winner[lat] == max(r[lat] for r in tied)
         # the report draws each device against its own budget and front
         data = pareto_data(RunFiles(config.run_dir), d)
         trials = data[data["kind"].isin(["trial", "pareto front", "trial (over budget)"])]
         assert ((trials["kind"] == "trial (over budget)") == (trials["latency_ms"] > b)).all()
         assert set(data[data["kind"] == "pareto front"]["arch"]) == {r["arch"] for r in front}
+
+
+def test_a_device_gets_the_slowest_arch_tied_with_the_most_accurate():
+    rows = [
+        {"arch": a, "accuracy": acc, "latency_ms:d": ms, "within_budget:d": ms <= 2.5}
+        for a, acc, ms in [("a", 0.900, 1.0), ("b", 0.898, 1.5), ("c", 0.890, 2.0), ("d", 0.950, 3.0)]
+    ]
+    assert device_choice(rows, "d", 0.0)["arch"] == "a"  # the most accurate within the budget
+    assert device_choice(rows, "d", 0.3)["arch"] == "b"  # b's 0.2-pt deficit is a tie: the slower one
+    assert device_choice(rows, "d", 2.0)["arch"] == "c"  # never d, more accurate but over the budget
+    assert device_choice([r | {"within_budget:d": False} for r in rows], "d", 0.3) is None
 
 
 def test_impossible_budget_fails_at_load(tiny_run, tmp_path):
