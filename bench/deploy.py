@@ -84,8 +84,12 @@ def main() -> None:
             (folder / name).unlink(missing_ok=True)  # none of an earlier run stays (no QAT file where QAT was skipped)
             if (layout.finalize(d.name) / name).exists():
                 shutil.copy(layout.finalize(d.name) / name, folder / name)
-        budget = Front.load(layout.front).budgets(d.name)
-        results["devices"][d.name] = {"budget": budget, "card": card.data}
+        front = Front.load(layout.front)
+        results["devices"][d.name] = {
+            "budget": front.budgets(d.name),
+            "card": card.data,
+            "choice": _choice(front, d.name),
+        }
     atomic_write_json(out / "deploy.json", results)
     md = _markdown(results, args.config)
     atomic_write_text(out / "deploy.md", md)
@@ -96,6 +100,21 @@ def committed_supernet(config, out: Path) -> Path:
     """The committed supernet a run of ``config`` starts from: bench/supernet.py's for a config that trains one from
     scratch, else (``train.init_from``) the one an earlier run of this script kept for the config's run folder."""
     return Path(SUPERNET) if config.train.init_from is None else out / f"supernet_{config.layout.root.name}.pt"
+
+
+def _choice(front: Front, device: str) -> dict:
+    """The search's choice for ``device`` beside the most accurate arch within its budget (``search.tie_pts``)."""
+    lat = f"latency_ms:{device}"
+
+    def pick(r: dict) -> dict:
+        return {"arch": r["arch"], "supernet_accuracy": r["accuracy"], "predicted_ms": r[lat]}
+
+    ok = front.within_budget(device)
+    return {
+        "tie_pts": front.data.get("tie_pts", 0.0),
+        "chosen": pick(front.best(device)),
+        "most_accurate": pick(max(ok, key=lambda r: r["accuracy"])),
+    }
 
 
 def _compute(config) -> dict[str, float]:
@@ -145,6 +164,7 @@ def _markdown(results: dict, config: str) -> str:
             + ", ".join(f"{k} {v / 60:.1f}" for k, v in card.data["step_seconds"].items())
             + f" minutes: {sum(card.data['step_seconds'].values()) / 60:.1f} (each model step's time when it was "
             "made, reused or not).",
+            *(["", _choice_line(r["choice"])] if "choice" in r else []),
             *(["", f"{card.data['qat_choice']['why']}."] if card.data.get("qat_choice") else []),
             "",
             "| stage | precision | size (MB) | latency (ms) | test accuracy |",
@@ -164,6 +184,21 @@ def _markdown(results: dict, config: str) -> str:
             vals = ", ".join(f"{e['val_accuracy'] * 100:.2f}" for e in curve["epochs"])
             lines.append(f"Distillation, val accuracy (%) per epoch from 0: {vals}; kept epoch {curve['kept_epoch']}.")
     return "\n".join(lines) + "\n"
+
+
+def _choice_line(choice: dict) -> str:
+    c, m = choice["chosen"], choice["most_accurate"]
+    line = (
+        f"The search chose it at {c['supernet_accuracy'] * 100:.2f} % supernet accuracy, {c['predicted_ms']:.3f} ms "
+        f"predicted"
+    )
+    if c["arch"] == m["arch"]:
+        return line + ": the most accurate within the budget."
+    return line + (
+        f"; the most accurate within the budget, `{md_code(m['arch'])[1:-1]}`, "
+        f"{m['supernet_accuracy'] * 100:.2f} % at {m['predicted_ms']:.3f} ms, leads by no more than search.tie_pts "
+        f"({choice['tie_pts']:g} pt), so the slower arch is taken."
+    )
 
 
 def _logits(card: ModelCard) -> str:
