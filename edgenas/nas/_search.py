@@ -452,7 +452,7 @@ def device_choice(rows: Sequence[dict[str, Any]], device: str, tie_pts: float) -
     if not ok:
         return None
     best = max(r["accuracy"] for r in ok)
-    tied = [r for r in ok if r["accuracy"] >= best - tie_pts / 100]
+    tied = [r for r in ok if r["accuracy"] >= best - tie_pts / 100 - 1e-9]  # a lead of exactly tie_pts: a tie
     return max(tied, key=lambda r: (r[lat], r["accuracy"]))
 
 
