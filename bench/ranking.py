@@ -20,6 +20,7 @@ noise is as large as the gaps between neighbouring archs.
 
     python bench/ranking.py                       # 16 archs, 3 epochs on 15,000 images each
     python bench/ranking.py --epochs 6 --train-limit 30000 --seeds 2   # the same archs, two runs each
+    python bench/ranking.py --ties-of bench/results/ranking_e6_n30000_seeds2.json   # near ties only
 """
 
 from __future__ import annotations
@@ -95,8 +96,53 @@ def train_standalone(archs, space, splits, limited, predictor, accel, args, out:
     return standalone
 
 
+TIE_PTS = (0.1, 0.2, 0.3, 0.5, 1.0)
+
+
+def near_ties(rows: list[dict], key: str = "standalone_val") -> list[dict]:
+    """Per threshold d: of the arch pairs whose supernet accuracies differ by under d points, how many the
+    supernet orders as stand-alone training does (``key``), and how many the slower arch of the pair wins:
+    what ``search.tie_pts`` rests on (the search takes the slower arch of a near tie)."""
+    out = []
+    for d in TIE_PTS:
+        pairs = [
+            (a, b)
+            for i, a in enumerate(rows)
+            for b in rows[i + 1 :]
+            if abs(a["supernet_test"] - b["supernet_test"]) * 100 < d and a[key] != b[key]
+        ]
+        out.append(
+            {
+                "under_pts": d,
+                "pairs": len(pairs),
+                "supernet_right": sum((a["supernet_test"] > b["supernet_test"]) == (a[key] > b[key]) for a, b in pairs),
+                "slower_right": sum((a["predicted_ms"] > b["predicted_ms"]) == (a[key] > b[key]) for a, b in pairs),
+            }
+        )
+    return out
+
+
+def ties_markdown(ties: list[dict], key: str) -> list[str]:
+    return [
+        f"Near ties (the stand-alone side: `{key}`): pairs of archs whose supernet accuracies differ by under d "
+        "points, and how often each rule orders them as stand-alone training does.",
+        "",
+        "| supernet accuracies differ by under | pairs | the more accurate on the supernet wins | the slower wins |",
+        "|---|---|---|---|",
+        *(f"| {t['under_pts']:g} pt | {t['pairs']} | {t['supernet_right']} | {t['slower_right']} |" for t in ties),
+    ]
+
+
+def print_ties(path: Path) -> None:
+    """``--ties-of``: the near-tie table of a results file already written (no training)."""
+    rows = read_json(path)["archs"]
+    for key in ("standalone_val", "standalone_test"):
+        print("\n".join(ties_markdown(near_ties(rows, key), key)) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ties-of", type=Path, default=None, help="only print the near-tie table of this results file")
     p.add_argument("--n", type=int, default=16, help="archs, spread over the predicted latency range")
     p.add_argument("--epochs", type=int, default=3, help="stand-alone epochs")
     p.add_argument("--train-limit", type=int, default=15000, help="stand-alone training images")
@@ -107,6 +153,9 @@ def main() -> None:
     )
     add_supernet_args(p, workdir="runs/bench_ranking")
     args = p.parse_args()
+    if args.ties_of is not None:
+        print_ties(args.ties_of)
+        return
 
     work, out = Path(args.workdir), Path(args.out)
     space, splits, supernet = supernet_bench(args)
@@ -201,6 +250,7 @@ def main() -> None:
         "grid": grid,
         "chosen": chosen,
         "fidelity": fidelity,
+        "near_ties": near_ties(rows),
         "archs": rows,
     }
     # the default budget's results are ranking.*, another budget's (or seed count's) carry it in their name
@@ -244,6 +294,7 @@ def main() -> None:
             f"| {md_code(r['arch'])} | {r['predicted_ms']:.3f} | {r['supernet_test'] * 100:.2f} % | "
             f"{r['standalone_test'] * 100:.2f} % |"
         )
+    md += ["", *ties_markdown(results["near_ties"], "standalone_val")]
     md += ["", f"![supernet vs stand-alone]({stem}.png)"]
     atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     print("\n".join(md))

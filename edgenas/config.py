@@ -216,9 +216,9 @@ class SearchConfig:
     device: str = "auto"  # where torch evaluates subnets: auto, cpu, cuda, cuda:N, mps
     # the arch each device gets: of the trials within its budgets whose accuracy is within this
     # many points of the most accurate one's, the slowest (the most capacity the budget allows).
-    # bench/ranking.py: where two subnets' supernet accuracies differ by under 0.3 pt, the
-    # supernet orders their stand-alone accuracies as a coin does (27 of 47 pairs), the slower
-    # subnet is the better one in 35 of 47; 0: the most accurate, however slight its lead
+    # bench/ranking.py --ties-of ...: where two subnets' supernet accuracies differ by under
+    # 0.3 pt, the supernet orders their stand-alone validation accuracies little better than a
+    # coin (27 of 47 pairs), the slower subnet wins 35 of 47; 0: the most accurate, however slight its lead
     tie_pts: float = 0.3
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats (RDB storages)
     grace_period: int = 90  # a running trial without a heartbeat for this long is failed and retried
