@@ -70,6 +70,7 @@ def main() -> None:
         "compute_of": "this run" if compute or not earlier else "an earlier run",
         "not_finalized": [],
     }
+    front = Front.load(layout.front) if layout.front.exists() else None
     for d in config.devices:
         if not layout.model_card(d.name).exists():
             if d.name in earlier.get("devices", {}):
@@ -84,7 +85,6 @@ def main() -> None:
             (folder / name).unlink(missing_ok=True)  # none of an earlier run stays (no QAT file where QAT was skipped)
             if (layout.finalize(d.name) / name).exists():
                 shutil.copy(layout.finalize(d.name) / name, folder / name)
-        front = Front.load(layout.front)
         results["devices"][d.name] = {
             "budget": front.budgets(d.name),
             "card": card.data,

@@ -431,13 +431,17 @@ def device_front(rows: Sequence[dict[str, Any]], device: str) -> list[dict[str, 
     """One device's own front: the trials within its budgets that no other such trial beats on
     both accuracy and that device's latency, fastest first (an arch sampled twice appears once)."""
     lat = f"latency_ms:{device}"
-    ok = [r for r in rows if r.get(f"within_budget:{device}", r.get("feasible", True))]
     front, best = [], -np.inf
-    for r in sorted(ok, key=lambda r: (r[lat], -r["accuracy"])):
+    for r in sorted(_within_budget(rows, device), key=lambda r: (r[lat], -r["accuracy"])):
         if r["accuracy"] > best:  # strictly: a repeat of an arch (same accuracy) is not added again
             front.append(r)
             best = r["accuracy"]
     return front
+
+
+def _within_budget(rows: Sequence[dict[str, Any]], device: str) -> list[dict[str, Any]]:
+    """The trials within ``device``'s budgets (rows of a study without budgets: the feasible ones)."""
+    return [r for r in rows if r.get(f"within_budget:{device}", r.get("feasible", True))]
 
 
 def device_choice(rows: Sequence[dict[str, Any]], device: str, tie_pts: float) -> dict[str, Any] | None:
@@ -448,7 +452,7 @@ def device_choice(rows: Sequence[dict[str, Any]], device: str, tie_pts: float) -
     larger subnet is the better bet once trained on its own (``SearchConfig.tie_pts``).
     """
     lat = f"latency_ms:{device}"
-    ok = [r for r in rows if r.get(f"within_budget:{device}", r.get("feasible", True))]
+    ok = _within_budget(rows, device)
     if not ok:
         return None
     best = max(r["accuracy"] for r in ok)
