@@ -39,6 +39,7 @@ def test_predictor_sum_matches_hand_computation(tiny_table):
     assert predictor.predict(arch, calibrated=False) == pytest.approx(by_hand * table.header["reference_ms"])
     edges = sum(s.in_chs * s.in_size**2 + s.out_chs * s.out_size**2 for s in predictor.space.block_specs(arch))
     assert predictor.features(arch)["edges"] == pytest.approx(edges / 1e5)  # activations at the blocks' edges
+    assert predictor.features(arch)["blocks"] == len(predictor.space.block_specs(arch))
     bd = predictor.breakdown(arch)
     assert len(bd) == len(predictor.space.block_specs(arch))
 
@@ -213,7 +214,11 @@ def test_fit_calibration_recovers_a_known_line():
     rng = np.random.default_rng(0)
     t = rng.uniform(1, 10, 30)
     edges = rng.uniform(0, 3, 30)
-    feats = [{"t": v, "params": 0.1 * v + rng.uniform(0, 0.01), "edges": e, "one": 1.0} for v, e in zip(t, edges)]
+    blocks = rng.integers(8, 16, 30).astype(float)
+    feats = [
+        {"t": v, "params": 0.1 * v + rng.uniform(0, 0.01), "edges": e, "blocks": b, "one": 1.0}
+        for v, e, b in zip(t, edges, blocks)
+    ]
     cal = fit_calibration(feats, 0.8 * t + 0.5)
     assert cal["features"] == ["t", "one"]
     assert cal["coef"] == pytest.approx([0.8, 0.5], rel=1e-6)
@@ -221,6 +226,10 @@ def test_fit_calibration_recovers_a_known_line():
     cal = fit_calibration(feats, 1.1 * t - 0.2 * edges + 0.5)
     assert cal["features"] == ["t", "edges", "one"]
     assert cal["coef"] == pytest.approx([1.1, -0.2, 0.5], rel=1e-6)
+    # a network that pays a fixed cost per block its blocks timed alone did not show
+    cal = fit_calibration(feats, 1.2 * t + 0.05 * blocks + 0.1)
+    assert cal["features"] == ["t", "blocks", "one"]
+    assert cal["coef"] == pytest.approx([1.2, 0.05, 0.1], rel=1e-6)
     assert cal["params_range"] == pytest.approx([min(f["params"] for f in feats), max(f["params"] for f in feats)])
     with pytest.raises(ValueError, match="at least 4"):
         fit_calibration(feats[:2], [1.0, 2.0])
