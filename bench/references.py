@@ -200,6 +200,7 @@ def compare(
     on the weights' values.
     """
     models, rows = [], []
+    clash = len({f.name for f in deployed}) < len(deployed)  # two runs' devices of one name: say whose
     for folder in deployed:
         if not (folder / "model_card.json").exists():
             log(f"{folder}: no model card (not finalized yet); left out")
@@ -211,7 +212,7 @@ def compare(
             rows.append(
                 {
                     "kind": "edgenas",
-                    "name": f"{folder.name} {stage}",
+                    "name": f"{folder.parent.name + '/' if clash else ''}{folder.name} {stage}",
                     "arch": card.arch,
                     "deployed": card.deployed_stage == stage,
                     "test_accuracy": acc,
