@@ -627,7 +627,7 @@ def _prune_inputs(run: _Run) -> dict[str, Any]:
     p = _prune_config(run)
     return {
         "prune": dataclasses.asdict(p),
-        **run.settings("prune_finetune_epochs"),
+        **run.settings("prune_finetune_epochs", "prune_lr"),
         **_teacher_logits_setting(run),
         # the device's timings steer pruning only when there is a latency target
         "device": (run.device, run.fingerprint) if p.latency_target_ms else None,
@@ -648,7 +648,7 @@ def _prune(run: _Run) -> nn.Module:
         fp = net_footprint(m)
         return fp.activation_bytes[run.precision] / KB, fp.size_bytes[run.precision] / KB
 
-    ft = run.fit_config(c.prune_finetune_epochs, c.lr, (c.alpha_end, c.alpha_end))
+    ft = run.fit_config(c.prune_finetune_epochs, c.prune_lr, (c.alpha_end, c.alpha_end))
     model, steps = progressive_prune(
         run.models["distilled"],
         torch.zeros(run.input_shape),

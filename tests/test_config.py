@@ -76,6 +76,7 @@ def test_defaults_and_overrides(tmp_path):
             "finalize.teacher: expected str or tuple or NoneType, got ['a.onnx', 3]",
         ),
         ({"finalize": {"warmup_epochs": -0.5}}, "finalize.warmup_epochs must be >= 0"),
+        ({"finalize": {"prune_lr": 0}}, "finalize.lr, prune_lr, qat_lr and teacher_lr must be > 0"),
         ({"train": {"momentum": 1.0}}, "train needs momentum in [0, 1)"),
     ],
 )

@@ -491,10 +491,20 @@ def test_the_teachers_clean_logits_are_computed_once_for_the_distillation_and_ev
     clean = edgenas.distill.clean_teacher_logits
     monkeypatch.setattr(edgenas.finalize, "clean_teacher_logits", counted)
     monkeypatch.setattr(edgenas.distill, "clean_teacher_logits", counted)
+    rates = []  # each finetune's peak learning rate
+
+    def rated(model, splits, config, **kwargs):
+        rates.append((kwargs.get("desc"), config.lr))
+        return fit(model, splits, config, **kwargs)
+
+    fit = edgenas.finalize.fit
+    monkeypatch.setattr(edgenas.finalize, "fit", rated)
     fin = FinalizeConfig(
         distill_epochs=1,
+        lr=0.05,
         prune=PruneConfig(step=0.1, max_steps=2, tolerance=1.0),  # tolerance 1: both steps are taken
         prune_finetune_epochs=1,
+        prune_lr=0.002,
         qat="always",
         qat_epochs=1,
         measure_rounds=3,
@@ -503,6 +513,10 @@ def test_the_teachers_clean_logits_are_computed_once_for_the_distillation_and_ev
     card = _finalize(_tiny_parts(tiny_run), LocalBackend(threads=1), tmp_path / "fin", fin)
     assert [s["step"] for s in card["prune_steps"]] == [0, 1, 2]  # two finetunes by the teacher after distilling
     assert len(calls) == 2 and calls[0] != calls[1]  # the teacher once, then QAT's teacher (the pruned model)
+    # the pruning finetunes repair a trained model at their own, lower rate (recorded: a new rate prunes again)
+    assert [lr for desc, lr in rates if desc == "prune-finetune"] == [0.002, 0.002]
+    assert ("distill", 0.05) in rates
+    assert json.loads((tmp_path / "fin" / "pruned.json").read_text())["inputs"]["prune_lr"] == 0.002
     for step in ("distilled", "pruned", "qat"):
         assert json.loads((tmp_path / "fin" / f"{step}.json").read_text())["inputs"]["teacher_logits"] == "clean"
     calls.clear()  # no finetune learns from a teacher: no teacher runs

@@ -3,9 +3,13 @@
 torch-pruning's dependency graph keeps coupled layers consistent: a depthwise conv loses
 exactly the channels its expand conv loses, an SE module follows the channels it gates,
 and blocks joined by a residual sum lose the same channels together. The classifier's
-output layer is never pruned, and channel counts are rounded to a multiple of
+output layer is never pruned, and channel counts are rounded to the *nearest* multiple of
 ``divisor`` (hardware-friendly vector widths: finalize's default is the channel block the
-device's table found its runtime computing in, :meth:`PruneConfig.resolved`).
+device's table found its runtime computing in, :meth:`PruneConfig.resolved`). Nearest, not
+down as torch-pruning rounds: rounded down, a 5 % step took 8 of a 16-channel layer's
+channels, half of it, and every narrow layer lost at least a whole block at every step (a
+"5 %" step removed 19 % of a Fashion-MNIST model's parameters and cost 1.6 points); rounded
+to the nearest, a layer too narrow for the step keeps its channels and the wide ones pay.
 """
 
 from __future__ import annotations
@@ -36,6 +40,15 @@ class PruneStep:
 
 def channel_counts(model: nn.Module) -> list[int]:
     return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+class _NearestPruner(tp.pruner.MetaPruner):
+    """torch-pruning's pruner with each layer's kept channels rounded to the nearest multiple of ``round_to``
+    (at least one), where torch-pruning rounds them down."""
+
+    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+        kept = max(round_to, int((current_channels - n_pruned) / round_to + 0.5) * round_to)  # halves kept
+        return max(current_channels - kept, 0)
 
 
 def _output_layer(model: nn.Module) -> nn.Module:
@@ -77,7 +90,7 @@ def progressive_prune(
     steps = [record(0, base_acc, True)]
     if config.max_steps == 0 or config.met(steps[0]):
         return model, steps
-    pruner = tp.pruner.MetaPruner(
+    pruner = _NearestPruner(
         model,
         example_input,
         importance=tp.importance.MagnitudeImportance(p=1),

@@ -40,6 +40,26 @@ def test_progressive_pruning(divisor):
     np.testing.assert_allclose(sess.run(None, {"input": x[:1].numpy()})[0], expect, rtol=1e-4, atol=1e-4)
 
 
+def test_a_step_rounds_each_layer_to_the_nearest_multiple_so_that_narrow_layers_keep_their_channels():
+    """A 5 % step: a 16- or 24-channel layer keeps all (rounded down, it would lose 8: half of it), a 144-channel
+    one loses 8 (5.6 %), and the model loses about the step's share of its parameters, not a fifth."""
+    space = SPACES["small"]
+    torch.manual_seed(0)
+    net = build_subnet(space, space.parse("r28w0.5|k7e6|k5e4se-k5e6se-k3e6se|k3e4-k3e3|k3e4se")).eval()
+    pruned, steps = progressive_prune(
+        net,
+        torch.zeros(1, 1, 28, 28),
+        PruneConfig(step=0.05, max_steps=1, divisor=8, tolerance=1.0),
+        finetune=lambda m: None,
+        evaluate=lambda m: 0.5,
+    )
+    before, after = channel_counts(net), channel_counts(pruned)
+    assert all(b == a for b, a in zip(before, after) if b <= 24)  # narrow: untouched
+    assert any(b == 144 and a == 136 for b, a in zip(before, after))  # wide: one block of 8
+    assert all(a % 8 == 0 and b - a <= max(8, 0.1 * b) for b, a in zip(before, after))
+    assert 0.85 * steps[0].params < steps[1].params < 0.97 * steps[0].params
+
+
 def test_pruning_stops_at_tolerance_and_keeps_the_last_good_model():
     space = SPACES["tiny"]
     net = build_subnet(space, space.largest()).eval()
