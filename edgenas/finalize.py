@@ -286,6 +286,7 @@ class _Run:
                 channels=self.chans,
                 batch_size=self.config.batch_size,
                 accel=self.accel,
+                progress=self.progress,
             )
         return self.teacher_clean_logits
 
