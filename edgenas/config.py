@@ -308,7 +308,7 @@ class FinalizeConfig(Recipe):
     prune: PruneConfig = field(default_factory=PruneConfig)
     prune_finetune_epochs: int = 1
     # the pruning finetunes' peak rate: they repair a trained model, which the distillation's rate would
-    # throw out of its minimum (one epoch at lr 0.05 cost 1.6 pt of validation accuracy on Fashion-MNIST)
+    # throw out of its minimum (Fashion-MNIST, a 5 % step: 93.47 % validation at 0.005, 93.03 % at 0.05)
     prune_lr: float = 0.005
     qat: str = "auto"  # see QAT_CHOICES
     qat_epochs: int = 2
