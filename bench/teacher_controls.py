@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--ensemble", nargs="+", help="ONNX teacher files (default: the config's finalize.teacher)")
     p.add_argument("--epochs", type=int, help="distillation epochs (default: the config's)")
+    p.add_argument("--lr", type=float, help="the distillation's peak learning rate (default: the config's finalize.lr)")
     p.add_argument("--full", action="store_true", help="prune and QAT-finetune as the config says, too")
     p.add_argument("--torch-device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -77,8 +78,9 @@ def main() -> None:
     runs = results.setdefault("runs", {})
     for setting in args.settings:
         for seed in args.seeds:
-            name = f"{setting}_s{seed}"
             fin = _finalize_config(config.finalize, setting, seed, ensemble, args)
+            name = f"{setting}_s{seed}" + (f"_e{fin.distill_epochs}" if args.epochs else "")
+            name += f"_lr{fin.lr:g}" if args.lr else ""
             log(f"{name}: finalize {args.arch} ({fin.distill_epochs} epochs, teacher {setting})")
             start = time.time()
             card = finalize_arch(
@@ -94,7 +96,7 @@ def main() -> None:
                 data=pipeline.data_record(config),
                 progress=False,
             )
-            runs[name] = _row(card, setting, seed, time.time() - start)
+            runs[name] = {**_row(card, setting, seed, time.time() - start), "lr": fin.lr, "epochs": fin.distill_epochs}
             log(f"{name}: test {_pct(runs[name]['test_accuracy'])}, val {_pct(runs[name]['val_accuracy'])}")
             results["summary"] = _summary(runs, results["test_images"])
             atomic_write_json(out, results)
@@ -121,6 +123,7 @@ def _finalize_config(base, setting: str, seed: int, ensemble: tuple[str, ...], a
         teacher_logits="clean" if setting.endswith("-clean") else "online",
         teacher_epochs=0,
         distill_epochs=args.epochs or base.distill_epochs,
+        lr=args.lr or base.lr,
     )
     if setting == "labels":
         fin = dataclasses.replace(fin, alpha_start=0.0, alpha_end=0.0)
@@ -198,12 +201,14 @@ def _markdown(results: dict) -> str:
             f"| {setting} | {row['seeds']} | {_pct(row['mean'])} ± {row['margin_pts']:.2f} | "
             f"{row['spread_pts']:.2f} pt | {vs} |"
         )
-    lines += ["", "| run | teacher | test | val (kept epoch) | distillation (min) | where |", "|---" * 6 + "|"]
+    header = "| run | teacher | epochs, lr | test | val (kept epoch) | distillation (min) | where |"
+    lines += ["", header, "|---" * 7 + "|"]
     for name, r in sorted(results["runs"].items()):
         where = f"{r['compute']['device']} ({r['compute']['name']}, threads {r['compute']['threads']})"
+        schedule = f"{r['epochs']}, {r['lr']:g}" if "lr" in r else "the config's"  # runs before --lr recorded neither
         lines.append(
-            f"| {name} | {r['teacher']} | {_pct(r['test_accuracy'])} | {_pct(r['val_accuracy'])} ({r['kept_epoch']}) | "
-            f"{r['distill_minutes']:.1f} | {where} |"
+            f"| {name} | {r['teacher']} | {schedule} | {_pct(r['test_accuracy'])} | {_pct(r['val_accuracy'])} "
+            f"({r['kept_epoch']}) | {r['distill_minutes']:.1f} | {where} |"
         )
     return "\n".join(lines) + "\n"
 
