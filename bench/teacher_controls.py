@@ -55,6 +55,9 @@ def main() -> None:
     p.add_argument("--ensemble", nargs="+", help="ONNX teacher files (default: the config's finalize.teacher)")
     p.add_argument("--epochs", type=int, help="distillation epochs (default: the config's)")
     p.add_argument("--lr", type=float, help="the distillation's peak learning rate (default: the config's finalize.lr)")
+    p.add_argument(
+        "--alpha", nargs=2, type=float, metavar=("START", "END"), help="a teacher's share (default: the config's)"
+    )
     p.add_argument("--full", action="store_true", help="prune and QAT-finetune as the config says, too")
     p.add_argument("--torch-device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -67,6 +70,13 @@ def main() -> None:
     ensemble = tuple(args.ensemble or map(str, teacher_files(config.finalize.teacher)))
     if any(s.startswith("ensemble") for s in args.settings) and not ensemble:
         p.error("the ensemble setting needs teacher files: --ensemble FILE... or finalize.teacher in --config")
+    alpha = tuple(args.alpha or (config.finalize.alpha_start, config.finalize.alpha_end))
+    if any(s != "labels" for s in args.settings) and not any(alpha):
+        # configs/fashion-mnist.yaml trains on the labels alone since 2026-12-08: a teacher at alpha 0 teaches nothing
+        p.error(
+            f"{args.config} trains on the labels alone (alpha 0): a teacher setting needs --alpha START END (the "
+            "headline config's until 2026-12-08: --alpha 0.5 0.1 --lr 0.05)"
+        )
     set_threads(args.threads)
     splits = pipeline.splits_for(config)
     space = pipeline.space_for(config, splits)
@@ -81,6 +91,7 @@ def main() -> None:
             fin = _finalize_config(config.finalize, setting, seed, ensemble, args)
             name = f"{setting}_s{seed}" + (f"_e{fin.distill_epochs}" if args.epochs else "")
             name += f"_lr{fin.lr:g}" if args.lr else ""
+            name += f"_a{fin.alpha_start:g}-{fin.alpha_end:g}" if args.alpha and setting != "labels" else ""
             log(f"{name}: finalize {args.arch} ({fin.distill_epochs} epochs, teacher {setting})")
             start = time.time()
             card = finalize_arch(
@@ -97,6 +108,7 @@ def main() -> None:
                 progress=False,
             )
             runs[name] = {**_row(card, setting, seed, time.time() - start), "lr": fin.lr, "epochs": fin.distill_epochs}
+            runs[name]["alpha"] = [fin.alpha_start, fin.alpha_end]
             log(f"{name}: test {_pct(runs[name]['test_accuracy'])}, val {_pct(runs[name]['val_accuracy'])}")
             results["summary"] = _summary(runs, results["test_images"])
             atomic_write_json(out, results)
@@ -124,6 +136,8 @@ def _finalize_config(base, setting: str, seed: int, ensemble: tuple[str, ...], a
         teacher_epochs=0,
         distill_epochs=args.epochs or base.distill_epochs,
         lr=args.lr or base.lr,
+        alpha_start=args.alpha[0] if args.alpha else base.alpha_start,
+        alpha_end=args.alpha[1] if args.alpha else base.alpha_end,
     )
     if setting == "labels":
         fin = dataclasses.replace(fin, alpha_start=0.0, alpha_end=0.0)
